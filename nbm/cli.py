@@ -1,0 +1,148 @@
+"""The ``nbm`` command line (DESIGN.md, "CLI contract") — the one composition root.
+
+Every command exits 0 on success, 1 when it finished but found problems in the input, and 2 on unusable
+input or a usage error, printing the reason on stderr without a traceback (``--debug`` shows it).
+Commands that need a later stage (``training``, ``serving``, ``experiments``) import it inside the
+command, so ``nbm --help`` stays fast and the core never depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nbm import __version__
+from nbm.errors import NbmError, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from nbm.commands.simulate import run_simulate
+
+    return run_simulate(args)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from nbm.commands.validate import run_validate
+
+    return run_validate(args)
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    from nbm.commands.config_show import run_config_show
+
+    return run_config_show(args)
+
+
+def _common_options(parser: argparse.ArgumentParser, config_default: object, debug_default: object) -> argparse.ArgumentParser:
+    parser.add_argument("--config", type=Path, default=config_default,
+                        help="configuration file (default: ./nbm.toml if present)")
+    parser.add_argument("--debug", action="store_true", default=debug_default, help="show tracebacks of errors")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    top = _common_options(argparse.ArgumentParser(add_help=False), None, False)
+    # Sub-commands accept the same options after their name; SUPPRESS keeps a value given before it.
+    common = _common_options(argparse.ArgumentParser(add_help=False), argparse.SUPPRESS, argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(
+        prog="nbm", parents=[top],
+        description="nbm — the next best message for each customer, or nothing now.",
+    )
+    parser.add_argument("--version", action="version", version=f"nbm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sim = sub.add_parser("simulate", parents=[common], help="write a synthetic CRM world in the data contract",
+                         description="Write a simulated CRM world (events, messages, users, links) with ground truth.")
+    sim.add_argument("--out", type=Path, required=True, help="directory to write the tables to")
+    sim.add_argument("--users", type=_positive_int, default=10_000, help="people in the world (default 10000)")
+    sim.add_argument("--days", type=_positive_int, default=60, help="days of logged history (default 60)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same world")
+    sim.add_argument("--start", help="first instant of the period, ISO-8601 (default: ends 2026-11-01)")
+    sim.add_argument("--epsilon", type=_share, default=0.1, help="exploration share of the logging policy")
+    sim.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="file format")
+    sim.add_argument("--messy", action="store_true",
+                     help="inject duplicates, late rows and malformed rows (manifest in injected.json)")
+    sim.set_defaults(handler=_cmd_simulate)
+
+    val = sub.add_parser("validate", parents=[common], help="report the bad rows of a data directory",
+                         description="Check a data directory against the data contract. "
+                                     "Exit 0: clean; 1: problems, data usable; 2: unusable.")
+    val.add_argument("--data", type=Path, required=True, help="directory with events, messages, users (links)")
+    val.add_argument("--now", help="validation time for future timestamps, ISO-8601 (default: now)")
+    val.add_argument("--json", type=Path, help="also write the full report as JSON here")
+    val.add_argument("--show", type=int, default=None, help="problem rows to print (default from configuration)")
+    val.set_defaults(handler=_cmd_validate)
+
+    cfg = sub.add_parser("config", parents=[common], help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+    show = cfg_sub.add_parser("show", parents=[common], help="print the effective configuration as TOML")
+    show.set_defaults(handler=_cmd_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help exits 0, a usage error exits 2
+        return int(exc.code or 0)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except NbmError as exc:
+        if args.debug:
+            raise
+        print(f"nbm {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nbm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 — the contract: a reason on stderr, never a traceback
+        if args.debug:
+            raise
+        print(f"nbm {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+              "(this is a bug; rerun with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def load_config_for(args: argparse.Namespace):
+    """The effective configuration for a command (``--config`` or the defaults)."""
+    from nbm.config import load_config
+
+    return load_config(args.config)
+
+
+__all__ = ["build_parser", "main", "load_config_for", "UsageError"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The one typed configuration of nbm.
+
+Loaded once — from ``nbm.toml`` in the working directory when present, otherwise from the embedded
+defaults below — and passed down explicitly. Nothing here runs at import time: :func:`load_config`
+reads the file and the two environment variables it honours (``NBM_HOME`` and ``NBM_CONFIG``).
+
+Every section is a frozen pydantic model, so a typo in ``nbm.toml`` is an error that names the key
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nbm.errors import UsageError
+
+CONFIG_FILE = "nbm.toml"
+DEFAULT_CHANNELS = ("email", "sms", "push", "in_app", "wechat")
+LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttributionConfig(_Section):
+    """How outcomes without a ``decision_id`` find the send that caused them."""
+
+    open_click_hours: float = Field(72.0, gt=0, description="window after a send for open/click")
+    convert_days: float = Field(7.0, gt=0, description="window after a send for convert")
+
+
+class ValidationConfig(_Section):
+    """What the loader accepts."""
+
+    future_tolerance_minutes: float = Field(
+        60.0, ge=0, description="timestamps later than now + this are rejected (clock skew allowance)"
+    )
+    keep_unknown_messages: bool = Field(
+        False, description="keep events whose message_id is not in the catalog (they are reported either way)"
+    )
+    max_problems_shown: int = Field(20, ge=0, description="problem rows printed by `nbm validate`")
+
+
+class ContactPolicyConfig(_Section):
+    """Defaults of the contact policy; the decision policy enforces them."""
+
+    daily_cap_per_channel: int = Field(1, ge=0)
+    weekly_cap_per_channel: int = Field(3, ge=0)
+    weekly_cap_total: int = Field(5, ge=0)
+    min_gap_hours: float = Field(12.0, ge=0)
+    message_cooldown_days: float = Field(7.0, ge=0)
+    quiet_hours_start: int = Field(21, ge=0, le=23, description="local hour at which quiet hours begin")
+    quiet_hours_end: int = Field(8, ge=0, le=23, description="local hour at which quiet hours end")
+
+
+class LifecycleConfig(_Section):
+    """Thresholds of the lifecycle stages, in days."""
+
+    new_days: float = Field(30.0, gt=0, description="a user is `new` this long after signup")
+    at_risk_after_days: float = Field(21.0, gt=0, description="no visit for this long: `at_risk`")
+    dormant_after_days: float = Field(60.0, gt=0, description="no visit for this long: `dormant`")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleConfig:
+        if self.dormant_after_days <= self.at_risk_after_days:
+            raise ValueError(
+                f"`dormant_after_days` ({self.dormant_after_days}) must exceed "
+                f"`at_risk_after_days` ({self.at_risk_after_days})"
+            )
+        return self
+
+
+class NbmConfig(_Section):
+    """The effective configuration. Build it with :func:`load_config`."""
+
+    home: Path = Field(Path(".nbm"), description="data and state of the embedded defaults (NBM_HOME)")
+    channels: tuple[str, ...] = Field(DEFAULT_CHANNELS, min_length=1)
+    mlflow_tracking_uri: str = Field("", description="empty: a SQLite file under `home`")
+    state_url: str = Field("", description="empty: a SQLite file under `home`; redis://… for shared state")
+    dask_scheduler: str = Field("", description="empty: features and training run in-process")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    attribution: AttributionConfig = AttributionConfig()
+    validation: ValidationConfig = ValidationConfig()
+    contact_policy: ContactPolicyConfig = ContactPolicyConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or any(not c or c != c.strip() for c in value):
+            raise ValueError(f"`channels` must be distinct non-empty names, got {list(value)!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_urls(self) -> NbmConfig:
+        # Derived defaults live in the object itself, so `nbm config show` prints what is really used.
+        home = self.home.expanduser()
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{(home / 'mlflow.db').as_posix()}")
+        if not self.state_url:
+            object.__setattr__(self, "state_url", f"sqlite:///{(home / 'state.db').as_posix()}")
+        return self
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The configuration as plain TOML-serialisable values (paths as strings)."""
+        data = self.model_dump(mode="json")
+        return data
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> NbmConfig:
+    """Load the effective configuration.
+
+    Parameters
+    ----------
+    path
+        A TOML file. ``None`` means ``$NBM_CONFIG`` if set, else ``./nbm.toml`` if it exists, else the
+        embedded defaults.
+    environ
+        The environment to read ``NBM_HOME`` and ``NBM_CONFIG`` from (default ``os.environ``); ``NBM_HOME``
+        overrides ``home`` from the file.
+
+    Raises
+    ------
+    UsageError
+        When the file is missing (if named explicitly), is not valid TOML, or holds an unknown key or a bad
+        value; the message names the key.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is None and env.get("NBM_CONFIG"):
+        path = env["NBM_CONFIG"]
+    if path is None and Path(CONFIG_FILE).is_file():
+        path = CONFIG_FILE
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"configuration file {str(file)!r} does not exist")
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"configuration file {str(file)!r} is not valid TOML: {exc}") from exc
+    if env.get("NBM_HOME"):
+        data["home"] = env["NBM_HOME"]
+    try:
+        return NbmConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f" in {str(path)!r}" if path is not None else ""
+        problems = "; ".join(
+            f"`{'.'.join(str(p) for p in err['loc'])}`: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise UsageError(f"invalid configuration{where}: {problems}") from exc

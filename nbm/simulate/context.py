@@ -1,0 +1,106 @@
+"""What a policy sees when it decides, and what it answers, in the simulated world.
+
+Each simulated day the environment builds one :class:`DecisionContext` for every live user at the start
+of the day (00:00 UTC) and asks the policy for at most one :class:`Actions` row per user: a message, a
+channel and a send slot (a local hour of ``SimConfig.slot_hours`` within the next 24 hours), with the
+probability with which the policy chose it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nbm.simulate.catalog import Catalog
+
+if TYPE_CHECKING:
+    from nbm.simulate.environment import Environment
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """The observable state of the ``k`` users a policy decides for on one day.
+
+    Every per-user array has length ``k`` and is aligned with ``users``. ``stage`` follows
+    ``nbm.config.LIFECYCLE_STAGES`` and is derived from observable facts only (signup and last visit),
+    as the feature pipeline derives it.
+    """
+
+    now: int                        # int64 ns, the start of the day (UTC)
+    weekday: int                    # 0 = Monday
+    users: np.ndarray               # int indices into the population
+    stage: np.ndarray               # int index into LIFECYCLE_STAGES
+    consent: np.ndarray             # bool (k, channels), after unsubscribes and bounces
+    days_since_signup: np.ndarray   # float days
+    days_since_contact: np.ndarray  # float days; inf when never contacted
+    contacts_7d: np.ndarray         # int, sends in the last 7 days
+    welcome_sent: np.ndarray        # int, welcome messages received so far
+    favourite_topic: np.ndarray     # int index into topics; -1 when the profile does not say
+    live: np.ndarray                # bool (messages,): messages that may be sent today
+    catalog: Catalog
+    slot_hours: tuple[int, ...]
+    environment: Environment
+
+    @property
+    def k(self) -> int:
+        return len(self.users)
+
+    def eligible(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Eligible (message, channel) pairs, bool of shape (len(rows), messages, channels).
+
+        A pair is eligible when the message is live, targets the user's stage, allows the channel, and
+        the user consents to the channel. ``rows`` selects users by position in this context.
+        """
+        rows = np.arange(self.k) if rows is None else rows
+        cat = self.catalog
+        targeted = cat.stages[:, self.stage[rows]].T & self.live[None, :]          # (r, m)
+        return targeted[:, :, None] & cat.channels[None, :, :] & self.consent[rows][:, None, :]
+
+    def n_eligible_actions(self) -> np.ndarray:
+        """Number of eligible (message, channel, slot) actions of every user, int (k,).
+
+        Counted per (stage, consent pattern) and looked up, so it costs O(k) rather than
+        O(k × messages × channels).
+        """
+        cat, n_channels = self.catalog, self.consent.shape[1]
+        patterns = (np.arange(2 ** n_channels)[:, None] >> np.arange(n_channels)[None, :]) & 1   # (2^C, C)
+        pairs = cat.channels.astype(np.int64) @ patterns.T                                          # (m, 2^C)
+        per_stage = (cat.stages & self.live[:, None]).T.astype(np.int64) @ pairs                   # (stages, 2^C)
+        code = self.consent.astype(np.int64) @ (1 << np.arange(n_channels))
+        return per_stage[self.stage, code] * len(self.slot_hours)
+
+
+@dataclass(frozen=True)
+class Actions:
+    """A policy's answer: at most one (message, channel, slot) per user, with its propensity.
+
+    ``users`` are population indices (a subset of the context's users, each at most once); users left
+    out get nothing today. ``propensity`` is the probability with which the policy chose exactly this
+    action for this user (1.0 for a deterministic policy).
+    """
+
+    users: np.ndarray
+    messages: np.ndarray
+    channels: np.ndarray
+    slots: np.ndarray
+    propensity: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Actions:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, none, np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def take(self, index: np.ndarray) -> Actions:
+        return Actions(self.users[index], self.messages[index], self.channels[index], self.slots[index],
+                       self.propensity[index])
+
+    @staticmethod
+    def concat(parts: list[Actions]) -> Actions:
+        parts = [p for p in parts if len(p)] or [Actions.empty()]
+        return Actions(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("users", "messages", "channels", "slots", "propensity")))

@@ -1,0 +1,116 @@
+"""The simulated world's event log: columns of integers while it grows, an ``events`` table when read.
+
+Rows are appended in chunks of numpy arrays (one chunk per kind of event per day). Every row gets a
+sequence number when appended, so its ``event_id`` does not depend on when the log is read.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from nbm.schema import EVENT_TYPES
+
+if TYPE_CHECKING:
+    from nbm.simulate.world import World
+
+EventType = IntEnum("EventType", {name.upper(): i for i, name in enumerate(EVENT_TYPES)})
+"""Integer codes of ``nbm.schema.EVENT_TYPES`` (``EventType.SEND`` …)."""
+
+ALIAS_CANONICAL, ALIAS_DEVICE, ALIAS_COOKIE = 0, 1, 2
+_FIELDS = ("timestamp", "user", "alias", "event_type", "message", "channel", "decision", "propensity", "value")
+
+
+class EventLog:
+    """Append-only log of a world's events."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self._next = 0
+
+    def __len__(self) -> int:
+        return self._next
+
+    def append(
+        self,
+        timestamp: np.ndarray,
+        user: np.ndarray,
+        event_type: EventType,
+        *,
+        alias: np.ndarray | None = None,
+        message: np.ndarray | None = None,
+        channel: np.ndarray | None = None,
+        decision: np.ndarray | None = None,
+        propensity: np.ndarray | None = None,
+        value: np.ndarray | None = None,
+    ) -> None:
+        """Append ``len(timestamp)`` events of one type. Missing optional columns are empty (-1 or NaN)."""
+        n = len(timestamp)
+        if n == 0:
+            return
+
+        def col(a: np.ndarray | None, fill: float, dtype: type) -> np.ndarray:
+            return np.full(n, fill, dtype=dtype) if a is None else np.asarray(a, dtype=dtype)
+
+        self._chunks.append({
+            "seq": self._next + np.arange(n, dtype=np.int64),
+            "timestamp": np.asarray(timestamp, dtype=np.int64), "user": np.asarray(user, dtype=np.int64),
+            "alias": col(alias, ALIAS_CANONICAL, np.int8), "event_type": np.full(n, int(event_type), dtype=np.int8),
+            "message": col(message, -1, np.int32), "channel": col(channel, -1, np.int8),
+            "decision": col(decision, -1, np.int64), "propensity": col(propensity, np.nan, np.float64),
+            "value": col(value, np.nan, np.float64),
+        })
+        self._next += n
+
+    def columns(self, until: int | None = None) -> dict[str, np.ndarray]:
+        """The raw integer columns, sorted by (timestamp, sequence), rows before ``until`` (ns) only."""
+        if not self._chunks:
+            return {f: np.zeros(0) for f in ("seq", *_FIELDS)}
+        data = {f: np.concatenate([c[f] for c in self._chunks]) for f in self._chunks[0]}
+        keep = slice(None) if until is None else data["timestamp"] < until
+        data = {f: a[keep] for f, a in data.items()}
+        order = np.lexsort((data["seq"], data["timestamp"]))
+        return {f: a[order] for f, a in data.items()}
+
+    def to_frame(self, until: int | None = None) -> pd.DataFrame:
+        """The ``events`` table of the data contract (rows before ``until`` only, sorted by time)."""
+        data = self.columns(until)
+        pop, cat, config = self.world.population, self.world.catalog, self.world.config
+        width = max(9, len(str(max(self._next, 1))))
+        identities = np.stack([pop.user_ids, pop.device_ids, pop.cookie_ids])
+        user = identities[data["alias"].astype(np.int64), data["user"].astype(np.int64)]
+        return pd.DataFrame({
+            "event_id": pd.array(_prefixed("e", data["seq"], width), dtype="str"),
+            "timestamp": pd.to_datetime(data["timestamp"].astype(np.int64), utc=True),
+            "user_id": pd.array(user, dtype="str"),
+            "event_type": pd.array(np.asarray(EVENT_TYPES, dtype=object)[data["event_type"].astype(np.int64)], dtype="str"),
+            "message_id": _codes(data["message"], cat.table["message_id"].to_numpy(dtype=object)),
+            "channel": _codes(data["channel"], np.asarray(config.channels, dtype=object)),
+            "decision_id": _optional_ids("d", data["decision"], width),
+            "propensity": data["propensity"].astype(np.float64),
+            "value": data["value"].astype(np.float64),
+        })
+
+
+def _prefixed(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
+    text = pd.Series(numbers.astype(np.int64)).astype(str).str.zfill(width)
+    return (prefix + text).to_numpy(dtype=object)
+
+
+def _optional_ids(prefix: str, numbers: np.ndarray, width: int) -> pd.api.extensions.ExtensionArray:
+    has = numbers >= 0
+    out = np.full(len(numbers), None, dtype=object)
+    out[has] = _prefixed(prefix, numbers[has], width)
+    return pd.array(out, dtype="str")
+
+
+def _codes(codes: np.ndarray, names: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """Names of integer codes; -1 is missing."""
+    codes = codes.astype(np.int64)
+    if not len(names):
+        return pd.array(np.full(len(codes), None, dtype=object), dtype="str")
+    return pd.Categorical.from_codes(codes, categories=names).astype("str")

@@ -1,0 +1,1 @@
+"""nbm stage package: see DESIGN.md."""
