@@ -59,7 +59,7 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     # Free messages: newsletters, welcome and win-back; every kind and topic present on day one.
     free_kinds = np.array([KINDS_INDEX[k] for k in ("newsletter", "welcome", "winback")])
     kind = free_kinds[rng.choice(3, size=n_free, p=(0.8, 0.1, 0.1))]
-    kind[:6] = free_kinds[[0, 1, 2, 0, 1, 2]]
+    kind[:6] = free_kinds[[0, 1, 2, 0, 1, 2]][: len(kind[:6])]
     starts = np.where(
         np.arange(n_free) < config.n_initial_messages,
         start - (rng.random(n_free) * 60 * day).astype(np.int64) - day,
@@ -74,7 +74,7 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     ends = np.concatenate([ends, promo_starts + 14 * day])
     ends = np.where(ends == np.iinfo(np.int64).max, ends, (ends // hour) * hour)
     topic = rng.integers(0, n_topics, size=n)
-    topic[:n_topics] = np.arange(n_topics)
+    topic[:n_topics] = np.arange(n_topics)[: len(topic[:n_topics])]
 
     allowed = rng.random((n, len(config.channels))) < 0.5
     for j, channel in enumerate(config.channels):

@@ -38,7 +38,7 @@ class DecisionContext:
     contacts_7d: np.ndarray         # int, sends in the last 7 days
     welcome_sent: np.ndarray        # int, welcome messages received so far
     favourite_topic: np.ndarray     # int index into topics; -1 when the profile does not say
-    live: np.ndarray                # bool (messages,): messages that may be sent today
+    live: np.ndarray                # bool (messages,): messages that may be sent at any time today
     catalog: Catalog
     slot_hours: tuple[int, ...]
     environment: Environment

@@ -107,7 +107,7 @@ class Environment:
             now=now, weekday=int(pd.Timestamp(now, tz="UTC").weekday()), users=users, stage=stage,
             consent=s.consent[users], days_since_signup=since_signup, days_since_contact=since_contact,
             contacts_7d=s.contacts[:, users].sum(axis=0), welcome_sent=s.welcome_sent[users],
-            favourite_topic=self.world.favourite_topic[users], live=self.world.catalog.live(now),
+            favourite_topic=self.world.favourite_topic[users], live=self.world.catalog.live(now) & (self.world.catalog.end_at > now + DAY_NS),
             catalog=self.world.catalog, slot_hours=self.config.slot_hours, environment=self,
         )
 
@@ -122,6 +122,8 @@ class Environment:
         response = self.respond(actions.users, actions.messages, actions.channels, send_at)
         metrics = {
             "day": float(self.day), "live_users": float(ctx.k), "sends": float(len(actions)),
+            "expected_opens": float(((1 - response.p_bounce) * response.p_open).sum()),
+            "expected_converts": float(response.p_convert.sum()),
             "expected_revenue": float(response.expected_revenue.sum()),
             "expected_unsubscribes": float(response.p_unsubscribe.sum()),
             "true_value": float(response.value.sum()),
@@ -131,7 +133,7 @@ class Environment:
             metrics["regret"] = metrics["oracle_value"] - metrics["true_value"]
         decision_ids = self.decisions + np.arange(len(actions))
         self.decisions += len(actions)
-        metrics["realised_revenue"] = play_sends(self, actions, send_at, response, decision_ids, rng)
+        metrics.update(play_sends(self, actions, send_at, response, decision_ids, rng))
         metrics["organic_revenue"] = play_organic(self, ctx, rng)
         ring = self.day % 7
         s.contacts[ring] = 0

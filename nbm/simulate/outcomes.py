@@ -31,14 +31,14 @@ REVENUE_SPREAD = 0.3
 
 
 def play_sends(env: Environment, actions: Actions, send_at: np.ndarray, response: Response,
-               decision_ids: np.ndarray, rng: np.random.Generator) -> float:
-    """Log the sends and draw their outcomes; returns the realised revenue."""
+               decision_ids: np.ndarray, rng: np.random.Generator) -> dict[str, float]:
+    """Log the sends and draw their outcomes; returns the realised counts and revenue."""
     log, s, cat = env.log, env.state, env.world.catalog
     u, m, c = actions.users, actions.messages, actions.channels
     n = len(u)
     log.append(send_at, u, EventType.SEND, message=m, channel=c, decision=decision_ids, propensity=actions.propensity)
     if n == 0:
-        return 0.0
+        return {"opens": 0.0, "clicks": 0.0, "converts": 0.0, "unsubscribes": 0.0, "realised_revenue": 0.0}
     draws = rng.random((5, n))
     bounced = draws[0] < response.p_bounce
     opened = ~bounced & (draws[1] < response.p_open)
@@ -78,7 +78,8 @@ def play_sends(env: Environment, actions: Actions, send_at: np.ndarray, response
     s.last_visit[boosted] = np.maximum(s.last_visit[boosted], click_at[clicked])
     welcome = cat.kind[m] == KINDS_INDEX["welcome"]
     np.add.at(s.welcome_sent, u[welcome], 1)
-    return float(revenue[converted].sum())
+    return {"opens": float(opened.sum()), "clicks": float(clicked.sum()), "converts": float(converted.sum()),
+            "unsubscribes": float(unsubscribed.sum()), "realised_revenue": float(revenue[converted].sum())}
 
 
 def play_organic(env: Environment, ctx: DecisionContext, rng: np.random.Generator) -> float:

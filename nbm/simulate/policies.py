@@ -58,7 +58,7 @@ def draw_uniform(ctx: DecisionContext, rows: np.ndarray, rng: np.random.Generato
     """
     n_slots = len(ctx.slot_hours)
     eligible = ctx.eligible(rows)                                  # (r, m, c)
-    flat = eligible.reshape(len(rows), -1)
+    flat = eligible.reshape(len(rows), eligible.shape[1] * eligible.shape[2])
     n_pairs = flat.sum(axis=1)
     n_actions = n_pairs * n_slots + (1 if with_nothing else 0)
     pick = np.floor(rng.random(len(rows)) * n_actions).astype(np.int64)
