@@ -74,7 +74,7 @@ class SimConfig:
     chain_share: float = 0.04
     new_user_share: float = 0.15
     fatigue_half_life_days: float = 3.0
-    unsubscribe_cost: float = 15.0
+    unsubscribe_cost: float = 10.0
     messy: MessyRates | None = None
     topics: tuple[str, ...] = TOPICS
     channels: tuple[str, ...] = SIM_CHANNELS
