@@ -58,7 +58,9 @@ class EventLog:
 
         self._chunks.append({
             "seq": self._next + np.arange(n, dtype=np.int64),
-            "timestamp": np.asarray(timestamp, dtype=np.int64), "user": np.asarray(user, dtype=np.int64),
+            # Millisecond resolution, as logs have: it survives ISO-8601 text exactly.
+            "timestamp": np.asarray(timestamp, dtype=np.int64) // 10**6 * 10**6,
+            "user": np.asarray(user, dtype=np.int64),
             "alias": col(alias, ALIAS_CANONICAL, np.int8), "event_type": np.full(n, int(event_type), dtype=np.int8),
             "message": col(message, -1, np.int32), "channel": col(channel, -1, np.int8),
             "decision": col(decision, -1, np.int64), "propensity": col(propensity, np.nan, np.float64),
