@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -72,7 +74,10 @@ def resolve_identities(links: pd.DataFrame, user_ids: pd.Series) -> IdentityReso
     graph = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
     n_components, component = connected_components(graph, directed=False)
 
-    is_user = pd.Index(names).isin(pd.Index(user_ids.dropna().astype("str")))
+    # pyarrow's hash join: pandas' isin on Arrow strings loops in Python.
+    is_user = pc.is_in(pa.array(np.asarray(names, dtype=object), type=pa.string()),
+                       value_set=pa.array(user_ids.dropna().to_numpy(dtype=object), type=pa.string()))
+    is_user = is_user.to_numpy(zero_copy_only=False)
     # Users' ids rank before every other identifier; within each group, lexicographic order.
     rank = np.arange(n) + np.where(is_user, 0, n)
     best = np.full(n_components, np.iinfo(np.int64).max)
