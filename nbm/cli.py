@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nbm import __version__
-from nbm.errors import NbmError, UsageError
+from nbm.errors import NbmError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -135,14 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def load_config_for(args: argparse.Namespace):
-    """The effective configuration for a command (``--config`` or the defaults)."""
-    from nbm.config import load_config
-
-    return load_config(args.config)
-
-
-__all__ = ["build_parser", "main", "load_config_for", "UsageError"]
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())
