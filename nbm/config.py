@@ -76,6 +76,39 @@ class LifecycleConfig(_Section):
         return self
 
 
+class ActivityConfig(_Section):
+    """Activity states against an ideal visit frequency: visits in the last 30 days / ideal."""
+
+    ideal_visits_per_week: float = Field(3.0, gt=0)
+    power_ratio: float = Field(1.0, gt=0, description="at least this share of the ideal: `power`")
+    core_ratio: float = Field(0.4, gt=0, description="at least this share: `core`")
+    casual_ratio: float = Field(0.1, gt=0, description="at least this share: `casual`; below: `low`")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActivityConfig:
+        if not self.power_ratio > self.core_ratio > self.casual_ratio:
+            raise ValueError("`power_ratio` > `core_ratio` > `casual_ratio` must hold")
+        return self
+
+
+class FeatureConfig(_Section):
+    """The feature pipeline: smoothing, candidate send slots, ranking groups."""
+
+    prior_strength: float = Field(10.0, gt=0, description="pseudo-sends of empirical-Bayes smoothing toward population rates")
+    slot_hours: tuple[int, ...] = Field((8, 10, 12, 15, 18, 21), min_length=1,
+                                        description="local hours at which a candidate send may be scheduled")
+    horizon_hours: float = Field(24.0, gt=0, description="candidate slots lie within this many hours of the decision")
+    group_by: Literal["decision", "user_day"] = Field(
+        "user_day", description="ranking groups of the training set: one per decision_id, or per user and day")
+
+    @field_validator("slot_hours")
+    @classmethod
+    def _hours(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 0 <= h <= 23 for h in value) or len(set(value)) != len(value):
+            raise ValueError(f"`slot_hours` must be distinct hours in 0..23, got {list(value)!r}")
+        return tuple(sorted(value))
+
+
 class NbmConfig(_Section):
     """The effective configuration. Build it with :func:`load_config`."""
 
@@ -89,6 +122,8 @@ class NbmConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     contact_policy: ContactPolicyConfig = ContactPolicyConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    activity: ActivityConfig = ActivityConfig()
+    features: FeatureConfig = FeatureConfig()
 
     @field_validator("channels")
     @classmethod

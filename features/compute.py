@@ -1,0 +1,200 @@
+"""Featurise candidates: (user, message, channel, send time) as of a decision time, in one vectorised pass.
+
+The same function serves the training set (one row per logged send, ``as_of`` = the send's time) and
+online candidates (``as_of`` = now, ``send_at`` = a slot in the next hours), so what is trained on is what
+is served. Columns follow :data:`features.declarations.FEATURE_NAMES`, then one ``attr_<name>`` column per
+user attribute of the ``users`` table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
+from features.history import History, PopulationRates, local_time
+from features.keys import pair
+from nbm.schema import TABLES
+
+DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Rows to featurise; arrays of equal length. Times are int64 ns since the epoch (UTC)."""
+
+    user_id: np.ndarray
+    message_id: np.ndarray
+    channel: np.ndarray
+    as_of: np.ndarray
+    send_at: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.DataFrame:
+    """The feature frame of ``rows`` (one row each, same order)."""
+    voc, cfg = history.vocabulary, history.config
+    strength = cfg.features.prior_strength
+    user = history.user_codes(np.asarray(rows.user_id, dtype=object))
+    message = voc.messages.get_indexer(np.asarray(rows.message_id, dtype=object))
+    channel = voc.channels.get_indexer(np.asarray(rows.channel, dtype=object))
+    topic = np.where(message >= 0, voc.message_topic[np.maximum(message, 0)], -1)
+    t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+
+    def days_since(last: np.ndarray) -> np.ndarray:
+        return (t - last) / DAY_NS
+
+    for days in (7, 30, 90):
+        totals = history.user.totals(user, t, ("visits", "converts", "revenue"), days * DAY_NS)
+        for name in ("visits", "converts", "revenue"):
+            out[f"user_{name}_{days}d"] = totals[name]
+    profile = _profile(history, user)
+    out["user_days_since_signup"] = days_since(profile["signup"])
+    for name, key in (("visit", "activity"), ("open", "open"), ("click", "click"), ("convert", "convert")):
+        out[f"user_days_since_{name}"] = days_since(history.last[key].last_time(user, t))
+    lc = cfg.lifecycle
+    since_activity = out["user_days_since_visit"]
+    stage = np.select(
+        [out["user_days_since_signup"] < lc.new_days, since_activity <= lc.at_risk_after_days,
+         since_activity <= lc.dormant_after_days],
+        [0, 1, 2], 3)
+    out["user_lifecycle_stage"] = stage
+    act = cfg.activity
+    ratio = out["user_visits_30d"] / (act.ideal_visits_per_week * 30 / 7)
+    out["user_activity_state"] = np.select([ratio >= act.power_ratio, ratio >= act.core_ratio,
+                                            ratio >= act.casual_ratio], [0, 1, 2], 3)
+    recent = history.user.totals(user, t, ("visits", "opens", "clicks", "converts"), 30 * DAY_NS)
+    implicit = 1 - np.exp(-(recent["visits"] + recent["opens"] + 2 * recent["clicks"] + 5 * recent["converts"]) / 10)
+    n_ch = len(voc.channels)
+    lost_any = np.zeros(len(user))
+    consented_now = np.zeros(len(user))
+    for c in range(n_ch):  # a handful of channels
+        lost_c = history.user_channel.totals(pair(user, np.full(len(user), c), n_ch), t, ("lost",))["lost"] > 0
+        lost_any += lost_c
+        consented_now += profile["consent"][:, c] & ~lost_c
+    explicit = 0.5 * profile["completeness"] + 0.5 * profile["consent"].sum(axis=1) / n_ch
+    out["user_engagement_explicit"] = explicit
+    out["user_engagement_implicit"] = implicit
+    out["user_engagement_score"] = 0.3 * explicit + 0.7 * implicit
+    out["user_unsubscribed_channels"] = lost_any
+    out["user_consented_channels"] = consented_now
+
+    uc = pair(user, np.maximum(channel, 0), n_ch)
+    w30 = history.user_channel.totals(uc, t, ("sends", "opens", "clicks"), 30 * DAY_NS)
+    w90 = history.user_channel.totals(uc, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
+    out["uc_sends_30d"], out["uc_opens_30d"], out["uc_clicks_30d"] = w30["sends"], w30["opens"], w30["clicks"]
+    for outcome in ("opens", "clicks"):
+        prior = rates.rate(rates.channel, np.maximum(channel, 0), t, outcome,
+                           rates.rate(rates.overall, np.zeros(len(t), np.int64), t, outcome, np.full(len(t), 0.1), strength),
+                           strength)
+        out[f"uc_{outcome[:-1]}_rate"] = (w90[outcome] + strength * prior) / (w90["sends"] + strength)
+    out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t)) / HOUR_NS
+    out["uc_contacts_24h"] = history.user_channel.totals(uc, t, ("sends",), DAY_NS)["sends"]
+    out["uc_contacts_7d"] = history.user_channel.totals(uc, t, ("sends",), 7 * DAY_NS)["sends"]
+    out["user_contacts_7d"] = history.user.totals(user, t, ("sends",), 7 * DAY_NS)["sends"]
+
+    global_click = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "clicks", np.full(len(t), 0.02), strength)
+    global_open = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "opens", np.full(len(t), 0.1), strength)
+    ut = pair(user, np.maximum(topic, 0), len(voc.topics))
+    wt = history.user_topic.totals(ut, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
+    for outcome, base in (("clicks", global_click), ("opens", global_open)):
+        prior = rates.rate(rates.topic, np.maximum(topic, 0), t, outcome, base, strength)
+        out[f"ut_{outcome[:-1]}_affinity"] = (wt[outcome] + strength * prior) / (wt["sends"] + strength)
+    out["ug_click_affinity"] = _tag_affinity(history, rates, user, message, t, global_click, strength)
+
+    local_hour, local_weekday = local_time(send_at, _zones(history, user))
+    own_open = (history.user.totals(user, t, ("opens",), 90 * DAY_NS)["opens"] + strength * global_open) / (
+        history.user.totals(user, t, ("sends",), 90 * DAY_NS)["sends"] + strength)
+    wh = history.user_hour.totals(pair(user, local_hour, 24), t, ("sends", "opens"), 90 * DAY_NS)
+    out["uh_open_rate"] = (wh["opens"] + strength * own_open) / (wh["sends"] + strength)
+    visits90 = history.user.totals(user, t, ("visits",), 90 * DAY_NS)["visits"]
+    at_hour = history.visit_hour.totals(pair(user, local_hour, 24), t, ("n",), 90 * DAY_NS)["n"]
+    out["uh_visit_share"] = (at_hour + strength / 24) / (visits90 + strength)
+    at_day = history.visit_weekday.totals(pair(user, local_weekday, 7), t, ("n",), 90 * DAY_NS)["n"]
+    out["uw_visit_share"] = (at_day + strength / 7) / (visits90 + strength)
+
+    catalog = history.catalog_arrays
+    known = message >= 0
+    m = np.maximum(message, 0)
+    out["message_age_days"] = np.where(known, (t - catalog["start_at"][m]) / DAY_NS, np.nan)
+    for outcome, base in (("opens", global_open), ("clicks", global_click),
+                          ("converts", rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "converts",
+                                                  np.full(len(t), 0.005), strength))):
+        out[f"message_{outcome[:-1]}_rate"] = rates.rate(rates.message, m, t, outcome, base, strength)
+    out["message_sends"] = rates.message.totals(m, rates.day_start(t), ("sends",))["sends"] * known
+    out["message_value"] = np.where(known, catalog["value"][m], np.nan)
+    out["message_topic"] = topic
+    out["channel"] = channel
+    um = pair(user, m, len(voc.messages))
+    wm = history.user_message.totals(um, t, ("sends", "engaged"))
+    out["um_received"] = wm["sends"] * known
+    out["um_days_since_received"] = np.where(known, days_since(history.user_message.last_time(um, t)), np.nan)
+    out["um_engaged"] = (wm["engaged"] > 0).astype(float) * known
+    out["time_local_hour"] = local_hour
+    out["time_local_weekday"] = local_weekday
+    out["time_hours_until_send"] = (send_at - t) / HOUR_NS
+    out["time_hours_since_contact"] = (t - history.last["send"].last_time(user, t)) / HOUR_NS
+
+    frame = pd.DataFrame({name: out[name] for name in FEATURE_NAMES})
+    for name in CATEGORICAL:
+        frame[name] = frame[name].astype(np.int64)
+    for column, values in profile["attributes"].items():
+        frame[f"attr_{column}"] = values
+    return frame
+
+
+def _zones(history: History, user: np.ndarray) -> np.ndarray:
+    zones = history.timezone
+    return np.where(user < len(zones), zones[np.minimum(user, len(zones) - 1)], "UTC").astype(object)
+
+
+def _profile(history: History, user: np.ndarray) -> dict[str, object]:
+    """Signup time, consent matrix, profile completeness and attributes of each query's user."""
+    frame = history.user_frame
+    n_known = len(frame)
+    row = np.where(user < n_known, user, -1)
+    has = row >= 0
+    r = np.maximum(row, 0)
+    signup = frame["signup_at"].to_numpy(dtype="int64") if n_known else np.zeros(1, np.int64)
+    signup_ok = frame["signup_at"].notna().to_numpy() if n_known else np.zeros(1, bool)
+    consent = history.consent_matrix[r] & has[:, None] if n_known else np.zeros((len(user), len(history.vocabulary.channels)), bool)
+    attributes = [c for c in frame.columns if c not in TABLES["users"].column_names]
+    filled = frame[attributes].notna().mean(axis=1).to_numpy() if attributes and n_known else np.zeros(max(n_known, 1))
+    attrs = {}
+    for column in attributes:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values.dtype):
+            attrs[column] = np.where(has, values.to_numpy(dtype=float)[r], np.nan)
+        else:
+            codes, _ = history.attribute_codes[column]
+            attrs[column] = pd.Categorical.from_codes(np.where(has, codes[r], -1), categories=history.attribute_codes[column][1])
+    return {
+        "signup": np.where(has & signup_ok[r], signup[r], np.nan).astype(float),
+        "consent": consent,
+        "completeness": np.where(has, filled[r], 0.0),
+        "attributes": attrs,
+    }
+
+
+def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, message: np.ndarray, t: np.ndarray,
+                  global_click: np.ndarray, strength: float) -> np.ndarray:
+    """Mean over the message's tags of the user's smoothed click rate on that tag."""
+    voc = history.vocabulary
+    tags = voc.message_tags
+    query = pd.DataFrame({"q": np.arange(len(user)), "message": message}).merge(
+        pd.DataFrame({"message": tags.index, "tag": tags.to_numpy()}), on="message")
+    if not len(query):
+        return np.full(len(user), np.nan)
+    q, tag = query["q"].to_numpy(), query["tag"].to_numpy()
+    totals = history.user_tag.totals(pair(user[q], tag, len(voc.tags)), t[q], ("sends", "clicks"), 90 * DAY_NS)
+    prior = rates.rate(rates.tag, tag, t[q], "clicks", global_click[q], strength)
+    affinity = (totals["clicks"] + strength * prior) / (totals["sends"] + strength)
+    mean = pd.Series(affinity).groupby(q).mean()
+    out = np.full(len(user), np.nan)
+    out[mean.index.to_numpy()] = mean.to_numpy()
+    return out

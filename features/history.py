@@ -1,0 +1,201 @@
+"""The event history, indexed for point-in-time feature queries.
+
+A :class:`History` holds the as-of indexes of one partition of users (any subset of users, with all of
+their events); :class:`PopulationRates` holds the small global tables (per channel, topic, tag, message
+and day) built once from all events. Features of a partition need only its own history and the global
+tables, so partitions can be featurised apart (on Dask workers, later) and concatenated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.asof import AsOfIndex
+from features.attribution import attribute
+from features.keys import KeyedIndex, pair
+from nbm.config import NbmConfig
+from nbm.dataset import Dataset
+from nbm.schema import TABLES
+
+DAY_NS = 86_400 * 10**9
+RATE_WEIGHTS = ("sends", "opens", "clicks", "converts")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Integer codes shared by every partition: channels, topics, tags, messages."""
+
+    channels: pd.Index
+    topics: pd.Index
+    tags: pd.Index
+    messages: pd.Index
+    message_topic: np.ndarray       # topic code per message code
+    message_tags: pd.Series         # exploded: index = message code, values = tag code
+
+    @classmethod
+    def build(cls, messages: pd.DataFrame, config: NbmConfig) -> Vocabulary:
+        ids = pd.Index(messages["message_id"].astype(str))
+        topics = pd.Index(sorted(messages["topic"].astype(str).unique()))
+        exploded = messages["tags"].explode().dropna().astype(str)
+        tags = pd.Index(sorted(exploded.unique()))
+        message_tags = pd.Series(tags.get_indexer(exploded.to_numpy()), index=exploded.index.to_numpy())
+        return cls(pd.Index(config.channels), topics, tags, ids,
+                   topics.get_indexer(messages["topic"].astype(str)), message_tags)
+
+
+def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local hour (0–23) and weekday (0 = Monday) of UTC instants (ns) in per-row IANA time zones."""
+    hour = np.zeros(len(times), dtype=np.int64)
+    weekday = np.zeros(len(times), dtype=np.int64)
+    for tz in pd.unique(timezones):  # a handful of time zones, each converted in one vectorised call
+        rows = np.flatnonzero(timezones == tz)
+        local = pd.DatetimeIndex(pd.to_datetime(times[rows], utc=True)).tz_convert(tz)
+        hour[rows], weekday[rows] = local.hour, local.weekday
+    return hour, weekday
+
+
+class PopulationRates:
+    """Global daily counts of sends, opens, clicks and conversions, queried as of the start of a day.
+
+    Queries at time ``t`` see only days before the day of ``t``: point-in-time and the same for every
+    partition.
+    """
+
+    def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int) -> None:
+        kind = events["event_type"].to_numpy()
+        day = events["timestamp"].to_numpy(dtype="int64") // DAY_NS * DAY_NS
+        message = vocabulary.messages.get_indexer(events["message_id"].astype(object).to_numpy())
+        channel = vocabulary.channels.get_indexer(events["channel"].astype(object).to_numpy())
+        weights = {w: (kind == w[:-1]).astype(float) for w in RATE_WEIGHTS}
+        has_message = message >= 0
+        topic = np.where(has_message, vocabulary.message_topic[np.maximum(message, 0)], -1)
+        self.base = base
+        self.overall = self._index(np.zeros(len(kind), dtype=np.int64), day, weights, np.ones(len(kind), bool))
+        self.channel = self._index(channel, day, weights, channel >= 0)
+        self.message = self._index(message, day, weights, has_message)
+        self.topic = self._index(topic, day, weights, topic >= 0)
+        tag_rows = vocabulary.message_tags
+        rows = np.flatnonzero(has_message)
+        per_tag = pd.DataFrame({"row": rows, "message": message[rows]}).merge(
+            pd.DataFrame({"message": tag_rows.index, "tag": tag_rows.to_numpy()}), on="message")
+        r = per_tag["row"].to_numpy()
+        self.tag = AsOfIndex(per_tag["tag"].to_numpy(), day[r], {w: v[r] for w, v in weights.items()}, base)
+
+    def _index(self, keys: np.ndarray, day: np.ndarray, weights: dict[str, np.ndarray], keep: np.ndarray) -> AsOfIndex:
+        return AsOfIndex(keys[keep], day[keep], {w: v[keep] for w, v in weights.items()}, self.base)
+
+    @staticmethod
+    def day_start(times: np.ndarray) -> np.ndarray:
+        return times // DAY_NS * DAY_NS
+
+    def rate(self, index: AsOfIndex, keys: np.ndarray, times: np.ndarray, outcome: str,
+             prior: np.ndarray, strength: float) -> np.ndarray:
+        """Population ``outcome`` / sends of each key before the day of ``t``, smoothed toward ``prior``."""
+        totals = index.totals(keys, self.day_start(times), ("sends", outcome))
+        return (totals[outcome] + strength * prior) / (totals["sends"] + strength)
+
+
+class History:
+    """As-of indexes over the events of a set of users (one partition, or everybody)."""
+
+    def __init__(self, dataset: Dataset, vocabulary: Vocabulary, config: NbmConfig, base: int) -> None:
+        events, users = dataset.events, dataset.users
+        self.config, self.vocabulary, self.base = config, vocabulary, base
+        self.users = pd.Index(users["user_id"].astype(str))
+        self.user_frame = users.reset_index(drop=True)
+        known = self.users.get_indexer(events["user_id"].astype(str).to_numpy())
+        # Events of people without a users row are indexed under extra codes after the known users.
+        extra = pd.Index(pd.unique(events["user_id"].astype(str).to_numpy()[known < 0]))
+        self.all_users = self.users.append(extra)
+        user = self.all_users.get_indexer(events["user_id"].astype(str).to_numpy())
+        times = events["timestamp"].to_numpy(dtype="int64")
+        kind = events["event_type"].to_numpy()
+        channel = vocabulary.channels.get_indexer(events["channel"].astype(object).to_numpy())
+        message = vocabulary.messages.get_indexer(events["message_id"].astype(object).to_numpy())
+        topic = np.where(message >= 0, vocabulary.message_topic[np.maximum(message, 0)], -1)
+        is_ = {k: kind == k for k in ("send", "open", "click", "convert", "visit", "unsubscribe", "bounce")}
+        activity = is_["visit"] | is_["click"] | is_["convert"]
+        revenue = np.where(is_["convert"], events["value"].fillna(0.0).to_numpy(), 0.0)
+        self.timezone = self._timezones(user)
+        self._profile_arrays(dataset)
+
+        self.user = AsOfIndex(user, times, {
+            "visits": is_["visit"], "activity": activity, "converts": is_["convert"], "revenue": revenue,
+            "opens": is_["open"], "clicks": is_["click"], "sends": is_["send"],
+        }, base)
+        self.last = {k: KeyedIndex(user[m], times[m], {"n": np.ones(int(m.sum()))}, base)
+                     for k, m in (("activity", activity), ("open", is_["open"]), ("click", is_["click"]),
+                                  ("convert", is_["convert"]), ("send", is_["send"]))}
+        n_ch = len(vocabulary.channels)
+        c_rows = channel >= 0
+        lost = is_["unsubscribe"] | is_["bounce"]
+        self.user_channel = KeyedIndex(pair(user[c_rows], channel[c_rows], n_ch), times[c_rows], {
+            "sends": is_["send"][c_rows], "opens": is_["open"][c_rows], "clicks": is_["click"][c_rows],
+            "lost": lost[c_rows]}, base)
+        t_rows = topic >= 0
+        self.user_topic = KeyedIndex(pair(user[t_rows], topic[t_rows], len(vocabulary.topics)), times[t_rows], {
+            "sends": is_["send"][t_rows], "opens": is_["open"][t_rows], "clicks": is_["click"][t_rows]}, base)
+        tags = pd.DataFrame({"row": np.flatnonzero(message >= 0), "message": message[message >= 0]}).merge(
+            pd.DataFrame({"message": vocabulary.message_tags.index, "tag": vocabulary.message_tags.to_numpy()}),
+            on="message")
+        r = tags["row"].to_numpy()
+        self.user_tag = KeyedIndex(pair(user[r], tags["tag"].to_numpy(), len(vocabulary.tags)), times[r],
+                                   {"sends": is_["send"][r], "clicks": is_["click"][r]}, base)
+        m_rows = message >= 0
+        self.user_message = KeyedIndex(pair(user[m_rows], message[m_rows], len(vocabulary.messages)), times[m_rows], {
+            "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base)
+        self._hour_indexes(events, user, times, is_)
+
+    def _profile_arrays(self, dataset: Dataset) -> None:
+        """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
+        messages = dataset.messages.set_index(dataset.messages["message_id"].astype(str)).reindex(self.vocabulary.messages)
+        start = messages["start_at"]
+        self.catalog_arrays = {
+            "start_at": np.where(start.notna(), start.to_numpy(dtype="int64", na_value=0), np.nan),
+            "value": messages["value"].to_numpy(dtype=float),
+        }
+        channels = self.vocabulary.channels
+        consent = np.zeros((len(self.user_frame), len(channels)), dtype=bool)
+        lists = self.user_frame["consent"].explode().dropna() if len(self.user_frame) else pd.Series(dtype=object)
+        column = channels.get_indexer(lists.astype(object).to_numpy())
+        ok = column >= 0
+        consent[lists.index.to_numpy()[ok], column[ok]] = True
+        self.consent_matrix = consent
+        self.attribute_codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
+        for name in self.user_frame.columns:
+            if name in TABLES["users"].column_names or pd.api.types.is_numeric_dtype(self.user_frame[name].dtype):
+                continue
+            codes, categories = pd.factorize(self.user_frame[name], sort=True)
+            self.attribute_codes[name] = (codes, categories)
+
+    def _timezones(self, user: np.ndarray) -> np.ndarray:
+        zones = self.user_frame["timezone"].astype(str).to_numpy() if len(self.user_frame) else np.array([], dtype=object)
+        return np.concatenate([zones, np.full(len(self.all_users) - len(self.users), "UTC", dtype=object)]).astype(object)
+
+    def _hour_indexes(self, events: pd.DataFrame, user: np.ndarray, times: np.ndarray, is_: dict[str, np.ndarray]) -> None:
+        """user × local hour (sends, opens attributed to the send's hour, visits) and user × weekday (visits)."""
+        sent = attribute(events, self.config.attribution).to_numpy()
+        hour, weekday = local_time(times, self.timezone[user])
+        # An open counts at the local hour of the send it answers.
+        open_rows = np.flatnonzero(is_["open"] & (sent >= 0))
+        send_rows = np.flatnonzero(is_["send"])
+        rows = np.concatenate([send_rows, open_rows])
+        at_hour = np.concatenate([hour[send_rows], hour[sent[open_rows]]])
+        self.user_hour = KeyedIndex(pair(user[rows], at_hour, 24), times[rows], {
+            "sends": np.r_[np.ones(len(send_rows)), np.zeros(len(open_rows))],
+            "opens": np.r_[np.zeros(len(send_rows)), np.ones(len(open_rows))]}, self.base)
+        visits = np.flatnonzero(is_["visit"])
+        self.visit_hour = KeyedIndex(pair(user[visits], hour[visits], 24), times[visits],
+                                     {"n": np.ones(len(visits))}, self.base)
+        self.visit_weekday = KeyedIndex(pair(user[visits], weekday[visits], 7), times[visits],
+                                        {"n": np.ones(len(visits))}, self.base)
+
+    def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
+        """Code of each user id; ids without history get codes past the known ones (no events)."""
+        codes = self.all_users.get_indexer(user_ids)
+        missing = codes < 0
+        codes[missing] = len(self.all_users) + np.arange(int(missing.sum()))
+        return codes

@@ -1,0 +1,43 @@
+"""Keys of the feature entities, and as-of indexes keyed by them.
+
+Composite keys (user × message, user × hour …) are packed into one int64 (``a · n_b + b``) and then
+made dense over the pairs that occur in the history, so an :class:`~features.asof.AsOfIndex` stays small
+whatever the number of possible pairs. A query for a pair the history never saw returns zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.asof import AsOfIndex
+
+
+def pair(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:
+    """One int64 per (a, b) pair; ``b`` in ``[0, n_b)``."""
+    return a.astype(np.int64) * np.int64(n_b) + b.astype(np.int64)
+
+
+class KeyedIndex:
+    """An :class:`AsOfIndex` over sparse int64 keys (for instance packed pairs)."""
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int) -> None:
+        self.vocabulary = pd.Index(np.unique(keys))
+        self.index = AsOfIndex(self.vocabulary.get_indexer(keys), times, weights, base)
+        self.names = tuple(weights)
+
+    def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dense = self.vocabulary.get_indexer(keys)
+        return np.maximum(dense, 0), dense >= 0
+
+    def totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...] | None = None,
+               window_ns: int | None = None) -> dict[str, np.ndarray]:
+        """Sums over ``[t − window, t)`` per query; zeros for keys the history never saw."""
+        dense, known = self._dense(keys)
+        out = self.index.totals(dense, times, names or self.names, window_ns)
+        return {name: np.where(known, values, 0.0) for name, values in out.items()}
+
+    def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Last event time (ns, float) before each query time; NaN when none."""
+        dense, known = self._dense(keys)
+        return np.where(known, self.index.last_time(dense, times), np.nan)
