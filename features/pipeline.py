@@ -1,0 +1,108 @@
+"""The feature pipeline: training set, online snapshot and candidate featurisation over one dataset.
+
+``FeatureStore.build(dataset, config)`` indexes the history once. The training set has one row per
+logged send; the snapshot one row per user as of a time; candidates expand the eligible (message,
+channel, slot) actions of a user. All three go through :func:`features.compute.featurise`.
+
+Scale-out: :func:`partition` splits a dataset by a hash of the canonical ``user_id``; each partition is
+featurised with its own history and the shared global tables (:class:`Globals`), and concatenating the
+partitions' results equals featurising the whole (a test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from features.attribution import attribute, send_outcomes
+from features.compute import Candidates, featurise
+from features.declarations import FEATURES
+from features.history import DAY_NS, History, PopulationRates, Vocabulary
+from nbm.config import NbmConfig
+from nbm.dataset import Dataset
+
+USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
+
+
+@dataclass(frozen=True)
+class Globals:
+    """What every partition shares: codes, population rates and the time origin."""
+
+    vocabulary: Vocabulary
+    rates: PopulationRates
+    base: int
+
+    @classmethod
+    def build(cls, dataset: Dataset, config: NbmConfig) -> Globals:
+        vocabulary = Vocabulary.build(dataset.messages, config)
+        first = int(dataset.events["timestamp"].min().value) if len(dataset.events) else 0
+        base = first - 400 * DAY_NS  # windows reach back at most 90 days; clamping below base is harmless
+        return cls(vocabulary, PopulationRates(dataset.events, vocabulary, base), base)
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """Indexed history of one dataset (or partition) plus the shared globals."""
+
+    dataset: Dataset
+    config: NbmConfig
+    globals: Globals
+    history: History
+
+    @classmethod
+    def build(cls, dataset: Dataset, config: NbmConfig, shared: Globals | None = None) -> FeatureStore:
+        shared = shared or Globals.build(dataset, config)
+        return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base))
+
+    def featurise(self, rows: Candidates) -> pd.DataFrame:
+        return featurise(self.history, self.globals.rates, rows)
+
+    def training_set(self) -> pd.DataFrame:
+        """One row per logged send: ids, graded label, revenue, propensity, ranking group, features."""
+        events = self.dataset.events
+        outcomes = send_outcomes(events, attribute(events, self.config.attribution))
+        sends = events.iloc[outcomes.index.to_numpy()]
+        stamps = sends["timestamp"].to_numpy(dtype="int64")
+        rows = Candidates(sends["user_id"].to_numpy(dtype=object), sends["message_id"].to_numpy(dtype=object),
+                          sends["channel"].to_numpy(dtype=object), stamps, stamps)
+        if self.config.features.group_by == "decision":
+            group = sends["decision_id"].fillna(sends["event_id"]).to_numpy(dtype=object)
+        else:
+            group = (sends["user_id"].astype(str) + "@" + (stamps // DAY_NS).astype(str)).to_numpy(dtype=object)
+        ids = pd.DataFrame({
+            "event_id": sends["event_id"].to_numpy(dtype=object),
+            "decision_id": sends["decision_id"].to_numpy(dtype=object),
+            "user_id": sends["user_id"].to_numpy(dtype=object),
+            "message_id": sends["message_id"].to_numpy(dtype=object),
+            "channel_name": sends["channel"].to_numpy(dtype=object),
+            "timestamp": sends["timestamp"].to_numpy(),
+            "propensity": sends["propensity"].to_numpy(dtype=float),
+            "label": outcomes["label"].to_numpy(),
+            "revenue": outcomes["revenue"].to_numpy(),
+            "group": group,
+        })
+        return pd.concat([ids, self.featurise(rows)], axis=1)
+
+    def snapshot(self, now: pd.Timestamp, user_ids: np.ndarray | None = None) -> pd.DataFrame:
+        """User features of every user (or ``user_ids``) as of ``now``: the online feature snapshot."""
+        users = self.dataset.users["user_id"].to_numpy(dtype=object) if user_ids is None else np.asarray(user_ids, dtype=object)
+        at = np.full(len(users), pd.Timestamp(now).value, dtype=np.int64)
+        none = np.full(len(users), None, dtype=object)
+        frame = self.featurise(Candidates(users, none, none, at, at))
+        keep = [*USER_FEATURES, *(c for c in frame.columns if c.startswith("attr_"))]
+        return frame[keep].set_index(pd.Index(users, name="user_id"))
+
+
+def partition(dataset: Dataset, n_partitions: int, index: int) -> Dataset:
+    """The users (and their events) whose canonical ``user_id`` hashes to partition ``index``."""
+    def bucket(ids: pd.Series) -> np.ndarray:
+        hashed = pd.util.hash_pandas_object(ids.astype(str), index=False, hash_key="nbm-partitions16").to_numpy()
+        return (hashed % np.uint64(n_partitions)).astype(np.int64)
+
+    keep_events = bucket(dataset.events["user_id"]) == index
+    keep_users = bucket(dataset.users["user_id"]) == index
+    return replace(dataset, events=dataset.events[keep_events].reset_index(drop=True),
+                   users=dataset.users[keep_users].reset_index(drop=True))
+
