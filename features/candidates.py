@@ -1,0 +1,86 @@
+"""Candidates of a decision: every eligible (message × channel × send slot) for a user at a time.
+
+Eligibility here is what the data says: the message is live over the slot (``start_at ≤ send < end_at``),
+targets the user's lifecycle stage, allows the channel; the user consents to the channel and has not
+unsubscribed from or bounced on it. Slots are the configured local hours (``features.slot_hours``) within
+``features.horizon_hours`` after the decision. Contact-policy rules (caps, quiet hours) belong to the
+decision policy, not here. Vectorised: no Python loop per candidate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.compute import HOUR_NS, Candidates
+from features.declarations import LIFECYCLE_CODES
+from features.keys import pair
+from features.pipeline import FeatureStore
+
+
+def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
+    """UTC instants (int64 ns) of the local slot hours in ``(now, now + horizon]``, sorted."""
+    start = pd.Timestamp(now, tz="UTC").tz_convert(timezone)
+    days = pd.date_range(start.normalize(), periods=int(np.ceil(horizon_hours / 24)) + 2, freq="D")
+    local = (days.tz_localize(None).to_numpy()[:, None] + np.asarray(slot_hours, dtype="timedelta64[h]")[None, :]).ravel()
+    times = pd.DatetimeIndex(local).tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward").tz_convert("UTC")
+    values = times.dropna().asi8
+    return np.sort(values[(values > now) & (values <= now + int(horizon_hours * HOUR_NS))])
+
+
+def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[str] | None = None,
+           message_ids: list[str] | None = None) -> Candidates:
+    """All eligible candidates of ``user_id`` for a decision at ``now`` (an unknown user is a new user)."""
+    history, voc, cfg = store.history, store.globals.vocabulary, store.config
+    t = pd.Timestamp(now).value
+    code = history.user_codes(np.array([user_id], dtype=object))
+    row = history.users.get_indexer([user_id])[0]
+    timezone = str(history.user_frame["timezone"].iloc[row]) if row >= 0 else "UTC"
+    slots = slot_times(t, timezone, cfg.features.slot_hours, cfg.features.horizon_hours)
+
+    consent = history.consent_matrix[row].copy() if row >= 0 else np.zeros(len(voc.channels), dtype=bool)
+    lost = history.user_channel.totals(pair(np.repeat(code, len(voc.channels)), np.arange(len(voc.channels)),
+                                            len(voc.channels)), np.full(len(voc.channels), t), ("lost",))["lost"]
+    consent &= lost == 0
+    if channels is not None:
+        consent &= voc.channels.isin(channels)
+    stage = _stage(store, user_id, t)
+
+    messages = store.dataset.messages
+    allowed = _allowed(messages, voc.channels) & consent[None, :]                 # (m, c)
+    stages = messages["lifecycle_stages"]
+    targeted = stages.map(len).to_numpy() == 0
+    targeted |= stages.map(lambda s: LIFECYCLE_CODES[stage] in s).to_numpy()
+    if message_ids is not None:
+        targeted &= messages["message_id"].isin(message_ids).to_numpy()
+    start = messages["start_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).min)
+    end = messages["end_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).max)
+    live = (start[:, None] <= slots[None, :]) & (slots[None, :] < end[:, None])   # (m, s)
+    ok = (allowed & targeted[:, None])[:, :, None] & live[:, None, :]            # (m, c, s)
+    m, c, s = np.nonzero(ok)
+    n = len(m)
+    return Candidates(
+        user_id=np.full(n, user_id, dtype=object),
+        message_id=messages["message_id"].to_numpy(dtype=object)[m],
+        channel=np.asarray(voc.channels, dtype=object)[c],
+        as_of=np.full(n, t, dtype=np.int64),
+        send_at=slots[s],
+    )
+
+
+def _allowed(messages: pd.DataFrame, channels: pd.Index) -> np.ndarray:
+    """Bool (messages, channels): the channels each message allows."""
+    exploded = messages["channels"].explode().dropna()
+    column = channels.get_indexer(exploded.astype(object).to_numpy())
+    out = np.zeros((len(messages), len(channels)), dtype=bool)
+    ok = column >= 0
+    out[messages.index.get_indexer(exploded.index)[ok], column[ok]] = True
+    return out
+
+
+def _stage(store: FeatureStore, user_id: str, t: int) -> int:
+    """Lifecycle stage code of one user at ``t``, by the same rule as the feature."""
+    at = np.array([t], dtype=np.int64)
+    none = np.array([None], dtype=object)
+    frame = store.featurise(Candidates(np.array([user_id], dtype=object), none, none, at, at))
+    return int(frame["user_lifecycle_stage"].iloc[0])
