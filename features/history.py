@@ -53,7 +53,7 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
     for tz in pd.unique(timezones):  # a handful of time zones, each converted in one vectorised call
         rows = np.flatnonzero(timezones == tz)
         local = pd.DatetimeIndex(pd.to_datetime(times[rows], utc=True)).tz_convert(tz)
-        hour[rows], weekday[rows] = local.hour, local.weekday
+        hour[rows], weekday[rows] = local.hour, local.day_of_week
     return hour, weekday
 
 
