@@ -48,32 +48,43 @@ class AsOfIndex:
         offset = np.clip((times - self.base) // MS, 0, SPAN - 1)
         return keys * SPAN + offset
 
-    def _positions(self, keys: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index of the key's first event, and of its first event at or after ``times``."""
-        keys = keys.astype(np.int64)
-        start = np.searchsorted(self.packed, keys * SPAN, side="left")
-        stop = np.searchsorted(self.packed, self._pack(keys, times.astype(np.int64)), side="left")
-        return start, stop
+    def _search(self, packed: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """``searchsorted`` of queries visited in ``order`` (sorted queries search ~4× faster)."""
+        out = np.empty(len(packed), dtype=np.int64)
+        out[order] = np.searchsorted(self.packed, packed[order], side="left")
+        return out
+
+    def _positions(self, keys: np.ndarray, times: np.ndarray, windows: tuple[int | None, ...] = (None,)
+                   ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """First position of each key, first at or after ``times``, and first at or after ``times − w``."""
+        keys, times = keys.astype(np.int64), times.astype(np.int64)
+        packed = self._pack(keys, times)
+        # One sort serves every search: shifting all times by a constant (and clipping) keeps the order.
+        order = np.argsort(packed, kind="stable")
+        start = self._search(keys * SPAN, order)
+        stop = self._search(packed, order)
+        firsts = [start if w is None else self._search(self._pack(keys, times - w), order) for w in windows]
+        return start, stop, firsts
 
     def total(self, keys: np.ndarray, times: np.ndarray, name: str, window_ns: int | None = None) -> np.ndarray:
         """Sum of weight ``name`` of the key's events in ``[t − window, t)`` (all before ``t`` without window)."""
-        cum = self.cumulative[name]
-        start, stop = self._positions(keys, times)
-        if window_ns is None:
-            return cum[stop] - cum[start]
-        _, first = self._positions(keys, times - window_ns)
-        return cum[stop] - cum[first]
+        return self.totals(keys, times, (name,), window_ns)[name]
 
     def totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...],
                window_ns: int | None = None) -> dict[str, np.ndarray]:
-        """Several sums at once (one search for all of them)."""
-        start, stop = self._positions(keys, times)
-        first = start if window_ns is None else self._positions(keys, times - window_ns)[1]
-        return {n: self.cumulative[n][stop] - self.cumulative[n][first] for n in names}
+        """Several sums over one window at once."""
+        return self.window_totals(keys, times, names, (window_ns,))[window_ns]
+
+    def window_totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...],
+                      windows: tuple[int | None, ...]) -> dict[int | None, dict[str, np.ndarray]]:
+        """Sums of ``names`` over several windows (``None``: all history) with one sort of the queries."""
+        _, stop, firsts = self._positions(keys, times, windows)
+        return {w: {n: self.cumulative[n][stop] - self.cumulative[n][first] for n in names}
+                for w, first in zip(windows, firsts)}
 
     def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Time (ns) of the key's last event strictly before ``times``; NaN when none (float64)."""
-        start, stop = self._positions(keys, times)
+        start, stop, _ = self._positions(keys, times, ())
         has = stop > start
         out = np.full(len(keys), np.nan)
         out[has] = self.times[stop[has] - 1]

@@ -49,10 +49,12 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     def days_since(last: np.ndarray) -> np.ndarray:
         return (t - last) / DAY_NS
 
-    for days in (7, 30, 90):
-        totals = history.user.totals(user, t, ("visits", "converts", "revenue"), days * DAY_NS)
+    windows = (7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS)
+    user_sums = history.user.window_totals(
+        user, t, ("visits", "converts", "revenue", "opens", "clicks", "sends"), windows)
+    for days, window in zip((7, 30, 90), windows):
         for name in ("visits", "converts", "revenue"):
-            out[f"user_{name}_{days}d"] = totals[name]
+            out[f"user_{name}_{days}d"] = user_sums[window][name]
     profile = _profile(history, user)
     out["user_days_since_signup"] = days_since(profile["signup"])
     for name, key in (("visit", "activity"), ("open", "open"), ("click", "click"), ("convert", "convert")):
@@ -68,15 +70,14 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     ratio = out["user_visits_30d"] / (act.ideal_visits_per_week * 30 / 7)
     out["user_activity_state"] = np.select([ratio >= act.power_ratio, ratio >= act.core_ratio,
                                             ratio >= act.casual_ratio], [0, 1, 2], 3)
-    recent = history.user.totals(user, t, ("visits", "opens", "clicks", "converts"), 30 * DAY_NS)
+    recent = user_sums[30 * DAY_NS]
     implicit = 1 - np.exp(-(recent["visits"] + recent["opens"] + 2 * recent["clicks"] + 5 * recent["converts"]) / 10)
     n_ch = len(voc.channels)
-    lost_any = np.zeros(len(user))
-    consented_now = np.zeros(len(user))
-    for c in range(n_ch):  # a handful of channels
-        lost_c = history.user_channel.totals(pair(user, np.full(len(user), c), n_ch), t, ("lost",))["lost"] > 0
-        lost_any += lost_c
-        consented_now += profile["consent"][:, c] & ~lost_c
+    every = np.arange(n_ch)
+    lost = history.user_channel.totals(pair(np.repeat(user, n_ch), np.tile(every, len(user)), n_ch),
+                                       np.repeat(t, n_ch), ("lost",))["lost"].reshape(len(user), n_ch) > 0
+    lost_any = lost.sum(axis=1)
+    consented_now = (profile["consent"] & ~lost).sum(axis=1)
     explicit = 0.5 * profile["completeness"] + 0.5 * profile["consent"].sum(axis=1) / n_ch
     out["user_engagement_explicit"] = explicit
     out["user_engagement_implicit"] = implicit
@@ -85,8 +86,9 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     out["user_consented_channels"] = consented_now
 
     uc = pair(user, np.maximum(channel, 0), n_ch)
-    w30 = history.user_channel.totals(uc, t, ("sends", "opens", "clicks"), 30 * DAY_NS)
-    w90 = history.user_channel.totals(uc, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
+    uc_sums = history.user_channel.window_totals(uc, t, ("sends", "opens", "clicks"),
+                                                 (DAY_NS, 7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS))
+    w30, w90 = uc_sums[30 * DAY_NS], uc_sums[90 * DAY_NS]
     out["uc_sends_30d"], out["uc_opens_30d"], out["uc_clicks_30d"] = w30["sends"], w30["opens"], w30["clicks"]
     for outcome in ("opens", "clicks"):
         prior = rates.rate(rates.channel, np.maximum(channel, 0), t, outcome,
@@ -94,9 +96,9 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
                            strength)
         out[f"uc_{outcome[:-1]}_rate"] = (w90[outcome] + strength * prior) / (w90["sends"] + strength)
     out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t)) / HOUR_NS
-    out["uc_contacts_24h"] = history.user_channel.totals(uc, t, ("sends",), DAY_NS)["sends"]
-    out["uc_contacts_7d"] = history.user_channel.totals(uc, t, ("sends",), 7 * DAY_NS)["sends"]
-    out["user_contacts_7d"] = history.user.totals(user, t, ("sends",), 7 * DAY_NS)["sends"]
+    out["uc_contacts_24h"] = uc_sums[DAY_NS]["sends"]
+    out["uc_contacts_7d"] = uc_sums[7 * DAY_NS]["sends"]
+    out["user_contacts_7d"] = user_sums[7 * DAY_NS]["sends"]
 
     global_click = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "clicks", np.full(len(t), 0.02), strength)
     global_open = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "opens", np.full(len(t), 0.1), strength)
@@ -108,11 +110,10 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     out["ug_click_affinity"] = _tag_affinity(history, rates, user, message, t, global_click, strength)
 
     local_hour, local_weekday = local_time(send_at, _zones(history, user))
-    own_open = (history.user.totals(user, t, ("opens",), 90 * DAY_NS)["opens"] + strength * global_open) / (
-        history.user.totals(user, t, ("sends",), 90 * DAY_NS)["sends"] + strength)
+    own_open = (user_sums[90 * DAY_NS]["opens"] + strength * global_open) / (user_sums[90 * DAY_NS]["sends"] + strength)
     wh = history.user_hour.totals(pair(user, local_hour, 24), t, ("sends", "opens"), 90 * DAY_NS)
     out["uh_open_rate"] = (wh["opens"] + strength * own_open) / (wh["sends"] + strength)
-    visits90 = history.user.totals(user, t, ("visits",), 90 * DAY_NS)["visits"]
+    visits90 = user_sums[90 * DAY_NS]["visits"]
     at_hour = history.visit_hour.totals(pair(user, local_hour, 24), t, ("n",), 90 * DAY_NS)["n"]
     out["uh_visit_share"] = (at_hour + strength / 24) / (visits90 + strength)
     at_day = history.visit_weekday.totals(pair(user, local_weekday, 7), t, ("n",), 90 * DAY_NS)["n"]

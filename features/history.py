@@ -177,7 +177,8 @@ class History:
 
     def _hour_indexes(self, events: pd.DataFrame, user: np.ndarray, times: np.ndarray, is_: dict[str, np.ndarray]) -> None:
         """user × local hour (sends, opens attributed to the send's hour, visits) and user × weekday (visits)."""
-        sent = attribute(events, self.config.attribution).to_numpy()
+        self.attributed = attribute(events, self.config.attribution)
+        sent = self.attributed.to_numpy()
         hour, weekday = local_time(times, self.timezone[user])
         # An open counts at the local hour of the send it answers.
         open_rows = np.flatnonzero(is_["open"] & (sent >= 0))

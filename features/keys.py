@@ -37,6 +37,13 @@ class KeyedIndex:
         out = self.index.totals(dense, times, names or self.names, window_ns)
         return {name: np.where(known, values, 0.0) for name, values in out.items()}
 
+    def window_totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...],
+                      windows: tuple[int | None, ...]) -> dict[int | None, dict[str, np.ndarray]]:
+        """Sums over several windows with one sort of the queries; zeros for unseen keys."""
+        dense, known = self._dense(keys)
+        out = self.index.window_totals(dense, times, names, windows)
+        return {w: {n: np.where(known, v, 0.0) for n, v in d.items()} for w, d in out.items()}
+
     def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Last event time (ns, float) before each query time; NaN when none."""
         dense, known = self._dense(keys)

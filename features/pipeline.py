@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from features.attribution import attribute, send_outcomes
+from features.attribution import send_outcomes
 from features.compute import Candidates, featurise
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
@@ -62,7 +62,7 @@ class FeatureStore:
     def training_set(self) -> pd.DataFrame:
         """One row per logged send: ids, graded label, revenue, propensity, ranking group, features."""
         events = self.dataset.events
-        outcomes = send_outcomes(events, attribute(events, self.config.attribution))
+        outcomes = send_outcomes(events, self.history.attributed)
         sends = events.iloc[outcomes.index.to_numpy()]
         stamps = sends["timestamp"].to_numpy(dtype="int64")
         rows = Candidates(sends["user_id"].to_numpy(dtype=object), sends["message_id"].to_numpy(dtype=object),
@@ -77,7 +77,7 @@ class FeatureStore:
             "user_id": sends["user_id"].to_numpy(dtype=object),
             "message_id": sends["message_id"].to_numpy(dtype=object),
             "channel_name": sends["channel"].to_numpy(dtype=object),
-            "timestamp": sends["timestamp"].to_numpy(),
+            "timestamp": sends["timestamp"].reset_index(drop=True),
             "propensity": sends["propensity"].to_numpy(dtype=float),
             "label": outcomes["label"].to_numpy(),
             "revenue": outcomes["revenue"].to_numpy(),
