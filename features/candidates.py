@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.compute import HOUR_NS, Candidates
-from features.declarations import LIFECYCLE_CODES
+from features.compute import DAY_NS, HOUR_NS, Candidates, lifecycle_stage
 from features.keys import pair
 from features.pipeline import FeatureStore
 
@@ -44,43 +43,23 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
     consent &= lost == 0
     if channels is not None:
         consent &= voc.channels.isin(channels)
-    stage = _stage(store, user_id, t)
+    at = np.array([t], dtype=np.int64)
+    signup = history.signup[row] if row >= 0 else np.nan
+    stage = int(lifecycle_stage(cfg, (at - signup) / DAY_NS, (at - history.last["activity"].last_time(code, at)) / DAY_NS)[0])
 
-    messages = store.dataset.messages
-    allowed = _allowed(messages, voc.channels) & consent[None, :]                 # (m, c)
-    stages = messages["lifecycle_stages"]
-    targeted = stages.map(len).to_numpy() == 0
-    targeted |= stages.map(lambda s: LIFECYCLE_CODES[stage] in s).to_numpy()
+    allowed = history.message_channels & consent[None, :]                        # (m, c)
+    targeted = history.message_stages[:, stage].copy()
     if message_ids is not None:
-        targeted &= messages["message_id"].isin(message_ids).to_numpy()
-    start = messages["start_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).min)
-    end = messages["end_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).max)
+        targeted &= voc.messages.isin(message_ids)
+    start, end = history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"]
     live = (start[:, None] <= slots[None, :]) & (slots[None, :] < end[:, None])   # (m, s)
     ok = (allowed & targeted[:, None])[:, :, None] & live[:, None, :]            # (m, c, s)
     m, c, s = np.nonzero(ok)
     n = len(m)
     return Candidates(
         user_id=np.full(n, user_id, dtype=object),
-        message_id=messages["message_id"].to_numpy(dtype=object)[m],
+        message_id=np.asarray(voc.messages, dtype=object)[m],
         channel=np.asarray(voc.channels, dtype=object)[c],
         as_of=np.full(n, t, dtype=np.int64),
         send_at=slots[s],
     )
-
-
-def _allowed(messages: pd.DataFrame, channels: pd.Index) -> np.ndarray:
-    """Bool (messages, channels): the channels each message allows."""
-    exploded = messages["channels"].explode().dropna()
-    column = channels.get_indexer(exploded.astype(object).to_numpy())
-    out = np.zeros((len(messages), len(channels)), dtype=bool)
-    ok = column >= 0
-    out[messages.index.get_indexer(exploded.index)[ok], column[ok]] = True
-    return out
-
-
-def _stage(store: FeatureStore, user_id: str, t: int) -> int:
-    """Lifecycle stage code of one user at ``t``, by the same rule as the feature."""
-    at = np.array([t], dtype=np.int64)
-    none = np.array([None], dtype=object)
-    frame = store.featurise(Candidates(np.array([user_id], dtype=object), none, none, at, at))
-    return int(frame["user_lifecycle_stage"].iloc[0])

@@ -16,7 +16,6 @@ import pandas as pd
 from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
 from features.history import History, PopulationRates, local_time
 from features.keys import pair
-from nbm.schema import TABLES
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -59,13 +58,7 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     out["user_days_since_signup"] = days_since(profile["signup"])
     for name, key in (("visit", "activity"), ("open", "open"), ("click", "click"), ("convert", "convert")):
         out[f"user_days_since_{name}"] = days_since(history.last[key].last_time(user, t))
-    lc = cfg.lifecycle
-    since_activity = out["user_days_since_visit"]
-    stage = np.select(
-        [out["user_days_since_signup"] < lc.new_days, since_activity <= lc.at_risk_after_days,
-         since_activity <= lc.dormant_after_days],
-        [0, 1, 2], 3)
-    out["user_lifecycle_stage"] = stage
+    out["user_lifecycle_stage"] = lifecycle_stage(cfg, out["user_days_since_signup"], out["user_days_since_visit"])
     act = cfg.activity
     ratio = out["user_visits_30d"] / (act.ideal_visits_per_week * 30 / 7)
     out["user_activity_state"] = np.select([ratio >= act.power_ratio, ratio >= act.core_ratio,
@@ -149,6 +142,13 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     return frame
 
 
+def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:
+    """Stage codes (new 0, active 1, at_risk 2, dormant 3) by the configured thresholds; no activity = dormant."""
+    lc = config.lifecycle
+    return np.select([days_since_signup < lc.new_days, days_since_activity <= lc.at_risk_after_days,
+                      days_since_activity <= lc.dormant_after_days], [0, 1, 2], 3)
+
+
 def _zones(history: History, user: np.ndarray) -> np.ndarray:
     zones = history.timezone
     return np.where(user < len(zones), zones[np.minimum(user, len(zones) - 1)], "UTC").astype(object)
@@ -156,46 +156,42 @@ def _zones(history: History, user: np.ndarray) -> np.ndarray:
 
 def _profile(history: History, user: np.ndarray) -> dict[str, object]:
     """Signup time, consent matrix, profile completeness and attributes of each query's user."""
-    frame = history.user_frame
-    n_known = len(frame)
-    row = np.where(user < n_known, user, -1)
-    has = row >= 0
-    r = np.maximum(row, 0)
-    signup = frame["signup_at"].to_numpy(dtype="int64") if n_known else np.zeros(1, np.int64)
-    signup_ok = frame["signup_at"].notna().to_numpy() if n_known else np.zeros(1, bool)
-    consent = history.consent_matrix[r] & has[:, None] if n_known else np.zeros((len(user), len(history.vocabulary.channels)), bool)
-    attributes = [c for c in frame.columns if c not in TABLES["users"].column_names]
-    filled = frame[attributes].notna().mean(axis=1).to_numpy() if attributes and n_known else np.zeros(max(n_known, 1))
+    n_known = len(history.user_frame)
+    has = user < n_known
+    r = np.where(has, user, 0)
+    if not n_known:
+        n = len(user)
+        return {"signup": np.full(n, np.nan), "consent": np.zeros((n, len(history.vocabulary.channels)), bool),
+                "completeness": np.zeros(n), "attributes": {}}
     attrs = {}
-    for column in attributes:
-        values = frame[column]
-        if pd.api.types.is_numeric_dtype(values.dtype):
-            attrs[column] = np.where(has, values.to_numpy(dtype=float)[r], np.nan)
+    for column, (values, categories) in history.attributes.items():
+        if categories is None:
+            attrs[column] = np.where(has, values[r], np.nan)
         else:
-            codes, _ = history.attribute_codes[column]
-            attrs[column] = pd.Categorical.from_codes(np.where(has, codes[r], -1), categories=history.attribute_codes[column][1])
+            attrs[column] = pd.Categorical.from_codes(np.where(has, values[r], -1), categories=categories)
     return {
-        "signup": np.where(has & signup_ok[r], signup[r], np.nan).astype(float),
-        "consent": consent,
-        "completeness": np.where(has, filled[r], 0.0),
+        "signup": np.where(has, history.signup[r], np.nan),
+        "consent": history.consent_matrix[r] & has[:, None],
+        "completeness": np.where(has, history.completeness[r], 0.0),
         "attributes": attrs,
     }
 
 
 def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, message: np.ndarray, t: np.ndarray,
                   global_click: np.ndarray, strength: float) -> np.ndarray:
-    """Mean over the message's tags of the user's smoothed click rate on that tag."""
-    voc = history.vocabulary
-    tags = voc.message_tags
-    query = pd.DataFrame({"q": np.arange(len(user)), "message": message}).merge(
-        pd.DataFrame({"message": tags.index, "tag": tags.to_numpy()}), on="message")
-    if not len(query):
+    """Mean over the message's tags of the user's smoothed click rate on that tag (NaN without tags)."""
+    m = np.maximum(message, 0)
+    counts = np.where(message >= 0, history.tag_start[m + 1] - history.tag_start[m], 0)
+    q = np.repeat(np.arange(len(user)), counts)
+    if not len(q):
         return np.full(len(user), np.nan)
-    q, tag = query["q"].to_numpy(), query["tag"].to_numpy()
-    totals = history.user_tag.totals(pair(user[q], tag, len(voc.tags)), t[q], ("sends", "clicks"), 90 * DAY_NS)
+    # Position of each (query, tag) pair in its message's tag list, then the tag code.
+    offset = np.arange(len(q)) - np.repeat(np.cumsum(counts) - counts, counts)
+    tag = history.tag_codes[history.tag_start[m[q]] + offset]
+    totals = history.user_tag.totals(pair(user[q], tag, len(history.vocabulary.tags)), t[q], ("sends", "clicks"),
+                                     90 * DAY_NS)
     prior = rates.rate(rates.tag, tag, t[q], "clicks", global_click[q], strength)
     affinity = (totals["clicks"] + strength * prior) / (totals["sends"] + strength)
-    mean = pd.Series(affinity).groupby(q).mean()
-    out = np.full(len(user), np.nan)
-    out[mean.index.to_numpy()] = mean.to_numpy()
-    return out
+    sums = np.bincount(q, weights=affinity, minlength=len(user))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

@@ -16,7 +16,7 @@ import pandas as pd
 from features.asof import AsOfIndex
 from features.attribution import attribute
 from features.keys import KeyedIndex, pair
-from nbm.config import NbmConfig
+from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
 from nbm.schema import TABLES
 
@@ -55,6 +55,16 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
         local = pd.DatetimeIndex(pd.to_datetime(times[rows], utc=True)).tz_convert(tz)
         hour[rows], weekday[rows] = local.hour, local.day_of_week
     return hour, weekday
+
+
+def _membership(lists: pd.Series, names: pd.Index) -> np.ndarray:
+    """Bool (rows, names): which names each row's list holds (rows in order of ``lists``)."""
+    exploded = lists.reset_index(drop=True).explode().dropna()
+    column = names.get_indexer(exploded.astype(object).to_numpy())
+    out = np.zeros((len(lists), len(names)), dtype=bool)
+    ok = column >= 0
+    out[exploded.index.to_numpy()[ok], column[ok]] = True
+    return out
 
 
 class PopulationRates:
@@ -158,18 +168,37 @@ class History:
             "value": messages["value"].to_numpy(dtype=float),
         }
         channels = self.vocabulary.channels
+        self.catalog_arrays["start_ns"] = start.to_numpy(dtype="int64", na_value=np.iinfo(np.int64).min)
+        self.catalog_arrays["end_ns"] = messages["end_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).max)
+        self.message_channels = _membership(messages["channels"], channels)
+        stages = _membership(messages["lifecycle_stages"], pd.Index(LIFECYCLE_STAGES))
+        stages[~stages.any(axis=1)] = True  # no targeting: every stage
+        self.message_stages = stages
         consent = np.zeros((len(self.user_frame), len(channels)), dtype=bool)
         lists = self.user_frame["consent"].explode().dropna() if len(self.user_frame) else pd.Series(dtype=object)
         column = channels.get_indexer(lists.astype(object).to_numpy())
         ok = column >= 0
         consent[lists.index.to_numpy()[ok], column[ok]] = True
         self.consent_matrix = consent
-        self.attribute_codes: dict[str, tuple[np.ndarray, pd.Index]] = {}
-        for name in self.user_frame.columns:
-            if name in TABLES["users"].column_names or pd.api.types.is_numeric_dtype(self.user_frame[name].dtype):
-                continue
-            codes, categories = pd.factorize(self.user_frame[name], sort=True)
-            self.attribute_codes[name] = (codes, categories)
+        frame = self.user_frame
+        self.signup = (np.where(frame["signup_at"].notna(), frame["signup_at"].to_numpy(dtype="int64", na_value=0), np.nan)
+                       if len(frame) else np.zeros(0))
+        attributes = [c for c in frame.columns if c not in TABLES["users"].column_names]
+        self.completeness = (frame[attributes].notna().mean(axis=1).to_numpy() if attributes
+                             else np.zeros(len(frame)))
+        # Numeric attributes as float arrays; text attributes as codes into sorted categories.
+        self.attributes: dict[str, tuple[np.ndarray, pd.Index | None]] = {}
+        for name in attributes:
+            if pd.api.types.is_numeric_dtype(frame[name].dtype):
+                self.attributes[name] = (frame[name].to_numpy(dtype=float), None)
+            else:
+                codes, categories = pd.factorize(frame[name], sort=True)
+                self.attributes[name] = (codes, pd.Index(categories))
+        # Tags of each message as flat arrays (CSR): tags of message m are tag_codes[tag_start[m]:tag_start[m + 1]].
+        order = np.argsort(self.vocabulary.message_tags.index.to_numpy(), kind="stable")
+        owners = self.vocabulary.message_tags.index.to_numpy()[order]
+        self.tag_codes = self.vocabulary.message_tags.to_numpy()[order]
+        self.tag_start = np.searchsorted(owners, np.arange(len(self.vocabulary.messages) + 1))
 
     def _timezones(self, user: np.ndarray) -> np.ndarray:
         zones = self.user_frame["timezone"].astype(str).to_numpy() if len(self.user_frame) else np.array([], dtype=object)
