@@ -54,10 +54,15 @@ class AsOfIndex:
         out[order] = np.searchsorted(self.packed, packed[order], side="left")
         return out
 
-    def _positions(self, keys: np.ndarray, times: np.ndarray, windows: tuple[int | None, ...] = (None,)
-                   ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    def _positions(self, keys: np.ndarray, times: np.ndarray, windows: tuple[int | None, ...] = (None,),
+                   dedupe: bool = True) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """First position of each key, first at or after ``times``, and first at or after ``times − w``."""
         keys, times = keys.astype(np.int64), times.astype(np.int64)
+        if dedupe and len(times) > 1 and times[0] == times[-1] and (times == times[0]).all():
+            # One decision time (the candidates of a decision): search each distinct key once.
+            unique, inverse = np.unique(keys, return_inverse=True)
+            start, stop, firsts = self._positions(unique, np.full(len(unique), times[0]), windows, dedupe=False)
+            return start[inverse], stop[inverse], [f[inverse] for f in firsts]
         packed = self._pack(keys, times)
         # One sort serves every search: shifting all times by a constant (and clipping) keeps the order.
         order = np.argsort(packed, kind="stable")

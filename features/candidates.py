@@ -62,4 +62,6 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
         channel=np.asarray(voc.channels, dtype=object)[c],
         as_of=np.full(n, t, dtype=np.int64),
         send_at=slots[s],
+        message_code=m,
+        channel_code=c,
     )

@@ -29,6 +29,8 @@ class Candidates:
     channel: np.ndarray
     as_of: np.ndarray
     send_at: np.ndarray
+    message_code: np.ndarray | None = None   # codes in the history's vocabulary, when the caller has them
+    channel_code: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -39,8 +41,10 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     voc, cfg = history.vocabulary, history.config
     strength = cfg.features.prior_strength
     user = history.user_codes(np.asarray(rows.user_id, dtype=object))
-    message = voc.messages.get_indexer(np.asarray(rows.message_id, dtype=object))
-    channel = voc.channels.get_indexer(np.asarray(rows.channel, dtype=object))
+    message = rows.message_code if rows.message_code is not None else voc.messages.get_indexer(
+        np.asarray(rows.message_id, dtype=object))
+    channel = rows.channel_code if rows.channel_code is not None else voc.channels.get_indexer(
+        np.asarray(rows.channel, dtype=object))
     topic = np.where(message >= 0, voc.message_topic[np.maximum(message, 0)], -1)
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
@@ -83,18 +87,19 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
                                                  (DAY_NS, 7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS))
     w30, w90 = uc_sums[30 * DAY_NS], uc_sums[90 * DAY_NS]
     out["uc_sends_30d"], out["uc_opens_30d"], out["uc_clicks_30d"] = w30["sends"], w30["opens"], w30["clicks"]
+    overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens", "clicks", "converts"))
+    # Global rates, themselves smoothed toward fixed priors so that an empty history gives sane values.
+    global_rate = {o: (overall[o] + strength * p0) / (overall["sends"] + strength)
+                   for o, p0 in (("opens", 0.1), ("clicks", 0.02), ("converts", 0.005))}
     for outcome in ("opens", "clicks"):
-        prior = rates.rate(rates.channel, np.maximum(channel, 0), t, outcome,
-                           rates.rate(rates.overall, np.zeros(len(t), np.int64), t, outcome, np.full(len(t), 0.1), strength),
-                           strength)
+        prior = rates.rate(rates.channel, np.maximum(channel, 0), t, outcome, global_rate[outcome], strength)
         out[f"uc_{outcome[:-1]}_rate"] = (w90[outcome] + strength * prior) / (w90["sends"] + strength)
     out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t)) / HOUR_NS
     out["uc_contacts_24h"] = uc_sums[DAY_NS]["sends"]
     out["uc_contacts_7d"] = uc_sums[7 * DAY_NS]["sends"]
     out["user_contacts_7d"] = user_sums[7 * DAY_NS]["sends"]
 
-    global_click = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "clicks", np.full(len(t), 0.02), strength)
-    global_open = rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "opens", np.full(len(t), 0.1), strength)
+    global_click, global_open = global_rate["clicks"], global_rate["opens"]
     ut = pair(user, np.maximum(topic, 0), len(voc.topics))
     wt = history.user_topic.totals(ut, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
     for outcome, base in (("clicks", global_click), ("opens", global_open)):
@@ -116,11 +121,11 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     known = message >= 0
     m = np.maximum(message, 0)
     out["message_age_days"] = np.where(known, (t - catalog["start_at"][m]) / DAY_NS, np.nan)
-    for outcome, base in (("opens", global_open), ("clicks", global_click),
-                          ("converts", rates.rate(rates.overall, np.zeros(len(t), np.int64), t, "converts",
-                                                  np.full(len(t), 0.005), strength))):
-        out[f"message_{outcome[:-1]}_rate"] = rates.rate(rates.message, m, t, outcome, base, strength)
-    out["message_sends"] = rates.message.totals(m, rates.day_start(t), ("sends",))["sends"] * known
+    per_message = rates.message.totals(m, rates.day_start(t), ("sends", "opens", "clicks", "converts"))
+    for outcome in ("opens", "clicks", "converts"):
+        out[f"message_{outcome[:-1]}_rate"] = (per_message[outcome] + strength * global_rate[outcome]) / (
+            per_message["sends"] + strength)
+    out["message_sends"] = per_message["sends"] * known
     out["message_value"] = np.where(known, catalog["value"][m], np.nan)
     out["message_topic"] = topic
     out["channel"] = channel
@@ -134,12 +139,9 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     out["time_hours_until_send"] = (send_at - t) / HOUR_NS
     out["time_hours_since_contact"] = (t - history.last["send"].last_time(user, t)) / HOUR_NS
 
-    frame = pd.DataFrame({name: out[name] for name in FEATURE_NAMES})
-    for name in CATEGORICAL:
-        frame[name] = frame[name].astype(np.int64)
-    for column, values in profile["attributes"].items():
-        frame[f"attr_{column}"] = values
-    return frame
+    columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else out[name] for name in FEATURE_NAMES}
+    columns.update({f"attr_{column}": values for column, values in profile["attributes"].items()})
+    return pd.DataFrame(columns, copy=False)
 
 
 def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:

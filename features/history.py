@@ -51,9 +51,14 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
     hour = np.zeros(len(times), dtype=np.int64)
     weekday = np.zeros(len(times), dtype=np.int64)
     for tz in pd.unique(timezones):  # a handful of time zones, each converted in one vectorised call
-        rows = np.flatnonzero(timezones == tz)
-        local = pd.DatetimeIndex(pd.to_datetime(times[rows], utc=True)).tz_convert(tz)
-        hour[rows], weekday[rows] = local.hour, local.day_of_week
+        here = timezones == tz
+        rows = slice(None) if here.all() else np.flatnonzero(here)
+        at = times[rows]
+        # Candidates of one decision share a few slot times: convert each distinct instant once.
+        distinct, inverse = np.unique(at, return_inverse=True)
+        local = pd.DatetimeIndex(distinct.view("datetime64[ns]")).tz_localize("UTC").tz_convert(tz)
+        hour[rows] = np.asarray(local.hour)[inverse]
+        weekday[rows] = np.asarray(local.day_of_week)[inverse]
     return hour, weekday
 
 
@@ -225,6 +230,8 @@ class History:
 
     def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
         """Code of each user id; ids without history get codes past the known ones (no events)."""
+        if len(user_ids) > 1 and (user_ids == user_ids[0]).all():  # the candidates of one decision
+            return np.repeat(self.user_codes(user_ids[:1]), len(user_ids))
         codes = self.all_users.get_indexer(user_ids)
         missing = codes < 0
         codes[missing] = len(self.all_users) + np.arange(int(missing.sum()))

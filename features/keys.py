@@ -8,7 +8,6 @@ whatever the number of possible pairs. A query for a pair the history never saw 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from features.asof import AsOfIndex
 
@@ -22,13 +21,15 @@ class KeyedIndex:
     """An :class:`AsOfIndex` over sparse int64 keys (for instance packed pairs)."""
 
     def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int) -> None:
-        self.vocabulary = pd.Index(np.unique(keys))
-        self.index = AsOfIndex(self.vocabulary.get_indexer(keys), times, weights, base)
+        self.vocabulary = np.unique(keys.astype(np.int64))  # sorted: lookups are binary searches
+        self.index = AsOfIndex(np.searchsorted(self.vocabulary, keys), times, weights, base)
         self.names = tuple(weights)
 
     def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        dense = self.vocabulary.get_indexer(keys)
-        return np.maximum(dense, 0), dense >= 0
+        if not len(self.vocabulary):
+            return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+        dense = np.minimum(np.searchsorted(self.vocabulary, keys), len(self.vocabulary) - 1)
+        return dense, self.vocabulary[dense] == keys
 
     def totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...] | None = None,
                window_ns: int | None = None) -> dict[str, np.ndarray]:
