@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +30,7 @@ from features.candidates import expand
 from features.compute import Candidates
 from features.pipeline import FeatureStore
 from nbm.config import NbmConfig, load_config
-from nbm.dataset import build_dataset
+from nbm.dataset import build_dataset, load_dataset
 from nbm.simulate import SimConfig, simulate
 
 EVENTS_PER_USER_60D = 30.7  # measured: 100k users × 60 days ≈ 3.07M events
@@ -43,10 +47,14 @@ def verdict(ok: bool) -> str:
 def bench_training_set(n_events: int, config: NbmConfig) -> FeatureStore:
     users = int(n_events / EVENTS_PER_USER_60D)
     t = time.perf_counter()
-    tables = simulate(SimConfig(n_users=users, n_days=60, seed=1)).tables
-    dataset, _ = build_dataset(tables, config)
-    del tables
-    prepared = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        # The world is simulated by another process, so this one holds only what the pipeline needs.
+        subprocess.run([sys.executable, "-m", "nbm.cli", "simulate", "--out", tmp, "--users", str(users),
+                        "--days", "60", "--seed", "1"], check=True, stdout=subprocess.DEVNULL)
+        simulated = time.perf_counter() - t
+        t = time.perf_counter()
+        dataset, _ = load_dataset(Path(tmp), config)
+    loaded = time.perf_counter() - t
     t = time.perf_counter()
     store = FeatureStore.build(dataset, config)
     index = time.perf_counter() - t
@@ -62,7 +70,8 @@ def bench_training_set(n_events: int, config: NbmConfig) -> FeatureStore:
     floor = time.perf_counter() - t
     total = index + build
     print(f"1. training set: {len(events):,} events, {users:,} users → {len(train):,} rows × {train.shape[1]} columns")
-    print(f"   simulate + load (not counted) {prepared:8.1f} s")
+    print(f"   simulate (other process)      {simulated:8.1f} s   not counted")
+    print(f"   load + validate the tables    {loaded:8.1f} s   not counted in time; counted in memory")
     print(f"   index history                 {index:8.1f} s")
     print(f"   featurise + label sends       {build:8.1f} s")
     print(f"   total                         {total:8.1f} s   target ≤ 120 s (for 10M events)  {verdict(total <= 120)}")

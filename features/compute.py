@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
-from features.history import History, PopulationRates, local_time
+from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
@@ -41,10 +41,8 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     voc, cfg = history.vocabulary, history.config
     strength = cfg.features.prior_strength
     user = history.user_codes(np.asarray(rows.user_id, dtype=object))
-    message = rows.message_code if rows.message_code is not None else voc.messages.get_indexer(
-        np.asarray(rows.message_id, dtype=object))
-    channel = rows.channel_code if rows.channel_code is not None else voc.channels.get_indexer(
-        np.asarray(rows.channel, dtype=object))
+    message = rows.message_code if rows.message_code is not None else codes_in(rows.message_id, voc.messages)
+    channel = rows.channel_code if rows.channel_code is not None else codes_in(rows.channel, voc.channels)
     topic = np.where(message >= 0, voc.message_topic[np.maximum(message, 0)], -1)
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     out: dict[str, np.ndarray] = {}

@@ -18,7 +18,7 @@ from features.attribution import attribute
 from features.keys import KeyedIndex, pair
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
-from nbm.schema import TABLES
+from nbm.schema import EVENT_TYPES, TABLES
 
 DAY_NS = 86_400 * 10**9
 RATE_WEIGHTS = ("sends", "opens", "clicks", "converts")
@@ -62,6 +62,21 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
     return hour, weekday
 
 
+def event_masks(events: pd.DataFrame) -> dict[str, np.ndarray]:
+    """A boolean mask per event type (factorised once: comparing millions of strings is slow)."""
+    codes, names = pd.factorize(events["event_type"])
+    lookup = {name: i for i, name in enumerate(names)}
+    return {name: codes == lookup[name] if name in lookup else np.zeros(len(codes), dtype=bool)
+            for name in EVENT_TYPES}
+
+
+def codes_in(values: pd.Series | np.ndarray, names: pd.Index) -> np.ndarray:
+    """Code of each value in ``names`` (-1 for missing or unknown), factorising the column first."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object) if isinstance(values, np.ndarray) else values)
+    lookup = names.get_indexer(np.asarray(uniques, dtype=object))
+    return np.where(codes >= 0, np.append(lookup, -1)[codes], -1)
+
+
 def _membership(lists: pd.Series, names: pd.Index) -> np.ndarray:
     """Bool (rows, names): which names each row's list holds (rows in order of ``lists``)."""
     exploded = lists.reset_index(drop=True).explode().dropna()
@@ -80,15 +95,16 @@ class PopulationRates:
     """
 
     def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int) -> None:
-        kind = events["event_type"].to_numpy()
+        masks = event_masks(events)
         day = events["timestamp"].to_numpy(dtype="int64") // DAY_NS * DAY_NS
-        message = vocabulary.messages.get_indexer(events["message_id"].astype(object).to_numpy())
-        channel = vocabulary.channels.get_indexer(events["channel"].astype(object).to_numpy())
-        weights = {w: (kind == w[:-1]).astype(float) for w in RATE_WEIGHTS}
+        message = codes_in(events["message_id"], vocabulary.messages)
+        channel = codes_in(events["channel"], vocabulary.channels)
+        weights = {w: masks[w[:-1]].astype(float) for w in RATE_WEIGHTS}
         has_message = message >= 0
         topic = np.where(has_message, vocabulary.message_topic[np.maximum(message, 0)], -1)
         self.base = base
-        self.overall = self._index(np.zeros(len(kind), dtype=np.int64), day, weights, np.ones(len(kind), bool))
+        n = len(day)
+        self.overall = self._index(np.zeros(n, dtype=np.int64), day, weights, np.ones(n, bool))
         self.channel = self._index(channel, day, weights, channel >= 0)
         self.message = self._index(message, day, weights, has_message)
         self.topic = self._index(topic, day, weights, topic >= 0)
@@ -121,17 +137,18 @@ class History:
         self.config, self.vocabulary, self.base = config, vocabulary, base
         self.users = pd.Index(users["user_id"].astype(str))
         self.user_frame = users.reset_index(drop=True)
-        known = self.users.get_indexer(events["user_id"].astype(str).to_numpy())
+        # Factorise each string column once (in C); the per-event codes come from the small uniques.
+        user_codes, user_names = pd.factorize(events["user_id"])
+        known = self.users.get_indexer(np.asarray(user_names, dtype=object))
         # Events of people without a users row are indexed under extra codes after the known users.
-        extra = pd.Index(pd.unique(events["user_id"].astype(str).to_numpy()[known < 0]))
+        extra = pd.Index(np.asarray(user_names, dtype=object)[known < 0])
         self.all_users = self.users.append(extra)
-        user = self.all_users.get_indexer(events["user_id"].astype(str).to_numpy())
+        user = np.where(known >= 0, known, len(self.users) + np.cumsum(known < 0) - 1)[user_codes]
         times = events["timestamp"].to_numpy(dtype="int64")
-        kind = events["event_type"].to_numpy()
-        channel = vocabulary.channels.get_indexer(events["channel"].astype(object).to_numpy())
-        message = vocabulary.messages.get_indexer(events["message_id"].astype(object).to_numpy())
+        channel = codes_in(events["channel"], vocabulary.channels)
+        message = codes_in(events["message_id"], vocabulary.messages)
         topic = np.where(message >= 0, vocabulary.message_topic[np.maximum(message, 0)], -1)
-        is_ = {k: kind == k for k in ("send", "open", "click", "convert", "visit", "unsubscribe", "bounce")}
+        is_ = event_masks(events)
         activity = is_["visit"] | is_["click"] | is_["convert"]
         revenue = np.where(is_["convert"], events["value"].fillna(0.0).to_numpy(), 0.0)
         self.timezone = self._timezones(user)
@@ -232,7 +249,8 @@ class History:
         """Code of each user id; ids without history get codes past the known ones (no events)."""
         if len(user_ids) > 1 and (user_ids == user_ids[0]).all():  # the candidates of one decision
             return np.repeat(self.user_codes(user_ids[:1]), len(user_ids))
-        codes = self.all_users.get_indexer(user_ids)
+        factor, uniques = pd.factorize(user_ids)   # hash the (many) ids once, look up the (fewer) distinct ones
+        codes = np.append(self.all_users.get_indexer(np.asarray(uniques, dtype=object)), -1)[factor]
         missing = codes < 0
         codes[missing] = len(self.all_users) + np.arange(int(missing.sum()))
         return codes

@@ -8,6 +8,7 @@ whatever the number of possible pairs. A query for a pair the history never saw 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from features.asof import AsOfIndex
 
@@ -21,8 +22,9 @@ class KeyedIndex:
     """An :class:`AsOfIndex` over sparse int64 keys (for instance packed pairs)."""
 
     def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int) -> None:
-        self.vocabulary = np.unique(keys.astype(np.int64))  # sorted: lookups are binary searches
-        self.index = AsOfIndex(np.searchsorted(self.vocabulary, keys), times, weights, base)
+        codes, vocabulary = pd.factorize(keys.astype(np.int64), sort=True)  # hash table in C, then sorted
+        self.vocabulary = np.asarray(vocabulary, dtype=np.int64)              # sorted: lookups are binary searches
+        self.index = AsOfIndex(codes.astype(np.int64), times, weights, base)
         self.names = tuple(weights)
 
     def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
