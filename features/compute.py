@@ -137,7 +137,9 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     out["time_hours_until_send"] = (send_at - t) / HOUR_NS
     out["time_hours_since_contact"] = (t - history.last["send"].last_time(user, t)) / HOUR_NS
 
-    columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else out[name] for name in FEATURE_NAMES}
+    # float32, as LightGBM scores them: half the memory of a 10M-row training set.
+    columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else np.asarray(out[name], dtype=np.float32)
+               for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile["attributes"].items()})
     return pd.DataFrame(columns, copy=False)
 

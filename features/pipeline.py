@@ -83,7 +83,10 @@ class FeatureStore:
             "revenue": outcomes["revenue"].to_numpy(),
             "group": group,
         })
-        return pd.concat([ids, self.featurise(rows)], axis=1)
+        features = self.featurise(rows)
+        for position, column in enumerate(ids.columns):  # insert in place: no copy of the feature block
+            features.insert(position, column, ids[column].to_numpy() if column != "timestamp" else ids[column])
+        return features
 
     def snapshot(self, now: pd.Timestamp, user_ids: np.ndarray | None = None) -> pd.DataFrame:
         """User features of every user (or ``user_ids``) as of ``now``: the online feature snapshot."""
