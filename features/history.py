@@ -96,27 +96,31 @@ class PopulationRates:
 
     def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int) -> None:
         masks = event_masks(events)
-        day = events["timestamp"].to_numpy(dtype="int64") // DAY_NS * DAY_NS
-        message = codes_in(events["message_id"], vocabulary.messages)
-        channel = codes_in(events["channel"], vocabulary.channels)
-        weights = {w: masks[w[:-1]].astype(float) for w in RATE_WEIGHTS}
-        has_message = message >= 0
-        topic = np.where(has_message, vocabulary.message_topic[np.maximum(message, 0)], -1)
+        counted = masks["send"] | masks["open"] | masks["click"] | masks["convert"]
+        day = events["timestamp"].to_numpy(dtype="int64")[counted] // DAY_NS * DAY_NS
+        message = codes_in(events["message_id"], vocabulary.messages)[counted]
+        channel = codes_in(events["channel"], vocabulary.channels)[counted]
+        # Daily counts per (channel, message): the table every other grouping is summed from (small).
+        daily = pd.DataFrame({"day": day, "message": message, "channel": channel,
+                              **{w: masks[w[:-1]][counted].astype(np.float64) for w in RATE_WEIGHTS}})
+        daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
         self.base = base
-        n = len(day)
-        self.overall = self._index(np.zeros(n, dtype=np.int64), day, weights, np.ones(n, bool))
-        self.channel = self._index(channel, day, weights, channel >= 0)
-        self.message = self._index(message, day, weights, has_message)
-        self.topic = self._index(topic, day, weights, topic >= 0)
-        tag_rows = vocabulary.message_tags
-        rows = np.flatnonzero(has_message)
-        per_tag = pd.DataFrame({"row": rows, "message": message[rows]}).merge(
-            pd.DataFrame({"message": tag_rows.index, "tag": tag_rows.to_numpy()}), on="message")
-        r = per_tag["row"].to_numpy()
-        self.tag = AsOfIndex(per_tag["tag"].to_numpy(), day[r], {w: v[r] for w, v in weights.items()}, base)
+        self.daily = daily
+        n = len(daily)
+        self.overall = self._index(np.zeros(n, dtype=np.int64), np.ones(n, bool))
+        self.channel = self._index(daily["channel"].to_numpy(), daily["channel"].to_numpy() >= 0)
+        has_message = daily["message"].to_numpy() >= 0
+        self.message = self._index(daily["message"].to_numpy(), has_message)
+        topic = np.where(has_message, vocabulary.message_topic[np.maximum(daily["message"].to_numpy(), 0)], -1)
+        self.topic = self._index(topic, topic >= 0)
+        tags = vocabulary.message_tags
+        per_tag = daily[has_message].merge(pd.DataFrame({"message": tags.index, "tag": tags.to_numpy()}), on="message")
+        self.tag = AsOfIndex(per_tag["tag"].to_numpy(), per_tag["day"].to_numpy(),
+                             {w: per_tag[w].to_numpy() for w in RATE_WEIGHTS}, base)
 
-    def _index(self, keys: np.ndarray, day: np.ndarray, weights: dict[str, np.ndarray], keep: np.ndarray) -> AsOfIndex:
-        return AsOfIndex(keys[keep], day[keep], {w: v[keep] for w, v in weights.items()}, self.base)
+    def _index(self, keys: np.ndarray, keep: np.ndarray) -> AsOfIndex:
+        rows = self.daily[keep]
+        return AsOfIndex(keys[keep], rows["day"].to_numpy(), {w: rows[w].to_numpy() for w in RATE_WEIGHTS}, self.base)
 
     @staticmethod
     def day_start(times: np.ndarray) -> np.ndarray:

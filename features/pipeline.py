@@ -23,6 +23,8 @@ from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 
+TRAINING_CHUNK = 1_000_000
+"""Sends featurised at once when building a training set."""
 USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
 
 
@@ -83,7 +85,11 @@ class FeatureStore:
             "revenue": outcomes["revenue"].to_numpy(),
             "group": group,
         })
-        features = self.featurise(rows)
+        # In chunks of sends: the intermediate arrays of featurisation stay bounded whatever the log's size.
+        chunks = [slice(i, i + TRAINING_CHUNK) for i in range(0, max(len(stamps), 1), TRAINING_CHUNK)]
+        features = pd.concat([self.featurise(Candidates(*(getattr(rows, f)[c] for f in
+                                                           ("user_id", "message_id", "channel", "as_of", "send_at"))))
+                              for c in chunks], ignore_index=True) if len(chunks) > 1 else self.featurise(rows)
         for position, column in enumerate(ids.columns):  # insert in place: no copy of the feature block
             features.insert(position, column, ids[column].to_numpy() if column != "timestamp" else ids[column])
         return features

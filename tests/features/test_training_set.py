@@ -53,3 +53,12 @@ def test_training_set_rows_labels_and_groups(dataset, config) -> None:
     assert train["group"].tolist() == (train["user_id"] + "@" + day.astype(str)).tolist()
     by_decision = FeatureStore.build(dataset, NbmConfig.model_validate({"features": {"group_by": "decision"}})).training_set()
     assert (by_decision["group"] == by_decision["decision_id"]).all()
+
+
+def test_chunked_training_set_equals_one_pass(dataset, config, monkeypatch) -> None:
+    import features.pipeline as pipeline
+
+    whole = FeatureStore.build(dataset, config).training_set()
+    monkeypatch.setattr(pipeline, "TRAINING_CHUNK", 997)
+    chunked = FeatureStore.build(dataset, config).training_set()
+    pd.testing.assert_frame_equal(chunked, whole)
