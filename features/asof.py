@@ -33,16 +33,17 @@ class AsOfIndex:
         Nanoseconds origin shared by all indexes of one history (times before it are clamped).
     """
 
-    def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int) -> None:
+    def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int,
+                 keep_times: bool = False) -> None:
         if len(keys) and (keys.min() < 0 or keys.max() >= MAX_KEYS):
             raise ValueError(f"keys must lie in [0, {MAX_KEYS}), got [{keys.min()}, {keys.max()}]")
         self.base = base
         packed = self._pack(keys.astype(np.int64), times.astype(np.int64))
         order = np.argsort(packed, kind="stable")
         self.packed = packed[order]
-        self.times = times.astype(np.int64)[order]
-        self.cumulative = {name: np.concatenate([[0.0], np.cumsum(np.asarray(w, dtype=np.float64)[order])])
-                           for name, w in weights.items()}
+        # Times are kept only where `last_time` is asked; counts accumulate in int32 (exact, half the memory).
+        self.times = times.astype(np.int64)[order] if keep_times else None
+        self.cumulative = {name: _cumulative(np.asarray(w)[order]) for name, w in weights.items()}
 
     def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         offset = np.clip((times - self.base) // MS, 0, SPAN - 1)
@@ -89,8 +90,19 @@ class AsOfIndex:
 
     def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Time (ns) of the key's last event strictly before ``times``; NaN when none (float64)."""
+        if self.times is None:
+            raise ValueError("this index was built without `keep_times`")
         start, stop, _ = self._positions(keys, times, ())
         has = stop > start
         out = np.full(len(keys), np.nan)
         out[has] = self.times[stop[has] - 1]
         return out
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    """Cumulative sums with a leading 0: int32 for counts that fit, float64 otherwise."""
+    integral = weights.dtype == bool or (np.issubdtype(weights.dtype, np.integer)) or (
+        len(weights) < 2**31 and np.array_equal(weights, np.round(weights)) and (weights >= 0).all())
+    if integral and weights.sum() < 2**31 - 1:
+        return np.concatenate([[0], np.cumsum(weights, dtype=np.int32)]).astype(np.int32)
+    return np.concatenate([[0.0], np.cumsum(weights, dtype=np.float64)])

@@ -162,7 +162,7 @@ class History:
             "visits": is_["visit"], "activity": activity, "converts": is_["convert"], "revenue": revenue,
             "opens": is_["open"], "clicks": is_["click"], "sends": is_["send"],
         }, base)
-        self.last = {k: KeyedIndex(user[m], times[m], {"n": np.ones(int(m.sum()))}, base)
+        self.last = {k: KeyedIndex(user[m], times[m], {"n": np.ones(int(m.sum()), dtype=bool)}, base, keep_times=True)
                      for k, m in (("activity", activity), ("open", is_["open"]), ("click", is_["click"]),
                                   ("convert", is_["convert"]), ("send", is_["send"]))}
         n_ch = len(vocabulary.channels)
@@ -170,7 +170,7 @@ class History:
         lost = is_["unsubscribe"] | is_["bounce"]
         self.user_channel = KeyedIndex(pair(user[c_rows], channel[c_rows], n_ch), times[c_rows], {
             "sends": is_["send"][c_rows], "opens": is_["open"][c_rows], "clicks": is_["click"][c_rows],
-            "lost": lost[c_rows]}, base)
+            "lost": lost[c_rows]}, base, keep_times=True)
         t_rows = topic >= 0
         self.user_topic = KeyedIndex(pair(user[t_rows], topic[t_rows], len(vocabulary.topics)), times[t_rows], {
             "sends": is_["send"][t_rows], "opens": is_["open"][t_rows], "clicks": is_["click"][t_rows]}, base)
@@ -182,7 +182,7 @@ class History:
                                    {"sends": is_["send"][r], "clicks": is_["click"][r]}, base)
         m_rows = message >= 0
         self.user_message = KeyedIndex(pair(user[m_rows], message[m_rows], len(vocabulary.messages)), times[m_rows], {
-            "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base)
+            "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base, keep_times=True)
         self._hour_indexes(events, user, times, is_)
 
     def _profile_arrays(self, dataset: Dataset) -> None:

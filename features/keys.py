@@ -21,10 +21,11 @@ def pair(a: np.ndarray, b: np.ndarray, n_b: int) -> np.ndarray:
 class KeyedIndex:
     """An :class:`AsOfIndex` over sparse int64 keys (for instance packed pairs)."""
 
-    def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int) -> None:
+    def __init__(self, keys: np.ndarray, times: np.ndarray, weights: dict[str, np.ndarray], base: int,
+                 keep_times: bool = False) -> None:
         codes, vocabulary = pd.factorize(keys.astype(np.int64), sort=True)  # hash table in C, then sorted
         self.vocabulary = np.asarray(vocabulary, dtype=np.int64)              # sorted: lookups are binary searches
-        self.index = AsOfIndex(codes.astype(np.int64), times, weights, base)
+        self.index = AsOfIndex(codes.astype(np.int64), times, weights, base, keep_times)
         self.names = tuple(weights)
 
     def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ def test_totals_and_windows_match_a_naive_scan() -> None:
     keys = rng.integers(0, 50, n)
     times = base + rng.integers(0, 10**6, n) * MS  # millisecond grid, with ties
     weights = rng.random(n)
-    index = AsOfIndex(keys, times, {"w": weights}, base)
+    index = AsOfIndex(keys, times, {"w": weights}, base, keep_times=True)
     qk = rng.integers(0, 52, 500)  # some keys never seen
     qt = np.concatenate([times[rng.integers(0, n, 250)], base + rng.integers(0, 10**6, 250) * MS])
     np.testing.assert_allclose(index.total(qk, qt, "w"), _naive(keys, times, weights, qk, qt))
@@ -42,7 +42,7 @@ def test_an_event_at_the_query_time_is_not_seen() -> None:
 
 
 def test_keyed_index_returns_zero_for_unseen_keys() -> None:
-    index = KeyedIndex(np.array([10**12, 7]), np.array([5 * MS, 5 * MS]), {"n": np.ones(2)}, 0)
+    index = KeyedIndex(np.array([10**12, 7]), np.array([5 * MS, 5 * MS]), {"n": np.ones(2)}, 0, keep_times=True)
     totals = index.totals(np.array([10**12, 8, 7]), np.full(3, 6 * MS))["n"]
     assert totals.tolist() == [1, 0, 1]
     assert np.isnan(index.last_time(np.array([8]), np.array([6 * MS]))[0])
