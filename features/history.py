@@ -34,16 +34,22 @@ class Vocabulary:
     messages: pd.Index
     message_topic: np.ndarray       # topic code per message code
     message_tags: pd.Series         # exploded: index = message code, values = tag code
+    attributes: dict[str, pd.Index]  # categories of each text attribute of the users table
 
     @classmethod
-    def build(cls, messages: pd.DataFrame, config: NbmConfig) -> Vocabulary:
+    def build(cls, messages: pd.DataFrame, config: NbmConfig, users: pd.DataFrame | None = None) -> Vocabulary:
         ids = pd.Index(messages["message_id"].astype(str))
         topics = pd.Index(sorted(messages["topic"].astype(str).unique()))
         exploded = messages["tags"].explode().dropna().astype(str)
         tags = pd.Index(sorted(exploded.unique()))
         message_tags = pd.Series(tags.get_indexer(exploded.to_numpy()), index=exploded.index.to_numpy())
+        attributes = {}
+        if users is not None:
+            for name in users.columns:
+                if name not in TABLES["users"].column_names and not pd.api.types.is_numeric_dtype(users[name].dtype):
+                    attributes[name] = pd.Index(sorted(users[name].dropna().astype(str).unique()))
         return cls(pd.Index(config.channels), topics, tags, ids,
-                   topics.get_indexer(messages["topic"].astype(str)), message_tags)
+                   topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes)
 
 
 def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,8 +224,9 @@ class History:
             if pd.api.types.is_numeric_dtype(frame[name].dtype):
                 self.attributes[name] = (frame[name].to_numpy(dtype=float), None)
             else:
-                codes, categories = pd.factorize(frame[name], sort=True)
-                self.attributes[name] = (codes, pd.Index(categories))
+                # Categories are global (one coding for every partition); unseen values are missing.
+                categories = self.vocabulary.attributes.get(name, pd.Index([], dtype=object))
+                self.attributes[name] = (categories.get_indexer(frame[name].astype(object).to_numpy()), categories)
         # Tags of each message as flat arrays (CSR): tags of message m are tag_codes[tag_start[m]:tag_start[m + 1]].
         order = np.argsort(self.vocabulary.message_tags.index.to_numpy(), kind="stable")
         owners = self.vocabulary.message_tags.index.to_numpy()[order]

@@ -38,7 +38,7 @@ class Globals:
 
     @classmethod
     def build(cls, dataset: Dataset, config: NbmConfig) -> Globals:
-        vocabulary = Vocabulary.build(dataset.messages, config)
+        vocabulary = Vocabulary.build(dataset.messages, config, dataset.users)
         first = int(dataset.events["timestamp"].min().value) if len(dataset.events) else 0
         base = first - 400 * DAY_NS  # windows reach back at most 90 days; clamping below base is harmless
         return cls(vocabulary, PopulationRates(dataset.events, vocabulary, base), base)
@@ -115,3 +115,19 @@ def partition(dataset: Dataset, n_partitions: int, index: int) -> Dataset:
     return replace(dataset, events=dataset.events[keep_events].reset_index(drop=True),
                    users=dataset.users[keep_users].reset_index(drop=True))
 
+
+
+def build_training_set(dataset: Dataset, config: NbmConfig, partitions: int = 1) -> pd.DataFrame:
+    """The training set of ``dataset``, built one user partition at a time.
+
+    With ``partitions > 1`` only one partition's indexes are in memory at once; the result equals the
+    single-pass one (same rows, same order: by send time, then event id).
+    """
+    shared = Globals.build(dataset, config)
+    if partitions <= 1:
+        return FeatureStore.build(dataset, config, shared).training_set()
+    parts = [FeatureStore.build(partition(dataset, partitions, i), config, shared).training_set()
+             for i in range(partitions)]
+    joined = pd.concat(parts, ignore_index=True)
+    del parts
+    return joined.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)

@@ -127,3 +127,21 @@ def test_feature_columns_follow_the_declarations(dataset, config) -> None:
     assert declared == list(FEATURE_NAMES)
     assert {"attr_country", "attr_loyalty_points"} <= set(frame.columns)
     assert isinstance(frame["attr_country"].dtype, pd.CategoricalDtype)
+
+
+def test_training_set_built_by_partitions_equals_one_pass(dataset, config) -> None:
+    from features.pipeline import build_training_set
+
+    pd.testing.assert_frame_equal(build_training_set(dataset, config, partitions=3),
+                                  build_training_set(dataset, config, partitions=1))
+
+
+def test_attribute_categories_are_the_same_in_every_partition(dataset, config) -> None:
+    from features.pipeline import build_training_set
+
+    users = dataset.users.copy()
+    users.loc[0, "country"] = "only-one-person-here"
+    rare = replace(dataset, users=users)
+    split = build_training_set(rare, config, partitions=3)
+    assert "only-one-person-here" in split["attr_country"].cat.categories
+    pd.testing.assert_frame_equal(split, build_training_set(rare, config, partitions=1))
