@@ -69,8 +69,13 @@ class FeatureStore:
         stamps = sends["timestamp"].to_numpy(dtype="int64")
         rows = Candidates(sends["user_id"].to_numpy(dtype=object), sends["message_id"].to_numpy(dtype=object),
                           sends["channel"].to_numpy(dtype=object), stamps, stamps)
-        if self.config.features.group_by == "decision":
+        group_by = self.config.features.group_by
+        if group_by == "decision":
             group = sends["decision_id"].fillna(sends["event_id"]).to_numpy(dtype=object)
+        elif group_by == "user":
+            group = sends["user_id"].to_numpy(dtype=object)
+        elif group_by == "day":
+            group = (stamps // DAY_NS).astype(str).astype(object)
         else:
             group = (sends["user_id"].astype(str) + "@" + (stamps // DAY_NS).astype(str)).to_numpy(dtype=object)
         ids = pd.DataFrame({

@@ -98,8 +98,9 @@ class FeatureConfig(_Section):
     slot_hours: tuple[int, ...] = Field((8, 10, 12, 15, 18, 21), min_length=1,
                                         description="local hours at which a candidate send may be scheduled")
     horizon_hours: float = Field(24.0, gt=0, description="candidate slots lie within this many hours of the decision")
-    group_by: Literal["decision", "user_day"] = Field(
-        "user_day", description="ranking groups of the training set: one per decision_id, or per user and day")
+    group_by: Literal["decision", "user_day", "user", "day"] = Field(
+        "user_day", description="ranking groups of the training set: per decision_id, per user and day, per user "
+                                "(all sends to a person: which messages engage them most) or per day")
 
     @field_validator("slot_hours")
     @classmethod

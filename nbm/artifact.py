@@ -1,0 +1,137 @@
+"""The scoring artifact: LightGBM booster + calibrator + feature list + library versions, in one object.
+
+It lives in the core so that the service, batch scoring and offline evaluation load and score it without
+MLflow, Optuna or scikit-learn. ``score(frame)`` returns calibrated probabilities (of the artifact's
+``target``, a conversion by default): the decision policy weighs them by message value and may decide to
+send nothing, so they must be probabilities, not ranks.
+
+Scoring goes through ``Booster.predict`` on a float32 numpy matrix — the scikit-learn wrapper on a
+DataFrame costs 0.6–0.8 ms more per call.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+BOOSTER_FILE, META_FILE = "booster.txt", "artifact.json"
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """A monotone map from raw booster scores to probabilities: piecewise-linear through ``(x, y)``.
+
+    Isotonic regression (fitted in ``training``) exports exactly this; a sigmoid is stored as a dense grid.
+    """
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y) or len(self.x) < 1:
+            raise ValueError(f"`x` and `y` must have the same positive length, got {len(self.x)} and {len(self.y)}")
+        if np.any(np.diff(self.x) < 0):
+            raise ValueError("`x` must be sorted")
+        if np.any((np.asarray(self.y) < 0) | (np.asarray(self.y) > 1)):
+            raise ValueError("`y` must be probabilities in [0, 1]")
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        return np.interp(raw, self.x, self.y)
+
+    @classmethod
+    def identity(cls) -> Calibrator:
+        return cls((0.0, 1.0), (0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class ScoringArtifact:
+    """Everything needed to score candidates.
+
+    Attributes
+    ----------
+    booster
+        The trained LightGBM booster.
+    calibrator
+        Raw score → probability of ``target``.
+    features
+        Column names, in the booster's order.
+    categories
+        For pandas-categorical columns: their categories, in code order (codes are what the booster saw).
+    objective, target
+        ``"lambdarank"`` or ``"binary"``; what the probability is of (``"convert"``, ``"click"``, …).
+    versions
+        Library versions it was trained with.
+    """
+
+    booster: lgb.Booster
+    calibrator: Calibrator
+    features: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    objective: str = "binary"
+    target: str = "convert"
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float32 feature matrix of ``frame`` in the artifact's column order (categoricals as codes)."""
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise ValueError(f"frame lacks feature column(s) {missing}")
+        columns = []
+        for name in self.features:
+            values = frame[name]
+            if name in self.categories:
+                known = pd.Index(self.categories[name])
+                codes = known.get_indexer(values.astype(object).to_numpy())
+                columns.append(np.where(codes >= 0, codes, np.nan).astype(np.float32))
+            else:
+                columns.append(np.asarray(values, dtype=np.float32))
+        return np.column_stack(columns) if columns else np.zeros((len(frame), 0), dtype=np.float32)
+
+    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.matrix(frame), num_threads=1)
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, one per row of ``frame``."""
+        return self.calibrator(self.raw_score(frame))
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / BOOSTER_FILE))
+        meta = {
+            "calibrator": {"x": list(self.calibrator.x), "y": list(self.calibrator.y)},
+            "features": list(self.features),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+            "objective": self.objective,
+            "target": self.target,
+            "versions": self.versions,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ScoringArtifact:
+        directory = Path(directory)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        booster = lgb.Booster(model_file=str(directory / BOOSTER_FILE))
+        return cls(
+            booster=booster,
+            calibrator=Calibrator(tuple(meta["calibrator"]["x"]), tuple(meta["calibrator"]["y"])),
+            features=tuple(meta["features"]),
+            categories={k: tuple(v) for k, v in meta["categories"].items()},
+            objective=meta["objective"],
+            target=meta["target"],
+            versions=meta["versions"],
+        )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a model depends on."""
+    return {"python": platform.python_version(), "lightgbm": lgb.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__}
