@@ -26,6 +26,7 @@ demo: $(DEMO)/events.parquet
 
 run: install demo
 	$(BIN)/nbm validate --data $(DEMO)
+	NBM_HOME=$(NBM_HOME) $(BIN)/nbm train --data $(DEMO) --if-missing
 
 lint: install
 	$(BIN)/lint-imports

@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -49,6 +59,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from nbm.commands.validate import run_validate
 
     return run_validate(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nbm.config import load_config
+    from training.fit import RankerParams
+    from training.job import run_training
+
+    config = load_config(args.config)
+    if args.if_missing:
+        from training.job import registered_champion
+
+        version = registered_champion(config, args.experiment)
+        if version is not None:
+            print(f"nbm train: a champion is registered (nbm-ranker version {version}); nothing to do", file=sys.stderr)
+            return 0
+    params = RankerParams(objective=args.objective, target=args.target, seed=args.seed)
+    run_training(Path(args.data), config, params, experiment=args.experiment,
+                 valid_days=args.valid_days, test_days=args.test_days)
+    return 0
 
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
@@ -98,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", type=Path, help="also write the full report as JSON here")
     val.add_argument("--show", type=int, default=None, help="problem rows to print (default from configuration)")
     val.set_defaults(handler=_cmd_validate)
+
+    train = sub.add_parser("train", parents=[common], help="train the ranker, log it to MLflow and register it",
+                           description="Features, time split, LightGBM with early stopping, calibration; "
+                                       "an MLflow run and a registered version of nbm-ranker (alias challenger).")
+    train.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
+    train.add_argument("--experiment", default="nbm", help="MLflow experiment name (default nbm)")
+    train.add_argument("--seed", type=int, default=0, help="seed of LightGBM's sampling")
+    train.add_argument("--objective", choices=("binary", "lambdarank"), default="binary")
+    train.add_argument("--target", choices=("open", "click", "convert"), default="convert",
+                       help="outcome whose probability the model predicts (default convert)")
+    train.add_argument("--valid-days", type=_positive_float, default=7.0, help="validation window (days)")
+    train.add_argument("--test-days", type=_positive_float, default=7.0, help="test window (days)")
+    train.add_argument("--if-missing", action="store_true", help="do nothing when a champion is already registered")
+    train.set_defaults(handler=_cmd_train)
 
     cfg = sub.add_parser("config", parents=[common], help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")

@@ -1,0 +1,82 @@
+"""MLflow tracking and registry of trained rankers.
+
+Each training is one MLflow run: parameters, metrics, plots, the LightGBM booster logged natively as the
+run's model (with signature and input example) and registered as ``nbm-ranker`` with alias
+``challenger``, and the whole scoring artifact (booster + calibrator + features) under ``nbm_artifact/``.
+The model version carries a tag ``nbm_artifact`` with that artifact's URI.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.lightgbm
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from nbm.artifact import ScoringArtifact
+from nbm.config import NbmConfig
+
+MODEL_NAME = "nbm-ranker"
+ARTIFACT_PATH = "nbm_artifact"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    version: str
+    artifact_uri: str
+
+
+def use_tracking(config: NbmConfig, experiment: str) -> None:
+    """Point MLflow at the configured store and experiment.
+
+    With the embedded SQLite store, the experiment's artifacts live under ``home/mlartifacts`` (MLflow's
+    own default would be ``./mlruns`` in whatever directory the command runs in).
+    """
+    local = config.mlflow_tracking_uri.startswith("sqlite:///")
+    if local:
+        Path(config.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(config.mlflow_tracking_uri)
+    if local and mlflow.get_experiment_by_name(experiment) is None:
+        location = (config.home.expanduser().resolve() / "mlartifacts" / experiment).as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+
+
+def log_training(artifact: ScoringArtifact, example: pd.DataFrame, params: dict[str, object],
+                 metrics: dict[str, float], figures: dict, alias: str = "challenger") -> LoggedModel:
+    """Log one training into the active MLflow run and register the model under ``alias``."""
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_training needs an active MLflow run")
+    mlflow.log_params({k: v for k, v in params.items()})
+    mlflow.log_metrics({k: v for k, v in metrics.items() if pd.notna(v)})
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact.save(tmp)
+        mlflow.log_artifacts(tmp, artifact_path=ARTIFACT_PATH)
+    matrix = artifact.matrix(example)
+    signature = infer_signature(matrix, artifact.score(example))
+    info = mlflow.lightgbm.log_model(artifact.booster, name="model", signature=signature, input_example=matrix[:5],
+                                     registered_model_name=MODEL_NAME)
+    version = str(info.registered_model_version)
+    artifact_uri = f"runs:/{run.info.run_id}/{ARTIFACT_PATH}"
+    client = MlflowClient()
+    client.set_model_version_tag(MODEL_NAME, version, "nbm_artifact", artifact_uri)
+    client.set_registered_model_alias(MODEL_NAME, alias, version)
+    return LoggedModel(run.info.run_id, version, artifact_uri)
+
+
+def load_registered(alias: str = "champion") -> ScoringArtifact:
+    """The scoring artifact of the model version behind ``alias``."""
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(MODEL_NAME, alias)
+    uri = version.tags.get("nbm_artifact") or f"runs:/{version.run_id}/{ARTIFACT_PATH}"
+    local = mlflow.artifacts.download_artifacts(uri)
+    return ScoringArtifact.load(local)
