@@ -78,7 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
     params = RankerParams(objective=args.objective, target=args.target, seed=args.seed)
     run_training(Path(args.data), config, params, experiment=args.experiment,
-                 valid_days=args.valid_days, test_days=args.test_days)
+                 valid_days=args.valid_days, test_days=args.test_days, trials=args.trials)
     return 0
 
 
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="outcome whose probability the model predicts (default convert)")
     train.add_argument("--valid-days", type=_positive_float, default=7.0, help="validation window (days)")
     train.add_argument("--test-days", type=_positive_float, default=7.0, help="test window (days)")
+    train.add_argument("--trials", type=int, default=0,
+                       help="Optuna trials before the final fit (0: defaults); the study resumes if interrupted")
     train.add_argument("--if-missing", action="store_true", help="do nothing when a champion is already registered")
     train.set_defaults(handler=_cmd_train)
 

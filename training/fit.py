@@ -100,13 +100,23 @@ def target_of(rows: pd.DataFrame, target: str) -> np.ndarray:
     return (rows["label"].to_numpy() >= GRADE[target]).astype(np.int8)
 
 
+def categories_of(rows: pd.DataFrame, features: list[str]) -> dict[str, tuple[str, ...]]:
+    return {c: tuple(map(str, rows[c].cat.categories)) for c in features if isinstance(rows[c].dtype, pd.CategoricalDtype)}
+
+
+def lightgbm_datasets(split: TimeSplit, features: list[str], params: RankerParams) -> tuple[lgb.Dataset, lgb.Dataset]:
+    """LightGBM datasets of the training and validation windows (labels, groups, categoricals)."""
+    categories = categories_of(split.train, features)
+    train, _ = _dataset(split.train, features, params, categories)
+    valid, _ = _dataset(split.valid, features, params, categories, reference=train)
+    return train, valid
+
+
 def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams()) -> ScoringArtifact:
     """Fit LightGBM on ``split.train`` with early stopping on ``split.valid``; calibrate on ``split.valid``."""
     features = feature_columns(split.train)
-    categories = {c: tuple(map(str, split.train[c].cat.categories)) for c in features
-                  if isinstance(split.train[c].dtype, pd.CategoricalDtype)}
-    train, _ = _dataset(split.train, features, params, categories)
-    valid, _ = _dataset(split.valid, features, params, categories, reference=train)
+    categories = categories_of(split.train, features)
+    train, valid = lightgbm_datasets(split, features, params)
     booster = lgb.train(params.lightgbm(), train, num_boost_round=params.num_boost_round, valid_sets=[valid],
                         callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     uncalibrated = ScoringArtifact(booster, Calibrator.identity(), tuple(features), categories, params.objective,

@@ -1,6 +1,8 @@
 """``nbm train``: load → validate → features → time split → LightGBM → calibration → MLflow run + registry.
 
-Still to come (issue 5): Optuna tuning (``--trials``), off-policy value of the model's decision policy and
+With ``--trials N`` a resumable Optuna study (``training.tune``) picks the parameters first.
+
+Still to come (issue 5): the off-policy value of the model's decision policy and
 of the baselines, the true value on a simulated world, and the promotion gate that moves ``champion``.
 Until the gate exists, the first model trained becomes ``champion`` (there is nothing to compare with);
 later ones are registered as ``challenger`` only.
@@ -25,6 +27,7 @@ from nbm.errors import UnusableInputError
 from training.evaluate import evaluate
 from training.fit import RankerParams, fit_ranker, time_split
 from training.tracking import MODEL_NAME, LoggedModel, log_training, use_tracking
+from training.tune import tune
 
 PARTITION_EVENTS = 3_000_000
 """Above this many events, the training set is built one user partition at a time (bounded memory)."""
@@ -38,7 +41,8 @@ class TrainResult:
 
 
 def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment: str = "nbm",
-                 valid_days: float = 7, test_days: float = 7, console: Console | None = None) -> TrainResult:
+                 valid_days: float = 7, test_days: float = 7, trials: int = 0,
+                 console: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     began = time.perf_counter()
     with console.status("loading and validating the data…"):
@@ -49,17 +53,24 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s))…"):
         rows = build_training_set(dataset, config, partitions)
     split = time_split(rows, valid_days, test_days)
-    with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
-        artifact = fit_ranker(split, params)
-    evaluation = evaluate(artifact, split.test)
-    metrics = {**evaluation.metrics, "best_iteration": float(artifact.booster.best_iteration or 0),
-               "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
-               "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
     use_tracking(config, experiment)
-    with console.status("logging to MLflow…"), mlflow.start_run(run_name=f"train-{params.objective}"):
+    with mlflow.start_run(run_name=f"train-{params.objective}"):
         mlflow.set_tags({"nbm.data": str(data), "nbm.valid_start": str(split.valid_start),
-                         "nbm.test_start": str(split.test_start)})
-        logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
+                         "nbm.test_start": str(split.test_start), "nbm.trials": str(trials)})
+        if trials > 0:
+            storage = f"sqlite:///{(config.home.expanduser() / 'optuna.db').as_posix()}"
+            study_name = f"{experiment}-{params.objective}-{params.target}-seed{params.seed}"
+            with console.status(f"tuning with Optuna: {trials} trials (study {study_name!r}, resumable)…"):
+                params, study = tune(split, params, trials, storage, study_name)
+            mlflow.log_metric("optuna_best_valid_loss", study.best_value)
+        with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
+            artifact = fit_ranker(split, params)
+        evaluation = evaluate(artifact, split.test)
+        metrics = {**evaluation.metrics, "best_iteration": float(artifact.booster.best_iteration or 0),
+                   "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
+                   "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
+        with console.status("logging to MLflow…"):
+            logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
     promoted = _first_becomes_champion(logged.version)
     _summary(console, logged, metrics, promoted, config)
     return TrainResult(logged, metrics, promoted)

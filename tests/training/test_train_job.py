@@ -17,7 +17,8 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     data = tmp_path / "world"
     assert main(["simulate", "--out", str(data), "--users", "3000", "--days", "35", "--seed", "8"]) == 0
     assert main(["train", "--data", str(data), "--target", "click"]) == 0
-    assert main(["train", "--data", str(data), "--target", "click", "--seed", "1"]) == 0
+    assert main(["train", "--data", str(data), "--target", "click", "--seed", "1", "--trials", "2"]) == 0
+    assert (tmp_path / "home" / "optuna.db").exists()
     assert not (tmp_path / "mlruns").exists()  # artifacts live under NBM_HOME
 
     import mlflow
@@ -46,3 +47,7 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     p = champion.score(rows)
     assert ((p >= 0) & (p <= 1)).all() and np.std(p) > 0
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
+    challenger_run = client.get_model_version_by_alias(MODEL_NAME, "challenger").run_id
+    experiment = client.get_experiment_by_name("nbm").experiment_id
+    trials = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{challenger_run}'")
+    assert len(trials) == 2 and all("valid_loss" in t.data.metrics for t in trials)
