@@ -7,6 +7,8 @@ DEMO := $(NBM_HOME)/demo
 DEMO_USERS ?= 20000
 DEMO_DAYS ?= 60
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# nbm runs offline: MLflow's usage telemetry stays off.
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: install run test lint demo clean
 

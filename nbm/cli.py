@@ -62,7 +62,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
+
+    # nbm sends nothing anywhere by default: MLflow's usage telemetry is off unless the user turned it on.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
     from nbm.config import load_config
     from training.fit import RankerParams
