@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from features.attribution import GRADE
 from features.declarations import CATEGORICAL, FEATURE_NAMES
 from nbm.artifact import Calibrator, ScoringArtifact, library_versions
+from nbm.errors import UnusableInputError
 
 DAY = pd.Timedelta(days=1)
 
@@ -43,7 +44,7 @@ def time_split(rows: pd.DataFrame, valid_days: float = 7, test_days: float = 7) 
     parts = [rows[stamps < valid_start], rows[(stamps >= valid_start) & (stamps < test_start)], rows[stamps >= test_start]]
     for name, part in zip(("train", "valid", "test"), parts):
         if not len(part):
-            raise ValueError(f"the {name} window is empty: the log spans {rows['timestamp'].min()} – {end}; "
+            raise UnusableInputError(f"the {name} window is empty: the log spans {rows['timestamp'].min()} – {end}; "
                              f"shorten `valid_days` ({valid_days}) or `test_days` ({test_days})")
     return TimeSplit(*(p.reset_index(drop=True) for p in parts), valid_start, test_start)
 

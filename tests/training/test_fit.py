@@ -32,7 +32,9 @@ def test_time_split_never_mixes_windows(split) -> None:
 
 
 def test_empty_window_is_a_clear_error(split) -> None:
-    with pytest.raises(ValueError, match="train window is empty"):
+    from nbm.errors import UnusableInputError
+
+    with pytest.raises(UnusableInputError, match="train window is empty"):
         time_split(split.test, valid_days=30, test_days=30)
 
 

@@ -51,3 +51,13 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     experiment = client.get_experiment_by_name("nbm").experiment_id
     trials = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{challenger_run}'")
     assert len(trials) == 2 and all("valid_loss" in t.data.metrics for t in trials)
+
+
+def test_train_on_too_short_a_log_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
+    data = tmp_path / "world"
+    assert main(["simulate", "--out", str(data), "--users", "300", "--days", "10", "--seed", "2"]) == 0
+    assert main(["train", "--data", str(data), "--valid-days", "7", "--test-days", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "window is empty" in err and "Traceback" not in err
