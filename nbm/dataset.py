@@ -17,7 +17,8 @@ from nbm.identity import IdentityResolution, resolve_identities
 from nbm.io import find_table, read_raw_table
 from nbm.report import ValidationReport, problems_frame
 from nbm.schema import TABLES
-from nbm.validate import check_columns, validate_events, validate_links, validate_messages, validate_users
+from nbm.validate import (check_columns, validate_decisions, validate_events, validate_links, validate_messages,
+                          validate_users)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Dataset:
     users: pd.DataFrame
     links: pd.DataFrame
     identity: IdentityResolution
+    decisions: pd.DataFrame | None = None
+    """The decision log with canonical ``user_id`` (and ``source_user_id``); ``None`` when the data has none."""
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame | None]:
@@ -85,19 +88,28 @@ def build_dataset(raw: dict[str, pd.DataFrame | None], config: NbmConfig,
     events, problems = validate_events(raw["events"], config, messages["message_id"], now, report)
     report.add(problems)
 
+    decisions = None
+    if raw.get("decisions") is not None:
+        decisions, problems = validate_decisions(raw["decisions"])
+        report.add(problems)
+
     identity = resolve_identities(links, users["user_id"])
     users = _merge_users(users, identity, raw["users"], report)
     events.insert(events.columns.get_loc("user_id") + 1, "source_user_id", events["user_id"])
     events["user_id"] = identity.apply(events["user_id"])
+    if decisions is not None:
+        decisions.insert(decisions.columns.get_loc("user_id") + 1, "source_user_id", decisions["user_id"])
+        decisions["user_id"] = identity.apply(decisions["user_id"])
     report.info["events_of_unknown_users"] = int((~events["user_id"].isin(users["user_id"])).sum())
     report.info["events_under_linked_identifiers"] = int((events["user_id"] != events["source_user_id"]).sum())
-    for name, frame in (("events", events), ("messages", messages), ("users", users), ("links", links)):
+    for name, frame in (("events", events), ("messages", messages), ("users", users), ("links", links),
+                        ("decisions", decisions)):
         if name in report.rows_read:
             report.rows_kept[name] = len(frame)
     order = {name: i for i, name in enumerate(TABLES)}
     report.problems = (report.problems.assign(_t=report.problems["table"].map(order))
                        .sort_values(["_t", "row"], kind="stable").drop(columns="_t").reset_index(drop=True))
-    return Dataset(events, messages, users, links, identity), report
+    return Dataset(events, messages, users, links, identity, decisions), report
 
 
 def _merge_users(users: pd.DataFrame, identity: IdentityResolution, raw: pd.DataFrame,

@@ -125,5 +125,25 @@ LINKS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, MESSAGES, USERS, LINKS)}
+DECISIONS = Table(
+    name="decisions",
+    description=(
+        "The decision log (optional): one row per decision the logging policy took, including those that "
+        "sent nothing. A send names its decision in `events.decision_id`. With it, off-policy evaluation "
+        "covers the choice to send nothing; without it, only decisions that sent something are evaluated."
+    ),
+    key="decision_id",
+    required=False,
+    columns=(
+        Column("decision_id", "string", True, "Identifier of the decision; sends caused by it carry it."),
+        Column("timestamp", "timestamp", True, "When the decision was taken."),
+        Column("user_id", "string", True, "Any identifier of the person; resolved through `links`."),
+        Column("propensity", "float", False,
+               "Probability with which the logging policy took this decision (its send, or sending nothing), in (0, 1]."),
+        Column("policy", "string", False, "Name of the policy that decided (e.g. `rules+eps0.1`, a model version)."),
+        Column("arm", "string", False, "Experiment arm of the user when the decision was taken."),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, MESSAGES, USERS, LINKS, DECISIONS)}
 """The tables of the data contract, in load order."""

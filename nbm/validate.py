@@ -150,6 +150,17 @@ def validate_links(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]
     return check.finish(p), check.frames
 
 
+def validate_decisions(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    check = _Checker(TABLES["decisions"], raw)
+    p = check.parse()
+    check.required(p)
+    check.flag((p["propensity"] <= 0) | (p["propensity"] > 1), "propensity", "bad_propensity",
+               "`propensity` must lie in (0, 1]")
+    check.duplicate_keys()
+    clean = check.finish(p)
+    return clean.sort_values(["timestamp", "decision_id"], kind="stable").reset_index(drop=True), check.frames
+
+
 def validate_events(raw: pd.DataFrame, config: NbmConfig, message_ids: pd.Series, now: pd.Timestamp,
                     report: ValidationReport) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """Validate events against the clean catalog; count duplicates and late rows into ``report``."""

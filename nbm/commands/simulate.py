@@ -17,6 +17,8 @@ from nbm.simulate import MessyRates, SimConfig, SimulatedData, simulate
 from nbm.simulate.messy import inject
 
 MANIFEST = "injected.json"
+WORLD = "world.json"
+"""What ``nbm simulate`` was asked for; with it, the world and its ground truth can be rebuilt exactly."""
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -41,8 +43,26 @@ def run_simulate(args: argparse.Namespace) -> int:
         written = write_world(tables, args.out, args.format)
         if manifest is not None:
             (Path(args.out) / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        (Path(args.out) / WORLD).write_text(json.dumps(world_manifest(config), indent=2) + "\n")
     print_summary(console, data, written, time.perf_counter() - began, manifest)
     return 0
+
+
+def world_manifest(config: SimConfig) -> dict:
+    """The arguments that rebuild ``config`` (see :func:`read_world_manifest`)."""
+    return {"users": config.n_users, "days": config.n_days, "seed": config.seed,
+            "start": config.period_start.isoformat(), "epsilon": config.epsilon, "messy": config.messy is not None}
+
+
+def read_world_manifest(directory: Path) -> SimConfig | None:
+    """The simulation that wrote ``directory``, or ``None`` when it was not written by ``nbm simulate``."""
+    path = Path(directory) / WORLD
+    if not path.is_file():
+        return None
+    spec = json.loads(path.read_text())
+    return SimConfig(n_users=int(spec["users"]), n_days=int(spec["days"]), seed=int(spec["seed"]),
+                     start=pd.Timestamp(spec["start"]), epsilon=float(spec["epsilon"]),
+                     messy=MessyRates() if spec.get("messy") else None)
 
 
 def write_world(tables: dict[str, pd.DataFrame], out: Path, file_format: str) -> list[Path]:
@@ -59,6 +79,7 @@ def write_world(tables: dict[str, pd.DataFrame], out: Path, file_format: str) ->
         (out / f"{name}.{other}").unlink(missing_ok=True)
         paths.append(write_table(frame, out, name, file_format))
     (out / MANIFEST).unlink(missing_ok=True)
+    (out / WORLD).unlink(missing_ok=True)
     return paths
 
 

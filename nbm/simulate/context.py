@@ -78,7 +78,9 @@ class Actions:
 
     ``users`` are population indices (a subset of the context's users, each at most once); users left
     out get nothing today. ``propensity`` is the probability with which the policy chose exactly this
-    action for this user (1.0 for a deterministic policy).
+    action for this user (1.0 for a deterministic policy). ``nothing_propensity``, when a policy sets it,
+    is aligned with the context's users: the probability of sending that user nothing today (``None``
+    means 1.0 for every user left out, as for a deterministic policy).
     """
 
     users: np.ndarray
@@ -86,6 +88,7 @@ class Actions:
     channels: np.ndarray
     slots: np.ndarray
     propensity: np.ndarray
+    nothing_propensity: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> Actions:

@@ -131,8 +131,14 @@ class Environment:
         if track_regret:
             metrics["oracle_value"] = self._oracle_value(ctx)
             metrics["regret"] = metrics["oracle_value"] - metrics["true_value"]
-        decision_ids = self.decisions + np.arange(len(actions))
-        self.decisions += len(actions)
+        # One decision per live user and day, sends or not; a send carries its user's decision id.
+        decided = self.decisions + np.arange(ctx.k)
+        self.decisions += ctx.k
+        decision_ids = decided[np.searchsorted(ctx.users, actions.users)]      # ctx.users is sorted
+        nothing = np.ones(ctx.k) if actions.nothing_propensity is None else actions.nothing_propensity
+        propensity = nothing.copy()
+        propensity[np.searchsorted(ctx.users, actions.users)] = actions.propensity
+        self.log.decide(now, ctx.users, decided, propensity)
         metrics.update(play_sends(self, actions, send_at, response, decision_ids, rng))
         metrics["organic_revenue"] = play_organic(self, ctx, rng)
         ring = self.day % 7

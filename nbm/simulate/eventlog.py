@@ -31,6 +31,31 @@ class EventLog:
         self.world = world
         self._chunks: list[dict[str, np.ndarray]] = []
         self._next = 0
+        self._decisions: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.policy_name = ""
+
+    def decide(self, now: int, users: np.ndarray, decision_ids: np.ndarray, propensity: np.ndarray) -> None:
+        """Record one day's decisions (one per live user, sends or not) with their propensities."""
+        self._decisions.append((int(now), np.asarray(users, np.int64), np.asarray(decision_ids, np.int64),
+                                np.asarray(propensity, np.float64)))
+
+    def decisions_frame(self, until: int | None = None) -> pd.DataFrame:
+        """The ``decisions`` table of the data contract (decisions before ``until`` only)."""
+        chunks = [c for c in self._decisions if until is None or c[0] < until]
+        now = np.concatenate([np.full(len(c[1]), c[0], dtype=np.int64) for c in chunks]) if chunks else np.zeros(0, np.int64)
+        users, ids, propensity = (np.concatenate([c[i] for c in chunks]) if chunks else np.zeros(0)
+                                  for i in (1, 2, 3))
+        return pd.DataFrame({
+            "decision_id": pd.array(_prefixed("d", ids, self._width()), dtype="str"),
+            "timestamp": pd.to_datetime(now, utc=True),
+            "user_id": pd.array(self.world.population.user_ids[users.astype(np.int64)], dtype="str"),
+            "propensity": propensity.astype(np.float64),
+            "policy": pd.array(np.full(len(ids), self.policy_name, dtype=object), dtype="str"),
+        })
+
+    def _width(self) -> int:
+        most = max([self._next] + [int(c[2].max()) + 1 for c in self._decisions if len(c[2])])
+        return max(9, len(str(max(most, 1))))
 
     def __len__(self) -> int:
         return self._next
@@ -82,7 +107,7 @@ class EventLog:
         """The ``events`` table of the data contract (rows before ``until`` only, sorted by time)."""
         data = self.columns(until)
         pop, cat, config = self.world.population, self.world.catalog, self.world.config
-        width = max(9, len(str(max(self._next, 1))))
+        width = self._width()
         identities = np.stack([pop.user_ids, pop.device_ids, pop.cookie_ids])
         user = identities[data["alias"].astype(np.int64), data["user"].astype(np.int64)]
         return pd.DataFrame({

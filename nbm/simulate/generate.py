@@ -22,7 +22,7 @@ class SimulatedData:
     world: World
     environment: Environment
     daily: pd.DataFrame               # one row per day: sends, true value, realised revenue …
-    tables: dict[str, pd.DataFrame]   # events, messages, users, links
+    tables: dict[str, pd.DataFrame]   # events, messages, users, links, decisions
     logging_policy: Policy
 
 
@@ -37,6 +37,7 @@ def simulate(config: SimConfig) -> SimulatedData:
     env_seed = np.random.SeedSequence(config.seed).spawn(3)[2]
     environment = Environment(world, seed=int(env_seed.generate_state(1)[0]))
     policy = logging_policy(config)
+    environment.log.policy_name = policy.name
     daily = environment.run(policy)
     events = environment.log.to_frame(until=config.period_end.value)
     tables = {
@@ -44,6 +45,7 @@ def simulate(config: SimConfig) -> SimulatedData:
         "messages": world.catalog.table.copy(),
         "users": users_table(world),
         "links": links_table(world),
+        "decisions": environment.log.decisions_frame(until=config.period_end.value),
     }
     return SimulatedData(world, environment, daily, tables, policy)
 

@@ -120,7 +120,10 @@ class EpsilonMixPolicy(Policy):
                       & (base.slots[b] == drawn.slots[same]))
         drawn = Actions(drawn.users, drawn.messages, drawn.channels, drawn.slots,
                         np.where(same, 1.0 - self.epsilon, 0.0) + self.epsilon / n_actions[at])
-        return Actions.concat([kept, drawn])
+        both = Actions.concat([kept, drawn])
+        # "Nothing": the base chose nothing (kept with 1 − ε), or the uniform draw picked "nothing".
+        nothing = np.where(position < 0, 1.0 - self.epsilon, 0.0) + self.epsilon / n_actions
+        return Actions(both.users, both.messages, both.channels, both.slots, both.propensity, nothing)
 
 
 class OraclePolicy(Policy):

@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nbm.cli import main
@@ -31,10 +32,28 @@ def messy_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_simulate_writes_the_four_tables_and_validates_clean(clean_world: Path, capsys) -> None:
+def test_simulate_writes_the_tables_and_validates_clean(clean_world: Path, capsys) -> None:
     assert sorted(p.name for p in clean_world.iterdir()) == [
-        "events.parquet", "links.parquet", "messages.parquet", "users.parquet"]
+        "decisions.parquet", "events.parquet", "links.parquet", "messages.parquet", "users.parquet", "world.json"]
     assert main(["validate", "--data", str(clean_world)]) == 0
+
+
+def test_decision_log_covers_every_send_with_its_propensity(clean_world: Path) -> None:
+    from nbm.commands.simulate import read_world_manifest
+    from nbm.dataset import load_dataset
+
+    dataset, _ = load_dataset(clean_world, load_config(environ={}))
+    decisions = dataset.decisions.set_index("decision_id")
+    sends = dataset.events[dataset.events["event_type"] == "send"]
+    assert sends["decision_id"].isin(decisions.index).all()
+    assert np.allclose(decisions.loc[sends["decision_id"], "propensity"].to_numpy(), sends["propensity"].to_numpy())
+    assert not decisions.index.duplicated().any()
+    # One decision per live user and day; most send nothing.
+    per_day = decisions.groupby([decisions["timestamp"].dt.floor("D"), "user_id"]).size()
+    assert (per_day == 1).all()
+    assert len(decisions) > 2 * len(sends)
+    config = read_world_manifest(clean_world)
+    assert config is not None and config.n_days == int(decisions["timestamp"].dt.floor("D").nunique())
 
 
 def test_simulate_as_csv_validates_clean(tmp_path: Path) -> None:
