@@ -18,6 +18,9 @@ above. Vectorised over candidates: one ``searchsorted`` per rule over the user's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -53,53 +56,140 @@ class ContactDecision:
     send_at: np.ndarray
 
 
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def shift_quiet_hours(send_at: np.ndarray, timezone: str, start: int, end: int) -> np.ndarray:
-    """Move send times inside local quiet hours ``[start, end)`` (which may wrap midnight) to their end."""
+    """Move send times inside local quiet hours ``[start, end)`` (which may wrap midnight) to their end.
+
+    Wall-clock arithmetic on the local date, then back to UTC, so it is right across DST changes (an
+    ambiguous end hour is its first occurrence). Computed once per distinct send time: a decision has a
+    handful, a batch of thousands of decisions a few hundred.
+    """
+    send_at = np.asarray(send_at, dtype=np.int64)
     if start == end or not len(send_at):
         return send_at
-    local = pd.DatetimeIndex(pd.to_datetime(send_at, utc=True)).tz_convert(timezone)
-    hour = np.asarray(local.hour)
-    quiet = (hour >= start) | (hour < end) if start > end else (hour >= start) & (hour < end)
-    if not quiet.any():
-        return send_at
-    # Wall-clock arithmetic on the local date, then back to UTC (right across DST changes).
-    midnight = local.tz_localize(None).normalize()
-    end_of_quiet = np.where(hour < end, midnight + pd.Timedelta(hours=end), midnight + pd.Timedelta(days=1, hours=end))
-    moved = pd.DatetimeIndex(end_of_quiet).tz_localize(timezone, ambiguous=True, nonexistent="shift_forward")
-    return np.where(quiet, moved.tz_convert("UTC").asi8, send_at)
+    zone = _zone(timezone)
+    distinct, inverse = np.unique(send_at, return_inverse=True)
+    moved = distinct.copy()
+    for i, t in enumerate(distinct.tolist()):
+        local = datetime.fromtimestamp(t // 10**9, zone)
+        hour = local.hour
+        quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
+        if quiet:
+            day = local.date() if hour < end else local.date() + timedelta(days=1)
+            moved[i] = int(datetime(day.year, day.month, day.day, end, tzinfo=zone).timestamp()) * 10**9
+    return moved[inverse.reshape(-1)]
 
 
-def _count(times: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Number of ``times`` in ``[low, high)`` per query (``times`` sorted)."""
-    return np.searchsorted(times, high, side="left") - np.searchsorted(times, low, side="left")
+MS = 10**6
+
+
+@dataclass(frozen=True)
+class SendHistories:
+    """Past sends of the users of many decisions: ``group`` is the decision (0..n_groups-1) each send counts for."""
+
+    group: np.ndarray
+    times: np.ndarray
+    channels: np.ndarray
+    messages: np.ndarray
+
+    @classmethod
+    def single(cls, history: SendHistory) -> SendHistories:
+        return cls(np.zeros(len(history.times), dtype=np.int64), history.times, history.channels, history.messages)
+
+    @classmethod
+    def empty(cls) -> SendHistories:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object))
+
+
+class _PackedCounts:
+    """Counts of past sends per key in time windows, for many keys at once.
+
+    Each send becomes ``key · span + milliseconds since the earliest time``: one sorted int64 array in
+    which a window of one key is a contiguous range, found by two ``searchsorted`` calls for all queries.
+    Times are compared at millisecond resolution.
+    """
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray, origin: int, span: int, max_key: int) -> None:
+        if (max_key + 1) * span >= 2**63:
+            raise ValueError("too many decisions over too long a period for one batch; split the batch")
+        self.origin, self.span = origin, span
+        self.packed = np.sort(self._pack(keys, times))
+
+    def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        offset = np.clip((np.asarray(times, np.int64) - self.origin) // MS, 0, self.span - 1)
+        return np.asarray(keys, np.int64) * self.span + offset
+
+    def count(self, keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Sends of each query's key in ``[low, high)``."""
+        return (np.searchsorted(self.packed, self._pack(keys, high), side="left")
+                - np.searchsorted(self.packed, self._pack(keys, low), side="left"))
+
+    def last_before(self, keys: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Time (ms offset, packed scale) of each key's last send before ``at``; -1 when none."""
+        if not len(self.packed):
+            return np.full(len(keys), -1, dtype=np.int64)
+        q = self._pack(keys, at)
+        i = np.searchsorted(self.packed, q, side="left") - 1
+        found = (i >= 0) & (self.packed[np.maximum(i, 0)] // self.span == keys)
+        return np.where(found, self.packed[np.maximum(i, 0)] % self.span, -1)
+
+
+def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray,
+                               timezones: np.ndarray, histories: SendHistories,
+                               policy: ContactPolicyConfig) -> ContactDecision:
+    """:func:`apply_contact_policy` for the candidates of many decisions at once.
+
+    ``group`` (int, per candidate) is the candidate's decision; ``timezones`` (per decision) its user's
+    time zone; ``histories`` the past sends, by decision.
+    """
+    group = np.asarray(group, np.int64)
+    at = np.asarray(send_at, dtype=np.int64).copy()
+    n = len(at)
+    reason = np.full(n, "", dtype=object)
+    if not n:
+        return ContactDecision(np.zeros(0, bool), reason, at)
+    zone = np.asarray(timezones, dtype=object)[group]
+    for tz in pd.unique(zone):  # a handful of time zones
+        rows = zone == tz
+        at[rows] = shift_quiet_hours(at[rows], str(tz), policy.quiet_hours_start, policy.quiet_hours_end)
+
+    def flag(broken: np.ndarray, name: str) -> None:
+        reason[(reason == "") & broken] = name
+
+    h_times = np.asarray(histories.times, np.int64)
+    cooldown = int(policy.message_cooldown_days * DAY_NS)
+    lookback = max(7 * DAY_NS, cooldown) + DAY_NS
+    origin = int(min(at.min(), h_times.min() if len(h_times) else at.min())) - lookback
+    span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) - origin) // MS) + 2
+    n_groups = int(max(group.max(), histories.group.max() if len(histories.group) else 0)) + 1
+
+    channel_codes, channel_names = pd.factorize(np.concatenate([np.asarray(channels, object),
+                                                                np.asarray(histories.channels, object)]))
+    c_cand, c_hist = channel_codes[:n], channel_codes[n:]
+    n_ch = max(len(channel_names), 1)
+    by_channel = _PackedCounts(histories.group * n_ch + c_hist, h_times, origin, span, n_groups * n_ch)
+    ckey = group * n_ch + c_cand
+    flag(by_channel.count(ckey, at - DAY_NS, at) >= policy.daily_cap_per_channel, "frequency_cap_daily")
+    flag(by_channel.count(ckey, at - 7 * DAY_NS, at) >= policy.weekly_cap_per_channel, "frequency_cap_weekly")
+    by_user = _PackedCounts(histories.group, h_times, origin, span, n_groups)
+    flag(by_user.count(group, at - 7 * DAY_NS, at) >= policy.weekly_cap_total, "frequency_cap_total")
+    last = by_user.last_before(group, at)
+    at_ms = (at - origin) // MS
+    flag((last >= 0) & (at_ms - last < policy.min_gap_hours * HOUR_NS / MS), "min_gap")
+    message_codes, message_names = pd.factorize(np.concatenate([np.asarray(messages, object),
+                                                                np.asarray(histories.messages, object)]))
+    n_msg = max(len(message_names), 1)
+    by_message = _PackedCounts(histories.group * n_msg + message_codes[n:], h_times, origin, span, n_groups * n_msg)
+    flag(by_message.count(group * n_msg + message_codes[:n], at - cooldown, at) > 0, "cooldown")
+    return ContactDecision(reason == "", reason, at)
 
 
 def apply_contact_policy(channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray, history: SendHistory,
                          timezone: str, policy: ContactPolicyConfig) -> ContactDecision:
     """Check every candidate (channel, message, send time) of one user against the contact policy."""
-    at = shift_quiet_hours(np.asarray(send_at, dtype=np.int64), timezone, policy.quiet_hours_start,
-                           policy.quiet_hours_end)
-    n = len(at)
-    reason = np.full(n, "", dtype=object)
-    channels = np.asarray(channels, dtype=object)
-    messages = np.asarray(messages, dtype=object)
-
-    def flag(broken: np.ndarray, name: str) -> None:
-        reason[(reason == "") & broken] = name
-
-    for channel in pd.unique(channels):  # a handful of channels
-        rows = channels == channel
-        times = history.times[history.channels == channel]
-        flag(rows & (_count(times, at - DAY_NS, at) >= policy.daily_cap_per_channel), "frequency_cap_daily")
-        flag(rows & (_count(times, at - 7 * DAY_NS, at) >= policy.weekly_cap_per_channel), "frequency_cap_weekly")
-    flag(_count(history.times, at - 7 * DAY_NS, at) >= policy.weekly_cap_total, "frequency_cap_total")
-    if len(history.times):
-        before = np.searchsorted(history.times, at, side="left")
-        last = np.where(before > 0, history.times[np.maximum(before - 1, 0)], np.iinfo(np.int64).min)
-        flag((before > 0) & (at - last < policy.min_gap_hours * HOUR_NS), "min_gap")
-    cooldown = int(policy.message_cooldown_days * DAY_NS)
-    for message in pd.unique(messages[np.isin(messages, history.messages)]):
-        rows = messages == message
-        times = history.times[history.messages == message]
-        flag(rows & (_count(times, at - cooldown, at) > 0), "cooldown")
-    return ContactDecision(reason == "", reason, at)
+    return apply_contact_policy_batch(np.zeros(len(send_at), np.int64), channels, messages, send_at,
+                                      np.array([timezone], dtype=object), SendHistories.single(history), policy)

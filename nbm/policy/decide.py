@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.config import ContactPolicyConfig
-from nbm.policy.contact import SendHistory, apply_contact_policy
+from nbm.policy.contact import SendHistories, SendHistory, apply_contact_policy_batch
 from nbm.policy.explore import Arms, Explorer
 
 
@@ -66,38 +66,121 @@ class Decision:
     propensity_error: float = 0.0
 
 
+@dataclass(frozen=True)
+class BatchDecision:
+    """The decisions of many users at once (see :func:`decide_batch`).
+
+    Per decision (length ``n_groups``): ``chosen`` (candidate row, −1 when nothing is sent), ``propensity``,
+    ``propensity_error`` and ``reason`` (``""`` when something is sent). Per candidate row: ``allowed``,
+    ``contact_reason`` and the (quiet-hours-moved) ``send_at``. Per (message, channel) pair that has an
+    allowed slot: ``pair_row`` (its best allowed row), ``pair_group`` and ``pair_probability`` — the
+    probability that the decision picks this pair (all zero in a decision that sends nothing); off-policy
+    evaluation reads a policy's probability of any logged action from them.
+    """
+
+    chosen: np.ndarray
+    propensity: np.ndarray
+    propensity_error: np.ndarray
+    reason: np.ndarray
+    allowed: np.ndarray
+    contact_reason: np.ndarray
+    send_at: np.ndarray
+    pair_row: np.ndarray
+    pair_group: np.ndarray
+    pair_probability: np.ndarray
+    pair: np.ndarray | None = None
+    """Per candidate row: its (decision, message, channel) pair code."""
+
+
+def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
+                 timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
+                 threshold: float = 0.0, arms: Arms | None = None) -> BatchDecision:
+    """Decide for ``n_groups`` users at once: ``group`` (per candidate row, sorted) names the decision.
+
+    Exactly the steps of :func:`decide` — which calls this with one group — vectorised over decisions.
+    """
+    group = np.asarray(group, dtype=np.int64)
+    n = len(group)
+    if n and (np.diff(group) < 0).any():
+        raise ValueError("`group` must be sorted")
+    reason = np.full(n_groups, "no_eligible_candidate", dtype=object)
+    chosen = np.full(n_groups, -1, dtype=np.int64)
+    propensity = np.ones(n_groups)
+    error = np.zeros(n_groups)
+    contact = apply_contact_policy_batch(group, candidates.channel, candidates.message_id, candidates.send_at,
+                                         timezones, histories, policy)
+    empty = np.zeros(0, np.int64)
+    if not n:
+        return BatchDecision(chosen, propensity, error, reason, contact.allowed, contact.reason, contact.send_at,
+                             empty, empty, np.zeros(0), empty)
+    weight = np.ones(n) if candidates.weight is None else np.asarray(candidates.weight, dtype=float)
+    expected = np.asarray(candidates.probability, dtype=float) * np.asarray(candidates.value, dtype=float) * weight
+    message_code, _ = pd.factorize(candidates.message_id)
+    channel_code, channels = pd.factorize(candidates.channel)
+    n_pairs_per_group = (int(message_code.max()) + 1) * max(len(channels), 1)
+    pair = group * n_pairs_per_group + message_code.astype(np.int64) * max(len(channels), 1) + channel_code
+    has_candidates = np.zeros(n_groups, dtype=bool)
+    has_candidates[group] = True
+    reason[has_candidates] = "all_suppressed"
+
+    # Send time: the allowed slot with the best expected value, per pair (pairs in order, best row first).
+    rows = np.flatnonzero(contact.allowed)
+    order = rows[np.lexsort((-expected[rows], pair[rows]))]
+    best_rows = order[np.r_[True, pair[order][1:] != pair[order][:-1]]] if len(order) else empty
+    pair_group = group[best_rows]
+    values = expected[best_rows]
+    pair_probability = np.zeros(len(best_rows))
+    if len(best_rows):
+        starts = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1]])
+        groups_with_pairs = pair_group[starts]
+        top = np.maximum.reduceat(values, starts)
+        clears = top >= threshold
+        reason[groups_with_pairs[~clears]] = "below_threshold"
+        keep = np.repeat(clears, np.diff(np.r_[starts, len(values)]))
+        k_rows = best_rows[keep]
+        if len(k_rows):
+            k_starts = np.flatnonzero(np.r_[True, group[k_rows][1:] != group[k_rows][:-1]])
+            k_arms = None if arms is None else Arms(np.asarray(arms.successes)[k_rows], np.asarray(arms.failures)[k_rows])
+            index, p, e = explorer.choose_batch(expected[k_rows], k_starts, rng, k_arms)
+            decided = group[k_rows[k_starts]]
+            chosen[decided] = k_rows[index]
+            propensity[decided] = p
+            error[decided] = e
+            reason[decided] = ""
+            try:
+                pair_probability[np.flatnonzero(keep)] = explorer.probabilities_batch(expected[k_rows], k_starts)
+            except NotImplementedError:   # Thompson: only the chosen pair's propensity is known
+                pair_probability[np.flatnonzero(keep)[index]] = p
+    return BatchDecision(chosen, propensity, error, reason, contact.allowed, contact.reason, contact.send_at,
+                         best_rows, pair_group, pair_probability, pair)
+
+
 def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, policy: ContactPolicyConfig,
            explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0, arms: Arms | None = None) -> Decision:
     """Decide for one user; see the module docstring. ``arms`` (per candidate row) feed Thompson sampling."""
     if not len(candidates):
         return Decision([], [], "no_eligible_candidate")
-    contact = apply_contact_policy(candidates.channel, candidates.message_id, candidates.send_at, history, timezone,
-                                   policy)
-    weight = np.ones(len(candidates)) if candidates.weight is None else np.asarray(candidates.weight, dtype=float)
-    expected = np.asarray(candidates.probability, dtype=float) * np.asarray(candidates.value, dtype=float) * weight
-    message_code, _ = pd.factorize(candidates.message_id)
-    channel_code, channels = pd.factorize(candidates.channel)
-    pair = message_code.astype(np.int64) * max(len(channels), 1) + channel_code
-    # A pair is suppressed when none of its slots is allowed; its reason is its first slot's.
-    allowed = contact.allowed
-    allowed_pairs = np.unique(pair[allowed])
-    blocked = ~np.isin(pair, allowed_pairs)
-    _, first_blocked = np.unique(pair[blocked], return_index=True)
-    rows_blocked = np.flatnonzero(blocked)[np.sort(first_blocked)]
-    suppressed = [Suppressed(str(candidates.message_id[r]), str(candidates.channel[r]), str(contact.reason[r]))
-                  for r in rows_blocked]  # one per suppressed (message, channel): tens at most
-    if not allowed.any():
-        return Decision([], suppressed, "all_suppressed")
-    # Send time: the allowed slot with the best expected value, per pair (first row of each pair, best first).
-    rows = np.flatnonzero(allowed)
-    order = rows[np.lexsort((-expected[rows], pair[rows]))]
-    best_rows = order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
-    values = expected[best_rows]
-    if values.max() < threshold:
-        return Decision([], suppressed, "below_threshold")
-    pair_arms = None if arms is None else Arms(np.asarray(arms.successes)[best_rows], np.asarray(arms.failures)[best_rows])
-    choice = explorer.choose(values, rng, pair_arms)
-    row = best_rows[choice.index]
+    batch = decide_batch(np.zeros(len(candidates), np.int64), 1, candidates, SendHistories.single(history),
+                         np.array([timezone], dtype=object), policy, explorer, rng, threshold, arms)
+    suppressed = suppressed_pairs(candidates, batch, np.arange(len(candidates)))
+    row = int(batch.chosen[0])
+    if row < 0:
+        return Decision([], suppressed, str(batch.reason[0]))
     item = Item(str(candidates.message_id[row]), str(candidates.channel[row]),
-                pd.Timestamp(int(contact.send_at[row]), tz="UTC"), float(candidates.probability[row]), choice.propensity)
-    return Decision([item], suppressed, "", choice.propensity_error)
+                pd.Timestamp(int(batch.send_at[row]), tz="UTC"), float(candidates.probability[row]),
+                float(batch.propensity[0]))
+    return Decision([item], suppressed, "", float(batch.propensity_error[0]))
+
+
+def suppressed_pairs(candidates: ScoredCandidates, batch: BatchDecision, rows: np.ndarray) -> list[Suppressed]:
+    """The (message, channel) pairs among ``rows`` (one decision's) with no allowed slot, each with its first reason."""
+    if not len(rows):
+        return []
+    message = np.asarray(candidates.message_id, dtype=object)[rows]
+    channel = np.asarray(candidates.channel, dtype=object)[rows]
+    codes = batch.pair[rows]
+    allowed_codes = np.unique(codes[batch.allowed[rows]])
+    blocked = ~np.isin(codes, allowed_codes)
+    _, first = np.unique(codes[blocked], return_index=True)
+    at = np.flatnonzero(blocked)[np.sort(first)]
+    return [Suppressed(str(message[r]), str(channel[r]), str(batch.contact_reason[rows[r]])) for r in at]

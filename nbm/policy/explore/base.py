@@ -50,12 +50,70 @@ class Explorer(ABC):
         index = int(rng.choice(len(values), p=p))
         return Choice(index, float(p[index]))
 
+    def choose_batch(self, values: np.ndarray, starts: np.ndarray, rng: np.random.Generator,
+                     arms: Arms | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Choose once in each segment ``values[starts[i]:starts[i+1]]`` (one segment per decision).
+
+        Returns the chosen positions (into ``values``), their propensities and the propensities' errors.
+        Explorers with closed-form probabilities draw every segment at once; the others loop.
+        """
+        values = np.asarray(values, dtype=np.float64)
+        starts = np.asarray(starts, dtype=np.int64)
+        if not len(starts):
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        if not np.isfinite(values).all():
+            raise ValueError("`values` must be finite")
+        ends = np.r_[starts[1:], len(values)]
+        try:
+            p = self.probabilities_batch(values, starts)
+        except NotImplementedError:
+            picks = [self._choose(values[a:b], rng, None if arms is None else
+                                  Arms(np.asarray(arms.successes)[a:b], np.asarray(arms.failures)[a:b]))
+                     for a, b in zip(starts, ends)]
+            return (starts + np.array([c.index for c in picks], np.int64), np.array([c.propensity for c in picks]),
+                    np.array([c.propensity_error for c in picks]))
+        # Inverse CDF within each segment: one uniform per decision.
+        cumulative = np.cumsum(p)
+        before = np.r_[0.0, cumulative][starts]
+        total = cumulative[ends - 1] - before
+        target = before + rng.random(len(starts)) * total
+        index = np.searchsorted(cumulative, target, side="right")
+        index = np.clip(index, starts, ends - 1)
+        # Never land on a zero-probability candidate through rounding at a segment's edge.
+        zero = p[index] == 0
+        if zero.any():
+            for i in np.flatnonzero(zero):
+                seg = np.arange(starts[i], ends[i])
+                index[i] = seg[np.argmax(p[seg])]
+        return index, p[index], np.zeros(len(starts))
+
+    def probabilities_batch(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """:meth:`probabilities` of every segment, concatenated (a loop unless a subclass vectorises it)."""
+        ends = np.r_[starts[1:], len(values)]
+        return np.concatenate([self._probabilities(values[a:b]) for a, b in zip(starts, ends)]) if len(values) else values
+
     def probabilities(self, values: np.ndarray) -> np.ndarray:
         """The exact probability of choosing each candidate (for explorers that have one)."""
         return self._probabilities(np.asarray(values, dtype=np.float64))
 
     @abstractmethod
     def _probabilities(self, values: np.ndarray) -> np.ndarray: ...
+
+
+def segment_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each candidate's segment maximum (aligned with ``values``)."""
+    ends = np.r_[starts[1:], len(values)]
+    return np.repeat(np.maximum.reduceat(values, starts), ends - starts)
+
+
+def segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    ends = np.r_[starts[1:], len(values)]
+    return np.repeat(np.add.reduceat(values, starts), ends - starts)
+
+
+def greedy_probabilities_batch(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    best = (values == segment_max(values, starts)).astype(np.float64)
+    return best / segment_sum(best, starts)
 
 
 def greedy_probabilities(values: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nbm.policy.explore.base import Explorer, greedy_probabilities
+from nbm.policy.explore.base import Explorer, greedy_probabilities, greedy_probabilities_batch
 
 
 class EpsilonGreedy(Explorer):
@@ -17,3 +17,8 @@ class EpsilonGreedy(Explorer):
 
     def _probabilities(self, values: np.ndarray) -> np.ndarray:
         return (1.0 - self.epsilon) * greedy_probabilities(values) + self.epsilon / len(values)
+
+    def probabilities_batch(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        sizes = np.diff(np.r_[starts, len(values)])
+        return ((1.0 - self.epsilon) * greedy_probabilities_batch(np.asarray(values, np.float64), starts)
+                + self.epsilon / np.repeat(sizes, sizes))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nbm.policy.explore.base import Explorer
+from nbm.policy.explore.base import Explorer, segment_max, segment_sum
 
 
 class Softmax(Explorer):
@@ -23,3 +23,10 @@ class Softmax(Explorer):
         z = (values - values.max()) / (scale * self.temperature)
         e = np.exp(z)
         return e / e.sum()
+
+    def probabilities_batch(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, np.float64)
+        scale = segment_max(np.abs(values), starts)
+        scale = np.where(scale > 0, scale, 1.0)
+        e = np.exp((values - segment_max(values, starts)) / (scale * self.temperature))
+        return e / segment_sum(e, starts)

@@ -1,0 +1,102 @@
+"""decide_batch() and the batched contact policy agree with one-user decide() decision by decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbm.config import ContactPolicyConfig
+from nbm.policy.contact import SendHistories, SendHistory, apply_contact_policy, apply_contact_policy_batch
+from nbm.policy.decide import ScoredCandidates, decide, decide_batch
+from nbm.policy.explore import EpsilonGreedy, Greedy, Softmax
+
+NOW = pd.Timestamp("2026-03-28T06:00:00Z").value   # a DST weekend in Europe
+HOUR = 3_600 * 10**9
+ZONES = np.array(["UTC", "Europe/Paris", "America/New_York", "Asia/Shanghai"], dtype=object)
+POLICY = ContactPolicyConfig(weekly_cap_per_channel=2, weekly_cap_total=3, min_gap_hours=20)
+
+
+def _world(seed: int, n_groups: int = 60):
+    rng = np.random.default_rng(seed)
+    messages = np.array([f"m{i}" for i in range(8)], dtype=object)
+    channels = np.array(["email", "sms", "push"], dtype=object)
+    sizes = rng.integers(0, 12, n_groups)
+    group = np.repeat(np.arange(n_groups), sizes)
+    n = len(group)
+    cands = ScoredCandidates(messages[rng.integers(0, 8, n)], channels[rng.integers(0, 3, n)],
+                             NOW + rng.integers(1, 30, n) * HOUR, rng.random(n), rng.choice([1.0, 5.0, 20.0], n))
+    h_sizes = rng.integers(0, 6, n_groups)
+    h_group = np.repeat(np.arange(n_groups), h_sizes)
+    m = len(h_group)
+    times = NOW - rng.integers(0, 10 * 24, m) * HOUR
+    order = np.lexsort((times, h_group))
+    histories = SendHistories(h_group[order], times[order], channels[rng.integers(0, 3, m)][order],
+                              messages[rng.integers(0, 8, m)][order])
+    zones = ZONES[rng.integers(0, len(ZONES), n_groups)]
+    return group, cands, histories, zones
+
+
+def _one(cands: ScoredCandidates, rows: np.ndarray) -> ScoredCandidates:
+    return ScoredCandidates(*(np.asarray(getattr(cands, f))[rows] for f in ("message_id", "channel", "send_at",
+                                                                            "probability", "value")))
+
+
+def _history(histories: SendHistories, g: int) -> SendHistory:
+    h = histories.group == g
+    return SendHistory.of(histories.times[h], histories.channels[h], histories.messages[h])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_contact_policy_equals_per_user(seed: int) -> None:
+    group, cands, histories, zones = _world(seed)
+    batch = apply_contact_policy_batch(group, cands.channel, cands.message_id, cands.send_at, zones, histories, POLICY)
+    assert batch.reason.astype(str).tolist().count("") < len(group)   # some rules fire
+    for g in np.unique(group):
+        rows = np.flatnonzero(group == g)
+        one = apply_contact_policy(cands.channel[rows], cands.message_id[rows], cands.send_at[rows],
+                                   _history(histories, g), str(zones[g]), POLICY)
+        assert one.reason.tolist() == batch.reason[rows].tolist()
+        assert one.send_at.tolist() == batch.send_at[rows].tolist()
+
+
+@pytest.mark.parametrize("explorer", [Greedy(), EpsilonGreedy(0.2), Softmax(0.3)], ids=lambda e: e.name)
+def test_batched_decisions_equal_per_user_decisions(explorer) -> None:
+    group, cands, histories, zones = _world(7)
+    n_groups = int(group.max()) + 1
+    batch = decide_batch(group, n_groups, cands, histories, zones, POLICY, explorer, np.random.default_rng(0),
+                         threshold=2.0)
+    assert {"", "below_threshold", "no_eligible_candidate", "all_suppressed"} >= set(batch.reason)
+    assert (batch.reason == "").sum() > n_groups // 3
+    for g in range(n_groups):
+        rows = np.flatnonzero(group == g)
+        one = decide(_one(cands, rows), _history(histories, g), str(zones[g]), POLICY, explorer,
+                     np.random.default_rng(0), threshold=2.0)
+        assert one.reason == batch.reason[g]
+        pairs = batch.pair_group == g
+        if one.items:
+            # Same probabilities over pairs; the chosen pair carries its propensity.
+            probability = batch.pair_probability[pairs]
+            assert probability.sum() == pytest.approx(1.0)
+            chosen = batch.chosen[g]
+            assert batch.propensity[g] == pytest.approx(probability[batch.pair_row[pairs] == chosen][0])
+            if explorer.name == "greedy":
+                item = one.items[0]
+                assert (item.message_id, item.channel) == (cands.message_id[chosen], cands.channel[chosen])
+                assert item.send_at.value == batch.send_at[chosen]
+        else:
+            assert (batch.pair_probability[pairs] == 0).all() and batch.chosen[g] == -1
+
+
+def test_batch_frequencies_match_propensities() -> None:
+    group, cands, histories, zones = _world(3, n_groups=5)
+    explorer = Softmax(0.5)
+    rng = np.random.default_rng(11)
+    draws = [decide_batch(group, 5, cands, histories, zones, POLICY, explorer, rng).chosen for _ in range(20_000)]
+    chosen = np.stack(draws)
+    batch = decide_batch(group, 5, cands, histories, zones, POLICY, explorer, rng)
+    for g in range(5):
+        pairs = np.flatnonzero(batch.pair_group == g)
+        for i in pairs:
+            frequency = (chosen[:, g] == batch.pair_row[i]).mean()
+            assert abs(frequency - batch.pair_probability[i]) < 0.01
