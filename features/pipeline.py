@@ -117,8 +117,18 @@ def partition(dataset: Dataset, n_partitions: int, index: int) -> Dataset:
 
     keep_events = bucket(dataset.events["user_id"]) == index
     keep_users = bucket(dataset.users["user_id"]) == index
+    decisions = dataset.decisions
+    if decisions is not None:
+        decisions = decisions[bucket(decisions["user_id"]) == index].reset_index(drop=True)
     return replace(dataset, events=dataset.events[keep_events].reset_index(drop=True),
-                   users=dataset.users[keep_users].reset_index(drop=True))
+                   users=dataset.users[keep_users].reset_index(drop=True), decisions=decisions)
+
+
+def partition_of(user_ids: pd.Series, n_partitions: int) -> np.ndarray:
+    """The partition of each user id (as :func:`partition` assigns them)."""
+    hashed = pd.util.hash_pandas_object(pd.Series(user_ids).astype(str), index=False,
+                                        hash_key="nbm-partitions16").to_numpy()
+    return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
 
 

@@ -82,7 +82,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
     params = RankerParams(objective=args.objective, target=args.target, seed=args.seed)
     run_training(Path(args.data), config, params, experiment=args.experiment,
-                 valid_days=args.valid_days, test_days=args.test_days, trials=args.trials)
+                 valid_days=args.valid_days, test_days=args.test_days, trials=args.trials,
+                 force_promote=args.force_promote, max_decisions=args.max_decisions or None,
+                 evaluate_policy=not args.no_policy_eval)
     return 0
 
 
@@ -148,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--trials", type=int, default=0,
                        help="Optuna trials before the final fit (0: defaults); the study resumes if interrupted")
     train.add_argument("--if-missing", action="store_true", help="do nothing when a champion is already registered")
+    train.add_argument("--force-promote", action="store_true",
+                       help="make this version the champion whatever the promotion gate says (logged as forced)")
+    train.add_argument("--max-decisions", type=int, default=50_000,
+                       help="logged decisions of the test window replayed for the policy value (a seeded sample "
+                            "when there are more; default 50000; 0: all)")
+    train.add_argument("--no-policy-eval", action="store_true",
+                       help="skip the off-policy evaluation (then the gate promotes only a first model or --force-promote)")
     train.set_defaults(handler=_cmd_train)
 
     cfg = sub.add_parser("config", parents=[common], help="configuration")

@@ -1,11 +1,12 @@
-"""``nbm train``: load → validate → features → time split → LightGBM → calibration → MLflow run + registry.
+"""``nbm train``: load → validate → features → time split → LightGBM → calibration → MLflow → policy value → gate.
 
-With ``--trials N`` a resumable Optuna study (``training.tune``) picks the parameters first.
-
-Still to come (issue 5): the off-policy value of the model's decision policy and
-of the baselines, the true value on a simulated world, and the promotion gate that moves ``champion``.
-Until the gate exists, the first model trained becomes ``champion`` (there is nothing to compare with);
-later ones are registered as ``challenger`` only.
+With ``--trials N`` a resumable Optuna study (``training.tune``) picks the parameters first. After the fit,
+the decision policy of the new model (the challenger), of the current champion and of three baselines is
+replayed over the test window's logged decisions and valued off-policy (``training.policy_eval``); on a
+simulated world the ground truth values them too. The promotion gate moves the ``champion`` alias to
+the challenger only when the lower bound of the 95 % interval of the doubly robust value difference
+(challenger − champion, paired over the same decisions) is above zero, when no champion exists, or
+when ``force_promote`` says so (logged as such).
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from features.pipeline import build_training_set
+from nbm.commands.simulate import read_world_manifest
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
 from training.evaluate import evaluate
 from training.fit import RankerParams, fit_ranker, time_split
-from training.tracking import MODEL_NAME, LoggedModel, log_training, use_tracking
+from training.policy_eval import (Difference, PolicyReport, dr_terms, evaluate_policies, paired_difference,
+                                  policy_metrics)
+from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
 from training.tune import tune
 
 PARTITION_EVENTS = 3_000_000
@@ -34,15 +41,29 @@ PARTITION_EVENTS = 3_000_000
 
 
 @dataclass(frozen=True)
+class GateDecision:
+    """What the promotion gate decided, and on which figures."""
+
+    promoted: bool
+    reason: str
+    champion_version: str | None
+    difference: Difference | None
+    forced: bool = False
+
+
+@dataclass(frozen=True)
 class TrainResult:
     logged: LoggedModel
     metrics: dict[str, float]
     promoted: bool
+    gate: GateDecision | None = None
+    policy: PolicyReport | None = None
 
 
 def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment: str = "nbm",
                  valid_days: float = 7, test_days: float = 7, trials: int = 0,
-                 console: Console | None = None) -> TrainResult:
+                 console: Console | None = None, force_promote: bool = False,
+                 max_decisions: int | None = 50_000, evaluate_policy: bool = True) -> TrainResult:
     console = console or Console(stderr=True)
     began = time.perf_counter()
     with console.status("loading and validating the data…"):
@@ -71,9 +92,28 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                    "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
         with console.status("logging to MLflow…"):
             logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
-    promoted = _first_becomes_champion(logged.version)
-    _summary(console, logged, metrics, promoted, config)
-    return TrainResult(logged, metrics, promoted)
+        champion_version = _champion_version()
+        report = None
+        if evaluate_policy:
+            report = _evaluate_policy(dataset, config, data, split, artifact, champion_version, max_decisions,
+                                      partitions, params.seed, console)
+            policy = policy_metrics(report)
+            mlflow.log_metrics(policy)
+            metrics.update(policy)
+            mlflow.log_table(_policy_table(report), "policy_values.json")
+        gate = _gate(report, champion_version, force_promote)
+        if gate.promoted:
+            MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", logged.version)
+        mlflow.set_tags({"nbm.gate": "promoted" if gate.promoted else "kept_champion", "nbm.gate_reason": gate.reason,
+                         "nbm.gate_forced": str(gate.forced).lower(),
+                         "nbm.champion_before": gate.champion_version or ""})
+        if gate.difference is not None:
+            mlflow.log_metrics({"gate_dr_difference": gate.difference.value, "gate_dr_difference_low": gate.difference.ci_low,
+                                "gate_dr_difference_high": gate.difference.ci_high})
+        MlflowClient().set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
+                                             "promoted" if gate.promoted else "not_promoted")
+    _summary(console, logged, metrics, gate, report, config)
+    return TrainResult(logged, metrics, gate.promoted, gate, report)
 
 
 def registered_champion(config: NbmConfig, experiment: str = "nbm") -> str | None:
@@ -85,17 +125,56 @@ def registered_champion(config: NbmConfig, experiment: str = "nbm") -> str | Non
         return None
 
 
-def _first_becomes_champion(version: str) -> bool:
-    client = MlflowClient()
+def _champion_version() -> str | None:
     try:
-        client.get_model_version_by_alias(MODEL_NAME, "champion")
-        return False
+        return str(MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version)
     except MlflowException:
-        client.set_registered_model_alias(MODEL_NAME, "champion", version)
-        return True
+        return None
 
 
-def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], promoted: bool, config: NbmConfig) -> None:
+def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, champion_version: str | None,
+                     max_decisions: int | None, partitions: int, seed: int, console: Console) -> PolicyReport:
+    artifacts = {"model": artifact}
+    if champion_version is not None:
+        try:
+            artifacts["champion"] = load_registered("champion")
+        except Exception as exc:  # noqa: BLE001 — an unreadable champion must not lose the new model
+            console.print(f"[yellow]the champion (version {champion_version}) cannot be loaded: {exc}[/yellow]")
+    history_rows = pd.concat([split.train, split.valid], ignore_index=True)
+    sim_config = read_world_manifest(data)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("replaying the test window's decisions", total=None)
+        report = evaluate_policies(
+            dataset, config, history_rows, split.test, split.test_start, artifacts, artifact,
+            max_decisions=max_decisions, partitions=partitions, seed=seed, sim_config=sim_config,
+            progress=lambda k, n: bar.update(task, completed=k, total=n))
+    return report
+
+
+def _gate(report: PolicyReport | None, champion_version: str | None, force: bool) -> GateDecision:
+    if champion_version is None:
+        return GateDecision(True, "no champion yet", None, None)
+    if report is None or "champion" not in report.replayed.target:
+        why = "the policy was not evaluated" if report is None else "the champion could not be evaluated"
+        return GateDecision(force, f"{why}; {'forced' if force else 'champion kept'}", champion_version, None, force)
+    difference = paired_difference(dr_terms(report.logged, report.replayed, "model"),
+                                   dr_terms(report.logged, report.replayed, "champion"))
+    better = difference.ci_low > 0
+    reason = (f"DR value difference {difference.value:+.4f} per decision, 95% CI "
+              f"[{difference.ci_low:+.4f}, {difference.ci_high:+.4f}]: "
+              + ("lower bound above zero" if better else "lower bound not above zero"))
+    if force and not better:
+        return GateDecision(True, reason + "; promoted by --force-promote", champion_version, difference, True)
+    return GateDecision(better, reason, champion_version, difference, force)
+
+
+def _policy_table(report: PolicyReport) -> pd.DataFrame:
+    return pd.DataFrame([v.__dict__ for v in report.values.values()])
+
+
+def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
+             report: PolicyReport | None, config: NbmConfig) -> None:
     table = Table(title="nbm train", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -104,7 +183,23 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], p
         value = metrics.get(name, float("nan"))
         table.add_row(name, f"{value:,.0f}" if name.endswith(("rows", "iteration")) else f"{value:.4f}")
     table.add_row("run id", logged.run_id)
-    table.add_row("model", f"{MODEL_NAME} version {logged.version} (alias challenger"
-                           f"{', champion: first model' if promoted else ''})")
+    table.add_row("model", f"{MODEL_NAME} version {logged.version}")
+    table.add_row("promotion gate", ("champion ← this version" if gate.promoted else "champion kept")
+                  + f" ({gate.reason})")
     console.print(table)
+    if report is not None:
+        values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
+                             f"logged decisions, scope: {report.logged.scope})")
+        for column in ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI", "ESS", "true value"):
+            values.add_column(column, justify="left" if column == "policy" else "right")
+        for v in report.values.values():
+            values.add_row(v.policy, f"{v.snips:.4f}", f"[{v.snips_low:.4f}, {v.snips_high:.4f}]", f"{v.dr:.4f}",
+                           f"[{v.dr_low:.4f}, {v.dr_high:.4f}]", f"{v.ess:,.0f}",
+                           "—" if not np.isfinite(v.true_value) else f"{v.true_value:.4f}")
+        values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", "", "", "", "", "")
+        console.print(values)
+        low = [v.policy for v in report.values.values() if v.ess < 100]
+        if low:
+            console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): "
+                          "their SNIPS/DR estimates are imprecise; trust the intervals, not the points[/yellow]")
     console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")

@@ -86,3 +86,74 @@ def _links(world) -> pd.DataFrame:
 
     return links_table(world)
 
+
+
+def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame],
+                uniform: bool = True) -> tuple[dict[str, float], int]:
+    """The *true* expected revenue per decision of policies' choices at the logged decisions of a simulated world.
+
+    The world of ``config`` (``world.json`` of ``nbm simulate``) is rebuilt and its logging policy played
+    again — the same seeds give the same log — and on each day of ``decisions`` (columns ``user_id``,
+    ``now``) the ground truth judges, in the state of that morning, each policy's actions
+    (``actions[name]``: ``decision`` (row of ``decisions``), ``message_id``, ``channel``, ``send_at``,
+    ``probability``) and, with ``uniform``, the mean over every eligible (message, channel, slot).
+    This is exactly what the off-policy estimates estimate. Returns the values and the number of
+    decisions the world recognised (a mismatch means the data is not this world's log).
+    """
+    from nbm.simulate.generate import environment_for, logging_policy
+    from nbm.simulate.policies import USER_CHUNK
+
+    env = environment_for(config)
+    policy = logging_policy(config)
+    world = env.world
+    user_index = pd.Index(world.population.user_ids)
+    message_index = pd.Index(world.catalog.table["message_id"].astype(str))
+    channel_index = pd.Index(list(world.config.channels))
+    now = decisions["now"].to_numpy(dtype="int64")
+    users = user_index.get_indexer(decisions["user_id"].to_numpy(dtype=object))
+    totals = {name: 0.0 for name in actions} | ({"uniform": 0.0} if uniform else {})
+    seen = [0]
+    prepared = {}
+    for name, acts in actions.items():
+        d = acts["decision"].to_numpy(dtype=np.int64)
+        prepared[name] = (now[d], users[d], message_index.get_indexer(acts["message_id"].astype(str)),
+                          channel_index.get_indexer(acts["channel"].astype(str)),
+                          acts["send_at"].to_numpy(dtype="int64"), acts["probability"].to_numpy(dtype=float))
+
+    def observe(ctx: DecisionContext) -> None:
+        today = (now == ctx.now) & (users >= 0)
+        if not today.any():
+            return
+        seen[0] += int(np.isin(users[today], ctx.users).sum())
+        for name, (t, u, m, c, at, p) in prepared.items():
+            ok = (t == ctx.now) & (u >= 0) & (m >= 0) & (c >= 0)
+            if ok.any():
+                totals[name] += float((env.respond(u[ok], m[ok], c[ok], at[ok]).expected_revenue * p[ok]).sum())
+        if uniform:
+            positions = np.searchsorted(ctx.users, users[today])
+            positions = positions[(positions < ctx.k) & (ctx.users[np.minimum(positions, ctx.k - 1)] == users[today])]
+            for rows in np.array_split(positions, max(1, len(positions) // USER_CHUNK)):
+                totals["uniform"] += _uniform_truth(ctx, rows)
+
+    last = int(now.max()) if len(now) else env.now - 1
+    while env.now <= last:
+        env.step(policy, observer=observe)
+    n = max(len(decisions), 1)
+    return {name: total / n for name, total in totals.items()}, seen[0]
+
+
+def _uniform_truth(ctx: DecisionContext, rows: np.ndarray) -> float:
+    """Sum over users ``rows`` of the mean true expected revenue of their eligible (message, channel, slot)."""
+    env = ctx.environment
+    eligible = ctx.eligible(rows)
+    r, m, c = np.nonzero(eligible)
+    if not len(r):
+        return 0.0
+    users = ctx.users[rows]
+    n_slots = len(ctx.slot_hours)
+    total = np.zeros(len(rows))
+    for slot in range(n_slots):
+        send_at = env.send_time(users[r], slot)
+        np.add.at(total, r, env.respond(users[r], m, c, send_at).expected_revenue)
+    count = np.bincount(r, minlength=len(rows)) * n_slots
+    return float((total[count > 0] / count[count > 0]).sum())

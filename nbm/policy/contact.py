@@ -55,6 +55,9 @@ class ContactDecision:
     reason: np.ndarray
     send_at: np.ndarray
 
+    def take(self, index: np.ndarray) -> ContactDecision:
+        return ContactDecision(self.allowed[index], self.reason[index], self.send_at[index])
+
 
 @lru_cache(maxsize=512)
 def _zone(name: str) -> ZoneInfo:

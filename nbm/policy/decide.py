@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.config import ContactPolicyConfig
-from nbm.policy.contact import SendHistories, SendHistory, apply_contact_policy_batch
+from nbm.policy.contact import ContactDecision, SendHistories, SendHistory, apply_contact_policy_batch
 from nbm.policy.explore import Arms, Explorer
 
 
@@ -94,10 +94,13 @@ class BatchDecision:
 
 def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
                  timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
-                 threshold: float = 0.0, arms: Arms | None = None) -> BatchDecision:
+                 threshold: float = 0.0, arms: Arms | None = None,
+                 contact: ContactDecision | None = None) -> BatchDecision:
     """Decide for ``n_groups`` users at once: ``group`` (per candidate row, sorted) names the decision.
 
     Exactly the steps of :func:`decide` — which calls this with one group — vectorised over decisions.
+    ``contact``, when given, is the contact policy's verdict on these rows, computed before (several
+    policies replayed over the same candidates share it).
     """
     group = np.asarray(group, dtype=np.int64)
     n = len(group)
@@ -107,8 +110,9 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     chosen = np.full(n_groups, -1, dtype=np.int64)
     propensity = np.ones(n_groups)
     error = np.zeros(n_groups)
-    contact = apply_contact_policy_batch(group, candidates.channel, candidates.message_id, candidates.send_at,
-                                         timezones, histories, policy)
+    if contact is None:
+        contact = apply_contact_policy_batch(group, candidates.channel, candidates.message_id, candidates.send_at,
+                                             timezones, histories, policy)
     empty = np.zeros(0, np.int64)
     if not n:
         return BatchDecision(chosen, propensity, error, reason, contact.allowed, contact.reason, contact.send_at,

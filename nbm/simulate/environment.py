@@ -16,6 +16,7 @@ myopic regret against the oracle that knows the truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -111,11 +112,18 @@ class Environment:
             catalog=self.world.catalog, slot_hours=self.config.slot_hours, environment=self,
         )
 
-    def step(self, policy: Policy, track_regret: bool = False) -> dict[str, float]:
-        """Play one day of ``policy``; return that day's metrics."""
+    def step(self, policy: Policy, track_regret: bool = False,
+             observer: Callable[[DecisionContext], None] | None = None) -> dict[str, float]:
+        """Play one day of ``policy``; return that day's metrics.
+
+        ``observer`` sees each day's context after the state has drifted and before the policy acts (to
+        judge other policies' choices against the same truth); it must not draw from ``self.rng``.
+        """
         rng, s, now = self.rng, self.state, self.now
         self._drift(rng)
         ctx = self.context()
+        if observer is not None:
+            observer(ctx)
         actions = policy.act(ctx, rng)
         self._check(ctx, actions)
         send_at = self.send_time(actions.users, actions.slots)

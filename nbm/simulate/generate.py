@@ -31,11 +31,17 @@ def logging_policy(config: SimConfig) -> Policy:
     return EpsilonMixPolicy(RuleBasedPolicy(), config.epsilon)
 
 
-def simulate(config: SimConfig) -> SimulatedData:
-    """Build the world of ``config`` and play its logging policy over the whole period."""
+def environment_for(config: SimConfig) -> Environment:
+    """The world of ``config`` and the environment that ``simulate`` plays it in (same seeds)."""
     world = World.build(config)
     env_seed = np.random.SeedSequence(config.seed).spawn(3)[2]
-    environment = Environment(world, seed=int(env_seed.generate_state(1)[0]))
+    return Environment(world, seed=int(env_seed.generate_state(1)[0]))
+
+
+def simulate(config: SimConfig) -> SimulatedData:
+    """Build the world of ``config`` and play its logging policy over the whole period."""
+    environment = environment_for(config)
+    world = environment.world
     policy = logging_policy(config)
     environment.log.policy_name = policy.name
     daily = environment.run(policy)

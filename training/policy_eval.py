@@ -1,0 +1,412 @@
+"""The value of decision policies on the test window, off-policy, from the logged propensities.
+
+Every logged decision of the test window is replayed: each policy decides for the same user as of the
+same time, with the same contact history (:mod:`features.replay`, :func:`nbm.policy.decide.decide_batch`),
+and its probability of the logged action gives the importance weight. The reward of a decision is the
+revenue attributed to its send (0 when it sent nothing). Policies:
+
+* ``model`` — the trained model's decision policy: calibrated P(convert) × message value, contact policy,
+  best slot, greedy, nothing below the threshold;
+* ``uniform`` — uniform over the eligible (message, channel, slot) actions, always sending;
+* ``popular`` — the message with the most attributed conversions before the test window, on the channel
+  with the best conversion rate, at the slot hour with the best conversion rate, under the contact policy;
+* ``rules`` — the lifecycle rules a CRM team writes: the newest eligible message aimed most narrowly at the
+  user's lifecycle stage, on the first consented channel in the configured order, at the slot nearest
+  10:00 local, under the contact policy.
+
+Estimators (:mod:`nbm.ope`): SNIPS, and doubly robust with the model's calibrated P × value as reward
+model, each with a seeded bootstrap 95 % interval, plus the effective sample size of the weights. When the
+data has a ``decisions`` table, decisions that sent nothing are evaluated too; without it, only decisions
+that sent something are (the estimate is then conditional on sending, and says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.attribution import GRADE
+from features.pipeline import FeatureStore
+from features.replay import Expanded, contact_verdict, expand_many, hour_bucket, model_decide, score, send_histories
+from nbm.artifact import ScoringArtifact
+from nbm.dataset import Dataset
+from nbm.ope import BanditLog, estimate
+from nbm.policy.decide import ScoredCandidates, decide_batch
+from nbm.policy.explore import Greedy
+
+POLICIES = ("model", "uniform", "popular", "rules")
+CHUNK = 20_000
+"""Decisions replayed at once (bounds the candidate rows in memory: ~300 per decision)."""
+UNIFORM_SAMPLE = 8
+"""Candidates sampled per decision for the reward model's value of the uniform policy."""
+RULES_HOUR = 10
+
+
+@dataclass
+class LoggedDecisions:
+    """The test window's logged decisions, one row each (``sent`` False: nothing was sent)."""
+
+    frame: pd.DataFrame
+    scope: str                     # "decisions" (every decision) or "sends" (only those that sent)
+    dropped_without_propensity: int = 0
+
+
+@dataclass
+class PolicyActions:
+    """Each decision's actions with positive probability under one policy (``decision`` indexes the log)."""
+
+    decision: list[np.ndarray] = field(default_factory=list)
+    message_id: list[np.ndarray] = field(default_factory=list)
+    channel: list[np.ndarray] = field(default_factory=list)
+    send_at: list[np.ndarray] = field(default_factory=list)
+    probability: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, decision, message_id, channel, send_at, probability) -> None:
+        for name, value in zip(("decision", "message_id", "channel", "send_at", "probability"),
+                               (decision, message_id, channel, send_at, probability)):
+            getattr(self, name).append(np.asarray(value))
+
+    def frame(self) -> pd.DataFrame:
+        cols = ("decision", "message_id", "channel", "send_at", "probability")
+        if not self.decision:
+            return pd.DataFrame({c: [] for c in cols})
+        return pd.DataFrame({c: np.concatenate(getattr(self, c)) for c in cols})
+
+
+@dataclass
+class Replay:
+    """Per policy: π(logged action | x) and the reward model's value Σ_a π(a|x) q̂(x, a), per decision."""
+
+    target: dict[str, np.ndarray]
+    q_target: dict[str, np.ndarray]
+    actions: dict[str, pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    policy: str
+    snips: float
+    snips_low: float
+    snips_high: float
+    dr: float
+    dr_low: float
+    dr_high: float
+    ips: float
+    ess: float
+    matched: int
+    true_value: float = float("nan")
+
+
+def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArtifact, start: pd.Timestamp,
+                     max_decisions: int | None, seed: int) -> LoggedDecisions:
+    """The decisions of the test window (at most ``max_decisions``, a seeded uniform sample) with rewards."""
+    q = artifact.score(test) * _values(dataset, test["message_id"])
+    sends = pd.DataFrame({
+        "decision_id": test["decision_id"].to_numpy(dtype=object), "event_id": test["event_id"].to_numpy(dtype=object),
+        "user_id": test["user_id"].to_numpy(dtype=object), "message_id": test["message_id"].to_numpy(dtype=object),
+        "channel": test["channel_name"].to_numpy(dtype=object), "send_at": test["timestamp"].to_numpy(dtype="int64"),
+        "reward": test["revenue"].to_numpy(dtype=float), "q_logged": q, "send_propensity": test["propensity"].to_numpy(dtype=float),
+    })
+    decisions = dataset.decisions
+    if decisions is not None and len(decisions):
+        d = decisions[decisions["timestamp"] >= start]
+        frame = pd.DataFrame({"decision_id": d["decision_id"].to_numpy(dtype=object),
+                              "user_id": d["user_id"].to_numpy(dtype=object),
+                              "now": d["timestamp"].to_numpy(dtype="int64"),
+                              "propensity": d["propensity"].to_numpy(dtype=float)})
+        first = sends[sends["decision_id"].notna()].drop_duplicates("decision_id")
+        frame = frame.merge(first.drop(columns=["user_id"]), on="decision_id", how="left")
+        frame["sent"] = frame["message_id"].notna()
+        frame["propensity"] = frame["propensity"].fillna(frame["send_propensity"])
+        scope = "decisions"
+    else:
+        frame = sends.assign(now=sends["send_at"], propensity=sends["send_propensity"], sent=True)
+        scope = "sends"
+    frame["reward"] = frame["reward"].fillna(0.0)
+    frame["q_logged"] = frame["q_logged"].fillna(0.0)
+    usable = frame["propensity"].between(0, 1, inclusive="right")
+    dropped = int((~usable).sum())
+    frame = frame[usable].reset_index(drop=True)
+    if max_decisions is not None and len(frame) > max_decisions:
+        keep = np.sort(np.random.default_rng(seed).choice(len(frame), max_decisions, replace=False))
+        frame = frame.iloc[keep].reset_index(drop=True)
+    frame = frame.sort_values(["now", "user_id"], kind="stable").reset_index(drop=True)
+    return LoggedDecisions(frame[["decision_id", "user_id", "now", "propensity", "sent", "message_id", "channel",
+                                  "send_at", "reward", "q_logged"]], scope, dropped)
+
+
+def _values(dataset: Dataset, message_ids) -> np.ndarray:
+    value = dataset.messages.set_index("message_id")["value"]
+    return pd.Series(np.asarray(message_ids, dtype=object)).map(value).fillna(1.0).to_numpy(dtype=float)
+
+
+def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, ScoringArtifact],
+           reward_model: ScoringArtifact, history_rows: pd.DataFrame, baselines: bool = True,
+           threshold: float = 0.0, seed: int = 0, progress=None) -> Replay:
+    """Replay every policy (each model of ``artifacts`` and, with ``baselines``, the three baselines)."""
+    frame = logged.frame
+    n = len(frame)
+    names = list(artifacts) + (["uniform", "popular", "rules"] if baselines else [])
+    target = {k: np.zeros(n) for k in names}
+    q_target = {k: np.zeros(n) for k in names}
+    actions = {k: PolicyActions() for k in names if k != "uniform"}
+    rng = np.random.default_rng(seed)
+    lookback = max(7.0, store.config.contact_policy.message_cooldown_days) + 1.0
+    popular = popularity(store, history_rows)
+    for a in range(0, n, CHUNK):
+        part = frame.iloc[a:a + CHUNK]
+        ex = expand_many(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"))
+        hist = send_histories(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"),
+                              lookback)
+        logged_key = _logged_keys(part, a)
+        contact = contact_verdict(store, ex, hist)
+        for name, artifact in artifacts.items():
+            md = model_decide(store, artifact, ex, hist, Greedy(), rng, threshold, contact=contact)
+            b = md.batch
+            rows = b.pair_row[b.pair_probability > 0]
+            p = b.pair_probability[b.pair_probability > 0]
+            acts = _acts(md.scored, rows, b.send_at[rows], p, a)
+            actions[name].add(*acts)
+            q_rows = score(store, reward_model, md.scored.take(rows).rows) if artifact is not reward_model \
+                else md.probability[rows]
+            np.add.at(q_target[name], a + md.scored.group[rows], p * q_rows * md.scored.value[rows])
+            target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
+        if baselines:
+            _uniform(store, reward_model, ex, part, a, logged_key, target["uniform"], q_target["uniform"], rng)
+            for name, priority in (("popular", popular(ex)), ("rules", _rules_priority(store, ex))):
+                cands = ScoredCandidates(ex.rows.message_id, ex.rows.channel, ex.rows.send_at, priority, np.ones(len(ex)))
+                b = decide_batch(ex.group, ex.n_groups, cands, hist, ex.timezones, store.config.contact_policy,
+                                 Greedy(), rng, threshold=-np.inf, contact=contact)
+                rows = b.chosen[b.chosen >= 0]
+                acts = _acts(ex, rows, b.send_at[rows], np.ones(len(rows)), a)
+                actions[name].add(*acts)
+                q_rows = score(store, reward_model, ex.take(rows).rows) * ex.value[rows]
+                q_target[name][a + ex.group[rows]] = q_rows
+                target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
+        if progress is not None:
+            progress(min(a + CHUNK, n), n)
+    return Replay(target, q_target, {k: v.frame() for k, v in actions.items()})
+
+
+def _acts(ex: Expanded, rows: np.ndarray, send_at: np.ndarray, p: np.ndarray, offset: int):
+    return (offset + ex.group[rows], ex.rows.message_id[rows], ex.rows.channel[rows], send_at, p)
+
+
+def _logged_keys(part: pd.DataFrame, offset: int) -> pd.DataFrame:
+    sent = part[part["sent"].to_numpy(dtype=bool)]
+    return pd.DataFrame({"decision": offset + np.flatnonzero(part["sent"].to_numpy(dtype=bool)),
+                         "message_id": sent["message_id"].to_numpy(dtype=object),
+                         "channel": sent["channel"].to_numpy(dtype=object),
+                         "hour": hour_bucket(sent["send_at"].to_numpy(dtype="int64"))})
+
+
+def _probability_of_logged(part: pd.DataFrame, offset: int, logged: pd.DataFrame, acts) -> np.ndarray:
+    """π(logged action | x) per decision of ``part``: the policy's mass on the logged send, or on nothing."""
+    decision, message, channel, send_at, p = acts
+    chosen = pd.DataFrame({"decision": decision, "message_id": message, "channel": channel,
+                           "hour": hour_bucket(send_at), "p": p})
+    out = np.zeros(len(part))
+    hit = logged.merge(chosen, on=["decision", "message_id", "channel", "hour"], how="inner")
+    np.add.at(out, hit["decision"].to_numpy(dtype=np.int64) - offset, hit["p"].to_numpy())
+    sends = np.zeros(len(part))
+    np.add.at(sends, np.asarray(decision, dtype=np.int64) - offset, p)
+    nothing = ~part["sent"].to_numpy(dtype=bool)
+    out[nothing] = np.clip(1.0 - sends[nothing], 0.0, 1.0)
+    return out
+
+
+def _uniform(store, reward_model, ex: Expanded, part, offset, logged, target, q_target, rng) -> None:
+    """Uniform over every eligible (message, channel, slot): exact π, sampled q̂ (mean of UNIFORM_SAMPLE draws)."""
+    size = np.bincount(ex.group, minlength=ex.n_groups)
+    rows = pd.DataFrame({"decision": offset + ex.group, "message_id": ex.rows.message_id,
+                         "channel": ex.rows.channel, "hour": hour_bucket(ex.rows.send_at)})
+    hit = logged.merge(rows.drop_duplicates(), on=["decision", "message_id", "channel", "hour"], how="inner")
+    p = np.zeros(len(part))
+    d = hit["decision"].to_numpy(dtype=np.int64) - offset
+    p[d] = 1.0 / size[d]
+    nothing = ~part["sent"].to_numpy(dtype=bool)
+    p[nothing] = (size[nothing] == 0).astype(float)
+    target[offset:offset + len(part)] = p
+    has = np.flatnonzero(size > 0)
+    if len(has):
+        starts = np.r_[0, np.cumsum(size)[:-1]]
+        draws = starts[has, None] + (rng.random((len(has), UNIFORM_SAMPLE)) * size[has, None]).astype(np.int64)
+        flat = draws.ravel()
+        q = score(store, reward_model, ex.take(flat).rows) * ex.value[flat]
+        q_target[offset + has] = q.reshape(len(has), UNIFORM_SAMPLE).mean(axis=1)
+
+
+def popularity(store: FeatureStore, history_rows: pd.DataFrame):
+    """Priority of each candidate under ``popular``, from the training set's sends before the test window:
+    the message's attributed conversions, then the channel's conversion rate, then the local hour's."""
+    voc = store.globals.vocabulary
+    converted = history_rows[history_rows["label"].to_numpy() >= GRADE["convert"]]
+    by_message = converted["message_id"].value_counts().reindex(voc.messages).fillna(0.0).to_numpy()
+    rate_channel = (converted["channel_name"].value_counts() / history_rows["channel_name"].value_counts())
+    rate_hour = (converted["time_local_hour"].round().value_counts()
+                 / history_rows["time_local_hour"].round().value_counts())
+    message_rank = _rank(by_message)
+    channel_rank = _rank(rate_channel.reindex(voc.channels).fillna(0.0).to_numpy())
+    hour_rank = _rank(rate_hour.reindex(np.arange(24, dtype=float)).fillna(0.0).to_numpy())
+
+    def priority(ex: Expanded) -> np.ndarray:
+        # Lexicographic: message first, then channel, then hour (each term below the previous one's step).
+        return (message_rank[ex.rows.message_code] * 1e6 + channel_rank[ex.rows.channel_code] * 1e3
+                + hour_rank[_hours(ex)] + 1.0)
+
+    return priority
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    return pd.Series(values).rank(method="dense").to_numpy() if len(values) else values
+
+
+def _hours(ex: Expanded) -> np.ndarray:
+    from features.history import local_time
+
+    hour, _ = local_time(ex.rows.send_at, ex.timezones[ex.group])
+    return hour
+
+
+def _rules_priority(store: FeatureStore, ex: Expanded) -> np.ndarray:
+    """Priority under ``rules``: narrowest targeting, then newest, then channel order, then nearest 10:00."""
+    history = store.history
+    m = ex.rows.message_code
+    narrow = len(history.message_stages[0]) - history.message_stages[m].sum(axis=1)          # 0..3
+    start = history.catalog_arrays["start_ns"][m].astype(np.float64)
+    newest = _rank(np.where(np.isfinite(start), start, -np.inf))
+    channel_order = len(store.globals.vocabulary.channels) - ex.rows.channel_code
+    distance = np.abs(_hours(ex) - RULES_HOUR)
+    return narrow * 1e9 + newest * 1e4 + channel_order * 1e2 + (24 - distance) + 1.0
+
+
+def estimates(logged: LoggedDecisions, replayed: Replay, n_bootstrap: int = 300, seed: int = 0) -> dict[str, PolicyValue]:
+    """SNIPS and DR (with 95 % bootstrap intervals), IPS and effective sample size of every replayed policy."""
+    f = logged.frame
+    out = {}
+    for name, target in replayed.target.items():
+        log = BanditLog(f["reward"].to_numpy(dtype=float), f["propensity"].to_numpy(dtype=float), target,
+                        f["q_logged"].to_numpy(dtype=float), replayed.q_target[name])
+        s = estimate(log, "snips", n_bootstrap, seed=seed)
+        d = estimate(log, "dr", n_bootstrap, seed=seed)
+        w = log.weight
+        ess = float(w.sum() ** 2 / (w ** 2).sum()) if (w ** 2).sum() > 0 else 0.0
+        out[name] = PolicyValue(name, s.value, s.ci_low, s.ci_high, d.value, d.ci_low, d.ci_high,
+                                float(np.mean(w * log.reward)) if len(w) else float("nan"), ess, int((target > 0).sum()))
+    return out
+
+
+def dr_terms(logged: LoggedDecisions, replayed: Replay, name: str) -> np.ndarray:
+    """Per-decision doubly robust terms ``q̂_π + w (r − q̂_logged)`` of policy ``name`` (their mean is DR)."""
+    f = logged.frame
+    w = replayed.target[name] / f["propensity"].to_numpy(dtype=float)
+    return replayed.q_target[name] + w * (f["reward"].to_numpy(dtype=float) - f["q_logged"].to_numpy(dtype=float))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Mean per-decision DR difference (challenger − champion) with its bootstrap interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, n_bootstrap: int = 1000, alpha: float = 0.05,
+                      seed: int = 0) -> Difference:
+    """Mean of ``a − b`` over the same decisions, with a percentile bootstrap interval (resampling decisions)."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n = len(d)
+    if n < 2:
+        return Difference(float(d.mean()) if n else float("nan"), float("nan"), float("nan"), n)
+    rng = np.random.default_rng(seed)
+    means = np.array([d[rng.integers(0, n, n)].mean() for _ in range(n_bootstrap)])
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return Difference(float(d.mean()), float(low), float(high), n)
+
+
+@dataclass
+class PolicyReport:
+    """Everything the evaluation of a training found, for the summary, MLflow and the promotion gate."""
+
+    logged: LoggedDecisions
+    replayed: Replay
+    values: dict[str, PolicyValue]
+    true_values: dict[str, float] | None
+    true_decisions_seen: int
+    seconds: float
+
+
+def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test: pd.DataFrame,
+                      test_start: pd.Timestamp, artifacts: dict[str, ScoringArtifact], reward_model: ScoringArtifact,
+                      max_decisions: int | None = 100_000, partitions: int = 1, seed: int = 0, sim_config=None,
+                      threshold: float = 0.0, progress=None) -> PolicyReport:
+    """Replay the models and baselines over the test window's logged decisions and estimate their values.
+
+    With ``partitions > 1`` the feature indexes are built for one user partition at a time. With
+    ``sim_config`` (the data is a simulated world), the true values come from the world's ground truth.
+    """
+    import time
+
+    from features.pipeline import Globals, partition, partition_of
+
+    began = time.perf_counter()
+    logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed)
+    frame = logged.frame
+    shared = Globals.build(dataset, config)
+    parts = partition_of(frame["user_id"], partitions) if partitions > 1 else np.zeros(len(frame), np.int64)
+    pieces = []
+    done = [0]
+    for index in range(partitions):
+        rows = np.flatnonzero(parts == index)
+        if not len(rows):
+            continue
+        data = partition(dataset, partitions, index) if partitions > 1 else dataset
+        store = FeatureStore.build(data, config, shared)
+        sub = LoggedDecisions(frame.iloc[rows].reset_index(drop=True), logged.scope)
+
+        def tick(k: int, n: int, base=done[0]) -> None:
+            if progress is not None:
+                progress(base + k, len(frame))
+
+        pieces.append((rows, replay(store, sub, artifacts, reward_model, history_rows, threshold=threshold,
+                                    seed=seed + index, progress=tick)))
+        done[0] += len(rows)
+        del store
+    names = list(pieces[0][1].target) if pieces else list(artifacts) + ["uniform", "popular", "rules"]
+    target = {k: np.zeros(len(frame)) for k in names}
+    q_target = {k: np.zeros(len(frame)) for k in names}
+    actions: dict[str, list[pd.DataFrame]] = {}
+    for rows, r in pieces:
+        for k in names:
+            target[k][rows] = r.target[k]
+            q_target[k][rows] = r.q_target[k]
+        for k, acts in r.actions.items():
+            actions.setdefault(k, []).append(acts.assign(decision=rows[acts["decision"].to_numpy(dtype=np.int64)]))
+    replayed = Replay(target, q_target, {k: pd.concat(v, ignore_index=True) for k, v in actions.items()})
+    values = estimates(logged, replayed, seed=seed)
+    truth, seen = None, 0
+    if sim_config is not None:
+        from training.simulated import true_values
+
+        truth, seen = true_values(sim_config, frame, replayed.actions)
+        values = {k: PolicyValue(**{**v.__dict__, "true_value": truth.get(k, float("nan"))}) for k, v in values.items()}
+    return PolicyReport(logged, replayed, values, truth, seen, time.perf_counter() - began)
+
+
+def policy_metrics(report: PolicyReport) -> dict[str, float]:
+    """The report as flat MLflow metrics: ``policy_<name>_<estimate>``."""
+    out = {"policy_decisions": float(len(report.logged.frame)),
+           "policy_decisions_sent": float(report.logged.frame["sent"].sum()),
+           "policy_logged_mean_reward": float(report.logged.frame["reward"].mean()) if len(report.logged.frame) else float("nan"),
+           "policy_eval_seconds": report.seconds}
+    for name, v in report.values.items():
+        for key in ("snips", "snips_low", "snips_high", "dr", "dr_low", "dr_high", "ips", "ess", "matched",
+                    "true_value"):
+            value = getattr(v, key)
+            if np.isfinite(value):
+                out[f"policy_{name}_{key}"] = float(value)
+    return out
