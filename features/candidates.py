@@ -18,13 +18,13 @@ from features.pipeline import FeatureStore
 
 
 def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
-    """UTC instants (int64 ns) of the local slot hours in ``(now, now + horizon]``, sorted."""
+    """UTC instants (int64 ns) of the local slot hours in ``[now, now + horizon)``, sorted."""
     start = pd.Timestamp(now, tz="UTC").tz_convert(timezone)
     days = pd.date_range(start.normalize(), periods=int(np.ceil(horizon_hours / 24)) + 2, freq="D")
     local = (days.tz_localize(None).to_numpy()[:, None] + np.asarray(slot_hours, dtype="timedelta64[h]")[None, :]).ravel()
     times = pd.DatetimeIndex(local).tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward").tz_convert("UTC")
     values = times.dropna().asi8
-    return np.sort(values[(values > now) & (values <= now + int(horizon_hours * HOUR_NS))])
+    return np.sort(values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))])
 
 
 def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[str] | None = None,

@@ -48,7 +48,7 @@ class Catalog:
 
 def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     """Draw the catalog: ``n_initial_messages`` live at the start, new ones arriving during the period."""
-    day, hour = pd.Timedelta(days=1).value, pd.Timedelta(hours=1).value
+    day = pd.Timedelta(days=1).value
     start = config.period_start.value
     n_new = int(rng.poisson(config.n_days / config.new_message_every_days)) if config.new_message_every_days > 0 else 0
     n_free = config.n_initial_messages + n_new
@@ -68,11 +68,12 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     open_ended = (kind != KINDS_INDEX["newsletter"]) | (rng.random(n_free) < 0.5)
     ends = np.where(open_ended, np.iinfo(np.int64).max, starts + (rng.uniform(30, 120, n_free) * day).astype(np.int64))
     # Weekly promotions: one starts every seven days (the first a week before the period), two weeks live.
-    promo_starts = start + (np.arange(n_promos) - 1) * 7 * day + 9 * hour
+    promo_starts = start + (np.arange(n_promos) - 1) * 7 * day
     kind = np.concatenate([kind, np.full(n_promos, KINDS_INDEX["promo"])])
-    starts = (np.concatenate([starts, promo_starts]) // hour) * hour
+    # Messages go live and end at the start of a simulated day (the environment decides once a day).
+    starts = start + (np.concatenate([starts, promo_starts]) - start) // day * day
     ends = np.concatenate([ends, promo_starts + 14 * day])
-    ends = np.where(ends == np.iinfo(np.int64).max, ends, (ends // hour) * hour)
+    ends = np.where(ends == np.iinfo(np.int64).max, ends, start + (ends - start) // day * day)
     topic = rng.integers(0, n_topics, size=n)
     topic[:n_topics] = np.arange(n_topics)[: len(topic[:n_topics])]
 

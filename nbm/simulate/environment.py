@@ -108,7 +108,7 @@ class Environment:
             now=now, weekday=int(pd.Timestamp(now, tz="UTC").weekday()), users=users, stage=stage,
             consent=s.consent[users], days_since_signup=since_signup, days_since_contact=since_contact,
             contacts_7d=s.contacts[:, users].sum(axis=0), welcome_sent=s.welcome_sent[users],
-            favourite_topic=self.world.favourite_topic[users], live=self.world.catalog.live(now) & (self.world.catalog.end_at > now + DAY_NS),
+            favourite_topic=self.world.favourite_topic[users], live=self.world.catalog.live(now) & (self.world.catalog.end_at >= now + DAY_NS),
             catalog=self.world.catalog, slot_hours=self.config.slot_hours, environment=self,
         )
 

@@ -14,6 +14,7 @@ from nbm.artifact import Calibrator, ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import build_dataset
 from nbm.simulate import SimConfig, simulate
+from training.evaluate import mean_ndcg
 from training.fit import RankerParams, fit_calibrator, fit_ranker, target_of, time_split
 
 
@@ -38,14 +39,19 @@ def test_empty_window_is_a_clear_error(split) -> None:
         time_split(split.test, valid_days=30, test_days=30)
 
 
-@pytest.mark.parametrize(("objective", "min_auc"), [("binary", 0.7), ("lambdarank", 0.55)])
-def test_ranker_learns_and_is_calibrated(split, objective, min_auc, tmp_path: Path) -> None:
-    """Across users, binary scores separate clickers well; per-user lambdarank scores less (measured 0.56)."""
+@pytest.mark.parametrize("objective", ["binary", "lambdarank"])
+def test_ranker_learns_and_is_calibrated(split, objective, tmp_path: Path) -> None:
+    """Binary scores separate clickers across users; lambdarank orders each user's sends (its groups)
+    better than chance — across users its calibrated scores separate little (AUC measured 0.53–0.56)."""
     artifact = fit_ranker(split, RankerParams(objective=objective, target="click", num_boost_round=150))
     p = artifact.score(split.test)
     y = target_of(split.test, "click")
     assert ((p >= 0) & (p <= 1)).all()
-    assert roc_auc_score(y, p) > min_auc
+    if objective == "binary":
+        assert roc_auc_score(y, p) > 0.7
+    else:
+        chance = np.mean([mean_ndcg(split.test, np.random.default_rng(s).random(len(p)), 3) for s in range(5)])
+        assert mean_ndcg(split.test, artifact.raw_score(split.test), 3) > chance + 0.03
     # Calibration on the test window: predicted and observed click rates agree within 25 % overall.
     assert abs(p.mean() - y.mean()) < 0.25 * y.mean()
     again = ScoringArtifact.load(artifact.save(tmp_path / objective))

@@ -31,10 +31,28 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     config = load_config()
     use_tracking(config, "nbm")
     client = MlflowClient()
-    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "2"
+    # The gate: version 2 is champion only if its run says the gate promoted it, with the figures logged.
+    second = client.get_run(client.get_model_version(MODEL_NAME, "2").run_id)
+    champion_version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+    assert champion_version == ("2" if second.data.tags["nbm.gate"] == "promoted" else "1")
+    assert second.data.tags["nbm.champion_before"] == "1" and second.data.tags["nbm.gate_forced"] == "false"
+    assert {"gate_dr_difference", "gate_dr_difference_low", "policy_model_snips", "policy_model_dr",
+            "policy_uniform_dr", "policy_rules_true_value", "policy_model_true_value"} <= set(second.data.metrics)
+    first = client.get_run(client.get_model_version(MODEL_NAME, "1").run_id)
+    assert first.data.tags["nbm.gate"] == "promoted" and first.data.tags["nbm.gate_reason"] == "no champion yet"
+    truth = {p: first.data.metrics[f"policy_{p}_true_value"] for p in ("model", "uniform", "popular", "rules")}
+    assert truth["model"] > 2 * truth["uniform"] and truth["model"] > 1.3 * truth["rules"]
+    # --force-promote overrides the gate, and says so.
+    assert main(["train", "--data", str(data), "--target", "click", "--seed", "2", "--no-policy-eval",
+                 "--force-promote"]) == 0
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "3"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "challenger").version) == "3"
+    third = client.get_run(client.get_model_version(MODEL_NAME, "3").run_id)
+    assert third.data.tags["nbm.gate_forced"] == "true" and third.data.tags["nbm.gate"] == "promoted"
     champion = load_registered("champion")
     run = client.get_run(client.get_model_version_by_alias(MODEL_NAME, "champion").run_id)
+    assert run.info.run_id == third.info.run_id
     assert run.data.metrics["test_auc"] > 0.65
     assert {"test_log_loss", "test_ece", "best_iteration"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -47,7 +65,7 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     p = champion.score(rows)
     assert ((p >= 0) & (p <= 1)).all() and np.std(p) > 0
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
-    challenger_run = client.get_model_version_by_alias(MODEL_NAME, "challenger").run_id
+    challenger_run = second.info.run_id  # the tuned training
     experiment = client.get_experiment_by_name("nbm").experiment_id
     trials = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{challenger_run}'")
     assert len(trials) == 2 and all("valid_loss" in t.data.metrics for t in trials)
