@@ -25,7 +25,7 @@ from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
-from nbm.policy.decide import BatchDecision, ScoredCandidates, decide_batch
+from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
 from nbm.policy.explore import Explorer
 
 TOP_PAIRS = 4
@@ -170,12 +170,13 @@ class ModelDecisions:
     scored: Expanded
     probability: np.ndarray
     batch: BatchDecision
+    slate: Slate
 
 
 def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expanded, histories: SendHistories,
                  explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
                  top_pairs: int = TOP_PAIRS, weight: np.ndarray | None = None,
-                 contact: ContactDecision | None = None) -> ModelDecisions:
+                 contact: ContactDecision | None = None, k: int = 1) -> ModelDecisions:
     """The model's decision policy for every decision of ``expanded`` (two-stage scoring, then ``decide_batch``).
 
     ``contact`` (the contact policy's verdict on ``expanded``'s rows) is computed when not given.
@@ -195,7 +196,8 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     reference = idx[first]
     ref_value = score(store, artifact, ex.take(reference).rows) * ex.value[reference] * (
         1.0 if weight is None else weight[reference])
-    # The best ``top_pairs`` pairs per decision.
+    # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
+    top_pairs = max(top_pairs, k + 3)
     by_group = np.lexsort((-ref_value, ex.group[reference]))
     ranked = reference[by_group]
     g = ex.group[ranked]
@@ -209,9 +211,9 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     probability = score(store, artifact, scored.rows)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
                                   scored.value, None if weight is None else weight[rows])
-    batch = decide_batch(scored.group, ex.n_groups, candidates, histories, ex.timezones, policy, explorer, rng,
-                         threshold=threshold, contact=contact.take(rows))
-    return ModelDecisions(scored, probability, batch)
+    slate = decide_slate(scored.group, ex.n_groups, candidates, histories, ex.timezones, policy, explorer, rng,
+                         k=k, threshold=threshold, contact=contact.take(rows))
+    return ModelDecisions(scored, probability, slate.first, slate)
 
 
 def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:

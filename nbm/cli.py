@@ -88,6 +88,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    import os
+
+    from nbm.errors import UsageError
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import pandas as pd
+    from rich.console import Console
+
+    from nbm.config import load_config
+    from nbm.dataset import load_dataset
+    from serving.batch import read_user_list, recommend_all
+    from serving.registry import load_model
+
+    config = load_config(args.config)
+    try:
+        now = pd.Timestamp(args.now) if args.now else pd.Timestamp.now(tz="UTC")
+    except ValueError as exc:
+        raise UsageError(f"`--now`: not an ISO-8601 time: {args.now!r}") from exc
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    if not 1 <= args.k <= 10:
+        raise UsageError(f"`--k` must lie in 1..10, got {args.k}")
+    console = Console(stderr=True)
+    with console.status("loading the data and the model…"):
+        dataset, _ = load_dataset(args.data, config, now=now)
+        loaded = load_model(args.model, config)
+    users = read_user_list(args.users) if args.users else None
+    with console.status("deciding…") as status:
+        summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
+                                args.explorer, args.threshold, args.seed,
+                                progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
+    reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.reasons.items())) or "none"
+    console.print(f"{summary.decisions:,} decisions as of {now.isoformat()} (model version {loaded.version}): "
+                  f"{summary.with_items:,} with items ({summary.items:,} items); nothing — {reasons}. "
+                  f"Written to {args.out}")
+    return 0
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from nbm.commands.config_show import run_config_show
 
@@ -158,6 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-policy-eval", action="store_true",
                        help="skip the off-policy evaluation (then the gate promotes only a first model or --force-promote)")
     train.set_defaults(handler=_cmd_train)
+
+    rec = sub.add_parser("recommend", parents=[common], help="decide for every user as of a time, without a server",
+                         description="Batch scoring: the service's decision for every user (or the listed ones) "
+                                     "as of --now, with the contact history from the events in --data. "
+                                     "One JSON line per decision, in the /recommend answer's shape plus `now`.")
+    rec.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
+    rec.add_argument("--model", default="models:/nbm-ranker@champion",
+                     help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory "
+                          "(default models:/nbm-ranker@champion)")
+    rec.add_argument("--now", help="decision time, ISO-8601 (default: now)")
+    rec.add_argument("--users", type=Path, help="only these users: one id per line, or CSV/Parquet with user_id")
+    rec.add_argument("--k", type=int, default=1, help="items per decision, 1..10 (default 1)")
+    rec.add_argument("--explorer", default="greedy", help="greedy, epsilon_greedy, softmax or thompson (default greedy)")
+    rec.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
+    rec.add_argument("--seed", type=int, default=0, help="seed of the explorer's draws")
+    rec.add_argument("--out", type=Path, required=True, help="output file (JSON lines)")
+    rec.set_defaults(handler=_cmd_recommend)
 
     cfg = sub.add_parser("config", parents=[common], help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")

@@ -5,11 +5,15 @@ service lands):
 
 * **quiet hours** — a send time inside the user's local quiet hours moves to the end of them (it is not
   dropped); the other rules are checked at the moved time;
-* ``daily_cap_per_channel`` — sends on the channel in the 24 hours before the send time;
-* ``weekly_cap_per_channel`` — sends on the channel in the 7 days before;
-* ``weekly_cap_total`` — sends on any channel in the 7 days before;
-* ``min_gap_hours`` — the last send on any channel is closer than this;
-* ``message_cooldown_days`` — the same message reached the user within this many days.
+* ``daily_cap_per_channel`` — sends on the channel within 24 hours of the send time;
+* ``weekly_cap_per_channel`` — sends on the channel within 7 days of it;
+* ``weekly_cap_total`` — sends on any channel within 7 days of it;
+* ``min_gap_hours`` — another send on any channel is closer than this;
+* ``message_cooldown_days`` — the same message reaches the user within this many days.
+
+Windows reach both ways: past sends lie before the decision, but a send already planned for later (an
+earlier item of the same slate, a decision taken earlier for a later hour) counts as well. Counting both
+sides is conservative — it never lets a rolling window exceed a cap.
 
 A candidate that breaks a rule is suppressed with the first broken rule's name as its reason, in the order
 above. Vectorised over candidates: one ``searchsorted`` per rule over the user's sorted send times.
@@ -131,14 +135,17 @@ class _PackedCounts:
         return (np.searchsorted(self.packed, self._pack(keys, high), side="left")
                 - np.searchsorted(self.packed, self._pack(keys, low), side="left"))
 
-    def last_before(self, keys: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """Time (ms offset, packed scale) of each key's last send before ``at``; -1 when none."""
+    def nearest(self, keys: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Milliseconds from ``at`` to the key's nearest send on either side (``inf`` when none)."""
         if not len(self.packed):
-            return np.full(len(keys), -1, dtype=np.int64)
+            return np.full(len(keys), np.inf)
         q = self._pack(keys, at)
-        i = np.searchsorted(self.packed, q, side="left") - 1
-        found = (i >= 0) & (self.packed[np.maximum(i, 0)] // self.span == keys)
-        return np.where(found, self.packed[np.maximum(i, 0)] % self.span, -1)
+        i = np.searchsorted(self.packed, q, side="left")
+        after = self.packed[np.minimum(i, len(self.packed) - 1)]
+        before = self.packed[np.maximum(i - 1, 0)]
+        d_after = np.where((i < len(self.packed)) & (after // self.span == keys), after - q, np.inf)
+        d_before = np.where((i > 0) & (before // self.span == keys), q - before, np.inf)
+        return np.minimum(d_after, d_before)
 
 
 def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray,
@@ -167,7 +174,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray, messages
     cooldown = int(policy.message_cooldown_days * DAY_NS)
     lookback = max(7 * DAY_NS, cooldown) + DAY_NS
     origin = int(min(at.min(), h_times.min() if len(h_times) else at.min())) - lookback
-    span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) - origin) // MS) + 2
+    span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) + lookback - origin) // MS) + 2
     n_groups = int(max(group.max(), histories.group.max() if len(histories.group) else 0)) + 1
 
     channel_codes, channel_names = pd.factorize(np.concatenate([np.asarray(channels, object),
@@ -176,18 +183,19 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray, messages
     n_ch = max(len(channel_names), 1)
     by_channel = _PackedCounts(histories.group * n_ch + c_hist, h_times, origin, span, n_groups * n_ch)
     ckey = group * n_ch + c_cand
-    flag(by_channel.count(ckey, at - DAY_NS, at) >= policy.daily_cap_per_channel, "frequency_cap_daily")
-    flag(by_channel.count(ckey, at - 7 * DAY_NS, at) >= policy.weekly_cap_per_channel, "frequency_cap_weekly")
+    # Windows reach both ways: past sends lie before the decision, but sends already planned (an earlier
+    # item of the same slate, an earlier decision for a later hour) may lie after the candidate's time.
+    flag(by_channel.count(ckey, at - DAY_NS + 1, at + DAY_NS) >= policy.daily_cap_per_channel, "frequency_cap_daily")
+    flag(by_channel.count(ckey, at - 7 * DAY_NS + 1, at + 7 * DAY_NS) >= policy.weekly_cap_per_channel,
+         "frequency_cap_weekly")
     by_user = _PackedCounts(histories.group, h_times, origin, span, n_groups)
-    flag(by_user.count(group, at - 7 * DAY_NS, at) >= policy.weekly_cap_total, "frequency_cap_total")
-    last = by_user.last_before(group, at)
-    at_ms = (at - origin) // MS
-    flag((last >= 0) & (at_ms - last < policy.min_gap_hours * HOUR_NS / MS), "min_gap")
+    flag(by_user.count(group, at - 7 * DAY_NS + 1, at + 7 * DAY_NS) >= policy.weekly_cap_total, "frequency_cap_total")
+    flag(by_user.nearest(group, at) < policy.min_gap_hours * HOUR_NS / MS, "min_gap")
     message_codes, message_names = pd.factorize(np.concatenate([np.asarray(messages, object),
                                                                 np.asarray(histories.messages, object)]))
     n_msg = max(len(message_names), 1)
     by_message = _PackedCounts(histories.group * n_msg + message_codes[n:], h_times, origin, span, n_groups * n_msg)
-    flag(by_message.count(group * n_msg + message_codes[:n], at - cooldown, at) > 0, "cooldown")
+    flag(by_message.count(group * n_msg + message_codes[:n], at - cooldown + 1, at + cooldown) > 0, "cooldown")
     return ContactDecision(reason == "", reason, at)
 
 

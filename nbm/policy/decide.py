@@ -160,20 +160,25 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
 
 
 def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, policy: ContactPolicyConfig,
-           explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0, arms: Arms | None = None) -> Decision:
-    """Decide for one user; see the module docstring. ``arms`` (per candidate row) feed Thompson sampling."""
+           explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0, arms: Arms | None = None,
+           k: int = 1) -> Decision:
+    """Decide for one user; see the module docstring. ``arms`` (per candidate row) feed Thompson sampling.
+
+    With ``k > 1``, up to ``k`` items (distinct message × channel) chosen one after another
+    (:func:`decide_slate`); each item's propensity is conditional on the items before it.
+    """
     if not len(candidates):
         return Decision([], [], "no_eligible_candidate")
-    batch = decide_batch(np.zeros(len(candidates), np.int64), 1, candidates, SendHistories.single(history),
-                         np.array([timezone], dtype=object), policy, explorer, rng, threshold, arms)
+    slate = decide_slate(np.zeros(len(candidates), np.int64), 1, candidates, SendHistories.single(history),
+                         np.array([timezone], dtype=object), policy, explorer, rng, k, threshold, arms)
+    batch = slate.first
     suppressed = suppressed_pairs(candidates, batch, np.arange(len(candidates)))
-    row = int(batch.chosen[0])
-    if row < 0:
+    if not len(slate.row):
         return Decision([], suppressed, str(batch.reason[0]))
-    item = Item(str(candidates.message_id[row]), str(candidates.channel[row]),
-                pd.Timestamp(int(batch.send_at[row]), tz="UTC"), float(candidates.probability[row]),
-                float(batch.propensity[0]))
-    return Decision([item], suppressed, "", float(batch.propensity_error[0]))
+    items = [Item(str(candidates.message_id[r]), str(candidates.channel[r]), pd.Timestamp(int(t), tz="UTC"),
+                  float(candidates.probability[r]), float(p))
+             for r, t, p in zip(slate.row, slate.send_at, slate.propensity)]
+    return Decision(items, suppressed, "", float(batch.propensity_error[0]))
 
 
 def suppressed_pairs(candidates: ScoredCandidates, batch: BatchDecision, rows: np.ndarray) -> list[Suppressed]:
@@ -188,3 +193,67 @@ def suppressed_pairs(candidates: ScoredCandidates, batch: BatchDecision, rows: n
     _, first = np.unique(codes[blocked], return_index=True)
     at = np.flatnonzero(blocked)[np.sort(first)]
     return [Suppressed(str(message[r]), str(channel[r]), str(batch.contact_reason[rows[r]])) for r in at]
+
+
+@dataclass(frozen=True)
+class Slate:
+    """Up to ``k`` items per decision: ``items`` rows are (decision, candidate row, send_at, propensity, rank)."""
+
+    decision: np.ndarray
+    row: np.ndarray
+    send_at: np.ndarray
+    propensity: np.ndarray
+    rank: np.ndarray
+    first: BatchDecision
+
+
+def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
+                 timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
+                 k: int = 1, threshold: float = 0.0, arms: Arms | None = None,
+                 contact: ContactDecision | None = None) -> Slate:
+    """``k`` items per decision, chosen one after another by :func:`decide_batch`.
+
+    After each pick the chosen (message, channel) leaves the candidates and its send joins the user's
+    history, so the contact policy judges the next pick with it (two items never break a cap or the
+    minimum gap together). Each item's propensity is its probability given the items before it; the
+    slate's probability is their product. ``k = 1`` is exactly :func:`decide_batch`.
+    """
+    group = np.asarray(group, np.int64)
+    keep = np.arange(len(group))
+    parts: list[tuple[np.ndarray, ...]] = []
+    first = None
+    hist = histories
+    for rank in range(k):
+        sub = ScoredCandidates(*(np.asarray(getattr(candidates, f))[keep] for f in
+                                 ("message_id", "channel", "send_at", "probability", "value")),
+                               None if candidates.weight is None else np.asarray(candidates.weight)[keep])
+        b = decide_batch(group[keep], n_groups, sub, hist, timezones, policy, explorer, rng, threshold,
+                         None if arms is None else Arms(np.asarray(arms.successes)[keep], np.asarray(arms.failures)[keep]),
+                         contact.take(keep) if (contact is not None and rank == 0) else None)
+        first = b if first is None else first
+        decided = np.flatnonzero(b.chosen >= 0)
+        if not len(decided):
+            break
+        rows = keep[b.chosen[decided]]
+        parts.append((decided, rows, b.send_at[b.chosen[decided]], b.propensity[decided], np.full(len(decided), rank)))
+        if rank + 1 == k:
+            break
+        # The chosen pairs leave; their sends count for the next pick (and only decisions that chose go on).
+        chosen_pair = b.pair[b.chosen[decided]]
+        still = np.isin(group[keep], decided) & ~np.isin(b.pair, chosen_pair)
+        keep = keep[still]
+        cm = np.asarray(candidates.message_id, dtype=object)[rows]
+        cc = np.asarray(candidates.channel, dtype=object)[rows]
+        at = b.send_at[b.chosen[decided]]
+        merged_group = np.concatenate([hist.group, decided])
+        order = np.lexsort((np.concatenate([hist.times, at]), merged_group))
+        hist = SendHistories(merged_group[order], np.concatenate([hist.times, at])[order],
+                             np.concatenate([np.asarray(hist.channels, object), cc])[order],
+                             np.concatenate([np.asarray(hist.messages, object), cm])[order])
+        contact = None
+    if not parts:
+        e = np.zeros(0, np.int64)
+        return Slate(e, e, e, np.zeros(0), e, first)
+    cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
+    order = np.lexsort((cols[4], cols[0]))
+    return Slate(*(c[order] for c in cols), first)

@@ -33,7 +33,11 @@ CASES = [
     ((("-13h", "sms", "m9"),), "email", "m1", "0h", ""),
     ((("-6D", "sms", "m1"),), "email", "m1", "0h", "cooldown"),
     ((("-8D", "sms", "m1"),), "email", "m1", "0h", ""),
-    ((("+1h", "email", "m9"),), "email", "m1", "0h", ""),                        # later sends do not count
+    # A send already planned after the candidate (an earlier item of a slate, a reservation) counts too.
+    ((("+1h", "email", "m9"),), "email", "m1", "0h", "frequency_cap_daily"),
+    ((("+30h", "email", "m9"),), "email", "m1", "0h", ""),
+    ((("+6h", "sms", "m9"),), "email", "m1", "0h", "min_gap"),
+    ((("+3D", "sms", "m1"),), "email", "m1", "0h", "cooldown"),
 ]
 
 

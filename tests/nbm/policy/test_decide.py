@@ -71,3 +71,18 @@ def test_explorer_propensity_is_returned_and_frequencies_match() -> None:
 def test_no_candidates() -> None:
     empty = ScoredCandidates(*(np.zeros(0, t) for t in (object, object, np.int64, float, float)))
     assert decide(empty, EMPTY, "UTC", POLICY, Greedy(), np.random.default_rng(0)).reason == "no_eligible_candidate"
+
+
+def test_k_items_are_distinct_and_respect_the_caps_together() -> None:
+    rows = [("m1", "email", 4, 0.5, 10.0), ("m2", "email", 6, 0.4, 10.0), ("m3", "sms", 5, 0.3, 10.0),
+            ("m4", "push", 30, 0.2, 10.0), ("m5", "push", 31, 0.1, 10.0)]
+    # Daily cap 1 per channel: m1 and m2 (both email within 24 h) cannot both be sent; min gap 0.
+    policy = ContactPolicyConfig(min_gap_hours=0)
+    decision = decide(_candidates(rows), EMPTY, "UTC", policy, Greedy(), np.random.default_rng(0), k=3)
+    picked = [(i.message_id, i.channel) for i in decision.items]
+    assert picked == [("m1", "email"), ("m3", "sms"), ("m4", "push")]
+    assert all(i.propensity == 1.0 for i in decision.items)
+    # With the default 12-hour minimum gap, the second item must be 12 h after the first.
+    gapped = decide(_candidates(rows), EMPTY, "UTC", POLICY, Greedy(), np.random.default_rng(0), k=3)
+    times = sorted(i.send_at for i in gapped.items)
+    assert len(gapped.items) == 2 and times[1] - times[0] >= pd.Timedelta(hours=12)

@@ -1,0 +1,124 @@
+"""``nbm recommend``: the decision of every user (or the listed ones) as of one time, without a server.
+
+The same candidates, contact policy and ``decide`` as the service (vectorised over users:
+:mod:`features.replay`, :func:`nbm.policy.decide.decide_slate`), with the contact history taken from the
+events of the data directory. One JSON line per decision, in the shape of the ``/recommend`` answer plus
+``now``. Decision ids are derived from (user, now, model version), so running the same campaign twice
+writes the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.pipeline import FeatureStore
+from features.replay import contact_verdict, expand_many, model_decide, send_histories
+from nbm.config import NbmConfig
+from nbm.dataset import Dataset
+from nbm.errors import UnusableInputError
+from nbm.policy.explore import EXPLORERS
+
+CHUNK = 20_000
+NAMESPACE = uuid.UUID("6f1c1d1e-8a7b-4e0c-9a55-6e626d2d6e62")
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    decisions: int
+    with_items: int
+    items: int
+    reasons: dict[str, int]
+
+
+def read_user_list(path: Path) -> np.ndarray:
+    """User ids from a file: one per line, or a CSV/Parquet with a ``user_id`` column."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnusableInputError(f"`--users`: {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str)
+    else:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return np.asarray(lines, dtype=object)
+    if "user_id" not in frame.columns:
+        raise UnusableInputError(f"`--users`: {str(path)!r} has no `user_id` column")
+    return frame["user_id"].dropna().astype(str).to_numpy(dtype=object)
+
+
+def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: str, now: pd.Timestamp,
+                  out: Path, users: np.ndarray | None = None, k: int = 1, explorer: str = "greedy",
+                  threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
+    """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write JSONL."""
+    if explorer not in EXPLORERS:
+        raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
+    chooser = EXPLORERS[explorer]()
+    ids = dataset.users["user_id"].to_numpy(dtype=object) if users is None else \
+        dataset.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
+    asked = ids if users is None else np.asarray(users, dtype=object)
+    t = pd.Timestamp(now).value
+    store = FeatureStore.build(dataset, config)
+    lookback = max(7.0, config.contact_policy.message_cooldown_days) + 1.0
+    rng = np.random.default_rng(seed)
+    reasons: dict[str, int] = {}
+    with_items = items = 0
+    stamp = pd.Timestamp(t, tz="UTC").isoformat().replace("+00:00", "Z")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as fh:
+        for a in range(0, len(ids), CHUNK):
+            chunk = ids[a:a + CHUNK]
+            nows = np.full(len(chunk), t, dtype=np.int64)
+            ex = expand_many(store, chunk, nows)
+            hist = send_histories(store, chunk, nows, lookback)
+            contact = contact_verdict(store, ex, hist)
+            md = model_decide(store, artifact, ex, hist, chooser, rng, threshold, contact=contact, k=k)
+            suppressed = _suppressed(ex, contact)
+            slate = md.slate
+            starts = np.searchsorted(slate.decision, np.arange(len(chunk) + 1))
+            for i, user in enumerate(chunk):
+                picked = range(starts[i], starts[i + 1])
+                entry = {
+                    "decision_id": str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{model_version}")),
+                    "user_id": str(asked[a + i]),
+                    "model_version": model_version,
+                    "items": [{"message_id": str(md.scored.rows.message_id[slate.row[j]]),
+                               "channel": str(md.scored.rows.channel[slate.row[j]]),
+                               "send_at": pd.Timestamp(int(slate.send_at[j]), tz="UTC").isoformat().replace("+00:00", "Z"),
+                               "score": round(float(md.probability[slate.row[j]]), 6),
+                               "propensity": round(float(slate.propensity[j]), 6)} for j in picked],
+                    "suppressed": suppressed.get(i, []),
+                    "now": stamp,
+                }
+                if not entry["items"]:
+                    entry["reason"] = str(md.batch.reason[i])
+                    reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+                else:
+                    with_items += 1
+                    items += len(entry["items"])
+                fh.write(json.dumps(entry) + "\n")
+            if progress is not None:
+                progress(min(a + CHUNK, len(ids)), len(ids))
+    return BatchSummary(len(ids), with_items, items, reasons)
+
+
+def _suppressed(ex, contact) -> dict[int, list[dict[str, str]]]:
+    """Per decision, the (message, channel) pairs with no allowed slot and the first slot's reason."""
+    frame = pd.DataFrame({"group": ex.group, "message_id": ex.rows.message_id, "channel": ex.rows.channel,
+                          "allowed": contact.allowed, "reason": contact.reason})
+    if not len(frame):
+        return {}
+    by_pair = frame.groupby(["group", "message_id", "channel"], sort=False)
+    blocked = by_pair["allowed"].transform("any") == False  # noqa: E712 (pandas mask)
+    first = frame[blocked].drop_duplicates(["group", "message_id", "channel"])
+    out: dict[int, list[dict[str, str]]] = {}
+    for g, m, c, r in zip(first["group"], first["message_id"], first["channel"], first["reason"]):
+        out.setdefault(int(g), []).append({"message_id": str(m), "channel": str(c), "reason": str(r)})
+    return out
