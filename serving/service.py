@@ -1,0 +1,67 @@
+"""The BentoML service: ``/recommend``, ``/recommend_batch``, ``/feedback`` (DESIGN.md, "Service contract").
+
+Started by ``nbm serve`` (which sets the ``NBM_*`` variables below and runs ``bentoml serve`` on
+127.0.0.1), or in-process from :func:`asgi_app`. Each worker process builds one :class:`~serving.engine.Engine`
+at start: the data directory's snapshot, the model behind the registry alias, the state store.
+
+Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configuration file), ``NBM_MODEL``
+(default ``models:/nbm-ranker@champion``), ``NBM_EXPLORER`` (default ``epsilon_greedy``),
+``NBM_THRESHOLD`` (default 0), ``NBM_RELOAD_SECONDS`` (default 60), ``NBM_WORKERS`` (default 1).
+BentoML's own ``/healthz``, ``/readyz``, ``/livez`` and ``/metrics`` come with it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bentoml
+
+from nbm.config import load_config
+from serving.engine import BadRequest, Engine, EngineSettings
+from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
+
+
+def settings_from_env() -> EngineSettings:
+    data = os.environ.get("NBM_DATA")
+    if not data:
+        raise RuntimeError("NBM_DATA is not set: the service needs a data directory (nbm serve --data DIR)")
+    return EngineSettings(
+        data=Path(data), model=os.environ.get("NBM_MODEL", "models:/nbm-ranker@champion"),
+        explorer=os.environ.get("NBM_EXPLORER", "epsilon_greedy"),
+        threshold=float(os.environ.get("NBM_THRESHOLD", "0")),
+        reload_seconds=float(os.environ.get("NBM_RELOAD_SECONDS", "60")),
+    )
+
+
+def _bad(exc: BadRequest, prefix: str = "") -> bentoml.exceptions.InvalidArgument:
+    return bentoml.exceptions.InvalidArgument(f"{prefix}{exc}")
+
+
+@bentoml.service(name="nbm", workers=int(os.environ.get("NBM_WORKERS", "1")),
+                 traffic={"timeout": 60})
+class NbmService:
+    def __init__(self) -> None:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        config = load_config(os.environ.get("NBM_CONFIG") or None)
+        self.engine = Engine(config, settings_from_env())
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    def recommend(self, **request) -> dict:
+        try:
+            return self.engine.recommend(**request)
+        except BadRequest as exc:
+            raise _bad(exc) from None
+
+    @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)
+    def recommend_batch(self, requests: list[RecommendRequest]) -> dict:
+        for i, r in enumerate(requests):
+            try:
+                self.engine.validate(r.channels, r.candidates)
+            except BadRequest as exc:
+                raise _bad(exc, f"requests[{i}].") from None
+        return {"results": [self.engine.recommend(**r.model_dump()) for r in requests]}
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    def feedback(self, events: list[dict]) -> dict:
+        return self.engine.feedback(events)

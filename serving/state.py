@@ -1,0 +1,221 @@
+"""The service's state behind one interface: contact history, feedback events, explorer statistics, decision log.
+
+:class:`SQLiteState` (the default; a file under ``NBM_HOME``) is shared by every worker process of the
+service: SQLite in WAL mode lets readers run beside one writer, and every change is one short transaction.
+
+* **Contact history** — ``sends``: the sends reported by ``/feedback``, and the items ``/recommend``
+  answered (``planned``), so that the next decision counts them before the campaign engine reports them.
+  A planned item stops counting an hour after its send time unless a ``send`` confirms it.
+* **Caps under concurrency** — a decision reads the user's contact history and its version (the highest
+  row id of the user's sends); :meth:`SQLiteState.reserve` writes the answer's items only if that version is
+  unchanged, inside ``BEGIN IMMEDIATE`` (one writer at a time across processes). If another worker wrote
+  for the same user meanwhile, the caller decides again on the fresh history.
+* **Feedback** — ``events`` keyed by ``event_id`` (a second delivery is counted as a duplicate, not
+  applied twice); committed with ``synchronous = FULL`` before the answer returns.
+* **Explorer statistics** — ``arms``: per (message, channel), impressions and successes (the model's
+  target outcome), for Thompson sampling.
+* **Decision log** — ``decisions``: every answer, empty ones included, in the columns of the data
+  contract's ``decisions`` table (plus the items), so ``nbm`` reads it back (:meth:`SQLiteState.decision_log`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HOUR_NS = 3_600 * 10**9
+PLANNED_GRACE_NS = HOUR_NS
+"""A planned item counts until this long after its send time unless a ``send`` event confirms it."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sends (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL, at INTEGER NOT NULL, channel TEXT NOT NULL, message_id TEXT NOT NULL,
+    decision_id TEXT, planned INTEGER NOT NULL DEFAULT 0, event_id TEXT
+);
+CREATE INDEX IF NOT EXISTS sends_user ON sends (user_id, at);
+CREATE INDEX IF NOT EXISTS sends_decision ON sends (decision_id);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, event_type TEXT NOT NULL,
+    message_id TEXT, channel TEXT, decision_id TEXT, propensity REAL, value REAL, received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS arms (
+    message_id TEXT NOT NULL, channel TEXT NOT NULL, impressions INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (message_id, channel)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, propensity REAL,
+    policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Contacts:
+    """One user's sends known to the service (times int64 ns, sorted), and the version they were read at."""
+
+    times: np.ndarray
+    channels: np.ndarray
+    messages: np.ndarray
+    version: int
+
+
+class SQLiteState:
+    """The state store on one SQLite file (see the module docstring). Safe across threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteState:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"unsupported state_url {url!r}: only sqlite:///PATH is built in")
+        return cls(url.removeprefix("sqlite:///"))
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    # -- contact history ---------------------------------------------------------------------------
+    def contacts(self, user_id: str, now: int, lookback_ns: int) -> Contacts:
+        """The user's sends in ``[now − lookback, ∞)`` (planned ones while they count), and the version."""
+        db = self._connect()
+        rows = db.execute(
+            "SELECT at, channel, message_id FROM sends WHERE user_id = ? AND at >= ? "
+            "AND (planned = 0 OR at >= ?) ORDER BY at", (user_id, now - lookback_ns, now - PLANNED_GRACE_NS)).fetchall()
+        version = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?", (user_id,)).fetchone()[0]
+        if not rows:
+            return Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), int(version))
+        at, channel, message = zip(*rows)
+        return Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object), int(version))
+
+    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
+                propensity: float | None) -> bool:
+        """Log ``decision`` and plan its items if the user's contact version is still ``version``.
+
+        Returns ``False`` (and writes nothing) when another decision changed the user's contacts since they
+        were read: the caller decides again.
+        """
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?", (user_id,)).fetchone()[0]
+            if items and current != version:
+                db.execute("ROLLBACK")
+                return False
+            db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
+                           "VALUES (?, ?, ?, ?, ?, 1)", [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
+            self._log_decision(db, decision, propensity)
+            db.execute("COMMIT")
+            return True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
+        """Log decisions without items (or whose items need no reservation) in one transaction."""
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for decision, propensity in decisions:
+                self._log_decision(db, decision, propensity)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _log_decision(db: sqlite3.Connection, d: dict, propensity: float | None) -> None:
+        db.execute("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
+                   "model_version, explorer, items, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
+                    d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", "")))
+
+    # -- feedback ----------------------------------------------------------------------------------
+    def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
+        """Store events (idempotent by ``event_id``) and apply them; durable on return. (accepted, duplicates)."""
+        db = self._connect()
+        db.execute("PRAGMA synchronous=FULL")
+        accepted = duplicates = 0
+        now = time.time_ns()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for e in events:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO events (event_id, timestamp, user_id, event_type, message_id, channel, "
+                    "decision_id, propensity, value, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e["event_id"], e["timestamp"], e["user_id"], e["event_type"], e.get("message_id"), e.get("channel"),
+                     e.get("decision_id"), e.get("propensity"), e.get("value"), now))
+                if cur.rowcount == 0:
+                    duplicates += 1
+                    continue
+                accepted += 1
+                self._apply(db, e, target)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")
+        return accepted, duplicates
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, e: dict, target: str) -> None:
+        kind = e["event_type"]
+        if kind == "send":
+            if e.get("decision_id"):   # the planned item is now a real send
+                db.execute("DELETE FROM sends WHERE planned = 1 AND decision_id = ? AND message_id = ? AND channel = ?",
+                           (e["decision_id"], e["message_id"], e["channel"]))
+            db.execute("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned, event_id) "
+                       "VALUES (?, ?, ?, ?, ?, 0, ?)", (e["user_id"], e["timestamp"], e["channel"], e["message_id"],
+                                                        e.get("decision_id"), e["event_id"]))
+            db.execute("INSERT INTO arms (message_id, channel, impressions) VALUES (?, ?, 1) ON CONFLICT "
+                       "(message_id, channel) DO UPDATE SET impressions = impressions + 1", (e["message_id"], e["channel"]))
+        elif kind == target:
+            message, channel = e.get("message_id"), e.get("channel")
+            if (message is None or channel is None) and e.get("decision_id"):
+                row = db.execute("SELECT message_id, channel FROM sends WHERE decision_id = ? ORDER BY planned LIMIT 1",
+                                 (e["decision_id"],)).fetchone()
+                if row is not None:
+                    message, channel = row
+            if message is not None and channel is not None:
+                db.execute("INSERT INTO arms (message_id, channel, successes) VALUES (?, ?, 1) ON CONFLICT "
+                           "(message_id, channel) DO UPDATE SET successes = successes + 1", (message, channel))
+
+    def arms(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(message, channel) → (successes, failures) for Thompson sampling."""
+        rows = self._connect().execute("SELECT message_id, channel, impressions, successes FROM arms").fetchall()
+        return {(m, c): (s, max(i - s, 0)) for m, c, i, s in rows}
+
+    # -- reading back ------------------------------------------------------------------------------
+    def decision_log(self) -> pd.DataFrame:
+        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``)."""
+        frame = pd.read_sql_query("SELECT decision_id, timestamp, user_id, propensity, policy, arm, model_version, "
+                                  "explorer, items, reason FROM decisions ORDER BY timestamp, decision_id",
+                                  self._connect())
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        return frame
+
+    def feedback_events(self) -> pd.DataFrame:
+        """The feedback received, as the data contract's ``events`` table."""
+        frame = pd.read_sql_query("SELECT event_id, timestamp, user_id, event_type, message_id, channel, decision_id, "
+                                  "propensity, value FROM events ORDER BY timestamp, event_id", self._connect())
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        return frame
