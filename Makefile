@@ -26,9 +26,12 @@ $(DEMO)/events.parquet: | install
 
 demo: $(DEMO)/events.parquet
 
+PORT ?= 3000
+
 run: install demo
 	$(BIN)/nbm validate --data $(DEMO)
 	NBM_HOME=$(NBM_HOME) $(BIN)/nbm train --data $(DEMO) --if-missing
+	NBM_HOME=$(NBM_HOME) $(BIN)/nbm serve --data $(DEMO) --port $(PORT)
 
 lint: install
 	$(BIN)/lint-imports

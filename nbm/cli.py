@@ -126,6 +126,41 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from nbm.config import load_config
+    from nbm.errors import UnusableInputError, UsageError
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    config = load_config(args.config)
+    if not Path(args.data).is_dir():
+        raise UnusableInputError(f"`--data`: {str(args.data)!r} is not a directory")
+    if not 1 <= args.workers <= 64:
+        raise UsageError(f"`--workers` must lie in 1..64, got {args.workers}")
+    from serving.registry import resolve_version
+
+    if args.model.startswith("models:/") and resolve_version(args.model, config) is None:
+        raise UnusableInputError(f"no registered model at {args.model} in {config.mlflow_tracking_uri} "
+                                 "(train one with `nbm train`)")
+    env = {**os.environ, "NBM_DATA": str(Path(args.data).resolve()), "NBM_MODEL": args.model,
+           "NBM_EXPLORER": args.explorer, "NBM_THRESHOLD": str(args.threshold),
+           "NBM_RELOAD_SECONDS": str(args.reload_seconds), "NBM_WORKERS": str(args.workers),
+           "NBM_HOME": str(config.home.expanduser().resolve())}
+    if args.config:
+        env["NBM_CONFIG"] = str(Path(args.config).resolve())
+    print(f"nbm serve: http://{args.host}:{args.port} (model {args.model}, {args.workers} worker(s)); try:\n"
+          f"  curl -s -X POST http://{args.host}:{args.port}/recommend -H 'content-type: application/json' "
+          f"-d '{{\"user_id\": \"{args.example_user}\"}}'", file=sys.stderr, flush=True)
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", args.host,
+               "--port", str(args.port)]
+    try:
+        return subprocess.run(command, env=env).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from nbm.commands.config_show import run_config_show
 
@@ -213,6 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=int, default=0, help="seed of the explorer's draws")
     rec.add_argument("--out", type=Path, required=True, help="output file (JSON lines)")
     rec.set_defaults(handler=_cmd_recommend)
+
+    srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
+                         description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")
+    srv.add_argument("--data", type=Path, required=True, help="data directory: the users, catalog and history served")
+    srv.add_argument("--model", default="models:/nbm-ranker@champion",
+                     help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    srv.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    srv.add_argument("--explorer", default="epsilon_greedy",
+                     help="greedy, epsilon_greedy, softmax or thompson (default epsilon_greedy)")
+    srv.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
+    srv.add_argument("--reload-seconds", type=float, default=60.0,
+                     help="how often to check whether the registry alias moved (default 60)")
+    srv.add_argument("--example-user", default="u000001", help=argparse.SUPPRESS)
+    srv.set_defaults(handler=_cmd_serve)
 
     cfg = sub.add_parser("config", parents=[common], help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")

@@ -42,6 +42,7 @@ class BadRequest(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"`{field}`: {message}")
         self.field = field
+        self.detail = message
 
 
 @dataclass(frozen=True)

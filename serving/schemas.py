@@ -45,7 +45,7 @@ class BatchRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS)
+    events: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
 class FeedbackEvent(BaseModel):

@@ -35,7 +35,7 @@ def settings_from_env() -> EngineSettings:
 
 
 def _bad(exc: BadRequest, prefix: str = "") -> bentoml.exceptions.InvalidArgument:
-    return bentoml.exceptions.InvalidArgument(f"{prefix}{exc}")
+    return bentoml.exceptions.InvalidArgument(f"`{prefix}{exc.field}`: {exc.detail}")
 
 
 @bentoml.service(name="nbm", workers=int(os.environ.get("NBM_WORKERS", "1")),
@@ -63,5 +63,5 @@ class NbmService:
         return {"results": [self.engine.recommend(**r.model_dump()) for r in requests]}
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    def feedback(self, events: list[dict]) -> dict:
+    def feedback(self, events: list) -> dict:
         return self.engine.feedback(events)

@@ -1,0 +1,144 @@
+"""The service in-process: every endpoint, every invalid input, caps and feedback."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+NOW = "2026-11-01T00:00:00Z"
+
+
+def _users(served_world, n: int) -> list[str]:
+    data, _ = served_world
+    users = pd.read_parquet(data / "users.parquet")
+    return users.loc[users["consent"].map(len) > 0, "user_id"].head(n).tolist()
+
+
+def test_recommend_answers_in_the_contract_shape(client, served_world) -> None:
+    answered = 0
+    for user in _users(served_world, 30):
+        r = client.post("/recommend", json={"user_id": user, "now": NOW, "k": 2})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) >= {"decision_id", "user_id", "model_version", "items", "suppressed"}
+        assert body["user_id"] == user and len(body["items"]) <= 2
+        for item in body["items"]:
+            assert set(item) == {"message_id", "channel", "send_at", "score", "propensity"}
+            assert 0 < item["propensity"] <= 1 and 0 <= item["score"] <= 1
+            assert pd.Timestamp(item["send_at"]) >= pd.Timestamp(NOW)
+        if not body["items"]:
+            assert body["reason"] in {"no_eligible_candidate", "all_suppressed", "below_threshold"}
+        answered += bool(body["items"])
+    assert answered >= 10
+
+
+def test_unknown_user_is_a_new_user(client) -> None:
+    r = client.post("/recommend", json={"user_id": "somebody-we-never-saw"})
+    assert r.status_code == 200 and r.json()["items"] == [] and r.json()["reason"] == "no_eligible_candidate"
+
+
+INVALID = [
+    ("not json", "", None),
+    ('{"user_id": 42}', "user_id", None),
+    ('{"k": 1}', "user_id", None),
+    ('{"user_id": "u1", "k": 0}', "k", None),
+    ('{"user_id": "u1", "k": 11}', "k", None),
+    ('{"user_id": "u1", "k": "many"}', "k", None),
+    ('{"user_id": "u1", "channels": ["fax"]}', "channels", None),
+    ('{"user_id": "u1", "channels": "email"}', "channels", None),
+    ('{"user_id": "u1", "now": "yesterday"}', "now", None),
+    ('{"user_id": "u1", "explore": "perhaps"}', "explore", None),
+    ('{"user_id": "u1", "k": NaN}', "k", None),
+    ('{"user_id": "u1", "colour": "red"}', "colour", None),
+    ('{"user_id": "   "}', "user_id", None),
+    ('{"user_id": "u1", "candidates": []}', "candidates", None),
+    ("[]", "", None),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "_"), INVALID)
+def test_invalid_recommend_requests_are_4xx_naming_the_field(client, body, field, _) -> None:
+    r = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
+    assert field in r.text
+
+
+def test_batch_answers_each_request_and_names_a_bad_one(client, served_world) -> None:
+    users = _users(served_world, 5)
+    r = client.post("/recommend_batch", json={"requests": [{"user_id": u, "now": NOW} for u in users]})
+    assert r.status_code == 200 and [x["user_id"] for x in r.json()["results"]] == users
+    bad = client.post("/recommend_batch", json={"requests": [{"user_id": "u1"}, {"user_id": "u2", "channels": ["fax"]}]})
+    assert bad.status_code == 400 and "requests[1].channels" in bad.text
+    assert client.post("/recommend_batch", json={"requests": []}).status_code == 400
+    assert client.post("/recommend_batch", json={"requests": [{"user_id": "u1", "k": 0}]}).status_code == 400
+
+
+def test_feedback_is_idempotent_and_rejects_bad_rows_only(client, served_world) -> None:
+    user = _users(served_world, 1)[0]
+    events = [
+        {"event_id": "fb-1", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "visit"},
+        {"event_id": "fb-2", "timestamp": "not a time", "user_id": user, "event_type": "visit"},
+        {"event_id": "fb-3", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "send"},
+        {"event_id": "fb-4", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "send",
+         "message_id": "m000", "channel": "fax"},
+        {"event_id": "fb-5", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "convert",
+         "value": -5.0},
+        "not an object",
+    ]
+    r = client.post("/feedback", content=json.dumps({"events": events}, allow_nan=True),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 1 and body["duplicates"] == 0
+    reasons = {x["index"]: x["error"] for x in body["rejected"]}
+    assert set(reasons) == {1, 2, 3, 4, 5}
+    assert "timestamp" in reasons[1] and "message_id" in reasons[2] and "channel" in reasons[3]
+    assert "value" in reasons[4] and "event" in reasons[5]
+    again = client.post("/feedback", json={"events": events[:1]}).json()
+    assert again == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert client.post("/feedback", json={"events": []}).status_code == 400
+    assert client.post("/feedback", json={"rows": []}).status_code == 400
+
+
+def test_a_reported_send_counts_for_the_caps_at_once(client, served_world) -> None:
+    """recommend → the campaign engine sends it → a second recommend cannot use that channel the same day."""
+    for user in _users(served_world, 40)[20:]:
+        first = client.post("/recommend", json={"user_id": user, "now": NOW, "explore": False}).json()
+        if first["items"]:
+            break
+    else:
+        pytest.skip("no user with an item")
+    item = first["items"][0]
+    sent = {"event_id": f"send-{first['decision_id']}", "timestamp": item["send_at"], "user_id": user,
+            "event_type": "send", "message_id": item["message_id"], "channel": item["channel"],
+            "decision_id": first["decision_id"], "propensity": item["propensity"]}
+    assert client.post("/feedback", json={"events": [sent]}).json()["accepted"] == 1
+    second = client.post("/recommend", json={"user_id": user, "now": NOW, "explore": False}).json()
+    at = pd.Timestamp(item["send_at"])
+    for other in second["items"]:
+        gap = abs(pd.Timestamp(other["send_at"]) - at)
+        assert gap >= pd.Timedelta(hours=12)
+        assert not (other["channel"] == item["channel"] and gap < pd.Timedelta(hours=24))
+        assert other["message_id"] != item["message_id"]
+
+
+def test_health_endpoints(client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_every_decision_is_in_the_decision_log(client, served_world) -> None:
+    from nbm.config import load_config
+    from serving.state import SQLiteState
+
+    r = client.post("/recommend", json={"user_id": _users(served_world, 1)[0], "now": NOW}).json()
+    _, home = served_world
+    import os
+
+    os.environ["NBM_HOME"] = str(home)
+    log = SQLiteState.from_url(load_config().state_url).decision_log()
+    row = log.set_index("decision_id").loc[r["decision_id"]]
+    assert row["model_version"] == r["model_version"] and row["policy"].startswith("nbm-ranker/")
+    assert (log["propensity"] > 0).all() and (log["propensity"] <= 1).all()
