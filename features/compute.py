@@ -38,6 +38,11 @@ class Candidates:
 
 def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.DataFrame:
     """The feature frame of ``rows`` (one row each, same order)."""
+    return pd.DataFrame(featurise_columns(history, rates, rows), copy=False)
+
+
+def featurise_columns(history: History, rates: PopulationRates, rows: Candidates) -> dict[str, np.ndarray]:
+    """:func:`featurise` as a dict of column arrays (no DataFrame: the service's hot path)."""
     voc, cfg = history.vocabulary, history.config
     strength = cfg.features.prior_strength
     user = history.user_codes(np.asarray(rows.user_id, dtype=object))
@@ -141,7 +146,7 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else np.asarray(out[name], dtype=np.float32)
                for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile["attributes"].items()})
-    return pd.DataFrame(columns, copy=False)
+    return columns
 
 
 def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import send_outcomes
-from features.compute import Candidates, featurise
+from features.compute import Candidates, featurise, featurise_columns
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from nbm.config import NbmConfig
@@ -60,6 +60,9 @@ class FeatureStore:
 
     def featurise(self, rows: Candidates) -> pd.DataFrame:
         return featurise(self.history, self.globals.rates, rows)
+
+    def featurise_columns(self, rows: Candidates) -> dict[str, np.ndarray]:
+        return featurise_columns(self.history, self.globals.rates, rows)
 
     def training_set(self) -> pd.DataFrame:
         """One row per logged send: ids, graded label, revenue, propensity, ranking group, features."""

@@ -77,21 +77,31 @@ class ScoringArtifact:
     target: str = "convert"
     versions: dict[str, str] = field(default_factory=dict)
 
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+    def matrix(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
         """The float32 feature matrix of ``frame`` in the artifact's column order (categoricals as codes)."""
-        missing = [c for c in self.features if c not in frame.columns]
+        names = frame.keys() if isinstance(frame, dict) else frame.columns
+        missing = [c for c in self.features if c not in names]
         if missing:
             raise ValueError(f"frame lacks feature column(s) {missing}")
-        columns = []
-        for name in self.features:
-            values = frame[name]
-            if name in self.categories:
-                known = pd.Index(self.categories[name])
-                codes = known.get_indexer(values.astype(object).to_numpy())
-                columns.append(np.where(codes >= 0, codes, np.nan).astype(np.float32))
+        n = len(next(iter(frame.values()))) if isinstance(frame, dict) and frame else len(frame)
+        out = np.empty((n, len(self.features)), dtype=np.float32)
+        indexes = self._category_indexes()
+        for j, name in enumerate(self.features):
+            values = np.asarray(frame[name]) if isinstance(frame, dict) else frame[name].to_numpy()
+            if name in indexes:
+                codes = indexes[name].get_indexer(values if values.dtype.kind in "iuf" else values.astype(object))
+                out[:, j] = np.where(codes >= 0, codes, np.nan)
             else:
-                columns.append(np.asarray(values, dtype=np.float32))
-        return np.column_stack(columns) if columns else np.zeros((len(frame), 0), dtype=np.float32)
+                out[:, j] = values
+        return out
+
+    def _category_indexes(self) -> dict[str, pd.Index]:
+        """The categories as indexes, built once per artifact (a lookup per request otherwise)."""
+        cached = self.__dict__.get("_indexes")
+        if cached is None:
+            cached = {k: pd.Index(v) for k, v in self.categories.items()}
+            object.__setattr__(self, "_indexes", cached)
+        return cached
 
     def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(self.matrix(frame), num_threads=1)

@@ -93,9 +93,11 @@ class Engine:
         self._s_times = sends["timestamp"].to_numpy(dtype="int64")[order]
         self._s_channels = sends["channel"].to_numpy(dtype=object)[order]
         self._s_messages = sends["message_id"].to_numpy(dtype=object)[order]
-        unique, first = np.unique(self._s_users.astype(str), return_index=True) if len(order) else (np.zeros(0, str), np.zeros(0, int))
+        # The sends are grouped by user: each user's run starts at its first index and has its count.
+        unique, first, count = (np.unique(self._s_users.astype(str), return_index=True, return_counts=True)
+                                if len(order) else (np.zeros(0, str), np.zeros(0, int), np.zeros(0, int)))
         self._s_index = dict(zip(unique.tolist(), first.tolist()))
-        self._s_count = dict(zip(unique.tolist(), np.diff(np.r_[first, len(order)]).tolist())) if len(order) else {}
+        self._s_count = dict(zip(unique.tolist(), count.tolist()))
         self._canonical = self.dataset.identity.canonical.to_dict() if len(self.dataset.identity.canonical) else {}
 
     def canonical(self, user_id: str) -> str:
@@ -141,7 +143,7 @@ class Engine:
             answer = self._answer(decision_id, user_id, model.version, t, [], [], "no_eligible_candidate", explore, arm)
             self.state.log_decisions([(answer, 1.0)])
             return _public(answer)
-        frame = self.store.featurise(rows)
+        frame = self.store.featurise_columns(rows)
         base = ScoredCandidates(rows.message_id, rows.channel, rows.send_at, np.zeros(len(rows)),
                                 self.values.reindex(rows.message_id).fillna(1.0).to_numpy(dtype=float))
         timezone = self._timezone(user)
@@ -195,31 +197,33 @@ class Engine:
         return Arms(np.asarray(s, float), np.asarray(f, float))
 
     @staticmethod
-    def _patch(frame: pd.DataFrame, rows, contacts, t: int) -> None:
+    def _patch(frame: dict[str, np.ndarray], rows, contacts, t: int) -> None:
         """Contact-recency features from sends the snapshot does not have (feedback, planned items)."""
         past = contacts.times < t
         if not past.any():
             return
         times, channels, messages = contacts.times[past], contacts.channels[past], contacts.messages[past]
-        hours = (t - times.max()) / HOUR_NS
-        frame["time_hours_since_contact"] = np.fmin(frame["time_hours_since_contact"].to_numpy(), hours).astype(np.float32)
-        frame["user_contacts_7d"] = (frame["user_contacts_7d"].to_numpy() + (times >= t - 7 * DAY_NS).sum()).astype(np.float32)
+        f32 = np.float32
+        frame["time_hours_since_contact"] = np.fmin(frame["time_hours_since_contact"], (t - times.max()) / HOUR_NS).astype(f32)
+        frame["user_contacts_7d"] = (frame["user_contacts_7d"] + (times >= t - 7 * DAY_NS).sum()).astype(f32)
         cand_channel = np.asarray(rows.channel, dtype=object)
         cand_message = np.asarray(rows.message_id, dtype=object)
+        since, day, week = (frame[k].copy() for k in ("uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d"))
         for channel in pd.unique(channels):
             on = channels == channel
             mask = cand_channel == channel
-            last = (t - times[on].max()) / HOUR_NS
-            frame.loc[mask, "uc_hours_since_contact"] = np.fmin(frame.loc[mask, "uc_hours_since_contact"].to_numpy(), last)
-            frame.loc[mask, "uc_contacts_24h"] += float((times[on] >= t - DAY_NS).sum())
-            frame.loc[mask, "uc_contacts_7d"] += float((times[on] >= t - 7 * DAY_NS).sum())
+            since[mask] = np.fmin(since[mask], (t - times[on].max()) / HOUR_NS)
+            day[mask] += (times[on] >= t - DAY_NS).sum()
+            week[mask] += (times[on] >= t - 7 * DAY_NS).sum()
+        frame["uc_hours_since_contact"], frame["uc_contacts_24h"], frame["uc_contacts_7d"] = since, day, week
+        received, days = frame["um_received"].astype(f32).copy(), frame["um_days_since_received"].copy()
         for message in pd.unique(messages):
             mask = cand_message == message
             if mask.any():
                 got = messages == message
-                frame.loc[mask, "um_received"] += float(got.sum())
-                days = (t - times[got].max()) / DAY_NS
-                frame.loc[mask, "um_days_since_received"] = np.fmin(frame.loc[mask, "um_days_since_received"].to_numpy(), days)
+                received[mask] += got.sum()
+                days[mask] = np.fmin(days[mask], (t - times[got].max()) / DAY_NS)
+        frame["um_received"], frame["um_days_since_received"] = received, days
 
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict]) -> dict:

@@ -94,6 +94,7 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(served_world) ->
         assert _post(port, "/feedback", {"events": [sent]})["accepted"] == 1
     finally:
         _stop(process)
+    port = _free_port()   # a fresh port: the old one may still be closing
     process = _start(data, home, port)
     try:
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
