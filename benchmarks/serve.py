@@ -1,0 +1,211 @@
+"""Benchmark of the service (issue 6): /recommend latency and throughput, /recommend_batch decisions per second.
+
+Builds a world whose users each have 100 eligible messages × 3 channels (× 6 slots = 1,800 candidates),
+registers a model in a temporary NBM_HOME, then — on 127.0.0.1 only, each level bounded in requests and
+seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, and /recommend_batch.
+Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
+``decide()``, state store: what the service wraps), LightGBM ``Booster.predict`` alone on 1,800 rows, and
+a plain FastAPI/uvicorn app calling the same engine.
+
+    .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NOW = "2026-11-01T00:00:00Z"
+CHANNELS = ["email", "push", "sms"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_world(root: Path) -> tuple[Path, Path, list[str]]:
+    """A simulated world and its model, then a catalog of 100 live messages on email, push and sms."""
+    data, home = root / "world", root / "home"
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nbm.cli", *a], env=env, check=True,  # noqa: E731
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run("simulate", "--out", str(data), "--users", "3000", "--days", "35", "--seed", "4")
+    run("train", "--data", str(data), "--no-policy-eval")
+    messages = pd.read_parquet(data / "messages.parquet")
+    extra = messages.sample(100 - len(messages) if len(messages) < 100 else 0, replace=True, random_state=0)
+    extra = extra.assign(message_id=[f"x{i:03d}" for i in range(len(extra))])
+    catalog = pd.concat([messages, extra], ignore_index=True).head(100)
+    catalog["channels"] = [CHANNELS] * len(catalog)
+    catalog["lifecycle_stages"] = [[] for _ in range(len(catalog))]
+    catalog["start_at"] = pd.Timestamp("2026-01-01T00:00:00Z")
+    catalog["end_at"] = pd.NaT
+    catalog.to_parquet(data / "messages.parquet")
+    users = pd.read_parquet(data / "users.parquet")
+    users["consent"] = [CHANNELS] * len(users)
+    users.to_parquet(data / "users.parquet")
+    (data / "decisions.parquet").unlink(missing_ok=True)
+    return data, home, users["user_id"].tolist()
+
+
+def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """Send ``bodies`` with ``concurrency`` keep-alive connections; stop early after ``seconds``."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    chunks = [bodies[i::concurrency] for i in range(concurrency)]
+
+    def worker(mine: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for body in mine:
+            if time.monotonic() > deadline:
+                break
+            t = time.perf_counter()
+            conn.request("POST", path, body, {"content-type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - t
+            if response.status != 200:
+                raise RuntimeError(f"{path} answered {response.status}")
+            with lock:
+                latencies.append(elapsed)
+        conn.close()
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(worker, chunks))
+    wall = time.perf_counter() - began
+    ms = np.asarray(latencies) * 1e3
+    return {"requests": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "per_s": len(ms) / wall}
+
+
+def serve(data: Path, home: Path, workers: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen([sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
+                                "--workers", str(workers)], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return process, port
+        except OSError:
+            time.sleep(0.5)
+    stop(process)
+    raise SystemExit("nbm serve did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def fastapi_floor(engine, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """The same engine behind a plain FastAPI app on uvicorn (one process), same load."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/recommend")
+    def recommend(body: dict) -> dict:
+        return engine.recommend(user_id=body["user_id"], now=pd.Timestamp(body["now"]))
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        return load(port, "/recommend", bodies, concurrency, seconds)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="requests per level (at most)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (at most)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data, home, users = build_world(Path(tmp))
+        rng = np.random.default_rng(0)
+        bodies = [json.dumps({"user_id": u, "now": NOW}).encode() for u in rng.choice(users, args.requests)]
+
+        # Floors, in this process.
+        os.environ.update(NBM_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
+        from features.candidates import expand
+        from nbm.config import load_config
+        from serving.engine import Engine, EngineSettings
+
+        engine = Engine(load_config(), EngineSettings(data=data))
+        sample = rng.choice(users, 200)
+        rows = expand(engine.store, sample[0], pd.Timestamp(NOW))
+        matrix = engine.model.artifact.matrix(engine.store.featurise_columns(rows))
+        t = time.perf_counter()
+        for _ in range(200):
+            engine.model.artifact.booster.predict(matrix, num_threads=1)
+        predict_ms = (time.perf_counter() - t) / 200 * 1e3
+        t = time.perf_counter()
+        for u in sample:
+            engine.recommend(user_id=u, now=pd.Timestamp(NOW))
+        decide_ms = (time.perf_counter() - t) / len(sample) * 1e3
+        print(f"candidates per request: {len(rows):,} (100 messages × 3 channels × {len(rows) // 300} slots)")
+        print(f"floor: LightGBM predict alone on {len(rows):,} rows      {predict_ms:7.2f} ms")
+        print(f"floor: in-process recommend (decide() path)  {decide_ms:7.2f} ms = {1e3 / decide_ms:6.0f} decisions/s")
+        rows_out = []
+        for c in (1, 8):
+            r = fastapi_floor(engine, bodies, c, args.seconds)
+            rows_out.append({"server": "FastAPI floor", "workers": 1, "concurrency": c, **r})
+        del engine
+
+        for workers in (1, 2):
+            process, port = serve(data, home, workers)
+            try:
+                load(port, "/recommend", bodies[:20], 2, args.seconds)  # warm-up
+                for c in (1, 8, 32):
+                    rows_out.append({"server": "nbm serve", "workers": workers, "concurrency": c,
+                                     **load(port, "/recommend", bodies, c, args.seconds)})
+                if workers == 2:
+                    batch = [json.dumps({"requests": [{"user_id": u, "now": NOW} for u in
+                                                      rng.choice(users, 500)]}).encode() for _ in range(4)]
+                    r = load(port, "/recommend_batch", batch, 1, args.seconds * 3)
+                    batch_rate = r["per_s"] * 500
+            finally:
+                stop(process)
+        table = pd.DataFrame(rows_out)
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+        two = table[(table["server"] == "nbm serve") & (table["workers"] == 2)].set_index("concurrency")
+        print(f"p99 at concurrency 8, 2 workers: {two.loc[8, 'p99_ms']:.1f} ms (target ≤ 25)")
+        best = two["per_s"].max()
+        print(f"service throughput {best:.0f}/s = {best / (1e3 / decide_ms):.0%} of in-process decide() "
+              f"(target ≥ 40 %)")
+        print(f"/recommend_batch: {batch_rate:.0f} decisions/s (target ≥ 5,000)")
+
+
+if __name__ == "__main__":
+    main()
