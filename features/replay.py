@@ -26,7 +26,7 @@ from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
-from nbm.policy.explore import Explorer
+from nbm.policy.explore import Arms, Explorer
 
 TOP_PAIRS = 4
 """Pairs per decision scored at every slot in :func:`model_decide`'s second stage."""
@@ -62,9 +62,12 @@ def _slot_matrix(now: np.ndarray, zones: np.ndarray, slot_hours: tuple[int, ...]
 
     width = len(slot_hours) * (int(np.ceil(horizon_hours / 24)) + 1)
     out = np.full((len(now), width), -1, dtype=np.int64)
-    keys = pd.MultiIndex.from_arrays([now, zones])
-    codes, uniques = pd.factorize(keys)
-    for code, (t, zone) in enumerate(uniques):       # distinct (time, time zone): tens to hundreds
+    zone_codes, zone_names = pd.factorize(np.asarray(zones, dtype=object))
+    times, time_codes = np.unique(now, return_inverse=True)
+    combined, codes = np.unique(time_codes.reshape(-1) * max(len(zone_names), 1) + zone_codes, return_inverse=True)
+    codes = codes.reshape(-1)
+    for code, key in enumerate(combined.tolist()):   # distinct (time, time zone): tens to hundreds
+        t, zone = times[key // max(len(zone_names), 1)], zone_names[key % max(len(zone_names), 1)]
         slots = slot_times(int(t), str(zone), slot_hours, horizon_hours)
         out[codes == code, : len(slots)] = slots
     used = int((out >= 0).sum(axis=1).max()) if len(out) else 0
@@ -151,15 +154,23 @@ def _bounded_search(times: np.ndarray, first: np.ndarray, last: np.ndarray, t: n
         hi = np.where(active & ~go_right, mid, hi)
 
 
-def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chunk: int = 500_000) -> np.ndarray:
-    """Calibrated probabilities of ``rows``, featurised and scored in bounded chunks."""
+def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chunk: int = 500_000,
+          patch=None) -> np.ndarray:
+    """Calibrated probabilities of ``rows``, featurised and scored in bounded chunks.
+
+    ``patch(columns, rows)``, when given, may update the feature columns in place before scoring (the
+    service patches contact recency from sends the snapshot does not have).
+    """
     out = np.empty(len(rows), dtype=np.float64)
     for a in range(0, len(rows), chunk):
         b = min(a + chunk, len(rows))
         part = Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[a:b]
                             for f in ("user_id", "message_id", "channel", "as_of", "send_at", "message_code",
                                       "channel_code")))
-        out[a:b] = artifact.score(store.featurise(part))
+        columns = store.featurise_columns(part)
+        if patch is not None:
+            patch(columns, part)
+        out[a:b] = artifact.score(columns)
     return out
 
 
@@ -176,10 +187,15 @@ class ModelDecisions:
 def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expanded, histories: SendHistories,
                  explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
                  top_pairs: int = TOP_PAIRS, weight: np.ndarray | None = None,
-                 contact: ContactDecision | None = None, k: int = 1) -> ModelDecisions:
-    """The model's decision policy for every decision of ``expanded`` (two-stage scoring, then ``decide_batch``).
+                 contact: ContactDecision | None = None, k: int = 1, arms: dict | None = None,
+                 patch=None) -> ModelDecisions:
+    """The model's decision policy for every decision of ``expanded`` (two-stage scoring, then ``decide_slate``).
 
-    ``contact`` (the contact policy's verdict on ``expanded``'s rows) is computed when not given.
+    The decision sees every allowed (message, channel) pair: the ``top_pairs`` best at every allowed slot,
+    the others at their reference slot — so an explorer explores over all of them, and the greedy choice is
+    the one full enumeration makes whenever the best pair ranks among the top at the reference slot.
+    ``contact`` (the contact policy's verdict on ``expanded``'s rows) is computed when not given; ``arms``
+    maps (message, channel) to Thompson sampling's (successes, failures); ``patch`` see :func:`score`.
     """
     policy = store.config.contact_policy
     ex = expanded
@@ -194,8 +210,8 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     order = np.lexsort((distance, pair_key))
     first = order[np.r_[True, pair_key[order][1:] != pair_key[order][:-1]]] if len(order) else order
     reference = idx[first]
-    ref_value = score(store, artifact, ex.take(reference).rows) * ex.value[reference] * (
-        1.0 if weight is None else weight[reference])
+    ref_probability = score(store, artifact, ex.take(reference).rows, patch=patch)
+    ref_value = ref_probability * ex.value[reference] * (1.0 if weight is None else weight[reference])
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(top_pairs, k + 3)
     by_group = np.lexsort((-ref_value, ex.group[reference]))
@@ -205,14 +221,23 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
     chosen_pairs = ranked[rank < top_pairs]
     keep_key = pair_key[np.searchsorted(idx, chosen_pairs)]
-    # Stage 2: every allowed slot of those pairs.
-    rows = np.sort(idx[np.isin(pair_key, keep_key)])
+    # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
+    top_rows = idx[np.isin(pair_key, keep_key)]
+    top_probability = score(store, artifact, ex.take(top_rows).rows, patch=patch)
+    others = reference[~np.isin(reference, top_rows)]
+    rows = np.concatenate([top_rows, others])
+    probability = np.concatenate([top_probability, ref_probability[np.searchsorted(reference, others)]])
+    order = np.argsort(rows, kind="stable")
+    rows, probability = rows[order], probability[order]
     scored = ex.take(rows)
-    probability = score(store, artifact, scored.rows)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
                                   scored.value, None if weight is None else weight[rows])
+    row_arms = None
+    if arms is not None:
+        pairs = [arms.get((m, c), (0, 0)) for m, c in zip(scored.rows.message_id, scored.rows.channel)]
+        row_arms = Arms(np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float))
     slate = decide_slate(scored.group, ex.n_groups, candidates, histories, ex.timezones, policy, explorer, rng,
-                         k=k, threshold=threshold, contact=contact.take(rows))
+                         k=k, threshold=threshold, arms=row_arms, contact=contact.take(rows))
     return ModelDecisions(scored, probability, slate.first, slate)
 
 

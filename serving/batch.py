@@ -80,7 +80,7 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
             hist = send_histories(store, chunk, nows, lookback)
             contact = contact_verdict(store, ex, hist)
             md = model_decide(store, artifact, ex, hist, chooser, rng, threshold, contact=contact, k=k)
-            suppressed = _suppressed(ex, contact)
+            suppressed = suppressed_by_decision(ex, contact)
             slate = md.slate
             starts = np.searchsorted(slate.decision, np.arange(len(chunk) + 1))
             for i, user in enumerate(chunk):
@@ -109,16 +109,21 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     return BatchSummary(len(ids), with_items, items, reasons)
 
 
-def _suppressed(ex, contact) -> dict[int, list[dict[str, str]]]:
-    """Per decision, the (message, channel) pairs with no allowed slot and the first slot's reason."""
-    frame = pd.DataFrame({"group": ex.group, "message_id": ex.rows.message_id, "channel": ex.rows.channel,
-                          "allowed": contact.allowed, "reason": contact.reason})
-    if not len(frame):
+def suppressed_by_decision(ex, contact) -> dict[int, list[dict[str, str]]]:
+    """Per decision, the (message, channel) pairs with no allowed slot and the first slot's reason.
+
+    ``ex``'s rows are sorted by (decision, message, channel, slot), so each pair is one run of rows.
+    """
+    if not len(ex):
         return {}
-    by_pair = frame.groupby(["group", "message_id", "channel"], sort=False)
-    blocked = by_pair["allowed"].transform("any") == False  # noqa: E712 (pandas mask)
-    first = frame[blocked].drop_duplicates(["group", "message_id", "channel"])
+    n_m = int(ex.rows.message_code.max()) + 1
+    n_c = int(ex.rows.channel_code.max()) + 1
+    key = (ex.group * n_m + ex.rows.message_code) * n_c + ex.rows.channel_code
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    blocked = ~np.logical_or.reduceat(contact.allowed, starts)
     out: dict[int, list[dict[str, str]]] = {}
-    for g, m, c, r in zip(first["group"], first["message_id"], first["channel"], first["reason"]):
-        out.setdefault(int(g), []).append({"message_id": str(m), "channel": str(c), "reason": str(r)})
+    for r in starts[blocked]:
+        out.setdefault(int(ex.group[r]), []).append({"message_id": str(ex.rows.message_id[r]),
+                                                     "channel": str(ex.rows.channel[r]),
+                                                     "reason": str(contact.reason[r])})
     return out

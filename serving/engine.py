@@ -3,8 +3,9 @@
 Built once per worker process: it loads the data directory (validated, identities resolved), builds the
 feature indexes (the online snapshot: every user's history as of the load), loads the model by registry
 alias, and opens the state store. Each ``/recommend`` then costs one candidate expansion, one
-featurisation and one LightGBM call on a float32 matrix, one ``decide()``, and two short SQLite
-transactions. Sends known only to the state store (reported by ``/feedback`` or planned by earlier
+two-stage scoring (every allowed (message, channel) at a reference slot, then every slot of the best
+pairs: what offline replay evaluates), one ``decide_slate()``, and two short SQLite transactions;
+``/recommend_batch`` does the same for all its requests at once. Sends known only to the state store (reported by ``/feedback`` or planned by earlier
 answers) count for the contact policy at once, and patch the contact-recency features of the snapshot.
 """
 
@@ -20,20 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.candidates import expand
+from features.replay import contact_verdict, expand_many, model_decide
 from features.pipeline import FeatureStore
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
-from nbm.policy.contact import SendHistory
-from nbm.policy.decide import ScoredCandidates, decide
-from nbm.policy.explore import EXPLORERS, Arms, Greedy
+from nbm.policy.contact import SendHistories
+from nbm.policy.explore import EXPLORERS, Greedy
+from serving.batch import suppressed_by_decision
 from serving.schemas import event_errors
 from serving.registry import LoadedModel, load_model, resolve_version
 from serving.state import SQLiteState
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 RESERVE_ATTEMPTS = 5
+PATCHED = ("time_hours_since_contact", "user_contacts_7d", "uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d",
+           "um_received", "um_days_since_received")
+"""Features that sends unknown to the snapshot (feedback, planned items) change at once."""
 
 
 class BadRequest(ValueError):
@@ -132,41 +136,113 @@ class Engine:
                   candidates: list[str] | None = None, now: pd.Timestamp | None = None, explore: bool = True,
                   arm: str | None = None) -> dict:
         """One decision, logged and reserved in the state store; the ``/recommend`` answer."""
-        self.validate(channels, candidates)
+        return self.recommend_many([dict(user_id=user_id, k=k, channels=channels, candidates=candidates, now=now,
+                                         explore=explore, arm=arm)])[0]
+
+    def recommend_many(self, requests: list[dict], attempt: int = 0) -> list[dict]:
+        """Decisions for many requests at once (vectorised), each logged and reserved; in request order.
+
+        A decision whose reservation fails (another worker wrote for the same user meanwhile) is taken
+        again on the fresh contacts.
+        """
+        for r in requests:
+            self.validate(r.get("channels"), r.get("candidates"))
         self.maybe_reload()
+        answers: list[dict | None] = [None] * len(requests)
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True))), []).append(i)
+        retry: list[int] = []
+        for (k, explore), members in groups.items():
+            for i, answer in zip(members, self._decide([requests[j] for j in members], k, explore)):
+                if answer is None:
+                    retry.append(i)
+                else:
+                    answers[i] = answer
+        if retry:
+            if attempt >= RESERVE_ATTEMPTS:
+                raise RuntimeError(f"could not reserve {len(retry)} decision(s) after {RESERVE_ATTEMPTS} attempts")
+            for i, answer in zip(retry, self.recommend_many([requests[j] for j in retry], attempt + 1)):
+                answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def _decide(self, requests: list[dict], k: int, explore: bool) -> list[dict | None]:
         model = self.model
-        t = time.time_ns() if now is None else int(pd.Timestamp(now).value)
-        user = self.canonical(user_id)
-        rows = expand(self.store, user, pd.Timestamp(t, tz="UTC"), channels, candidates)
-        decision_id = uuid.uuid4().hex
-        if not len(rows):
-            answer = self._answer(decision_id, user_id, model.version, t, [], [], "no_eligible_candidate", explore, arm)
-            self.state.log_decisions([(answer, 1.0)])
-            return _public(answer)
-        frame = self.store.featurise_columns(rows)
-        base = ScoredCandidates(rows.message_id, rows.channel, rows.send_at, np.zeros(len(rows)),
-                                self.values.reindex(rows.message_id).fillna(1.0).to_numpy(dtype=float))
-        timezone = self._timezone(user)
+        n = len(requests)
+        users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
+        clock = time.time_ns()
+        t = np.array([clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value) for r in requests],
+                     dtype=np.int64)
+        ex = expand_many(self.store, users, t)
+        filtered = [i for i, r in enumerate(requests) if r.get("channels") or r.get("candidates")]
+        if filtered:
+            keep = np.ones(len(ex), dtype=bool)
+            for i in filtered:
+                rows = ex.group == i
+                if requests[i].get("channels"):
+                    keep[rows & ~np.isin(ex.rows.channel, requests[i]["channels"])] = False
+                if requests[i].get("candidates"):
+                    keep[rows & ~np.isin(ex.rows.message_id, requests[i]["candidates"])] = False
+            ex = ex.take(np.flatnonzero(keep))
+        contacts = [self.state.contacts(u, int(ti), self.lookback_ns) for u, ti in zip(users, t)]
+        histories = self._histories(users, contacts)
+        contact = contact_verdict(self.store, ex, histories)
         explorer = self.explorer if explore else self.greedy
-        arms = self._arms(rows) if explorer.name == "thompson" else None
-        for _ in range(RESERVE_ATTEMPTS):
-            contacts = self.state.contacts(user, t, self.lookback_ns)
-            self._patch(frame, rows, contacts, t)
-            probability = model.artifact.score(frame)
-            scored = ScoredCandidates(base.message_id, base.channel, base.send_at, probability, base.value)
-            with self._rng_lock:
-                rng = np.random.default_rng(self._rng.integers(2**63))
-            d = decide(scored, self._history(user, contacts), timezone, self.config.contact_policy, explorer, rng,
-                       self.settings.threshold, arms, k)
-            items = [{"message_id": i.message_id, "channel": i.channel, "send_at": _iso(i.send_at.value),
-                      "score": round(i.score, 6), "propensity": round(i.propensity, 6)} for i in d.items]
-            suppressed = [{"message_id": s.message_id, "channel": s.channel, "reason": s.reason} for s in d.suppressed]
-            answer = self._answer(decision_id, user_id, model.version, t, items, suppressed, d.reason, explore, arm)
-            propensity = float(np.prod([i.propensity for i in d.items])) if d.items else 1.0
-            planned = [(i.send_at.value, i.channel, i.message_id) for i in d.items]
-            if self.state.reserve(user, contacts.version, answer, planned, propensity):
-                return _public(answer)
-        raise RuntimeError(f"could not reserve a decision for user {user_id!r} after {RESERVE_ATTEMPTS} attempts")
+        arms = self.state.arms() if explorer.name == "thompson" else None
+        with self._rng_lock:
+            rng = np.random.default_rng(self._rng.integers(2**63))
+        state_sends = {u: (c, int(ti)) for u, c, ti in zip(users, contacts, t) if len(c.times) and (c.times < ti).any()}
+        patch = (lambda columns, rows: self._patch_many(columns, rows, state_sends)) if state_sends else None
+        md = model_decide(self.store, model.artifact, ex, histories, explorer, rng, self.settings.threshold,
+                          contact=contact, k=k, arms=arms, patch=patch)
+        suppressed = suppressed_by_decision(ex, contact)
+        slate = md.slate
+        starts = np.searchsorted(slate.decision, np.arange(n + 1))
+        out: list[dict | None] = []
+        for i, r in enumerate(requests):
+            picked = range(starts[i], starts[i + 1])
+            rows = slate.row[picked.start:picked.stop]
+            items = [{"message_id": str(md.scored.rows.message_id[row]), "channel": str(md.scored.rows.channel[row]),
+                      "send_at": _iso(slate.send_at[j]), "score": round(float(md.probability[row]), 6),
+                      "propensity": round(float(slate.propensity[j]), 6)} for j, row in zip(picked, rows)]
+            answer = self._answer(uuid.uuid4().hex, r["user_id"], model.version, int(t[i]), items,
+                                  suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"))
+            propensity = float(np.prod(slate.propensity[picked.start:picked.stop])) if items else 1.0
+            planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(picked, items)]
+            ok = self.state.reserve(str(users[i]), contacts[i].version, answer, planned, propensity)
+            out.append(_public(answer) if ok else None)
+        return out
+
+    def _histories(self, users: np.ndarray, contacts: list) -> SendHistories:
+        """Each decision's contact history: the snapshot's sends and the state store's, grouped by decision."""
+        parts = []
+        for i, (user, c) in enumerate(zip(users, contacts)):
+            start = self._s_index.get(user)
+            if start is not None:
+                end = start + self._s_count[user]
+                parts.append((np.full(end - start, i), self._s_times[start:end], self._s_channels[start:end],
+                              self._s_messages[start:end]))
+            if len(c.times):
+                parts.append((np.full(len(c.times), i), c.times, c.channels, c.messages))
+        if not parts:
+            return SendHistories.empty()
+        group, times, channels, messages = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        order = np.lexsort((times, group))
+        return SendHistories(group[order].astype(np.int64), times[order].astype(np.int64),
+                             channels[order].astype(object), messages[order].astype(object))
+
+    def _patch_many(self, columns: dict[str, np.ndarray], rows, state_sends: dict) -> None:
+        user_ids = np.asarray(rows.user_id, dtype=object)
+        for user, (c, t) in state_sends.items():
+            mask = user_ids == user
+            if mask.any():
+                sub = {name: np.asarray(values)[mask].copy() for name, values in columns.items() if name in PATCHED}
+                self._patch(sub, type("R", (), {"channel": np.asarray(rows.channel)[mask],
+                                                "message_id": np.asarray(rows.message_id)[mask]}), c, t)
+                for name, values in sub.items():
+                    column = np.asarray(columns[name]).astype(np.float32, copy=True)
+                    column[mask] = values
+                    columns[name] = column
 
     def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm) -> dict:
         answer = {"decision_id": decision_id, "user_id": user_id, "model_version": version, "items": items,
@@ -180,21 +256,6 @@ class Engine:
         history = self.store.history
         row = history.users.get_indexer([user])[0]
         return str(history.user_frame["timezone"].iloc[row]) if row >= 0 else "UTC"
-
-    def _history(self, user: str, contacts) -> SendHistory:
-        start = self._s_index.get(user)
-        if start is None:
-            return SendHistory.of(contacts.times, contacts.channels, contacts.messages)
-        end = start + self._s_count[user]
-        return SendHistory.of(np.concatenate([self._s_times[start:end], contacts.times]),
-                              np.concatenate([self._s_channels[start:end], contacts.channels]),
-                              np.concatenate([self._s_messages[start:end], contacts.messages]))
-
-    def _arms(self, rows) -> Arms:
-        stats = self.state.arms()
-        pairs = [stats.get((m, c), (0, 0)) for m, c in zip(rows.message_id, rows.channel)]
-        s, f = zip(*pairs) if pairs else ((), ())
-        return Arms(np.asarray(s, float), np.asarray(f, float))
 
     @staticmethod
     def _patch(frame: dict[str, np.ndarray], rows, contacts, t: int) -> None:

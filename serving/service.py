@@ -60,7 +60,7 @@ class NbmService:
                 self.engine.validate(r.channels, r.candidates)
             except BadRequest as exc:
                 raise _bad(exc, f"requests[{i}].") from None
-        return {"results": [self.engine.recommend(**r.model_dump()) for r in requests]}
+        return {"results": self.engine.recommend_many([r.model_dump() for r in requests])}
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     def feedback(self, events: list) -> dict:
