@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import send_outcomes
-from features.compute import Candidates, featurise, featurise_columns
+from features.compute import Candidates, featurise, featurise_columns, reslot_columns
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from nbm.config import NbmConfig
@@ -63,6 +63,9 @@ class FeatureStore:
 
     def featurise_columns(self, rows: Candidates) -> dict[str, np.ndarray]:
         return featurise_columns(self.history, self.globals.rates, rows)
+
+    def reslot_columns(self, base: dict[str, np.ndarray], base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:
+        return reslot_columns(self.history, self.globals.rates, base, base_index, rows)
 
     def training_set(self) -> pd.DataFrame:
         """One row per logged send: ids, graded label, revenue, propensity, ranking group, features."""

@@ -29,6 +29,8 @@ from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_sla
 from nbm.policy.explore import Arms, Explorer
 
 TOP_PAIRS = 4
+RESLOT_MAX_ROWS = 1_000_000
+"""Up to this many stage-1 rows, their feature columns are kept and reused for stage 2."""
 """Pairs per decision scored at every slot in :func:`model_decide`'s second stage."""
 
 
@@ -210,7 +212,15 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     order = np.lexsort((distance, pair_key))
     first = order[np.r_[True, pair_key[order][1:] != pair_key[order][:-1]]] if len(order) else order
     reference = idx[first]
-    ref_probability = score(store, artifact, ex.take(reference).rows, patch=patch)
+    ref_rows = ex.take(reference).rows
+    base = None
+    if len(reference) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
+        base = store.featurise_columns(ref_rows)
+        if patch is not None:
+            patch(base, ref_rows)
+        ref_probability = artifact.score(base)
+    else:
+        ref_probability = score(store, artifact, ref_rows, patch=patch)
     ref_value = ref_probability * ex.value[reference] * (1.0 if weight is None else weight[reference])
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(top_pairs, k + 3)
@@ -223,7 +233,12 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     keep_key = pair_key[np.searchsorted(idx, chosen_pairs)]
     # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
     top_rows = idx[np.isin(pair_key, keep_key)]
-    top_probability = score(store, artifact, ex.take(top_rows).rows, patch=patch)
+    if base is not None:
+        ref_key = pair_key[np.searchsorted(idx, reference)]
+        base_index = np.searchsorted(ref_key, pair_key[np.searchsorted(idx, top_rows)])
+        top_probability = artifact.score(store.reslot_columns(base, base_index, ex.take(top_rows).rows))
+    else:
+        top_probability = score(store, artifact, ex.take(top_rows).rows, patch=patch)
     others = reference[~np.isin(reference, top_rows)]
     rows = np.concatenate([top_rows, others])
     probability = np.concatenate([top_probability, ref_probability[np.searchsorted(reference, others)]])

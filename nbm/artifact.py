@@ -89,8 +89,11 @@ class ScoringArtifact:
         for j, name in enumerate(self.features):
             values = np.asarray(frame[name]) if isinstance(frame, dict) else frame[name].to_numpy()
             if name in indexes:
-                codes = indexes[name].get_indexer(values if values.dtype.kind in "iuf" else values.astype(object))
-                out[:, j] = np.where(codes >= 0, codes, np.nan)
+                # Look up the distinct values only: one user's candidates share their attributes.
+                inverse, distinct = pd.factorize(values, use_na_sentinel=True)
+                codes = indexes[name].get_indexer(np.asarray(distinct, dtype=object)) if len(distinct) else np.zeros(0, int)
+                mapped = np.append(codes, -1)[inverse]
+                out[:, j] = np.where(mapped >= 0, mapped, np.nan)
             else:
                 out[:, j] = values
         return out

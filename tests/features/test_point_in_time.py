@@ -145,3 +145,26 @@ def test_attribute_categories_are_the_same_in_every_partition(dataset, config) -
     split = build_training_set(rare, config, partitions=3)
     assert "only-one-person-here" in split["attr_country"].cat.categories
     pd.testing.assert_frame_equal(split, build_training_set(rare, config, partitions=1))
+
+
+def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
+    """Stage 2 of two-stage scoring copies a candidate's columns and recomputes only the slot features."""
+    from features.candidates import expand
+    from features.compute import reslot_columns
+    from features.pipeline import FeatureStore
+    from nbm.config import NbmConfig
+    from nbm.dataset import build_dataset
+    from nbm.simulate import SimConfig, simulate
+
+    config = NbmConfig()
+    tables = simulate(SimConfig(n_users=400, n_days=21, seed=9)).tables
+    dataset, _ = build_dataset(tables, config, now=pd.Timestamp("2026-11-01T00:00:00Z"))
+    store = FeatureStore.build(dataset, config)
+    rows = expand(store, str(dataset.users["user_id"].iloc[7]), pd.Timestamp("2026-10-25T00:00:00Z"))
+    assert len(rows) > 10
+    full = store.featurise_columns(rows)
+    base_index = np.zeros(len(rows), dtype=np.int64)        # every row from the first one's columns …
+    same_pair = (rows.message_id == rows.message_id[0]) & (rows.channel == rows.channel[0])
+    again = reslot_columns(store.history, store.globals.rates, full, base_index, rows)
+    for name, values in full.items():                     # … equals featurising the row itself
+        np.testing.assert_array_equal(np.asarray(again[name])[same_pair], np.asarray(values)[same_pair], err_msg=name)
