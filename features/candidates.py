@@ -1,8 +1,8 @@
 """Candidates of a decision: every eligible (message × channel × send slot) for a user at a time.
 
-Eligibility here is what the data says: the message is live over the slot (``start_at ≤ send < end_at``),
-targets the user's lifecycle stage, allows the channel; the user consents to the channel and has not
-unsubscribed from or bounced on it. Slots are the configured local hours (``features.slot_hours``) within
+Eligibility is :func:`nbm.policy.eligibility.eligible` (the message is live over the slot, targets the user's
+lifecycle stage, allows the channel; the user consents to the channel and has not unsubscribed from or
+bounced on it); this module gathers its arrays from the feature indexes. Slots are the configured local hours (``features.slot_hours``) within
 ``features.horizon_hours`` after the decision. Contact-policy rules (caps, quiet hours) belong to the
 decision policy, not here. Vectorised: no Python loop per candidate.
 """
@@ -15,6 +15,7 @@ import pandas as pd
 from features.compute import DAY_NS, HOUR_NS, Candidates, lifecycle_stage
 from features.keys import pair
 from features.pipeline import FeatureStore
+from nbm.policy.eligibility import eligible
 
 
 def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
@@ -47,13 +48,9 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
     signup = history.signup[row] if row >= 0 else np.nan
     stage = int(lifecycle_stage(cfg, (at - signup) / DAY_NS, (at - history.last["activity"].last_time(code, at)) / DAY_NS)[0])
 
-    allowed = history.message_channels & consent[None, :]                        # (m, c)
-    targeted = history.message_stages[:, stage].copy()
-    if message_ids is not None:
-        targeted &= voc.messages.isin(message_ids)
-    start, end = history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"]
-    live = (start[:, None] <= slots[None, :]) & (slots[None, :] < end[:, None])   # (m, s)
-    ok = (allowed & targeted[:, None])[:, :, None] & live[:, None, :]            # (m, c, s)
+    wanted = None if message_ids is None else np.asarray(voc.messages.isin(message_ids))[None, :]
+    ok = eligible(history.message_channels, history.message_stages, history.catalog_arrays["start_ns"],
+                  history.catalog_arrays["end_ns"], consent[None, :], np.array([stage]), slots[None, :], wanted)[0]
     m, c, s = np.nonzero(ok)
     n = len(m)
     return Candidates(

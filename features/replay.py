@@ -25,6 +25,7 @@ from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
+from nbm.policy.eligibility import eligible
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
 from nbm.policy.explore import Arms, Explorer
 
@@ -99,11 +100,9 @@ def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> E
     stage = lifecycle_stage(cfg, (now - signup) / DAY_NS,
                             (now - history.last["activity"].last_time(code, now)) / DAY_NS).astype(np.int64)
 
-    start, end = history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"]
-    pairs = (history.message_channels[None, :, :] & consent[:, None, :]
-             & history.message_stages[:, stage].T[:, :, None])                           # (n, m, c)
-    live = (start[None, :, None] <= slots[:, None, :]) & (slots[:, None, :] < end[None, :, None]) & (slots >= 0)[:, None, :]
-    i, m, c, s = np.nonzero(pairs[:, :, :, None] & live[:, :, None, :])               # sorted by decision
+    i, m, c, s = np.nonzero(eligible(history.message_channels, history.message_stages,
+                                     history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"],
+                                     consent, stage, slots))                            # sorted by decision
     rows = Candidates(
         user_id=user_ids[i], message_id=np.asarray(voc.messages, dtype=object)[m],
         channel=np.asarray(voc.channels, dtype=object)[c], as_of=now[i], send_at=slots[i, s],
