@@ -161,6 +161,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_export_log(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nbm.config import load_config
+    from nbm.errors import UsageError
+    from serving.export import export_log
+    from serving.state import SQLiteState
+
+    config = load_config(args.config)
+    since = None
+    if args.since:
+        try:
+            since = pd.Timestamp(args.since)
+        except ValueError as exc:
+            raise UsageError(f"`--since`: not an ISO-8601 time: {args.since!r}") from exc
+        since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+    counts = export_log(SQLiteState.from_url(config.state_url), args.out, since, args.format)
+    print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out}",
+          file=sys.stderr)
+    return 0
+
+
 def _cmd_config_show(args: argparse.Namespace) -> int:
     from nbm.commands.config_show import run_config_show
 
@@ -264,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how often to check whether the registry alias moved (default 60)")
     srv.add_argument("--example-user", default="u000001", help=argparse.SUPPRESS)
     srv.set_defaults(handler=_cmd_serve)
+
+    exp = sub.add_parser("export-log", parents=[common], help="the service's decision log and feedback as a data directory",
+                         description="Writes decisions and events (the data contract) from the state store, for the "
+                                     "next training and its off-policy evaluation.")
+    exp.add_argument("--out", type=Path, required=True, help="output directory")
+    exp.add_argument("--since", help="only rows at or after this time (ISO-8601)")
+    exp.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    exp.set_defaults(handler=_cmd_export_log)
 
     cfg = sub.add_parser("config", parents=[common], help="configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")

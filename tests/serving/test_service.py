@@ -142,3 +142,22 @@ def test_every_decision_is_in_the_decision_log(client, served_world) -> None:
     row = log.set_index("decision_id").loc[r["decision_id"]]
     assert row["model_version"] == r["model_version"] and row["policy"].startswith("nbm-ranker/")
     assert (log["propensity"] > 0).all() and (log["propensity"] <= 1).all()
+
+
+def test_the_decision_log_exports_as_a_data_directory(client, served_world, tmp_path) -> None:
+    """nbm export-log → decisions and events in the data contract, readable by nbm's loader."""
+    import os
+
+    from nbm.cli import main
+    from nbm.config import load_config
+    from nbm.io import read_raw_table
+    from nbm.validate import validate_decisions
+
+    _, home = served_world
+    os.environ["NBM_HOME"] = str(home)
+    client.post("/recommend", json={"user_id": _users(served_world, 2)[1], "now": NOW})
+    assert main(["export-log", "--out", str(tmp_path)]) == 0
+    decisions, problems = validate_decisions(read_raw_table(tmp_path / "decisions.parquet"))
+    assert len(decisions) >= 1 and sum(len(p) for p in problems) == 0
+    assert (tmp_path / "events.parquet").is_file()
+    assert load_config().state_url.startswith("sqlite:///")
