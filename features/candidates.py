@@ -9,6 +9,10 @@ decision policy, not here. Vectorised: no Python loop per candidate.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
 import numpy as np
 import pandas as pd
 
@@ -19,7 +23,32 @@ from nbm.policy.eligibility import eligible
 
 
 def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
-    """UTC instants (int64 ns) of the local slot hours in ``[now, now + horizon)``, sorted."""
+    """UTC instants (int64 ns) of the local slot hours in ``[now, now + horizon)``, sorted.
+
+    Wall-clock slots of the local days around ``now``; on a day with a DST change, an ambiguous slot hour
+    is skipped and a nonexistent one moves forward (the pandas rules, which that rare case uses).
+    """
+    zone = _zone(timezone)
+    first = datetime.fromtimestamp(int(now) // 10**9, zone).date()
+    values = []
+    for offset in range(int(np.ceil(horizon_hours / 24)) + 2):
+        day = first + timedelta(days=offset)
+        for hour in slot_hours:
+            wall = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
+            later = wall.replace(fold=1)
+            if wall.utcoffset() != later.utcoffset() or datetime.fromtimestamp(wall.timestamp(), zone).hour != hour:
+                return _slot_times_pandas(now, timezone, slot_hours, horizon_hours)   # DST change at a slot
+            values.append(int(wall.timestamp()) * 10**9)
+    values = np.asarray(values, dtype=np.int64)
+    return np.sort(values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))])
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _slot_times_pandas(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
     start = pd.Timestamp(now, tz="UTC").tz_convert(timezone)
     days = pd.date_range(start.normalize(), periods=int(np.ceil(horizon_hours / 24)) + 2, freq="D")
     local = (days.tz_localize(None).to_numpy()[:, None] + np.asarray(slot_hours, dtype="timedelta64[h]")[None, :]).ravel()

@@ -9,6 +9,9 @@ tables, so partitions can be featurised apart (on Dask workers, later) and conca
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -52,6 +55,14 @@ class Vocabulary:
                    topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes)
 
 
+FEW_INSTANTS = 64
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Local hour (0–23) and weekday (0 = Monday) of UTC instants (ns) in per-row IANA time zones."""
     hour = np.zeros(len(times), dtype=np.int64)
@@ -62,6 +73,13 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
         at = times[rows]
         # Candidates of one decision share a few slot times: convert each distinct instant once.
         distinct, inverse = np.unique(at, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        if len(distinct) <= FEW_INSTANTS:   # the service's case: zoneinfo per instant beats a pandas round trip
+            zone = _zone(str(tz))
+            local_dt = [datetime.fromtimestamp(int(t) // 10**9, zone) for t in distinct.tolist()]
+            hour[rows] = np.array([d.hour for d in local_dt], dtype=np.int64)[inverse]
+            weekday[rows] = np.array([d.weekday() for d in local_dt], dtype=np.int64)[inverse]
+            continue
         local = pd.DatetimeIndex(distinct.view("datetime64[ns]")).tz_localize("UTC").tz_convert(tz)
         hour[rows] = np.asarray(local.hour)[inverse]
         weekday[rows] = np.asarray(local.day_of_week)[inverse]

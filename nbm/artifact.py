@@ -87,8 +87,20 @@ class ScoringArtifact:
         out = np.empty((n, len(self.features)), dtype=np.float32)
         indexes = self._category_indexes()
         for j, name in enumerate(self.features):
-            values = np.asarray(frame[name]) if isinstance(frame, dict) else frame[name].to_numpy()
+            raw = frame[name]
+            if name in indexes and isinstance(getattr(raw, "dtype", None), pd.CategoricalDtype):
+                # Categorical columns: map their (few) categories once, then their codes.
+                values = raw.array if isinstance(raw, pd.Series) else raw
+                mapping = self._category_mapping(name, values.categories)
+                codes = np.append(mapping, -1)[np.asarray(values.codes)]
+                out[:, j] = np.where(codes >= 0, codes, np.nan)
+                continue
+            values = np.asarray(raw) if isinstance(frame, dict) else raw.to_numpy()
             if name in indexes:
+                if n and values.dtype == object and values[0] is not None and (values == values[0]).all():
+                    code = indexes[name].get_indexer([values[0]])[0]   # one user's candidates: one value
+                    out[:, j] = code if code >= 0 else np.nan
+                    continue
                 # Look up the distinct values only: one user's candidates share their attributes.
                 inverse, distinct = pd.factorize(values, use_na_sentinel=True)
                 codes = indexes[name].get_indexer(np.asarray(distinct, dtype=object)) if len(distinct) else np.zeros(0, int)
@@ -97,6 +109,16 @@ class ScoringArtifact:
             else:
                 out[:, j] = values
         return out
+
+    def _category_mapping(self, name: str, categories: pd.Index) -> np.ndarray:
+        """Artifact code of each of ``categories`` (−1 when unknown), cached per distinct category list."""
+        cache = self.__dict__.setdefault("_mappings", {})
+        key = (name, tuple(categories))
+        mapping = cache.get(key)
+        if mapping is None:
+            mapping = self._category_indexes()[name].get_indexer(np.asarray(categories, dtype=object))
+            cache[key] = mapping
+        return mapping
 
     def _category_indexes(self) -> dict[str, pd.Index]:
         """The categories as indexes, built once per artifact (a lookup per request otherwise)."""

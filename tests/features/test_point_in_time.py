@@ -168,3 +168,29 @@ def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
     again = reslot_columns(store.history, store.globals.rates, full, base_index, rows)
     for name, values in full.items():                     # … equals featurising the row itself
         np.testing.assert_array_equal(np.asarray(again[name])[same_pair], np.asarray(values)[same_pair], err_msg=name)
+
+
+def test_slot_times_equal_the_pandas_rules_across_dst_changes() -> None:
+    from features.candidates import _slot_times_pandas, slot_times
+
+    zones = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "America/Sao_Paulo", "Pacific/Chatham"]
+    for t in pd.date_range("2026-01-01", "2027-01-01", freq="29h", tz="UTC").asi8:
+        for zone in zones:
+            for hours in ((8, 10, 12, 15, 18, 21), (0, 1, 2, 3)):   # the small hours cross DST gaps and folds
+                np.testing.assert_array_equal(slot_times(int(t), zone, hours, 24.0),
+                                              _slot_times_pandas(int(t), zone, hours, 24.0), err_msg=f"{zone} {t}")
+
+
+def test_local_time_is_the_same_for_few_and_many_instants() -> None:
+    from features.history import FEW_INSTANTS, local_time
+
+    times = pd.date_range("2026-03-01", "2026-11-30", freq="37min", tz="UTC").asi8
+    zones = np.array(["Europe/Paris", "America/New_York", "Asia/Kolkata"], dtype=object)[np.arange(len(times)) % 3]
+    hour, weekday = local_time(times, zones)                      # many distinct instants: pandas
+    few = slice(0, FEW_INSTANTS // 2)
+    h2, w2 = local_time(times[few], zones[few])                   # few: zoneinfo
+    np.testing.assert_array_equal(h2, hour[few])
+    np.testing.assert_array_equal(w2, weekday[few])
+    local = pd.DatetimeIndex(times[:30]).tz_localize("UTC").tz_convert("Europe/Paris")
+    paris = zones[:30] == "Europe/Paris"
+    np.testing.assert_array_equal(h2[:30][paris], np.asarray(local.hour)[paris])
