@@ -171,7 +171,8 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
     checks it) at a fraction of the cost — the service scores every slot of its best pairs this way.
     """
     strength = history.config.features.prior_strength
-    out = {name: np.asarray(values)[base_index] for name, values in base.items()}
+    out = {name: values.take(base_index) if isinstance(values, pd.Categorical) else np.asarray(values)[base_index]
+           for name, values in base.items()}
     user = history.user_codes(np.asarray(rows.user_id, dtype=object))
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     w90 = history.user.window_totals(user, t, ("opens", "sends", "visits"), (90 * DAY_NS,))[90 * DAY_NS]

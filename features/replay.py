@@ -59,6 +59,18 @@ class Expanded:
                         self.n_groups)
 
 
+_OBJECTS: dict[int, tuple[pd.Index, np.ndarray]] = {}
+
+
+def _objects(index: pd.Index) -> np.ndarray:
+    """``index`` as an object array, converted once per index (Arrow-backed strings convert slowly)."""
+    hit = _OBJECTS.get(id(index))
+    if hit is None or hit[0] is not index:
+        hit = (index, np.asarray(index, dtype=object))
+        _OBJECTS[id(index)] = hit
+    return hit[1]
+
+
 def _slot_matrix(now: np.ndarray, zones: np.ndarray, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
     """Slot instants per decision, (n, S) int64, −1 where a decision has fewer slots than S."""
     from features.candidates import slot_times
@@ -87,7 +99,7 @@ def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> E
     row = history.users.get_indexer(user_ids)
     known = row >= 0
     zones = np.full(n, "UTC", dtype=object)
-    zones[known] = history.user_frame["timezone"].astype(str).to_numpy(dtype=object)[row[known]]
+    zones[known] = history.timezone[row[known]]      # users rows come first in the history's codes
     slots = _slot_matrix(now, zones, cfg.features.slot_hours, cfg.features.horizon_hours)    # (n, S)
 
     consent = np.zeros((n, n_ch), dtype=bool)
@@ -104,8 +116,8 @@ def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> E
                                      history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"],
                                      consent, stage, slots))                            # sorted by decision
     rows = Candidates(
-        user_id=user_ids[i], message_id=np.asarray(voc.messages, dtype=object)[m],
-        channel=np.asarray(voc.channels, dtype=object)[c], as_of=now[i], send_at=slots[i, s],
+        user_id=user_ids[i], message_id=_objects(voc.messages)[m],
+        channel=_objects(voc.channels)[c], as_of=now[i], send_at=slots[i, s],
         message_code=m, channel_code=c,
     )
     value = np.nan_to_num(history.catalog_arrays["value"], nan=1.0)[m]
