@@ -49,6 +49,10 @@ class Calibrator:
         return cls((0.0, 1.0), (0.0, 1.0))
 
 
+TIE_BREAK = 1e-9
+"""Largest amount added to a calibrated probability to keep the booster's order (see ``score``)."""
+
+
 @dataclass(frozen=True)
 class ScoringArtifact:
     """Everything needed to score candidates.
@@ -132,8 +136,15 @@ class ScoringArtifact:
         return self.booster.predict(self.matrix(frame), num_threads=1)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities, one per row of ``frame``."""
-        return self.calibrator(self.raw_score(frame))
+        """Calibrated probabilities, one per row of ``frame``.
+
+        Isotonic calibration is a step function: candidates the booster ranks apart can get the same
+        probability, and a greedy decision would then draw between them at random. A term of at most
+        1e-9, increasing in the raw score, keeps the booster's order inside a step.
+        """
+        raw = self.raw_score(frame)
+        tie_break = TIE_BREAK / (1.0 + np.exp(-np.clip(raw, -50, 50)))
+        return np.clip(self.calibrator(raw) + tie_break, 0.0, 1.0)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -185,7 +185,7 @@ class Engine:
                     keep[rows & ~np.isin(ex.rows.message_id, requests[i]["candidates"])] = False
             ex = ex.take(np.flatnonzero(keep))
         contacts = [self.state.contacts(u, int(ti), self.lookback_ns) for u, ti in zip(users, t)]
-        histories = self._histories(users, contacts)
+        histories = self._histories(users, contacts, t)
         contact = contact_verdict(self.store, ex, histories)
         explorer = self.explorer if explore else self.greedy
         arms = self.state.arms() if explorer.name == "thompson" else None
@@ -213,15 +213,18 @@ class Engine:
             out.append(_public(answer) if ok else None)
         return out
 
-    def _histories(self, users: np.ndarray, contacts: list) -> SendHistories:
-        """Each decision's contact history: the snapshot's sends and the state store's, grouped by decision."""
+    def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
+        """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the
+        data may run past a `now` in the past) and the state store's (which may plan sends after it)."""
         parts = []
         for i, (user, c) in enumerate(zip(users, contacts)):
             start = self._s_index.get(user)
             if start is not None:
                 end = start + self._s_count[user]
-                parts.append((np.full(end - start, i), self._s_times[start:end], self._s_channels[start:end],
-                              self._s_messages[start:end]))
+                times = self._s_times[start:end]
+                before = slice(int(np.searchsorted(times, t[i] - self.lookback_ns)), int(np.searchsorted(times, t[i])))
+                parts.append((np.full(before.stop - before.start, i), times[before],
+                              self._s_channels[start:end][before], self._s_messages[start:end][before]))
             if len(c.times):
                 parts.append((np.full(len(c.times), i), c.times, c.channels, c.messages))
         if not parts:
