@@ -201,5 +201,6 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
         low = [v.policy for v in report.values.values() if v.ess < 100]
         if low:
             console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): "
-                          "their SNIPS/DR estimates are imprecise; trust the intervals, not the points[/yellow]")
+                          "their SNIPS/DR estimates and their bootstrap intervals are unreliable; compare them on "
+                          "logs that explore more (the service's own decision log)[/yellow]")
     console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")
