@@ -61,6 +61,11 @@ class AsOfIndex:
         keys, times = keys.astype(np.int64), times.astype(np.int64)
         if dedupe and len(times) > 1 and times[0] == times[-1] and (times == times[0]).all():
             # One decision time (the candidates of a decision): search each distinct key once.
+            if keys[0] == keys[-1] and (keys == keys[0]).all():      # one key too (user-level features)
+                start, stop, firsts = self._positions(keys[:1], times[:1], windows, dedupe=False)
+                n = len(keys)
+                return (np.broadcast_to(start, (n,)), np.broadcast_to(stop, (n,)),
+                        [np.broadcast_to(f, (n,)) for f in firsts])
             unique, inverse = np.unique(keys, return_inverse=True)
             start, stop, firsts = self._positions(unique, np.full(len(unique), times[0]), windows, dedupe=False)
             return start[inverse], stop[inverse], [f[inverse] for f in firsts]
