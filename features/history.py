@@ -276,8 +276,14 @@ class History:
 
     def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
         """Code of each user id; ids without history get codes past the known ones (no events)."""
-        if len(user_ids) > 1 and (user_ids == user_ids[0]).all():  # the candidates of one decision
-            return np.repeat(self.user_codes(user_ids[:1]), len(user_ids))
+        if len(user_ids) and (len(user_ids) == 1 or (user_ids == user_ids[0]).all()):  # one decision's candidates
+            try:
+                code = self.all_users.get_loc(user_ids[0])          # one hash lookup
+            except KeyError:
+                code = len(self.all_users)
+            if not isinstance(code, (int, np.integer)):             # a duplicated id: the first row
+                code = int(np.flatnonzero(np.asarray(code))[0]) if np.asarray(code).dtype == bool else int(code.start)
+            return np.full(len(user_ids), code, dtype=np.int64)
         factor, uniques = pd.factorize(user_ids)   # hash the (many) ids once, look up the (fewer) distinct ones
         codes = np.append(self.all_users.get_indexer(np.asarray(uniques, dtype=object)), -1)[factor]
         missing = codes < 0
