@@ -16,8 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,14 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serving.launch import free_port, start_service, stop_service
+
 NOW = "2026-11-01T00:00:00Z"
 CHANNELS = ["email", "push", "sms"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_world(root: Path) -> tuple[Path, Path, list[str]]:
@@ -93,33 +87,6 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
     ms = np.asarray(latencies) * 1e3
     return {"requests": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
             "per_s": len(ms) / wall}
-
-
-def serve(data: Path, home: Path, workers: int) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
-                                "--workers", str(workers)], env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return process, port
-        except OSError:
-            time.sleep(0.5)
-    stop(process)
-    raise SystemExit("nbm serve did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def fastapi_floor(engine, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
@@ -190,7 +157,8 @@ def main() -> None:
         del engine
 
         for workers in (1, 2):
-            process, port = serve(data, home, workers)
+            port = free_port()
+            process = start_service(data, home, port, workers)
             try:
                 load(port, "/recommend", bodies_for(20), 2, args.seconds)  # warm-up
                 for c in (1, 8, 32):
@@ -202,7 +170,7 @@ def main() -> None:
                     r = load(port, "/recommend_batch", batch, 1, args.seconds * 3)
                     batch_rate = r["per_s"] * 500
             finally:
-                stop(process)
+                stop_service(process)
         table = pd.DataFrame(rows_out)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
         two = table[(table["server"] == "nbm serve") & (table["workers"] == 2)].set_index("concurrency")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from nbm import __version__
 from nbm.errors import NbmError
+from nbm.policy.explore import EXPLORERS
+
+EXPLORER_NAMES = tuple(sorted(EXPLORERS))
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -97,17 +100,14 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
     from rich.console import Console
 
+    from nbm.commands.options import parse_time
     from nbm.config import load_config
     from nbm.dataset import load_dataset
     from serving.batch import read_user_list, recommend_all
     from serving.registry import load_model
 
     config = load_config(args.config)
-    try:
-        now = pd.Timestamp(args.now) if args.now else pd.Timestamp.now(tz="UTC")
-    except ValueError as exc:
-        raise UsageError(f"`--now`: not an ISO-8601 time: {args.now!r}") from exc
-    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    now = parse_time(args.now, "--now") or pd.Timestamp.now(tz="UTC")
     if not 1 <= args.k <= 10:
         raise UsageError(f"`--k` must lie in 1..10, got {args.k}")
     console = Console(stderr=True)
@@ -162,21 +162,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_log(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from nbm.commands.options import parse_time
     from nbm.config import load_config
-    from nbm.errors import UsageError
     from serving.export import export_log
     from serving.state import SQLiteState
 
     config = load_config(args.config)
-    since = None
-    if args.since:
-        try:
-            since = pd.Timestamp(args.since)
-        except ValueError as exc:
-            raise UsageError(f"`--since`: not an ISO-8601 time: {args.since!r}") from exc
-        since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+    since = parse_time(args.since, "--since")
     counts = export_log(SQLiteState.from_url(config.state_url), args.out, since, args.format)
     print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out}",
           file=sys.stderr)
@@ -265,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--now", help="decision time, ISO-8601 (default: now)")
     rec.add_argument("--users", type=Path, help="only these users: one id per line, or CSV/Parquet with user_id")
     rec.add_argument("--k", type=int, default=1, help="items per decision, 1..10 (default 1)")
-    rec.add_argument("--explorer", default="greedy", help="greedy, epsilon_greedy, softmax or thompson (default greedy)")
+    rec.add_argument("--explorer", default="greedy", choices=EXPLORER_NAMES, help="how to choose (default greedy)")
     rec.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
     rec.add_argument("--seed", type=int, default=0, help="seed of the explorer's draws")
     rec.add_argument("--out", type=Path, required=True, help="output file (JSON lines)")
@@ -279,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=3000, help="port (default 3000)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    srv.add_argument("--explorer", default="epsilon_greedy",
-                     help="greedy, epsilon_greedy, softmax or thompson (default epsilon_greedy)")
+    srv.add_argument("--explorer", default="epsilon_greedy", choices=EXPLORER_NAMES,
+                     help="how to choose among candidates (default epsilon_greedy)")
     srv.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
     srv.add_argument("--reload-seconds", type=float, default=60.0,
                      help="how often to check whether the registry alias moved (default 60)")

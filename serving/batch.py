@@ -28,6 +28,19 @@ CHUNK = 20_000
 NAMESPACE = uuid.UUID("6f1c1d1e-8a7b-4e0c-9a55-6e626d2d6e62")
 
 
+def iso_utc(ns: int) -> str:
+    """An instant (int64 ns) as ISO-8601 UTC with ``Z``, as the service answers."""
+    return pd.Timestamp(int(ns), tz="UTC").isoformat().replace("+00:00", "Z")
+
+
+def slate_items(md, start: int, stop: int) -> list[dict]:
+    """The ``items`` of one decision: its rows ``start:stop`` of the model's slate, in the answer's shape."""
+    slate, rows = md.slate, md.scored.rows
+    return [{"message_id": str(rows.message_id[slate.row[j]]), "channel": str(rows.channel[slate.row[j]]),
+             "send_at": iso_utc(slate.send_at[j]), "score": round(float(md.probability[slate.row[j]]), 6),
+             "propensity": round(float(slate.propensity[j]), 6)} for j in range(start, stop)]
+
+
 @dataclass(frozen=True)
 class BatchSummary:
     decisions: int
@@ -69,7 +82,7 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     rng = np.random.default_rng(seed)
     reasons: dict[str, int] = {}
     with_items = items = 0
-    stamp = pd.Timestamp(t, tz="UTC").isoformat().replace("+00:00", "Z")
+    stamp = iso_utc(t)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
@@ -84,16 +97,11 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
             slate = md.slate
             starts = np.searchsorted(slate.decision, np.arange(len(chunk) + 1))
             for i, user in enumerate(chunk):
-                picked = range(starts[i], starts[i + 1])
                 entry = {
                     "decision_id": str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{model_version}")),
                     "user_id": str(asked[a + i]),
                     "model_version": model_version,
-                    "items": [{"message_id": str(md.scored.rows.message_id[slate.row[j]]),
-                               "channel": str(md.scored.rows.channel[slate.row[j]]),
-                               "send_at": pd.Timestamp(int(slate.send_at[j]), tz="UTC").isoformat().replace("+00:00", "Z"),
-                               "score": round(float(md.probability[slate.row[j]]), 6),
-                               "propensity": round(float(slate.propensity[j]), 6)} for j in picked],
+                    "items": slate_items(md, starts[i], starts[i + 1]),
                     "suppressed": suppressed.get(i, []),
                     "now": stamp,
                 }

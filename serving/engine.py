@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.replay import contact_verdict, expand_many, model_decide
 from features.pipeline import FeatureStore
+from features.replay import contact_verdict, expand_many, model_decide
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
 from nbm.policy.contact import SendHistories
 from nbm.policy.explore import EXPLORERS, Greedy
-from serving.batch import suppressed_by_decision
-from serving.schemas import event_errors
+from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
+from serving.batch import slate_items, suppressed_by_decision
 from serving.registry import LoadedModel, load_model, resolve_version
+from serving.schemas import event_errors
 from serving.state import SQLiteState
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
@@ -75,7 +76,6 @@ class Engine:
         self.state = SQLiteState.from_url(config.state_url)
         self.channels = frozenset(config.channels)
         self.messages = frozenset(self.dataset.messages["message_id"].astype(str))
-        self.values = self.dataset.messages.set_index(self.dataset.messages["message_id"].astype(str))["value"]
         self.lookback_ns = int((max(7.0, config.contact_policy.message_cooldown_days) + 1.0) * DAY_NS)
         self._snapshot_sends()
         self._rng = np.random.default_rng(settings.seed)
@@ -93,12 +93,12 @@ class Engine:
         sends = events[events["event_type"].to_numpy(dtype=object) == "send"]
         users = sends["user_id"].to_numpy(dtype=object)
         order = np.lexsort((sends["timestamp"].to_numpy(dtype="int64"), pd.factorize(users)[0]))
-        self._s_users = users[order]
+        users = users[order]
         self._s_times = sends["timestamp"].to_numpy(dtype="int64")[order]
         self._s_channels = sends["channel"].to_numpy(dtype=object)[order]
         self._s_messages = sends["message_id"].to_numpy(dtype=object)[order]
         # The sends are grouped by user: each user's run starts at its first index and has its count.
-        unique, first, count = (np.unique(self._s_users.astype(str), return_index=True, return_counts=True)
+        unique, first, count = (np.unique(users.astype(str), return_index=True, return_counts=True)
                                 if len(order) else (np.zeros(0, str), np.zeros(0, int), np.zeros(0, int)))
         self._s_index = dict(zip(unique.tolist(), first.tolist()))
         self._s_count = dict(zip(unique.tolist(), count.tolist()))
@@ -200,15 +200,12 @@ class Engine:
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
         out: list[dict | None] = []
         for i, r in enumerate(requests):
-            picked = range(starts[i], starts[i + 1])
-            rows = slate.row[picked.start:picked.stop]
-            items = [{"message_id": str(md.scored.rows.message_id[row]), "channel": str(md.scored.rows.channel[row]),
-                      "send_at": _iso(slate.send_at[j]), "score": round(float(md.probability[row]), 6),
-                      "propensity": round(float(slate.propensity[j]), 6)} for j, row in zip(picked, rows)]
+            lo, hi = starts[i], starts[i + 1]
+            items = slate_items(md, lo, hi)
             answer = self._answer(uuid.uuid4().hex, r["user_id"], model.version, int(t[i]), items,
                                   suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"))
-            propensity = float(np.prod(slate.propensity[picked.start:picked.stop])) if items else 1.0
-            planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(picked, items)]
+            propensity = float(np.prod(slate.propensity[lo:hi])) if items else 1.0
+            planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(range(lo, hi), items)]
             ok = self.state.reserve(str(users[i]), contacts[i].version, answer, planned, propensity)
             out.append(_public(answer) if ok else None)
         return out
@@ -235,17 +232,23 @@ class Engine:
                              channels[order].astype(object), messages[order].astype(object))
 
     def _patch_many(self, columns: dict[str, np.ndarray], rows, state_sends: dict) -> None:
-        user_ids = np.asarray(rows.user_id, dtype=object)
-        for user, (c, t) in state_sends.items():
-            mask = user_ids == user
-            if mask.any():
-                sub = {name: np.asarray(values)[mask].copy() for name, values in columns.items() if name in PATCHED}
-                self._patch(sub, type("R", (), {"channel": np.asarray(rows.channel)[mask],
-                                                "message_id": np.asarray(rows.message_id)[mask]}), c, t)
-                for name, values in sub.items():
-                    column = np.asarray(columns[name]).astype(np.float32, copy=True)
-                    column[mask] = values
-                    columns[name] = column
+        """:meth:`_patch` for the candidates of every user with sends the snapshot lacks (one pass over rows)."""
+        codes, uniques = pd.factorize(np.asarray(rows.user_id, dtype=object))
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        position = {u: i for i, u in enumerate(uniques)}
+        patched = {name: np.array(columns[name], dtype=np.float32) for name in PATCHED}   # writable copies, once
+        channels, messages = np.asarray(rows.channel, dtype=object), np.asarray(rows.message_id, dtype=object)
+        for user, (contacts, t) in state_sends.items():
+            i = position.get(user)
+            if i is None:
+                continue
+            idx = order[bounds[i]:bounds[i + 1]]
+            sub = {name: values[idx] for name, values in patched.items()}
+            self._patch(sub, channels[idx], messages[idx], contacts, t)
+            for name, values in sub.items():
+                patched[name][idx] = values
+        columns.update(patched)
 
     def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm) -> dict:
         answer = {"decision_id": decision_id, "user_id": user_id, "model_version": version, "items": items,
@@ -255,14 +258,11 @@ class Engine:
             answer["reason"] = reason
         return answer
 
-    def _timezone(self, user: str) -> str:
-        history = self.store.history
-        row = history.users.get_indexer([user])[0]
-        return str(history.user_frame["timezone"].iloc[row]) if row >= 0 else "UTC"
-
     @staticmethod
-    def _patch(frame: dict[str, np.ndarray], rows, contacts, t: int) -> None:
-        """Contact-recency features from sends the snapshot does not have (feedback, planned items)."""
+    def _patch(frame: dict[str, np.ndarray], cand_channel: np.ndarray, cand_message: np.ndarray, contacts,
+               t: int) -> None:
+        """Contact-recency features of candidates (``frame``, their channels and messages) from sends the
+        snapshot does not have (feedback, planned items)."""
         past = contacts.times < t
         if not past.any():
             return
@@ -270,8 +270,6 @@ class Engine:
         f32 = np.float32
         frame["time_hours_since_contact"] = np.fmin(frame["time_hours_since_contact"], (t - times.max()) / HOUR_NS).astype(f32)
         frame["user_contacts_7d"] = (frame["user_contacts_7d"] + (times >= t - 7 * DAY_NS).sum()).astype(f32)
-        cand_channel = np.asarray(rows.channel, dtype=object)
-        cand_message = np.asarray(rows.message_id, dtype=object)
         since, day, week = (frame[k].copy() for k in ("uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d"))
         for channel in pd.unique(channels):
             on = channels == channel
@@ -305,8 +303,6 @@ class Engine:
 
     def _event_error(self, e: dict) -> str:
         kind = e.get("event_type")
-        from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
-
         if kind not in EVENT_TYPES:
             return f"`event_type`: unknown {kind!r} (expected one of {', '.join(EVENT_TYPES)})"
         if kind in MESSAGE_EVENT_TYPES and not e.get("message_id"):
@@ -318,10 +314,6 @@ class Engine:
         if e.get("message_id") is not None and e["message_id"] not in self.messages:
             return f"`message_id`: {e['message_id']!r} is not in the catalog"
         return ""
-
-
-def _iso(ns: int) -> str:
-    return pd.Timestamp(int(ns), tz="UTC").isoformat().replace("+00:00", "Z")
 
 
 def _public(answer: dict) -> dict:

@@ -12,6 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from nbm.commands.options import parse_time
 from nbm.errors import UsageError
 from nbm.simulate import MessyRates, SimConfig, SimulatedData, simulate
 from nbm.simulate.messy import inject
@@ -22,12 +23,7 @@ WORLD = "world.json"
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    start = None
-    if args.start:
-        try:
-            start = pd.Timestamp(args.start)
-        except ValueError as exc:
-            raise UsageError(f"`--start`: not an ISO-8601 time: {args.start!r}") from exc
+    start = parse_time(args.start, "--start")
     config = SimConfig(
         n_users=args.users, n_days=args.days, seed=args.seed, start=start, epsilon=args.epsilon,
         messy=MessyRates() if args.messy else None,

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
@@ -16,13 +10,9 @@ from itertools import combinations
 import pandas as pd
 import pytest
 
+from serving.launch import free_port, start_service, stop_service
+
 NOW = "2026-11-01T00:00:00Z"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(port: int, path: str, body: dict) -> dict:
@@ -30,32 +20,6 @@ def _post(port: int, path: str, body: dict) -> dict:
                                      headers={"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
-
-
-def _start(data, home, port: int) -> subprocess.Popen:
-    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen([sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
-                                "--workers", "2", "--explorer", "greedy"], env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    _stop(process)
-    raise AssertionError("nbm serve did not become ready in 120 s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def _check_caps(items: list[dict]) -> None:
@@ -73,8 +37,8 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(served_world) ->
     data, home = served_world
     users = pd.read_parquet(data / "users.parquet")
     candidates = users.loc[users["consent"].map(len) >= 3, "user_id"].tolist()
-    port = _free_port()
-    process = _start(data, home, port)
+    port = free_port()
+    process = start_service(data, home, port, workers=2, explorer="greedy")
     try:
         for user in candidates[:80]:     # a user who gets something (asked days before: its plan has expired)
             probe = _post(port, "/recommend", {"user_id": user, "now": "2026-10-28T00:00:00Z", "k": 2})
@@ -93,12 +57,12 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(served_world) ->
                 "decision_id": first["decision_id"]}
         assert _post(port, "/feedback", {"events": [sent]})["accepted"] == 1
     finally:
-        _stop(process)
-    port = _free_port()   # a fresh port: the old one may still be closing
-    process = _start(data, home, port)
+        stop_service(process)
+    port = free_port()   # a fresh port: the old one may still be closing
+    process = start_service(data, home, port, workers=2, explorer="greedy")
     try:
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
     finally:
-        _stop(process)
+        stop_service(process)

@@ -152,6 +152,7 @@ def test_the_decision_log_exports_as_a_data_directory(client, served_world, tmp_
     from nbm.config import load_config
     from nbm.io import read_raw_table
     from nbm.validate import validate_decisions
+    from serving.state import SQLiteState
 
     _, home = served_world
     os.environ["NBM_HOME"] = str(home)
@@ -159,8 +160,10 @@ def test_the_decision_log_exports_as_a_data_directory(client, served_world, tmp_
     assert main(["export-log", "--out", str(tmp_path)]) == 0
     decisions, problems = validate_decisions(read_raw_table(tmp_path / "decisions.parquet"))
     assert len(decisions) >= 1 and sum(len(p) for p in problems) == 0
-    assert (tmp_path / "events.parquet").is_file()
-    assert load_config().state_url.startswith("sqlite:///")
+    logged = SQLiteState.from_url(load_config().state_url)
+    assert sorted(decisions["decision_id"]) == sorted(logged.decision_log()["decision_id"])
+    events = read_raw_table(tmp_path / "events.parquet")
+    assert sorted(events["event_id"]) == sorted(logged.feedback_events()["event_id"])
 
 
 def test_batch_scoring_and_the_service_take_the_same_greedy_decision(served_world, tmp_path) -> None:

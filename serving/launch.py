@@ -1,0 +1,53 @@
+"""Start ``nbm serve`` as a subprocess on a free loopback port, wait until it is ready, stop it.
+
+For the end-to-end tests and ``benchmarks/serve.py``: the service runs in its own process group, so that
+stopping it stops BentoML's workers too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer: str | None = None,
+                  timeout: float = 180.0) -> subprocess.Popen:
+    """``nbm serve --data DATA`` with ``NBM_HOME=HOME`` on 127.0.0.1:PORT, returned once ``/readyz`` answers."""
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
+               "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    stop_service(process)
+    raise RuntimeError(f"nbm serve did not become ready in {timeout:.0f} s")
+
+
+def stop_service(process: subprocess.Popen) -> None:
+    """Stop the service and its workers (SIGTERM, then SIGKILL after 30 s)."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
