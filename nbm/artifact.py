@@ -5,20 +5,23 @@ MLflow, Optuna or scikit-learn. ``score(frame)`` returns calibrated probabilitie
 ``target``, a conversion by default): the decision policy weighs them by message value and may decide to
 send nothing, so they must be probabilities, not ranks.
 
-Scoring goes through ``Booster.predict`` on a float32 numpy matrix — the scikit-learn wrapper on a
-DataFrame costs 0.6–0.8 ms more per call.
+Scoring goes through the booster compiled to machine code when :meth:`ScoringArtifact.compile` made it
+(``nbm.compiled``: the same raw scores, 5–8× faster), else through ``Booster.predict`` on a float32 numpy
+matrix — never the scikit-learn wrapper on a DataFrame (0.6–0.8 ms more per call).
 """
 
 from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from nbm.compiled import CompiledForest, compile_booster
 
 BOOSTER_FILE, META_FILE = "booster.txt", "artifact.json"
 
@@ -71,6 +74,8 @@ class ScoringArtifact:
         ``"lambdarank"`` or ``"binary"``; what the probability is of (``"convert"``, ``"click"``, …).
     versions
         Library versions it was trained with.
+    compiled
+        The booster as machine code (see :meth:`compile`), or ``None``: scored by ``Booster.predict``.
     """
 
     booster: lgb.Booster
@@ -80,6 +85,13 @@ class ScoringArtifact:
     objective: str = "binary"
     target: str = "convert"
     versions: dict[str, str] = field(default_factory=dict)
+    compiled: CompiledForest | None = field(default=None, compare=False, repr=False)
+
+    def compile(self, cache_dir: str | Path) -> ScoringArtifact:
+        """This artifact scoring through its compiled booster (cached in ``cache_dir``); itself unchanged
+        when compiling is not possible here (``nbm.compiled.LAST_FAILURE`` says why)."""
+        forest = compile_booster(self.booster, cache_dir)
+        return self if forest is None else replace(self, compiled=forest)
 
     def matrix(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
         """The float32 feature matrix of ``frame`` in the artifact's column order (categoricals as codes)."""
@@ -132,8 +144,13 @@ class ScoringArtifact:
             object.__setattr__(self, "_indexes", cached)
         return cached
 
-    def raw_score(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.matrix(frame), num_threads=1)
+    def raw_score(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
+        """What ``Booster.predict`` gives for ``frame``'s rows (the booster's probability for ``binary``, its
+        ranking score for ``lambdarank``): the calibrator's input. On one thread."""
+        matrix = self.matrix(frame)
+        if self.compiled is not None:
+            return self.compiled.predict(matrix)
+        return self.booster.predict(matrix, num_threads=1)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, one per row of ``frame``.

@@ -109,19 +109,27 @@ class Engine:
 
     # -- model reload ------------------------------------------------------------------------------
     def maybe_reload(self) -> None:
-        """Pick up a new version when the registry alias moved (checked at most every ``reload_seconds``)."""
+        """Check the registry alias in the background when ``reload_seconds`` have passed since the last check.
+
+        Loading (and compiling) a new version takes seconds: it runs on a thread of its own, and requests go
+        on with the current model until one reference swap puts the new one in place.
+        """
         if time.monotonic() - self._checked < self.settings.reload_seconds:
             return
         if not self._reload_lock.acquire(blocking=False):
             return
+        self._checked = time.monotonic()
+        threading.Thread(target=self._reload, name="nbm-model-reload", daemon=True).start()
+
+    def _reload(self) -> None:
         try:
-            self._checked = time.monotonic()
             version = resolve_version(self.settings.model, self.config)
             if version is not None and version != self.model.version:
                 self.model = load_model(self.settings.model, self.config)   # one reference swap: atomic
         except Exception:  # noqa: BLE001 — a registry hiccup must not fail requests; retry next interval
             pass
         finally:
+            self._checked = time.monotonic()
             self._reload_lock.release()
 
     # -- requests ----------------------------------------------------------------------------------

@@ -4,20 +4,27 @@
 downloads the version's scoring artifact (booster + calibrator + features; see ``nbm.artifact``). A plain
 path loads an artifact directory saved by ``ScoringArtifact.save``. :func:`resolve_version` tells which
 version an alias points at now, cheaply, so a running service can notice that the alias moved.
+
+A loaded artifact scores through its booster compiled to machine code (``nbm.compiled``; the object code
+is cached under ``NBM_HOME/compiled``), or — when that is not possible here, said once on the log — through
+``Booster.predict``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbm import compiled
 from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.errors import UnusableInputError
 
 DEFAULT_MODEL = "models:/nbm-ranker@champion"
+_LOG = logging.getLogger("nbm.serving")
 _URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -59,7 +66,7 @@ def load_model(uri: str, config: NbmConfig) -> LoadedModel:
         path = Path(uri)
         if not path.is_dir():
             raise UnusableInputError(f"`--model`: {uri!r} is neither a models:/NAME@ALIAS URI nor a directory")
-        return LoadedModel(ScoringArtifact.load(path), path.name)
+        return LoadedModel(_compiled(ScoringArtifact.load(path), config), path.name)
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -71,4 +78,12 @@ def load_model(uri: str, config: NbmConfig) -> LoadedModel:
         raise UnusableInputError(f"no registered model at {uri} in {config.mlflow_tracking_uri} "
                                  "(train one with `nbm train`)") from exc
     location = version.tags.get("nbm_artifact") or f"runs:/{version.run_id}/nbm_artifact"
-    return LoadedModel(ScoringArtifact.load(mlflow.artifacts.download_artifacts(location)), str(version.version))
+    artifact = ScoringArtifact.load(mlflow.artifacts.download_artifacts(location))
+    return LoadedModel(_compiled(artifact, config), str(version.version))
+
+
+def _compiled(artifact: ScoringArtifact, config: NbmConfig) -> ScoringArtifact:
+    fast = artifact.compile(config.home.expanduser() / "compiled")
+    if fast.compiled is None:
+        _LOG.warning("scoring with Booster.predict: %s", "; ".join(compiled.LAST_FAILURE))
+    return fast

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -26,6 +27,11 @@ def test_alias_move_is_picked_up_while_requests_run(served_world) -> None:
         assert main(["train", "--data", str(data), "--no-policy-eval", "--force-promote", "--seed", "3",
                      "--valid-days", "5", "--test-days", "5"]) == 0
         answers = [f.result() for f in running]           # none failed
-    after = engine.recommend(users[0], now=pd.Timestamp("2026-10-31T00:00:00Z"))
+    deadline = time.monotonic() + 60    # the new version loads (and compiles) in the background
+    while True:
+        after = engine.recommend(users[0], now=pd.Timestamp("2026-10-31T00:00:00Z"))
+        if after["model_version"] != before or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert int(after["model_version"]) == int(before) + 1
     assert {a["model_version"] for a in answers} <= {before, after["model_version"]}
