@@ -269,8 +269,13 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
 
 def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:
     """The contact policy on every candidate row of ``ex``."""
-    return apply_contact_policy_batch(ex.group, ex.rows.channel, ex.rows.message_id, ex.rows.send_at, ex.timezones,
-                                      histories, store.config.contact_policy)
+    voc, rows = store.globals.vocabulary, ex.rows
+    channels, messages = rows.channel, rows.message_id
+    if rows.channel_code is not None and rows.message_code is not None:   # codes into the vocabulary: no hashing
+        channels = pd.Categorical.from_codes(rows.channel_code, categories=voc.channels)
+        messages = pd.Categorical.from_codes(rows.message_code, categories=voc.messages)
+    return apply_contact_policy_batch(ex.group, channels, messages, rows.send_at, ex.timezones, histories,
+                                      store.config.contact_policy)
 
 
 def hour_bucket(times: np.ndarray) -> np.ndarray:

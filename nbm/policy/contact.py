@@ -148,55 +148,106 @@ class _PackedCounts:
         return np.minimum(d_after, d_before)
 
 
-def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray,
-                               timezones: np.ndarray, histories: SendHistories,
-                               policy: ContactPolicyConfig) -> ContactDecision:
+def _codes(candidates: np.ndarray | pd.Categorical, history: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer codes of the candidates' and the history's values on one scale, and the number of codes.
+
+    A ``pd.Categorical`` of candidates is used as it is (a batch has ~10⁶ rows over a few dozen strings:
+    hashing them costs more than the rest of the policy); a history value no candidate has gets a code of
+    its own, past the candidates'.
+    """
+    if isinstance(candidates, pd.Categorical):
+        n = len(candidates.categories)
+        h = candidates.categories.get_indexer(np.asarray(history, dtype=object))
+        return np.asarray(candidates.codes, np.int64), np.where(h >= 0, h, n).astype(np.int64), n + 1
+    codes, names = pd.factorize(np.concatenate([np.asarray(candidates, object), np.asarray(history, object)]))
+    return codes[: len(candidates)].astype(np.int64), codes[len(candidates):].astype(np.int64), max(len(names), 1)
+
+
+_REASON_NAMES = np.array(["", *REASONS], dtype=object)
+
+
+def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Categorical,
+                               messages: np.ndarray | pd.Categorical, send_at: np.ndarray, timezones: np.ndarray,
+                               histories: SendHistories, policy: ContactPolicyConfig) -> ContactDecision:
     """:func:`apply_contact_policy` for the candidates of many decisions at once.
 
     ``group`` (int, per candidate) is the candidate's decision; ``timezones`` (per decision) its user's
-    time zone; ``histories`` the past sends, by decision.
+    time zone; ``histories`` the past sends, by decision. ``channels`` and ``messages`` are strings, or
+    ``pd.Categorical`` of them (faster for large batches).
+
+    The channel rules depend on (decision, channel, send time) only, so they are checked once per distinct
+    triple (a decision of 100 messages × 3 channels × 6 slots has 18); the cooldown only for candidates
+    whose message the decision's user has been sent.
     """
     group = np.asarray(group, np.int64)
     at = np.asarray(send_at, dtype=np.int64).copy()
     n = len(at)
-    reason = np.full(n, "", dtype=object)
     if not n:
-        return ContactDecision(np.zeros(0, bool), reason, at)
-    zone = np.asarray(timezones, dtype=object)[group]
-    for tz in pd.unique(zone):  # a handful of time zones
-        rows = zone == tz
-        at[rows] = shift_quiet_hours(at[rows], str(tz), policy.quiet_hours_start, policy.quiet_hours_end)
-
-    def flag(broken: np.ndarray, name: str) -> None:
-        reason[(reason == "") & broken] = name
+        return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at)
+    at = _quiet_shifted(group, at, timezones, policy)
 
     h_times = np.asarray(histories.times, np.int64)
+    h_group = np.asarray(histories.group, np.int64)
     cooldown = int(policy.message_cooldown_days * DAY_NS)
     lookback = max(7 * DAY_NS, cooldown) + DAY_NS
     origin = int(min(at.min(), h_times.min() if len(h_times) else at.min())) - lookback
     span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) + lookback - origin) // MS) + 2
-    n_groups = int(max(group.max(), histories.group.max() if len(histories.group) else 0)) + 1
+    n_groups = int(max(group.max(), h_group.max() if len(h_group) else 0)) + 1
+    reason = np.zeros(n, dtype=np.int8)          # 0: allowed, else 1 + the first broken rule's index in REASONS
 
-    channel_codes, channel_names = pd.factorize(np.concatenate([np.asarray(channels, object),
-                                                                np.asarray(histories.channels, object)]))
-    c_cand, c_hist = channel_codes[:n], channel_codes[n:]
-    n_ch = max(len(channel_names), 1)
-    by_channel = _PackedCounts(histories.group * n_ch + c_hist, h_times, origin, span, n_groups * n_ch)
-    ckey = group * n_ch + c_cand
+    c_cand, c_hist, n_ch = _codes(channels, histories.channels)
+    by_channel = _PackedCounts(h_group * n_ch + c_hist, h_times, origin, span, n_groups * n_ch)
+    c_key = group * n_ch + c_cand
+    triple, first = _distinct(by_channel._pack(c_key, at))
+    t_group, t_at, t_key = group[first], at[first], c_key[first]
+    t_reason = np.zeros(len(first), dtype=np.int8)
+
+    def flag(target: np.ndarray, broken: np.ndarray, rule: str) -> None:
+        target[(target == 0) & broken] = REASONS.index(rule) + 1
+
     # Windows reach both ways: past sends lie before the decision, but sends already planned (an earlier
     # item of the same slate, an earlier decision for a later hour) may lie after the candidate's time.
-    flag(by_channel.count(ckey, at - DAY_NS + 1, at + DAY_NS) >= policy.daily_cap_per_channel, "frequency_cap_daily")
-    flag(by_channel.count(ckey, at - 7 * DAY_NS + 1, at + 7 * DAY_NS) >= policy.weekly_cap_per_channel,
+    flag(t_reason, by_channel.count(t_key, t_at - DAY_NS + 1, t_at + DAY_NS) >= policy.daily_cap_per_channel,
+         "frequency_cap_daily")
+    flag(t_reason, by_channel.count(t_key, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= policy.weekly_cap_per_channel,
          "frequency_cap_weekly")
-    by_user = _PackedCounts(histories.group, h_times, origin, span, n_groups)
-    flag(by_user.count(group, at - 7 * DAY_NS + 1, at + 7 * DAY_NS) >= policy.weekly_cap_total, "frequency_cap_total")
-    flag(by_user.nearest(group, at) < policy.min_gap_hours * HOUR_NS / MS, "min_gap")
-    message_codes, message_names = pd.factorize(np.concatenate([np.asarray(messages, object),
-                                                                np.asarray(histories.messages, object)]))
-    n_msg = max(len(message_names), 1)
-    by_message = _PackedCounts(histories.group * n_msg + message_codes[n:], h_times, origin, span, n_groups * n_msg)
-    flag(by_message.count(group * n_msg + message_codes[:n], at - cooldown + 1, at + cooldown) > 0, "cooldown")
-    return ContactDecision(reason == "", reason, at)
+    by_user = _PackedCounts(h_group, h_times, origin, span, n_groups)
+    flag(t_reason, by_user.count(t_group, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= policy.weekly_cap_total,
+         "frequency_cap_total")
+    flag(t_reason, by_user.nearest(t_group, t_at) < policy.min_gap_hours * HOUR_NS / MS, "min_gap")
+    reason[:] = t_reason[triple]
+
+    m_cand, m_hist, n_msg = _codes(messages, histories.messages)
+    sent = np.unique(h_group * n_msg + m_hist)
+    m_key = group * n_msg + m_cand
+    maybe = np.flatnonzero((reason == 0) & np.isin(m_key, sent, kind="table" if len(sent) else None))
+    if len(maybe):
+        by_message = _PackedCounts(h_group * n_msg + m_hist, h_times, origin, span, n_groups * n_msg)
+        hit = by_message.count(m_key[maybe], at[maybe] - cooldown + 1, at[maybe] + cooldown) > 0
+        reason[maybe[hit]] = REASONS.index("cooldown") + 1
+    return ContactDecision(reason == 0, _REASON_NAMES[reason], at)
+
+
+def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
+    """``at`` moved out of quiet hours in each row's decision's time zone, computed once per distinct
+    (time zone, send time): a batch of a million candidates has a few hundred."""
+    zone_codes, zone_names = pd.factorize(np.asarray(timezones, dtype=object))
+    at_codes, at_distinct = pd.factorize(at)
+    combo, first = _distinct(at_codes.astype(np.int64) * max(len(zone_names), 1) + zone_codes[group])
+    c_zone, c_at = zone_codes[group[first]], at[first]
+    moved = c_at.copy()
+    for z in np.unique(c_zone).tolist():
+        rows = c_zone == z
+        moved[rows] = shift_quiet_hours(c_at[rows], str(zone_names[z]), policy.quiet_hours_start, policy.quiet_hours_end)
+    return moved[combo]
+
+
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the code of its key among the distinct ``keys``; per distinct key, one row that has it."""
+    codes, distinct = pd.factorize(keys)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[codes] = np.arange(len(keys))
+    return codes, first
 
 
 def apply_contact_policy(channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray, history: SendHistory,
