@@ -156,6 +156,7 @@ def main() -> None:
             rows_out.append({"server": "FastAPI floor", "workers": 1, "concurrency": c, **r})
         del engine
 
+        batch_rates: dict[int, float] = {}
         for workers in (1, 2):
             port = free_port()
             process = start_service(data, home, port, workers)
@@ -165,10 +166,12 @@ def main() -> None:
                     rows_out.append({"server": "nbm serve", "workers": workers, "concurrency": c,
                                      **load(port, "/recommend", bodies_for(args.requests), c, args.seconds)})
                 if workers == 2:
-                    batch = [json.dumps({"requests": [{"user_id": u, "now": NOW} for u in take(500)]}).encode()
-                             for _ in range(4)]
-                    r = load(port, "/recommend_batch", batch, 1, args.seconds * 3)
-                    batch_rate = r["per_s"] * 500
+                    # One campaign batch at a time uses one worker; two at a time, both.
+                    for c in (1, 2):
+                        batch = [json.dumps({"requests": [{"user_id": u, "now": NOW} for u in take(500)]}).encode()
+                                 for _ in range(3 * c)]
+                        r = load(port, "/recommend_batch", batch, c, args.seconds * 3)
+                        batch_rates[c] = r["per_s"] * 500
             finally:
                 stop_service(process)
         table = pd.DataFrame(rows_out)
@@ -178,7 +181,8 @@ def main() -> None:
         best = two["per_s"].max()
         print(f"service throughput {best:.0f}/s = {best / (1e3 / decide_ms):.0%} of in-process decide() "
               f"(target ≥ 40 %)")
-        print(f"/recommend_batch: {batch_rate:.0f} decisions/s (target ≥ 5,000)")
+        print(f"/recommend_batch (500 decisions a request, 2 workers): {batch_rates[1]:.0f} decisions/s one request "
+              f"at a time, {batch_rates[2]:.0f} decisions/s two at a time (target ≥ 5,000)")
 
 
 if __name__ == "__main__":

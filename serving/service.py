@@ -18,6 +18,7 @@ from pathlib import Path
 import bentoml
 
 from nbm.config import load_config
+from serving.batcher import MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
 
@@ -45,13 +46,16 @@ class NbmService:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())
+        # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
+        self.batcher = MicroBatcher(self.engine.recommend_many)
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    def recommend(self, **request) -> dict:
+    async def recommend(self, **request) -> dict:
         try:
-            return self.engine.recommend(**request)
+            self.engine.validate(request.get("channels"), request.get("candidates"))
         except BadRequest as exc:
             raise _bad(exc) from None
+        return await self.batcher.submit(request)
 
     @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)
     def recommend_batch(self, requests: list[RecommendRequest]) -> dict:

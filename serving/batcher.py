@@ -1,0 +1,74 @@
+"""Dynamic batching of concurrent ``/recommend`` calls within one worker.
+
+A decision has a fixed cost (one pass through candidates, features, scoring, policy: ~5 ms) and a small
+cost per decision once vectorised (~2 ms): four decisions taken together cost about half of four taken
+one after another. BentoML's adaptive batching needs a list-shaped HTTP input, which ``/recommend`` is not
+(the service contract takes one object), so the service batches itself: a call that arrives while a batch
+is being decided waits for it to finish and is decided with the others that arrived meanwhile, in one
+``decide_many`` call on a worker thread. A call that arrives when nothing is running starts at once, so
+light traffic waits for nothing; under load each call waits at most for the batch ahead of it.
+
+Every call still gets its own decision (``decide_many`` returns one answer per request, in order); an
+exception fails the calls of its batch only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass
+class MicroBatcher:
+    """Collects concurrent requests and decides them together; see the module docstring.
+
+    Parameters
+    ----------
+    decide_many
+        Answers for a list of requests, one per request and in their order (runs on a worker thread).
+    max_batch
+        Most requests decided in one call.
+    """
+
+    decide_many: Callable[[list[dict]], list[dict]]
+    max_batch: int = DEFAULT_MAX_BATCH
+    batch_sizes: list[int] = field(default_factory=list, repr=False)   # the last sizes, for tests and metrics
+    _pending: list[tuple[dict, asyncio.Future]] = field(default_factory=list, repr=False)
+    _running: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"`max_batch` must be at least 1, got {self.max_batch}")
+
+    async def submit(self, request: dict) -> dict:
+        """The answer to ``request``, decided with whatever else is waiting."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        self._pending.append((request, future))
+        if not self._running:
+            self._running = True
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+                self.batch_sizes = (self.batch_sizes + [len(batch)])[-1000:]
+                try:
+                    answers = await asyncio.to_thread(self.decide_many, [request for request, _ in batch])
+                    if len(answers) != len(batch):
+                        raise RuntimeError(f"{len(answers)} answers to {len(batch)} requests")
+                except Exception as exc:  # noqa: BLE001 — handed to each caller of this batch
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), answer in zip(batch, answers):
+                    if not future.done():
+                        future.set_result(answer)
+        finally:
+            self._running = False
