@@ -194,3 +194,24 @@ def test_local_time_is_the_same_for_few_and_many_instants() -> None:
     local = pd.DatetimeIndex(times[:30]).tz_localize("UTC").tz_convert("Europe/Paris")
     paris = zones[:30] == "Europe/Paris"
     np.testing.assert_array_equal(h2[:30][paris], np.asarray(local.hour)[paris])
+
+
+def test_shared_blocks_equal_featurising_each_row_alone(dataset, config) -> None:
+    """Many decisions at two times (rows sharing users, pairs, messages, slots): the columns computed once
+    per distinct key and broadcast equal those of each row featurised on its own."""
+    from features.replay import expand_many
+
+    store = FeatureStore.build(dataset, config)
+    users = dataset.users["user_id"].to_numpy(dtype=object)[:40]
+    t0 = int(dataset.events["timestamp"].astype("int64").quantile(0.8))
+    now = np.where(np.arange(len(users)) % 2 == 0, t0, t0 + 3 * 86_400 * 10**9).astype(np.int64)
+    rows = expand_many(store, np.concatenate([users, ["never-seen"]]), np.append(now, t0)).rows
+    assert len(rows) > 1000
+    together = store.featurise_columns(rows)
+    sample = np.random.default_rng(0).choice(len(rows), 150, replace=False)
+    for name in together:
+        alone = [np.asarray(store.featurise_columns(Candidates(*(getattr(rows, f)[[j]] for f in (
+            "user_id", "message_id", "channel", "as_of", "send_at", "message_code", "channel_code"))))[name])[0]
+            for j in sample]
+        got = list(np.asarray(together[name], dtype=object)[sample])
+        assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, alone, strict=True)), name
