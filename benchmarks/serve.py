@@ -141,6 +141,12 @@ def main() -> None:
         for _ in range(200):
             engine.model.artifact.booster.predict(matrix, num_threads=1)
         predict_ms = (time.perf_counter() - t) / 200 * 1e3
+        compiled_ms = float("nan")
+        if engine.model.artifact.compiled is not None:
+            t = time.perf_counter()
+            for _ in range(200):
+                engine.model.artifact.compiled.predict(matrix)
+            compiled_ms = (time.perf_counter() - t) / 200 * 1e3
         for u in take(30):   # warm-up
             engine.recommend(user_id=u, now=pd.Timestamp(NOW))
         t = time.perf_counter()
@@ -149,6 +155,7 @@ def main() -> None:
         decide_ms = (time.perf_counter() - t) / len(sample) * 1e3
         print(f"candidates per request: {len(rows):,} (100 messages × 3 channels × {len(rows) // 300} slots)")
         print(f"floor: LightGBM predict alone on {len(rows):,} rows      {predict_ms:7.2f} ms")
+        print(f"floor: compiled booster alone on {len(rows):,} rows       {compiled_ms:7.2f} ms (what nbm scores with)")
         print(f"floor: in-process recommend (decide() path)  {decide_ms:7.2f} ms = {1e3 / decide_ms:6.0f} decisions/s")
         rows_out = []
         for c in (1, 8):
