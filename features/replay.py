@@ -96,10 +96,10 @@ def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> E
     now = np.asarray(now, dtype=np.int64)
     n, n_ch = len(user_ids), len(voc.channels)
     code = history.user_codes(user_ids)
-    row = history.users.get_indexer(user_ids)
-    known = row >= 0
+    known = code < len(history.users)                # users rows come first in the history's codes
+    row = np.where(known, code, -1)
     zones = np.full(n, "UTC", dtype=object)
-    zones[known] = history.timezone[row[known]]      # users rows come first in the history's codes
+    zones[known] = history.timezone[row[known]]
     slots = _slot_matrix(now, zones, cfg.features.slot_hours, cfg.features.horizon_hours)    # (n, S)
 
     consent = np.zeros((n, n_ch), dtype=bool)
