@@ -6,7 +6,9 @@ at start: the data directory's snapshot, the model behind the registry alias, th
 
 Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configuration file), ``NBM_MODEL``
 (default ``models:/nbm-ranker@champion``), ``NBM_EXPLORER`` (default ``epsilon_greedy``),
-``NBM_THRESHOLD`` (default 0), ``NBM_RELOAD_SECONDS`` (default 60), ``NBM_WORKERS`` (default 1).
+``NBM_THRESHOLD`` (default 0), ``NBM_RELOAD_SECONDS`` (default 60), ``NBM_WORKERS`` (default 1),
+``NBM_MAX_BATCH`` (default 64: most concurrent ``/recommend`` calls a worker decides together; 1 turns
+that off).
 BentoML's own ``/healthz``, ``/readyz``, ``/livez`` and ``/metrics`` come with it.
 """
 
@@ -47,7 +49,7 @@ class NbmService:
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())
         # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
-        self.batcher = MicroBatcher(self.engine.recommend_many)
+        self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", "64")))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, **request) -> dict:
