@@ -16,6 +16,7 @@ import pandas as pd
 from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
+from nbm.arrays import distinct_rows
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -64,8 +65,7 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     global_rate = {o: (overall[o] + strength * p0) / (overall["sends"] + strength)
                    for o, p0 in (("opens", 0.1), ("clicks", 0.02), ("converts", 0.005))}
 
-    by_user = _Shared(user, time_code)
-    users = by_user.apply(lambda i: _user_block(history, user[i], t[i]))
+    users = _Shared(user, time_code).apply(lambda i: _user_block(history, user[i], t[i]))
     profile = users.pop("_attributes")
     out.update({k: v for k, v in users.items() if not k.startswith("_")})
 
@@ -73,7 +73,7 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     uc = pair(user, np.maximum(channel, 0), n_ch)
     out.update(_Shared(uc, time_code).apply(
         lambda i: _user_channel_block(history, rates, uc[i], np.maximum(channel[i], 0), t[i], strength,
-                                      {o: g[i] for o, g in global_rate.items()})))
+                                      _rows(global_rate, i))))
     out["user_contacts_7d"] = users["_sends_7d"]
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
@@ -89,7 +89,7 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
                                  global_open[i])))
 
     out.update(_Shared(message, time_code).apply(
-        lambda i: _message_block(history, rates, message[i], t[i], strength, {o: g[i] for o, g in global_rate.items()})))
+        lambda i: _message_block(history, rates, message[i], t[i], strength, _rows(global_rate, i))))
     out["message_topic"] = topic
     out["channel"] = channel
     um = pair(user, np.maximum(message, 0), len(voc.messages))
@@ -101,6 +101,10 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
                for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile.items()})
     return columns
+
+
+def _rows(columns: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
+    return {name: values[index] for name, values in columns.items()}
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -122,11 +126,9 @@ class _Shared:
         n_times = int(time_code.max()) + 1 if n else 0
         if n > 64 and n_times <= n // 2:    # a training set (a time per row) shares nothing: skip the hashing
             key_code = pd.factorize(keys)[0].astype(np.int64)
-            codes, distinct = pd.factorize(key_code * n_times + time_code)     # < n², no overflow
-            if len(distinct) <= n // 2:     # worth it only when rows really share
-                self.inverse = codes.astype(np.int64)
-                self.first = np.empty(len(distinct), dtype=np.int64)
-                self.first[self.inverse] = np.arange(n)
+            inverse, first = distinct_rows(key_code * n_times + time_code)     # < n², no overflow
+            if len(first) <= n // 2:        # worth it only when rows really share
+                self.inverse, self.first = inverse, first
 
     def apply(self, block) -> dict[str, object]:
         """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row."""

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from nbm.arrays import distinct_rows
 from nbm.config import ContactPolicyConfig
 
 HOUR_NS = 3_600 * 10**9
@@ -124,22 +125,23 @@ class _PackedCounts:
         if (max_key + 1) * span >= 2**63:
             raise ValueError("too many decisions over too long a period for one batch; split the batch")
         self.origin, self.span = origin, span
-        self.packed = np.sort(self._pack(keys, times))
+        self.packed = np.sort(self.pack(keys, times))
 
-    def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+    def pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """One int64 per (key, time), in the order of the packed sends."""
         offset = np.clip((np.asarray(times, np.int64) - self.origin) // MS, 0, self.span - 1)
         return np.asarray(keys, np.int64) * self.span + offset
 
     def count(self, keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """Sends of each query's key in ``[low, high)``."""
-        return (np.searchsorted(self.packed, self._pack(keys, high), side="left")
-                - np.searchsorted(self.packed, self._pack(keys, low), side="left"))
+        return (np.searchsorted(self.packed, self.pack(keys, high), side="left")
+                - np.searchsorted(self.packed, self.pack(keys, low), side="left"))
 
     def nearest(self, keys: np.ndarray, at: np.ndarray) -> np.ndarray:
         """Milliseconds from ``at`` to the key's nearest send on either side (``inf`` when none)."""
         if not len(self.packed):
             return np.full(len(keys), np.inf)
-        q = self._pack(keys, at)
+        q = self.pack(keys, at)
         i = np.searchsorted(self.packed, q, side="left")
         after = self.packed[np.minimum(i, len(self.packed) - 1)]
         before = self.packed[np.maximum(i - 1, 0)]
@@ -181,10 +183,10 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     whose message the decision's user has been sent.
     """
     group = np.asarray(group, np.int64)
-    at = np.asarray(send_at, dtype=np.int64).copy()
+    at = np.asarray(send_at, dtype=np.int64)
     n = len(at)
     if not n:
-        return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at)
+        return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at.copy())
     at = _quiet_shifted(group, at, timezones, policy)
 
     h_times = np.asarray(histories.times, np.int64)
@@ -194,14 +196,13 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     origin = int(min(at.min(), h_times.min() if len(h_times) else at.min())) - lookback
     span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) + lookback - origin) // MS) + 2
     n_groups = int(max(group.max(), h_group.max() if len(h_group) else 0)) + 1
-    reason = np.zeros(n, dtype=np.int8)          # 0: allowed, else 1 + the first broken rule's index in REASONS
 
     c_cand, c_hist, n_ch = _codes(channels, histories.channels)
     by_channel = _PackedCounts(h_group * n_ch + c_hist, h_times, origin, span, n_groups * n_ch)
     c_key = group * n_ch + c_cand
-    triple, first = _distinct(by_channel._pack(c_key, at))
+    triple_code, first = distinct_rows(by_channel.pack(c_key, at))
     t_group, t_at, t_key = group[first], at[first], c_key[first]
-    t_reason = np.zeros(len(first), dtype=np.int8)
+    t_reason = np.zeros(len(first), dtype=np.int8)   # 0: allowed, else 1 + the first broken rule's index in REASONS
 
     def flag(target: np.ndarray, broken: np.ndarray, rule: str) -> None:
         target[(target == 0) & broken] = REASONS.index(rule) + 1
@@ -216,7 +217,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     flag(t_reason, by_user.count(t_group, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= policy.weekly_cap_total,
          "frequency_cap_total")
     flag(t_reason, by_user.nearest(t_group, t_at) < policy.min_gap_hours * HOUR_NS / MS, "min_gap")
-    reason[:] = t_reason[triple]
+    reason = t_reason[triple_code]
 
     m_cand, m_hist, n_msg = _codes(messages, histories.messages)
     sent = np.unique(h_group * n_msg + m_hist)
@@ -233,22 +234,14 @@ def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, pol
     """``at`` moved out of quiet hours in each row's decision's time zone, computed once per distinct
     (time zone, send time): a batch of a million candidates has a few hundred."""
     zone_codes, zone_names = pd.factorize(np.asarray(timezones, dtype=object))
-    at_codes, at_distinct = pd.factorize(at)
-    combo, first = _distinct(at_codes.astype(np.int64) * max(len(zone_names), 1) + zone_codes[group])
+    at_codes = pd.factorize(at)[0].astype(np.int64)
+    combo, first = distinct_rows(at_codes * max(len(zone_names), 1) + zone_codes[group])
     c_zone, c_at = zone_codes[group[first]], at[first]
     moved = c_at.copy()
     for z in np.unique(c_zone).tolist():
         rows = c_zone == z
         moved[rows] = shift_quiet_hours(c_at[rows], str(zone_names[z]), policy.quiet_hours_start, policy.quiet_hours_end)
     return moved[combo]
-
-
-def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the code of its key among the distinct ``keys``; per distinct key, one row that has it."""
-    codes, distinct = pd.factorize(keys)
-    first = np.empty(len(distinct), dtype=np.int64)
-    first[codes] = np.arange(len(keys))
-    return codes, first
 
 
 def apply_contact_policy(channels: np.ndarray, messages: np.ndarray, send_at: np.ndarray, history: SendHistory,
