@@ -2,10 +2,13 @@
 
 Builds a world whose users each have 100 eligible messages × 3 channels (× 6 slots = 1,800 candidates),
 registers a model in a temporary NBM_HOME, then — on 127.0.0.1 only, each level bounded in requests and
-seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, and /recommend_batch.
+seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, 2 workers at concurrency 8
+with the batching of concurrent calls off (``NBM_MAX_BATCH=1``), /recommend_batch one and two requests at a
+time, and the HTTP path alone (a request refused by validation).
 Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
-``decide()``, state store: what the service wraps), LightGBM ``Booster.predict`` alone on 1,800 rows, and
-a plain FastAPI/uvicorn app calling the same engine.
+``decide()``, state store: what the service wraps) one request at a time and 1, 4, 8, 32 together, LightGBM
+``Booster.predict`` and the compiled booster alone on 1,800 rows, and a plain FastAPI/uvicorn app calling the
+same engine.
 
     .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10]
 """
@@ -57,7 +60,8 @@ def build_world(root: Path) -> tuple[Path, Path, list[str]]:
     return data, home, users["user_id"].tolist()
 
 
-def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
+         expect: int = 200) -> dict[str, float]:
     """Send ``bodies`` with ``concurrency`` keep-alive connections; stop early after ``seconds``."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -74,7 +78,7 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
             response = conn.getresponse()
             response.read()
             elapsed = time.perf_counter() - t
-            if response.status != 200:
+            if response.status != expect:
                 raise RuntimeError(f"{path} answered {response.status}")
             with lock:
                 latencies.append(elapsed)
@@ -153,10 +157,19 @@ def main() -> None:
         for u in sample:
             engine.recommend(user_id=u, now=pd.Timestamp(NOW))
         decide_ms = (time.perf_counter() - t) / len(sample) * 1e3
+        curve = {}
+        for size in (1, 4, 8, 32):   # in-process recommend_many: the cost of deciding `size` requests together
+            reps = max(3, 64 // size)
+            t = time.perf_counter()
+            for _ in range(reps):
+                engine.recommend_many([{"user_id": u, "now": pd.Timestamp(NOW)} for u in take(size)])
+            curve[size] = (time.perf_counter() - t) / reps * 1e3
         print(f"candidates per request: {len(rows):,} (100 messages × 3 channels × {len(rows) // 300} slots)")
         print(f"floor: LightGBM predict alone on {len(rows):,} rows      {predict_ms:7.2f} ms")
         print(f"floor: compiled booster alone on {len(rows):,} rows       {compiled_ms:7.2f} ms (what nbm scores with)")
         print(f"floor: in-process recommend (decide() path)  {decide_ms:7.2f} ms = {1e3 / decide_ms:6.0f} decisions/s")
+        print("in-process recommend_many, requests decided together: "
+              + ", ".join(f"{k}: {v:.1f} ms" for k, v in curve.items()))
         rows_out = []
         for c in (1, 8):
             r = fastapi_floor(engine, bodies_for(args.requests), c, args.seconds)
@@ -164,11 +177,19 @@ def main() -> None:
         del engine
 
         batch_rates: dict[int, float] = {}
-        for workers in (1, 2):
+        for workers, max_batch in ((1, "64"), (2, "64"), (2, "1")):
+            os.environ["NBM_MAX_BATCH"] = max_batch      # 1: concurrent calls decided one by one
             port = free_port()
             process = start_service(data, home, port, workers)
             try:
                 load(port, "/recommend", bodies_for(20), 2, args.seconds)  # warm-up
+                if max_batch == "1":
+                    rows_out.append({"server": "nbm serve, batching off", "workers": workers, "concurrency": 8,
+                                     **load(port, "/recommend", bodies_for(args.requests), 8, args.seconds)})
+                    continue
+                if workers == 1:   # the HTTP path alone: a request refused by validation (400) does no work
+                    invalid = [json.dumps({"user_id": "u", "k": 99}).encode()] * 100
+                    http_floor = load(port, "/recommend", invalid, 1, args.seconds, expect=400)["p50_ms"]
                 for c in (1, 8, 32):
                     rows_out.append({"server": "nbm serve", "workers": workers, "concurrency": c,
                                      **load(port, "/recommend", bodies_for(args.requests), c, args.seconds)})
@@ -183,6 +204,7 @@ def main() -> None:
                 stop_service(process)
         table = pd.DataFrame(rows_out)
         print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+        print(f"HTTP path alone (a 400 answer, 1 worker, concurrency 1): p50 {http_floor:.1f} ms")
         two = table[(table["server"] == "nbm serve") & (table["workers"] == 2)].set_index("concurrency")
         print(f"p99 at concurrency 8, 2 workers: {two.loc[8, 'p99_ms']:.1f} ms (target ≤ 25)")
         best = two["per_s"].max()
