@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # nbm runs offline: MLflow's usage telemetry stays off.
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install run test lint demo clean
+.PHONY: install run test test-deps lint demo clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,21 @@ run: install demo
 lint: install
 	$(BIN)/lint-imports
 
-test: install
+# Debian packages that tests drive, installed when absent and apt-get may run (as root):
+# redis-server for the Redis state store. Without it those tests are skipped, saying why.
+DEBIAN_TEST_PACKAGES := redis-server
+test-deps:
+	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for the tests:$$missing"; \
+	    apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null; } || \
+	      echo "could not install$$missing: the tests that need it will be skipped"; \
+	  else echo "not installed:$$missing (needs root and apt-get): the tests that need it will be skipped"; fi; \
+	fi
+
+test: install test-deps
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 

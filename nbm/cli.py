@@ -165,11 +165,11 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
     from nbm.commands.options import parse_time
     from nbm.config import load_config
     from serving.export import export_log
-    from serving.state import SQLiteState
+    from serving.state import open_state
 
     config = load_config(args.config)
     since = parse_time(args.since, "--since")
-    counts = export_log(SQLiteState.from_url(config.state_url), args.out, since, args.format)
+    counts = export_log(open_state(config.state_url), args.out, since, args.format)
     print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out}",
           file=sys.stderr)
     return 0

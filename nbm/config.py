@@ -133,6 +133,13 @@ class NbmConfig(_Section):
             raise ValueError(f"`channels` must be distinct non-empty names, got {list(value)!r}")
         return value
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+            raise ValueError(f"`state_url` must be sqlite:///PATH or redis://HOST:PORT/DB, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _fill_urls(self) -> NbmConfig:
         # Derived defaults live in the object itself, so `nbm config show` prints what is really used.

@@ -32,7 +32,7 @@ from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 from serving.batch import slate_items, suppressed_by_decision
 from serving.registry import LoadedModel, load_model, resolve_version
 from serving.schemas import event_errors
-from serving.state import SQLiteState
+from serving.state import open_state
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 RESERVE_ATTEMPTS = 5
@@ -73,7 +73,7 @@ class Engine:
         self.dataset, _ = load_dataset(settings.data, config)
         self.store = FeatureStore.build(self.dataset, config)
         self.model: LoadedModel = load_model(settings.model, config)
-        self.state = SQLiteState.from_url(config.state_url)
+        self.state = open_state(config.state_url)
         self.channels = frozenset(config.channels)
         self.messages = frozenset(self.dataset.messages["message_id"].astype(str))
         self.lookback_ns = int((max(7.0, config.contact_policy.message_cooldown_days) + 1.0) * DAY_NS)
@@ -192,7 +192,7 @@ class Engine:
                 if requests[i].get("candidates"):
                     keep[rows & ~np.isin(ex.rows.message_id, requests[i]["candidates"])] = False
             ex = ex.take(np.flatnonzero(keep))
-        contacts = [self.state.contacts(u, int(ti), self.lookback_ns) for u, ti in zip(users, t)]
+        contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
         histories = self._histories(users, contacts, t)
         contact = contact_verdict(self.store, ex, histories)
         explorer = self.explorer if explore else self.greedy

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from nbm.io import write_table
-from serving.state import SQLiteState
+from serving.state import StateStore
 
 
-def export_log(state: SQLiteState, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet") -> dict[str, int]:
+def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet") -> dict[str, int]:
     """Write ``decisions`` and ``events`` (rows at or after ``since``) to ``out``; the row counts."""
     decisions = state.decision_log()
     events = state.feedback_events()

@@ -24,9 +24,10 @@ def free_port() -> int:
 
 
 def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer: str | None = None,
-                  timeout: float = 180.0) -> subprocess.Popen:
-    """``nbm serve --data DATA`` with ``NBM_HOME=HOME`` on 127.0.0.1:PORT, returned once ``/readyz`` answers."""
-    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+                  timeout: float = 180.0, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``nbm serve --data DATA`` with ``NBM_HOME=HOME`` (and ``env``) on 127.0.0.1:PORT, returned once ``/readyz``
+    answers."""
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     command = [sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
                "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,

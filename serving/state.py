@@ -2,6 +2,8 @@
 
 :class:`SQLiteState` (the default; a file under ``NBM_HOME``) is shared by every worker process of the
 service: SQLite in WAL mode lets readers run beside one writer, and every change is one short transaction.
+:class:`serving.redis_state.RedisState` (``state_url = "redis://…"``) keeps the same state, with the same
+semantics, in Redis, for services on several machines. :func:`open_state` opens either from its URL.
 
 * **Contact history** — ``sends``: the sends reported by ``/feedback``, and the items ``/recommend``
   answered (``planned``), so that the next decision counts them before the campaign engine reports them.
@@ -26,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,6 +70,31 @@ class Contacts:
     version: int
 
 
+class StateStore(Protocol):
+    """What the service needs of its state (both stores pass one contract test, ``tests/serving/test_state.py``)."""
+
+    def contacts(self, user_id: str, now: int, lookback_ns: int) -> Contacts: ...
+    def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]: ...
+    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
+                propensity: float | None) -> bool: ...
+    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None: ...
+    def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]: ...
+    def arms(self) -> dict[tuple[str, str], tuple[int, int]]: ...
+    def decision_log(self) -> pd.DataFrame: ...
+    def feedback_events(self) -> pd.DataFrame: ...
+
+
+def open_state(url: str) -> StateStore:
+    """The state store named by ``state_url``: ``sqlite:///PATH`` or ``redis://HOST:PORT/DB`` (also ``rediss://``)."""
+    if url.startswith("sqlite:///"):
+        return SQLiteState(url.removeprefix("sqlite:///"))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from serving.redis_state import RedisState
+
+        return RedisState(url)
+    raise ValueError(f"unsupported state_url {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+
+
 class SQLiteState:
     """The state store on one SQLite file (see the module docstring). Safe across threads and processes."""
 
@@ -105,6 +133,10 @@ class SQLiteState:
             return Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), int(version))
         at, channel, message = zip(*rows)
         return Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object), int(version))
+
+    def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]:
+        """:meth:`contacts` for several users."""
+        return [self.contacts(str(u), int(t), lookback_ns) for u, t in zip(users, now)]
 
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool:
@@ -211,6 +243,7 @@ class SQLiteState:
                                   "explorer, items, reason FROM decisions ORDER BY timestamp, decision_id",
                                   self._connect())
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        frame["propensity"] = frame["propensity"].astype(float)
         return frame
 
     def feedback_events(self) -> pd.DataFrame:
@@ -218,4 +251,6 @@ class SQLiteState:
         frame = pd.read_sql_query("SELECT event_id, timestamp, user_id, event_type, message_id, channel, decision_id, "
                                   "propensity, value FROM events ORDER BY timestamp, event_id", self._connect())
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        for column in ("propensity", "value"):     # all-NULL columns would come back as objects
+            frame[column] = frame[column].astype(float)
         return frame

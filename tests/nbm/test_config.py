@@ -54,6 +54,7 @@ def test_explicit_urls_are_kept(tmp_path: Path) -> None:
         ('channels = ["email", "email"]\n', "`channels`"),
         ("[lifecycle]\nat_risk_after_days = 90\n", "`dormant_after_days`"),
         ('log_level = "LOUD"\n', "`log_level`"),
+        ('state_url = "postgres://db/state"\n', "`state_url`"),
         ("channels = [\n", "not valid TOML"),
     ],
 )

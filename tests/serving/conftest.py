@@ -40,3 +40,39 @@ def client(served_world):
 
     with TestClient(NbmService.to_asgi()) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A Redis server on a free loopback port, persisting every write (appendfsync always); its URL."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from serving.launch import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (`make test` installs Debian's redis-server when it can)")
+    root = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
+                                "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from serving.launch import free_port, start_service, stop_service
+from serving.state import open_state
 
 NOW = "2026-11-01T00:00:00Z"
 
@@ -33,12 +34,19 @@ def _check_caps(items: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_two_workers_hold_the_caps_and_state_survives_a_restart(served_world) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_world, request, tmp_path) -> None:
     data, home = served_world
+    env, url = {}, f"sqlite:///{home / 'state.db'}"
+    if backend == "redis":      # the shared store; SQLite is the embedded default under NBM_HOME
+        config = tmp_path / "nbm.toml"
+        url = f"{request.getfixturevalue('redis_server')}?prefix=e2e:"
+        config.write_text(f'state_url = "{url}"\n')
+        env["NBM_CONFIG"] = str(config)
     users = pd.read_parquet(data / "users.parquet")
     candidates = users.loc[users["consent"].map(len) >= 3, "user_id"].tolist()
     port = free_port()
-    process = start_service(data, home, port, workers=2, explorer="greedy")
+    process = start_service(data, home, port, workers=2, explorer="greedy", env=env)
     try:
         for user in candidates[:80]:     # a user who gets something (asked days before: its plan has expired)
             probe = _post(port, "/recommend", {"user_id": user, "now": "2026-10-28T00:00:00Z", "k": 2})
@@ -59,10 +67,13 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(served_world) ->
     finally:
         stop_service(process)
     port = free_port()   # a fresh port: the old one may still be closing
-    process = start_service(data, home, port, workers=2, explorer="greedy")
+    process = start_service(data, home, port, workers=2, explorer="greedy", env=env)
     try:
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
     finally:
         stop_service(process)
+    logged = open_state(url)          # the store named by the configuration holds the decisions and feedback
+    assert {a["decision_id"] for a in answers + [after]} <= set(logged.decision_log()["decision_id"])
+    assert sent["event_id"] in set(logged.feedback_events()["event_id"])

@@ -1,0 +1,257 @@
+"""The state store on Redis (``state_url = "redis://HOST:PORT/DB"``): one store shared by services on many machines.
+
+The same interface and the same semantics as :class:`serving.state.SQLiteState` (its module docstring says
+what each part of the state is for); the tests run one contract against both. Every change is one Lua
+script, which Redis runs atomically, so the rules that SQLite enforces with ``BEGIN IMMEDIATE`` hold here
+across any number of worker processes and machines:
+
+* ``{prefix}sends:{user}`` — a sorted set of the user's sends and planned items, scored by send time (the
+  exact int64 time rides in the member, since a score is a double); ``{prefix}ver:{user}`` — the user's
+  contact version, incremented by every write to that user's sends. :meth:`RedisState.reserve` plans the
+  items only if the version is still the one the decision read.
+* ``{prefix}events`` — feedback by ``event_id`` (``HSETNX``: a second delivery is a duplicate);
+  ``{prefix}dsend:{decision}`` — a decision's planned items and first item, so that a ``send`` replaces
+  its planned item and an outcome without message or channel is credited to the decision's item.
+* ``{prefix}arms:impressions`` / ``{prefix}arms:successes`` — the explorer's statistics per (message, channel).
+* ``{prefix}decisions`` — the decision log by ``decision_id``.
+
+Durability: ``/feedback`` is durable before it answers only if the Redis server persists every write before
+it replies — ``appendonly yes`` with ``appendfsync always``. The store checks this when it opens and logs a
+warning when the server says otherwise (or does not say). The URL may carry ``?prefix=NAME:`` (default
+``nbm:``) to keep several deployments apart in one database. Redis Cluster is not supported (one script
+touches keys of several users).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from serving.state import PLANNED_GRACE_NS, Contacts
+
+log = logging.getLogger(__name__)
+
+# KEYS: ver, sends, decisions, seq, dsend.  ARGV: version, decision_id, decision row, n, then n × (at, channel, message).
+_RESERVE = """
+local n = tonumber(ARGV[4])
+if n > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+for i = 0, n - 1 do
+  local at, ch, msg = ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i]
+  local member = cjson.encode({tostring(redis.call('INCR', KEYS[4])), at, ch, msg, ARGV[2], '1'})
+  redis.call('ZADD', KEYS[2], at, member)
+  redis.call('HSET', KEYS[5], cjson.encode({'planned', msg, ch}), member)
+  redis.call('HSETNX', KEYS[5], 'first', cjson.encode({msg, ch}))
+end
+if n > 0 then redis.call('INCR', KEYS[1]) end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: events, impressions, successes, seq, then per event (sends, ver, dsend).
+# ARGV: target, then per event (event_id, row, event_type, at, channel, message, decision_id).
+_FEEDBACK = """
+local accepted, duplicates = 0, 0
+local n = (#ARGV - 1) / 7
+for i = 0, n - 1 do
+  local a, k = 2 + 7 * i, 5 + 3 * i
+  local kind, at, ch, msg, dec = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  if redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1]) == 0 then
+    duplicates = duplicates + 1
+  else
+    accepted = accepted + 1
+    if kind == 'send' then
+      if dec ~= '' then
+        local field = cjson.encode({'planned', msg, ch})
+        local planned = redis.call('HGET', KEYS[k + 2], field)
+        if planned then
+          redis.call('ZREM', KEYS[k], planned)
+          redis.call('HDEL', KEYS[k + 2], field)
+        end
+        redis.call('HSETNX', KEYS[k + 2], 'sent', cjson.encode({msg, ch}))
+      end
+      local member = cjson.encode({tostring(redis.call('INCR', KEYS[4])), at, ch, msg, dec, '0'})
+      redis.call('ZADD', KEYS[k], at, member)
+      redis.call('INCR', KEYS[k + 1])
+      redis.call('HINCRBY', KEYS[2], cjson.encode({msg, ch}), 1)
+    elseif kind == ARGV[1] then
+      if (msg == '' or ch == '') and dec ~= '' then
+        local item = redis.call('HGET', KEYS[k + 2], 'sent') or redis.call('HGET', KEYS[k + 2], 'first')
+        if item then
+          local pair = cjson.decode(item)
+          msg, ch = pair[1], pair[2]
+        end
+      end
+      if msg ~= '' and ch ~= '' then redis.call('HINCRBY', KEYS[3], cjson.encode({msg, ch}), 1) end
+    end
+  end
+end
+return {accepted, duplicates}
+"""
+
+_DECISION_COLUMNS = ["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "model_version",
+                     "explorer", "items", "reason"]
+_EVENT_COLUMNS = ["event_id", "timestamp", "user_id", "event_type", "message_id", "channel", "decision_id",
+                  "propensity", "value"]
+
+
+class RedisState:
+    """The state store on one Redis database (see the module docstring). Safe across threads and processes."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.prefix = query.pop("prefix", "nbm:")
+        self.url = url
+        self._redis = redis.Redis.from_url(urlunsplit(parts._replace(query=urlencode(query))))
+        try:
+            self._redis.ping()
+        except redis.RedisError as error:
+            raise ConnectionError(f"cannot reach the state store at {_redact(url)}: {error}") from error
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._feedback = self._redis.register_script(_FEEDBACK)
+        self.durable = self._check_durability()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisState:
+        return cls(url)
+
+    def _check_durability(self) -> bool:
+        import redis
+
+        try:
+            config = {**self._redis.config_get("appendonly"), **self._redis.config_get("appendfsync")}
+        except redis.RedisError as error:   # managed servers may forbid CONFIG
+            log.warning("state store %s: cannot read its persistence settings (%s); /feedback is durable only if "
+                        "the server runs with appendonly yes and appendfsync always", _redact(self.url), error)
+            return False
+        durable = config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
+        if not durable:
+            log.warning("state store %s runs with appendonly %s, appendfsync %s: feedback acknowledged by /feedback "
+                        "can be lost in a crash; set appendonly yes and appendfsync always", _redact(self.url),
+                        config.get("appendonly"), config.get("appendfsync"))
+        return durable
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- contact history ---------------------------------------------------------------------------
+    def contacts(self, user_id: str, now: int, lookback_ns: int) -> Contacts:
+        """The user's sends in ``[now − lookback, ∞)`` (planned ones while they count), and the version."""
+        return self.contacts_many([user_id], [now], lookback_ns)[0]
+
+    def contacts_many(self, users, now, lookback_ns: int) -> list[Contacts]:
+        """:meth:`contacts` for several users in one round trip (one ``MULTI``: each user's sends and version agree)."""
+        pipe = self._redis.pipeline(transaction=True)
+        for user, t in zip(users, now):
+            # Scores are doubles (±256 ns at these magnitudes): take a margin, then filter on the exact time.
+            pipe.zrangebyscore(self._key("sends", str(user)), int(t) - lookback_ns - 10**6, "+inf")
+            pipe.get(self._key("ver", str(user)))
+        replies = pipe.execute()
+        out = []
+        for i, t in enumerate(now):
+            start, grace = int(t) - lookback_ns, int(t) - PLANNED_GRACE_NS
+            rows = []
+            for member in replies[2 * i]:
+                _, at, channel, message, _, planned = json.loads(member)
+                at = int(at)
+                if at >= start and (planned == "0" or at >= grace):
+                    rows.append((at, channel, message))
+            rows.sort(key=lambda r: r[0])
+            version = int(replies[2 * i + 1] or 0)
+            if not rows:
+                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version))
+                continue
+            at, channel, message = zip(*rows)
+            out.append(Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object),
+                                version))
+        return out
+
+    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
+                propensity: float | None) -> bool:
+        """Log ``decision`` and plan its items if the user's contact version is still ``version`` (else ``False``)."""
+        args: list = [version, decision["decision_id"], _decision_row(decision, propensity), len(items)]
+        for at, channel, message in items:
+            args += [str(int(at)), channel, message]
+        keys = [self._key("ver", user_id), self._key("sends", user_id), self._key("decisions"), self._key("seq"),
+                self._key("dsend", decision["decision_id"])]
+        return bool(self._reserve(keys=keys, args=args))
+
+    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
+        """Log decisions without items in one round trip."""
+        if decisions:
+            self._redis.hset(self._key("decisions"),
+                             mapping={d["decision_id"]: _decision_row(d, p) for d, p in decisions})
+
+    # -- feedback ----------------------------------------------------------------------------------
+    def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
+        """Store events (idempotent by ``event_id``) and apply them, in one atomic script. (accepted, duplicates)."""
+        if not events:
+            return 0, 0
+        keys = [self._key("events"), self._key("arms", "impressions"), self._key("arms", "successes"), self._key("seq")]
+        args: list = [target]
+        now = time.time_ns()
+        for e in events:
+            decision = e.get("decision_id") or ""
+            keys += [self._key("sends", e["user_id"]), self._key("ver", e["user_id"]),
+                     self._key("dsend", decision or "-")]
+            row = {c: e.get(c) for c in _EVENT_COLUMNS}
+            row["received_at"] = now
+            args += [e["event_id"], json.dumps(row), e["event_type"], str(int(e["timestamp"])), e.get("channel") or "",
+                     e.get("message_id") or "", decision]
+        accepted, duplicates = self._feedback(keys=keys, args=args)
+        return int(accepted), int(duplicates)
+
+    def arms(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(message, channel) → (successes, failures) for Thompson sampling."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hgetall(self._key("arms", "impressions"))
+        pipe.hgetall(self._key("arms", "successes"))
+        impressions, successes = pipe.execute()
+        out = {}
+        for field in set(impressions) | set(successes):
+            i, s = int(impressions.get(field, 0)), int(successes.get(field, 0))
+            out[tuple(json.loads(field))] = (s, max(i - s, 0))
+        return out
+
+    # -- reading back ------------------------------------------------------------------------------
+    def decision_log(self) -> pd.DataFrame:
+        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``)."""
+        rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key("decisions"), count=1000)]
+        frame = pd.DataFrame(rows, columns=_DECISION_COLUMNS)
+        frame = frame.sort_values(["timestamp", "decision_id"], kind="stable").reset_index(drop=True)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
+        frame["propensity"] = frame["propensity"].astype(float)
+        return frame
+
+    def feedback_events(self) -> pd.DataFrame:
+        """The feedback received, as the data contract's ``events`` table."""
+        rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key("events"), count=1000)]
+        frame = pd.DataFrame(rows, columns=_EVENT_COLUMNS)
+        frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
+        for column in ("propensity", "value"):
+            frame[column] = frame[column].astype(float)
+        return frame
+
+
+def _decision_row(d: dict, propensity: float | None) -> str:
+    return json.dumps({"decision_id": d["decision_id"], "timestamp": d["_now"], "user_id": d["user_id"],
+                       "propensity": propensity, "policy": d.get("_policy"), "arm": d.get("_arm"),
+                       "model_version": d["model_version"], "explorer": d.get("_explorer"),
+                       "items": json.dumps(d["items"]), "reason": d.get("reason", "")})
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

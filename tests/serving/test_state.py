@@ -1,0 +1,231 @@
+"""One contract for both state stores (SQLite and Redis): contact history, reservations, feedback, explorer, log.
+
+Redis runs as a real server (the ``redis_server`` fixture); SQLite is the reference the Redis store is also
+compared with, operation by operation, on a seeded random sequence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.state import HOUR_NS, PLANNED_GRACE_NS, SQLiteState, open_state
+
+DAY = 24 * HOUR_NS
+NOW = pd.Timestamp("2026-11-01T00:00:00Z").value
+LOOKBACK = 8 * DAY
+
+
+def _url(kind: str, tmp_path, redis_server_url: str | None) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return f"{redis_server_url}?prefix=t{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request, tmp_path) -> str:
+    server = request.getfixturevalue("redis_server") if request.param == "redis" else None
+    return _url(request.param, tmp_path, server)
+
+
+@pytest.fixture
+def store(url):
+    return open_state(url)
+
+
+def _decision(user: str, now: int = NOW, items: list | None = None, arm: str | None = "model") -> dict:
+    return {"decision_id": uuid.uuid4().hex, "user_id": user, "model_version": "3", "_now": now,
+            "_policy": "nbm-ranker/3", "_arm": arm, "_explorer": "greedy", "items": items or [], "reason": ""}
+
+
+def _send(event_id: str, user: str, at: int, message: str = "m1", channel: str = "email",
+          decision: str | None = None) -> dict:
+    return {"event_id": event_id, "timestamp": at, "user_id": user, "event_type": "send", "message_id": message,
+            "channel": channel, "decision_id": decision}
+
+
+def test_an_unknown_user_has_no_contacts(store) -> None:
+    c = store.contacts("nobody", NOW, LOOKBACK)
+    assert len(c.times) == 0 and c.times.dtype == np.int64
+    assert store.contacts_many(["a", "b"], [NOW, NOW], LOOKBACK)[1].version == c.version
+
+
+def test_reserve_plans_items_and_a_stale_version_writes_nothing(store) -> None:
+    v0 = store.contacts("u", NOW, LOOKBACK).version
+    first = _decision("u")
+    assert store.reserve("u", v0, first, [(NOW + 2 * HOUR_NS, "email", "m1"), (NOW + 20 * HOUR_NS, "sms", "m2")], 0.5)
+    c = store.contacts("u", NOW, LOOKBACK)
+    assert c.version != v0
+    assert c.times.tolist() == [NOW + 2 * HOUR_NS, NOW + 20 * HOUR_NS]
+    assert c.channels.tolist() == ["email", "sms"] and c.messages.tolist() == ["m1", "m2"]
+    stale = _decision("u")
+    assert not store.reserve("u", v0, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)   # another decision won
+    assert len(store.contacts("u", NOW, LOOKBACK).times) == 2
+    log = store.decision_log()
+    assert log["decision_id"].tolist() == [first["decision_id"]]      # the losing decision is not logged
+    assert store.reserve("u", c.version, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)
+    # Another user's writes do not change this user's version.
+    before = store.contacts("u", NOW, LOOKBACK).version
+    assert store.reserve("w", store.contacts("w", NOW, LOOKBACK).version, _decision("w"), [(NOW, "email", "m1")], 1.0)
+    assert store.contacts("u", NOW, LOOKBACK).version == before
+
+
+def test_a_decision_without_items_is_logged_whatever_the_version(store) -> None:
+    assert store.reserve("u", 12345, _decision("u"), [], 1.0)
+    store.log_decisions([(_decision("u", NOW + 1), 1.0), (_decision("v", NOW + 2, arm="holdout"), None)])
+    log = store.decision_log()
+    assert len(log) == 3 and log["arm"].tolist() == ["model", "model", "holdout"]
+    assert log["propensity"].isna().tolist() == [False, False, True]
+    assert len(store.contacts("u", NOW, LOOKBACK).times) == 0
+
+
+def test_the_window_is_exact_to_the_nanosecond_and_planned_items_expire(store) -> None:
+    v = store.contacts("u", NOW, LOOKBACK).version
+    edge = NOW - LOOKBACK
+    store.feedback([_send("e1", "u", edge - 1), _send("e2", "u", edge, "m2"), _send("e3", "u", NOW - 1, "m3")])
+    planned_at = NOW + 5 * HOUR_NS + 7
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, _decision("u"),
+                         [(planned_at, "push", "m4")], 1.0)
+    assert v != store.contacts("u", NOW, LOOKBACK).version
+    assert store.contacts("u", NOW, LOOKBACK).times.tolist() == [edge, NOW - 1, planned_at]
+    later = planned_at + PLANNED_GRACE_NS
+    assert store.contacts("u", later, LOOKBACK).times.tolist()[-1] == planned_at        # still counts at the edge
+    assert planned_at not in store.contacts("u", later + 1, LOOKBACK).times.tolist()    # then it expires
+    assert NOW - 1 in store.contacts("u", later + 1, LOOKBACK).times.tolist()           # a real send does not
+
+
+def test_a_send_replaces_its_planned_item_and_feeds_the_explorer(store) -> None:
+    d = _decision("u")
+    at = NOW + 2 * HOUR_NS
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d,
+                         [(at, "email", "m1"), (at + 12 * HOUR_NS, "sms", "m2")], 0.25)
+    v = store.contacts("u", NOW, LOOKBACK).version
+    assert store.feedback([_send("s1", "u", at + 60 * 10**9, decision=d["decision_id"])]) == (1, 0)
+    c = store.contacts("u", NOW, LOOKBACK)
+    assert c.version != v
+    assert c.times.tolist() == [at + 60 * 10**9, at + 12 * HOUR_NS]     # the send, and the other planned item
+    assert c.messages.tolist() == ["m1", "m2"]
+    assert store.arms() == {("m1", "email"): (0, 1)}
+
+
+def test_feedback_is_idempotent_by_event_id(store) -> None:
+    events = [_send("s1", "u", NOW - DAY), {"event_id": "c1", "timestamp": NOW - DAY + HOUR_NS, "user_id": "u",
+                                             "event_type": "convert", "message_id": "m1", "channel": "email",
+                                             "value": 12.5, "propensity": None, "decision_id": None}]
+    assert store.feedback(events) == (2, 0)
+    assert store.feedback(events) == (0, 2)
+    assert store.feedback([events[0], _send("s2", "u", NOW - HOUR_NS)]) == (1, 1)
+    assert store.arms() == {("m1", "email"): (1, 1)}
+    assert len(store.contacts("u", NOW, LOOKBACK).times) == 2
+    read = store.feedback_events()
+    assert read["event_id"].tolist() == ["s1", "c1", "s2"]
+    assert read["value"].tolist()[1] == 12.5 and np.isnan(read["value"].tolist()[0])
+    assert str(read["timestamp"].dtype).startswith("datetime64") and read["timestamp"].iloc[0].value == NOW - DAY
+
+
+def test_an_outcome_without_message_is_credited_to_its_decisions_item(store) -> None:
+    d = _decision("u")
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d, [(NOW, "push", "m7")], 1.0)
+    convert = {"event_id": "c1", "timestamp": NOW + HOUR_NS, "user_id": "u", "event_type": "convert",
+               "decision_id": d["decision_id"]}
+    assert store.feedback([convert]) == (1, 0)
+    assert store.arms() == {("m7", "push"): (1, 0)}       # planned only: a success without an impression yet
+    other = {**convert, "event_id": "c2", "decision_id": "unknown"}
+    assert store.feedback([other, {**convert, "event_id": "o1", "event_type": "open"}]) == (2, 0)
+    assert store.arms() == {("m7", "push"): (1, 0)}       # neither an unknown decision nor a non-target counts
+
+
+# -- SQLite as the reference ------------------------------------------------------------------------------
+def _apply(store, ops: list[tuple]) -> list:
+    """Run ``ops`` on ``store``; what each returned (versions replaced by whether they changed)."""
+    out, versions = [], {}
+    for op in ops:
+        kind = op[0]
+        if kind == "read":
+            _, user, t = op
+            c = store.contacts(user, t, LOOKBACK)
+            out.append((c.times.tolist(), c.channels.tolist(), c.messages.tolist()))
+            versions[user] = (versions.get(user, (None, None))[1], c.version)
+        elif kind == "reserve":
+            _, user, stale, decision, items = op
+            previous, current = versions.get(user, (None, store.contacts(user, NOW, LOOKBACK).version))
+            version = previous if stale and previous is not None else current
+            out.append(store.reserve(user, version, decision, items, 0.5))
+        else:
+            _, events = op
+            out.append(store.feedback(events))
+    out += [store.arms(), store.decision_log().drop(columns=[]).to_dict("list"),
+            store.feedback_events().to_dict("list")]
+    return out
+
+
+def _random_ops(seed: int, n: int = 150) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    users, messages, channels = ["a", "b", "c"], ["m1", "m2", "m3"], ["email", "sms", "push"]
+    ops, decisions, event = [], [], 0
+    for _ in range(n):
+        user = users[rng.integers(3)]
+        t = NOW + int(rng.integers(-3 * DAY, 3 * DAY))
+        r = rng.random()
+        if r < 0.35:
+            ops.append(("read", user, t))
+        elif r < 0.65:
+            items = [(t + int(rng.integers(0, DAY)), channels[rng.integers(3)], messages[rng.integers(3)])
+                     for _ in range(int(rng.integers(0, 3)))]
+            d = _decision(user, t, [{"message_id": m, "channel": c} for _, c, m in items])
+            decisions.append((d["decision_id"], user, items))
+            ops.append(("reserve", user, bool(rng.random() < 0.3), d, items))
+        else:
+            events = []
+            for _ in range(int(rng.integers(1, 4))):
+                if decisions and rng.random() < 0.5:
+                    did, u, items = decisions[rng.integers(len(decisions))]
+                    if items and rng.random() < 0.6:
+                        at, c, m = items[rng.integers(len(items))]
+                        events.append(_send(f"e{event}", u, at + 1, m, c, did))
+                    else:
+                        events.append({"event_id": f"e{event}", "timestamp": t, "user_id": u,
+                                       "event_type": "convert", "decision_id": did, "value": 3.0})
+                else:
+                    events.append(_send(f"e{event}", user, t, messages[rng.integers(3)], channels[rng.integers(3)]))
+                if rng.random() < 0.2 and event:   # a redelivery
+                    events.append({**events[-1], "event_id": f"e{int(rng.integers(event))}"})
+                event += 1
+            ops.append(("feedback", events))
+    return ops
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_redis_agrees_with_sqlite_on_a_random_sequence(seed, tmp_path, redis_server) -> None:
+    ops = _random_ops(seed)
+    reference = _apply(SQLiteState(tmp_path / "ref.db"), ops)
+    got = _apply(open_state(_url("redis", tmp_path, redis_server)), ops)
+    assert sum(1 for r in reference if r is False) > 0, "no reservation lost a race: the test proves little"
+    assert got[:-2] == reference[:-2]
+    for mine, ref in zip(got[-2:], reference[-2:]):
+        pd.testing.assert_frame_equal(pd.DataFrame(mine), pd.DataFrame(ref))
+
+
+# -- several processes -------------------------------------------------------------------------------------
+def _race(url: str, worker: int, attempts: int) -> list[tuple[int, bool]]:
+    store = open_state(url)
+    out = []
+    for i in range(attempts):
+        version = store.contacts("shared", NOW, LOOKBACK).version
+        ok = store.reserve("shared", version, _decision("shared"), [(NOW + (worker * 1000 + i), "email", "m1")], 1.0)
+        out.append((version, ok))
+    return out
+
+
+def test_only_one_reservation_wins_per_version_across_processes(url) -> None:
+    open_state(url)   # creates the schema before the processes race
+    with ProcessPoolExecutor(4) as pool:
+        results = [r for part in pool.map(_race, [url] * 4, range(4), [25] * 4) for r in part]
+    wins = [version for version, ok in results if ok]
+    assert len(wins) == len(set(wins)), "two decisions reserved on the same contact version"
+    assert len(open_state(url).contacts("shared", NOW, LOOKBACK).times) == len(wins)
+    assert len(wins) < len(results), "no reservation lost a race: the test proves little"
