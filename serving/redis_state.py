@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
+from nbm.errors import UsageError
 from serving.state import PLANNED_GRACE_NS, Contacts
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class RedisState:
         try:
             self._redis.ping()
         except redis.RedisError as error:
-            raise ConnectionError(f"cannot reach the state store at {_redact(url)}: {error}") from error
+            raise UsageError(f"`state_url`: cannot reach the state store at {_redact(url)}: {error}") from error
         self._reserve = self._redis.register_script(_RESERVE)
         self._feedback = self._redis.register_script(_FEEDBACK)
         self.durable = self._check_durability()

@@ -229,3 +229,26 @@ def test_only_one_reservation_wins_per_version_across_processes(url) -> None:
     assert len(wins) == len(set(wins)), "two decisions reserved on the same contact version"
     assert len(open_state(url).contacts("shared", NOW, LOOKBACK).times) == len(wins)
     assert len(wins) < len(results), "no reservation lost a race: the test proves little"
+
+
+def test_an_unreachable_redis_is_a_usage_error_without_the_password() -> None:
+    from nbm.errors import UsageError
+    from serving.launch import free_port
+
+    with pytest.raises(UsageError, match=r"`state_url`: cannot reach .*redis://:\*\*\*@127\.0\.0\.1") as error:
+        open_state(f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    assert "hunter2" not in str(error.value)
+
+
+def test_redis_without_fsync_on_every_write_is_reported(redis_server, caplog) -> None:
+    import redis
+
+    assert open_state(redis_server).durable
+    client = redis.Redis.from_url(redis_server)
+    client.config_set("appendfsync", "everysec")
+    try:
+        with caplog.at_level("WARNING", logger="serving.redis_state"):
+            assert not open_state(redis_server).durable
+        assert "appendfsync everysec" in caplog.text and "can be lost" in caplog.text
+    finally:
+        client.config_set("appendfsync", "always")
