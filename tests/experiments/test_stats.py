@@ -32,7 +32,7 @@ from experiments.stats import (
     welch,
 )
 
-TIGHT = dict(rel=1e-10, abs=1e-12)
+TIGHT = {"rel": 1e-10, "abs": 1e-12}
 
 
 def _delta_relative(m_t: float, m_c: float, v_t: float, v_c: float) -> float:
