@@ -95,36 +95,45 @@ class ScoringArtifact:
 
     def matrix(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
         """The float32 feature matrix of ``frame`` in the artifact's column order (categoricals as codes)."""
+        n, columns = self.columns(frame)
+        out = np.empty((n, len(self.features)), dtype=np.float32)
+        for j, values in enumerate(columns):
+            out[:, j] = values
+        return out
+
+    def columns(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> tuple[int, list[np.ndarray | float]]:
+        """The matrix's columns before they are stacked: (rows, one array or one scalar per feature, in the
+        artifact's order). Categoricals are mapped to the artifact's codes (NaN when unknown)."""
         names = frame.keys() if isinstance(frame, dict) else frame.columns
         missing = [c for c in self.features if c not in names]
         if missing:
             raise ValueError(f"frame lacks feature column(s) {missing}")
         n = len(next(iter(frame.values()))) if isinstance(frame, dict) and frame else len(frame)
-        out = np.empty((n, len(self.features)), dtype=np.float32)
         indexes = self._category_indexes()
-        for j, name in enumerate(self.features):
+        out: list[np.ndarray | float] = []
+        for name in self.features:
             raw = frame[name]
             if name in indexes and isinstance(getattr(raw, "dtype", None), pd.CategoricalDtype):
                 # Categorical columns: map their (few) categories once, then their codes.
                 values = raw.array if isinstance(raw, pd.Series) else raw
                 mapping = self._category_mapping(name, values.categories)
                 codes = np.append(mapping, -1)[np.asarray(values.codes)]
-                out[:, j] = np.where(codes >= 0, codes, np.nan)
+                out.append(np.where(codes >= 0, codes, np.nan))
                 continue
             values = np.asarray(raw) if isinstance(frame, dict) else raw.to_numpy()
             if name in indexes:
                 if n and values.dtype == object and values[0] is not None and (values == values[0]).all():
                     code = indexes[name].get_indexer([values[0]])[0]   # one user's candidates: one value
-                    out[:, j] = code if code >= 0 else np.nan
+                    out.append(float(code) if code >= 0 else np.nan)
                     continue
                 # Look up the distinct values only: one user's candidates share their attributes.
                 inverse, distinct = pd.factorize(values, use_na_sentinel=True)
                 codes = indexes[name].get_indexer(np.asarray(distinct, dtype=object)) if len(distinct) else np.zeros(0, int)
                 mapped = np.append(codes, -1)[inverse]
-                out[:, j] = np.where(mapped >= 0, mapped, np.nan)
+                out.append(np.where(mapped >= 0, mapped, np.nan))
             else:
-                out[:, j] = values
-        return out
+                out.append(values)
+        return n, out
 
     def _category_mapping(self, name: str, categories: pd.Index) -> np.ndarray:
         """Artifact code of each of ``categories`` (−1 when unknown), cached per distinct category list."""
@@ -147,10 +156,9 @@ class ScoringArtifact:
     def raw_score(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
         """What ``Booster.predict`` gives for ``frame``'s rows (the booster's probability for ``binary``, its
         ranking score for ``lambdarank``): the calibrator's input. On one thread."""
-        matrix = self.matrix(frame)
         if self.compiled is not None:
-            return self.compiled.predict(matrix)
-        return self.booster.predict(matrix, num_threads=1)
+            return self.compiled.predict_columns(*self.columns(frame))
+        return self.booster.predict(self.matrix(frame), num_threads=1)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probabilities, one per row of ``frame``.

@@ -4,7 +4,7 @@ Built once per worker process: it loads the data directory (validated, identitie
 feature indexes (the online snapshot: every user's history as of the load), loads the model by registry
 alias, and opens the state store. Each ``/recommend`` then costs one candidate expansion, one
 two-stage scoring (every allowed (message, channel) at a reference slot, then every slot of the best
-pairs: what offline replay evaluates), one ``decide_slate()``, and two short SQLite transactions;
+pairs: what offline replay evaluates), one ``decide_slate()``, one read of the state store and one write;
 ``/recommend_batch`` does the same for all its requests at once. Sends known only to the state store (reported by ``/feedback`` or planned by earlier
 answers) count for the contact policy at once, and patch the contact-recency features of the snapshot.
 """
@@ -206,7 +206,7 @@ class Engine:
         suppressed = suppressed_by_decision(ex, contact)
         slate = md.slate
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
-        out: list[dict | None] = []
+        answers, reservations = [], []
         for i, r in enumerate(requests):
             lo, hi = starts[i], starts[i + 1]
             items = slate_items(md, lo, hi)
@@ -214,9 +214,10 @@ class Engine:
                                   suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"))
             propensity = float(np.prod(slate.propensity[lo:hi])) if items else 1.0
             planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(range(lo, hi), items)]
-            ok = self.state.reserve(str(users[i]), contacts[i].version, answer, planned, propensity)
-            out.append(_public(answer) if ok else None)
-        return out
+            answers.append(answer)
+            reservations.append((str(users[i]), contacts[i].version, answer, planned, propensity))
+        reserved = self.state.reserve_many(reservations)      # one transaction (SQLite) or round trip (Redis)
+        return [_public(a) if ok else None for a, ok in zip(answers, reserved)]
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

@@ -177,12 +177,24 @@ class RedisState:
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool:
         """Log ``decision`` and plan its items if the user's contact version is still ``version`` (else ``False``)."""
+        keys, args = self._reserve_call(user_id, version, decision, items, propensity)
+        return bool(self._reserve(keys=keys, args=args))
+
+    def _reserve_call(self, user_id, version, decision, items, propensity) -> tuple[list, list]:
         args: list = [version, decision["decision_id"], _decision_row(decision, propensity), len(items)]
         for at, channel, message in items:
             args += [str(int(at)), channel, message]
         keys = [self._key("ver", user_id), self._key("sends", user_id), self._key("decisions"), self._key("seq"),
                 self._key("dsend", decision["decision_id"])]
-        return bool(self._reserve(keys=keys, args=args))
+        return keys, args
+
+    def reserve_many(self, reservations) -> list[bool]:
+        """:meth:`reserve` for several decisions in one round trip (each script atomic, run in order)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, version, decision, items, propensity in reservations:
+            keys, args = self._reserve_call(user_id, version, decision, items, propensity)
+            self._reserve(keys=keys, args=args, client=pipe)
+        return [bool(r) for r in pipe.execute()]
 
     def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
         """Log decisions without items in one round trip."""

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 HOUR_NS = 3_600 * 10**9
+QUERY_CHUNK = 500
+"""Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
 PLANNED_GRACE_NS = HOUR_NS
 """A planned item counts until this long after its send time unless a ``send`` event confirms it."""
 
@@ -77,6 +79,34 @@ class StateStore(Protocol):
     def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]: ...
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool: ...
+    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
+                     ) -> list[bool]:
+        """:meth:`reserve` for several decisions (``(user_id, version, decision, items, propensity)`` each) in
+        one transaction, in order: of two for the same user read at one version, the first wins."""
+        db = self._connect()
+        out = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for user_id, version, decision, items, propensity in reservations:
+                if items:
+                    current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?",
+                                         (user_id,)).fetchone()[0]
+                    if current != version:
+                        out.append(False)
+                        continue
+                    db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
+                                   "VALUES (?, ?, ?, ?, ?, 1)",
+                                   [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
+                self._log_decision(db, decision, propensity)
+                out.append(True)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return out
+
+    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
+                     ) -> list[bool]: ...
     def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None: ...
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]: ...
     def arms(self) -> dict[tuple[str, str], tuple[int, int]]: ...
@@ -135,8 +165,44 @@ class SQLiteState:
         return Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object), int(version))
 
     def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]:
-        """:meth:`contacts` for several users."""
-        return [self.contacts(str(u), int(t), lookback_ns) for u, t in zip(users, now)]
+        """:meth:`contacts` for several users: two queries per ``QUERY_CHUNK`` users, in one read transaction
+        (each user's sends and version agree)."""
+        users, now = [str(u) for u in users], [int(t) for t in now]
+        if len(users) == 1:
+            return [self.contacts(users[0], now[0], lookback_ns)]
+        db = self._connect()
+        found: dict[str, list[tuple[int, str, str, int]]] = {}
+        versions: dict[str, int] = {}
+        earliest: dict[str, int] = {}
+        for user, t in zip(users, now):
+            earliest[user] = min(t, earliest.get(user, t))
+        distinct = sorted(earliest)
+        db.execute("BEGIN")
+        try:
+            for lo in range(0, len(distinct), QUERY_CHUNK):
+                chunk = distinct[lo:lo + QUERY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                start = min(earliest[u] for u in chunk) - lookback_ns
+                for user, at, channel, message, planned in db.execute(
+                        f"SELECT user_id, at, channel, message_id, planned FROM sends WHERE user_id IN ({marks}) "
+                        f"AND at >= ? ORDER BY user_id, at", (*chunk, start)):
+                    found.setdefault(user, []).append((at, channel, message, planned))
+                versions.update(db.execute(f"SELECT user_id, MAX(id) FROM sends WHERE user_id IN ({marks}) "
+                                           f"GROUP BY user_id", chunk).fetchall())
+        finally:
+            db.execute("COMMIT")
+        out = []
+        for user, t in zip(users, now):
+            start, grace = t - lookback_ns, t - PLANNED_GRACE_NS
+            rows = [r for r in found.get(user, ()) if r[0] >= start and (not r[3] or r[0] >= grace)]
+            version = int(versions.get(user) or 0)
+            if not rows:
+                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version))
+                continue
+            at, channel, message, _ = zip(*rows)
+            out.append(Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object),
+                                version))
+        return out
 
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool:
@@ -160,6 +226,32 @@ class SQLiteState:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
+                     ) -> list[bool]:
+        """:meth:`reserve` for several decisions (``(user_id, version, decision, items, propensity)`` each) in
+        one transaction, in order: of two for the same user read at one version, the first wins."""
+        db = self._connect()
+        out = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for user_id, version, decision, items, propensity in reservations:
+                if items:
+                    current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?",
+                                         (user_id,)).fetchone()[0]
+                    if current != version:
+                        out.append(False)
+                        continue
+                    db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
+                                   "VALUES (?, ?, ?, ?, ?, 1)",
+                                   [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
+                self._log_decision(db, decision, propensity)
+                out.append(True)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return out
 
     def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
         """Log decisions without items (or whose items need no reservation) in one transaction."""

@@ -77,6 +77,40 @@ def test_artifact_scores_the_same_compiled_or_not(boosters, tmp_path):
     assert fast == artifact   # the compiled code is an accelerator, not part of the model
 
 
+def _thresholds(trees: list[dict], feature: int) -> list[float]:
+    out, stack = [], [t["tree_structure"] for t in trees]
+    while stack:
+        node = stack.pop()
+        if "split_feature" in node:
+            if node["split_feature"] == feature and node["decision_type"] == "<=":
+                out.append(float(node["threshold"]))
+            stack += [node["left_child"], node["right_child"]]
+    return sorted(set(out))
+
+
+def test_columns_scored_in_chunks_equal_the_booster(boosters, tmp_path):
+    """Across chunk edges, with float64 columns (rounded through float32 as the matrix is) and scalar columns."""
+    booster = boosters["binary"]
+    forest = compiled.compile_booster(booster, tmp_path)
+    n = 2 * compiled.CHUNK_ROWS + 37
+    x, _ = _data(np.random.default_rng(11), n)
+    # Float64 values just past the booster's thresholds on feature 1: rounded to float32 (as the matrix is)
+    # some fall back across the split, so a path that skipped the rounding would score them differently.
+    thresholds = _thresholds(booster.dump_model()["tree_info"], feature=1)
+    near = np.array([t + abs(t) * 1e-9 + 1e-12 for t in thresholds])
+    x[: len(near) * 20, 1] = np.tile(near, 20)[:n]
+    columns = [x[:, j] for j in range(6)]
+    columns[4] = 7.0                      # one value for every row (a user's attribute)
+    expected_matrix = np.column_stack([np.full(n, 7.0) if j == 4 else x[:, j] for j in range(6)]).astype(np.float32)
+    expected = booster.predict(expected_matrix, num_threads=1)
+    unrounded = forest.predict(np.column_stack([np.full(n, 7.0) if j == 4 else x[:, j] for j in range(6)]))
+    assert np.abs(unrounded - expected).max() > 1e-6, "no value crosses a split when rounded: the test proves little"
+    np.testing.assert_allclose(forest.predict_columns(n, columns), expected, rtol=0, atol=1e-12)
+    short = forest.predict_columns(10, [c if np.ndim(c) == 0 else c[:10] for c in columns])   # buffers reused
+    np.testing.assert_allclose(short, expected[:10], rtol=0, atol=1e-12)
+    assert forest.predict_columns(0, [np.zeros(0)] * 6).shape == (0,)
+
+
 def test_without_the_compiler_scoring_falls_back(boosters, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "lleaves", None)    # import fails
     assert compiled.compile_booster(boosters["binary"], tmp_path) is None

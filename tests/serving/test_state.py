@@ -252,3 +252,29 @@ def test_redis_without_fsync_on_every_write_is_reported(redis_server, caplog) ->
         assert "appendfsync everysec" in caplog.text and "can be lost" in caplog.text
     finally:
         client.config_set("appendfsync", "always")
+
+
+def test_many_at_once_equals_one_at_a_time(store, monkeypatch) -> None:
+    """contacts_many and reserve_many (one transaction or round trip) give what the single calls give."""
+    import serving.state
+
+    monkeypatch.setattr(serving.state, "QUERY_CHUNK", 3)        # several chunks, a user in two of them
+    rng = np.random.default_rng(4)
+    users = [f"u{i}" for i in range(7)]
+    store.feedback([_send(f"s{i}", users[i % 7], NOW - int(rng.integers(0, 10 * DAY)), f"m{i % 4}") for i in range(40)])
+    asked = users + ["u2", "nobody", "u5"]
+    times = [NOW - int(rng.integers(0, 3 * DAY)) for _ in asked]
+    many = store.contacts_many(asked, times, LOOKBACK)
+    for user, t, c in zip(asked, times, many):
+        one = store.contacts(user, t, LOOKBACK)
+        assert (c.times.tolist(), c.channels.tolist(), c.messages.tolist(), c.version) == \
+               (one.times.tolist(), one.channels.tolist(), one.messages.tolist(), one.version)
+    assert sum(len(c.times) for c in many) > 10
+    u0, u1 = many[0], many[1]
+    won = store.reserve_many([("u0", u0.version, _decision("u0"), [(NOW, "email", "m1")], 1.0),
+                              ("u0", u0.version, _decision("u0"), [(NOW + 1, "sms", "m2")], 1.0),   # same version
+                              ("u1", u1.version - 1, _decision("u1"), [(NOW, "email", "m1")], 1.0),  # stale
+                              ("u1", u1.version - 1, _decision("u1"), [], 1.0)])                   # nothing to plan
+    assert won == [True, False, False, True]
+    assert len(store.decision_log()) == 2
+    assert store.contacts("u0", NOW, LOOKBACK).times.tolist()[-1] == NOW
