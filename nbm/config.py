@@ -110,6 +110,37 @@ class FeatureConfig(_Section):
         return tuple(sorted(value))
 
 
+ARMS = ("model", "rules", "random", "holdout")
+"""Arms the service can serve: the ranker with its explorer, the lifecycle rules, uniformly at random, nothing."""
+
+
+class ExperimentConfig(_Section):
+    """The A/B test the service runs: each user's arm is a salted hash of the canonical user id."""
+
+    name: str = Field("", description="empty: no experiment; every decision is the model's (arm `model`)")
+    salt: str = Field("nbm", min_length=1, description="changing it reshuffles users between arms")
+    arms: dict[str, float] = Field(
+        default_factory=lambda: {"model": 0.45, "rules": 0.45, "holdout": 0.10},
+        description="share of users per arm (model, rules, random, holdout); shares sum to 1")
+    control: str = Field("rules", description="the arm the others are compared with by `nbm ab`")
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(ARMS))
+        if unknown:
+            raise ValueError(f"`arms`: unknown arm(s) {unknown}; expected among {list(ARMS)}")
+        if not value or any(not 0 <= v <= 1 for v in value.values()) or abs(sum(value.values()) - 1) > 1e-9:
+            raise ValueError(f"`arms`: shares must lie in [0, 1] and sum to 1, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _control(self) -> ExperimentConfig:
+        if self.control not in self.arms:
+            raise ValueError(f"`control` {self.control!r} is not one of the arms {sorted(self.arms)}")
+        return self
+
+
 class NbmConfig(_Section):
     """The effective configuration. Build it with :func:`load_config`."""
 
@@ -125,6 +156,7 @@ class NbmConfig(_Section):
     lifecycle: LifecycleConfig = LifecycleConfig()
     activity: ActivityConfig = ActivityConfig()
     features: FeatureConfig = FeatureConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @field_validator("channels")
     @classmethod

@@ -142,6 +142,7 @@ DECISIONS = Table(
                "Probability with which the logging policy took this decision (its send, or sending nothing), in (0, 1]."),
         Column("policy", "string", False, "Name of the policy that decided (e.g. `rules+eps0.1`, a model version)."),
         Column("arm", "string", False, "Experiment arm of the user when the decision was taken."),
+        Column("experiment", "string", False, "Name of the experiment the arm belongs to (`nbm ab --experiment`)."),
     ),
 )
 
