@@ -15,7 +15,7 @@ choice equals full enumeration in almost every decision (a test measures the agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
 from nbm.policy.eligibility import eligible
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
-from nbm.policy.explore import Arms, Explorer
+from nbm.policy.explore import Arms, Explorer, Greedy, Softmax
 
 TOP_PAIRS = 4
 RESLOT_MAX_ROWS = 1_000_000
@@ -276,6 +276,87 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
         messages = pd.Categorical.from_codes(rows.message_code, categories=voc.messages)
     return apply_contact_policy_batch(ex.group, channels, messages, rows.send_at, ex.timezones, histories,
                                       store.config.contact_policy)
+
+
+RULES_HOUR = 10
+"""The local hour the lifecycle rules aim at."""
+
+
+def rank(values: np.ndarray) -> np.ndarray:
+    """Dense ranks (1 = lowest)."""
+    return pd.Series(values).rank(method="dense").to_numpy() if len(values) else values
+
+
+def local_hours(ex: Expanded) -> np.ndarray:
+    """Local hour of each candidate's send time in its user's zone."""
+    from features.history import local_time
+
+    hour, _ = local_time(ex.rows.send_at, ex.timezones[ex.group])
+    return hour
+
+
+def rules_priority(store: FeatureStore, ex: Expanded) -> np.ndarray:
+    """The lifecycle rules a CRM team writes, as a priority per candidate (higher first): the message aimed
+    most narrowly at the user's stage, then the newest, then the channel first in the configured order,
+    then the slot nearest 10:00 local, then the catalog's order. Eligibility (stage targeting, consent) is the
+    candidates' own."""
+    history = store.history
+    m = ex.rows.message_code
+    narrow = len(history.message_stages[0]) - history.message_stages[m].sum(axis=1)          # 0..3
+    start = history.catalog_arrays["start_ns"][m].astype(np.float64)
+    newest = rank(np.where(np.isfinite(start), start, -np.inf))
+    channel_order = len(store.globals.vocabulary.channels) - ex.rows.channel_code
+    distance = np.abs(local_hours(ex) - RULES_HOUR)
+    # Last, the catalog's order: rules are deterministic (propensity 1), never a draw between equals.
+    catalog_order = 1e-3 * (1.0 - m / (len(history.message_stages) + 1.0))
+    return narrow * 1e9 + newest * 1e4 + channel_order * 1e2 + (24 - distance) + catalog_order + 1.0
+
+
+def priority_decide(store: FeatureStore, ex: Expanded, histories: SendHistories, priority: np.ndarray,
+                    explorer: Explorer, rng: np.random.Generator, contact: ContactDecision | None = None,
+                    k: int = 1) -> ModelDecisions:
+    """A baseline policy's decisions: ``decide_slate`` over every candidate with ``priority`` as its expected
+    value (value 1, no threshold: a baseline always sends when something is allowed). ``probability`` of the
+    result is the priority."""
+    if contact is None:
+        contact = contact_verdict(store, ex, histories)
+    candidates = ScoredCandidates(ex.rows.message_id, ex.rows.channel, ex.rows.send_at, priority, np.ones(len(ex)))
+    slate = decide_slate(ex.group, ex.n_groups, candidates, histories, ex.timezones, store.config.contact_policy,
+                         explorer, rng, k=k, threshold=-np.inf, contact=contact)
+    return ModelDecisions(ex, np.asarray(priority, dtype=float), slate.first, slate)
+
+
+def arm_decide(store: FeatureStore, artifact: ScoringArtifact, ex: Expanded, histories: SendHistories, arm: str,
+               explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
+               contact: ContactDecision | None = None, k: int = 1, arms: dict | None = None,
+               patch=None) -> ModelDecisions:
+    """The decisions of one experiment arm (the service and batch scoring both call this):
+
+    * ``model`` — :func:`model_decide` with ``explorer``;
+    * ``rules`` — :func:`rules_priority`, greedy (propensity 1);
+    * ``random`` — every allowed (message, channel) pair equally likely (exact propensities), at its allowed
+      slot nearest 10:00 local.
+
+    (``holdout`` decides nothing: its callers answer without items.) Every arm sees the same candidates and
+    contact policy. For the baselines, ``probability`` holds the model's calibrated probability of the chosen
+    rows (for the answer's ``score``) and NaN elsewhere.
+    """
+    if arm == "model":
+        return model_decide(store, artifact, ex, histories, explorer, rng, threshold, contact=contact, k=k,
+                            arms=arms, patch=patch)
+    if arm == "rules":
+        priority, chooser = rules_priority(store, ex), Greedy()
+    elif arm == "random":
+        # Equal values for every pair (a tie-break of 1e-9 picks the slot nearest 10:00): softmax is uniform.
+        priority, chooser = 1.0 + 1e-9 * (24 - np.abs(local_hours(ex) - RULES_HOUR)) / 24, Softmax()
+    else:
+        raise ValueError(f"unknown arm {arm!r}: expected model, rules or random")
+    md = priority_decide(store, ex, histories, priority, chooser, rng, contact=contact, k=k)
+    chosen = md.slate.row
+    probability = np.full(len(ex), np.nan)
+    if len(chosen):
+        probability[chosen] = score(store, artifact, ex.take(chosen).rows, patch=patch)
+    return replace(md, probability=probability)
 
 
 def hour_bucket(times: np.ndarray) -> np.ndarray:

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import contact_verdict, expand_many, model_decide, send_histories
+from features.replay import arm_decide, contact_verdict, expand_many, send_histories
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError
+from nbm.policy.assign import assign
 from nbm.policy.explore import EXPLORERS
 
 CHUNK = 20_000
@@ -85,28 +86,42 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     stamp = iso_utc(t)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    experiment = config.experiment
     with out.open("w") as fh:
         for a in range(0, len(ids), CHUNK):
-            chunk = ids[a:a + CHUNK]
-            nows = np.full(len(chunk), t, dtype=np.int64)
-            ex = expand_many(store, chunk, nows)
-            hist = send_histories(store, chunk, nows, lookback)
-            contact = contact_verdict(store, ex, hist)
-            md = model_decide(store, artifact, ex, hist, chooser, rng, threshold, contact=contact, k=k)
-            suppressed = suppressed_by_decision(ex, contact)
-            slate = md.slate
-            starts = np.searchsorted(slate.decision, np.arange(len(chunk) + 1))
-            for i, user in enumerate(chunk):
-                entry = {
-                    "decision_id": str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{model_version}")),
-                    "user_id": str(asked[a + i]),
-                    "model_version": model_version,
-                    "items": slate_items(md, starts[i], starts[i + 1]),
-                    "suppressed": suppressed.get(i, []),
-                    "now": stamp,
-                }
+            entries: list[dict | None] = [None] * len(ids[a:a + CHUNK])
+            arms = assign(ids[a:a + CHUNK], experiment)
+            for arm in pd.unique(arms):
+                members = np.flatnonzero(arms == arm)
+                chunk = ids[a:a + CHUNK][members]
+                if arm == "holdout":
+                    decided = [([], [], "holdout")] * len(chunk)
+                else:
+                    nows = np.full(len(chunk), t, dtype=np.int64)
+                    ex = expand_many(store, chunk, nows)
+                    hist = send_histories(store, chunk, nows, lookback)
+                    contact = contact_verdict(store, ex, hist)
+                    md = arm_decide(store, artifact, ex, hist, arm, chooser, rng, threshold, contact=contact, k=k)
+                    suppressed = suppressed_by_decision(ex, contact)
+                    starts = np.searchsorted(md.slate.decision, np.arange(len(chunk) + 1))
+                    decided = [(slate_items(md, starts[i], starts[i + 1]), suppressed.get(i, []),
+                                str(md.batch.reason[i])) for i in range(len(chunk))]
+                for i, user, (chosen, blocked, reason) in zip(members, chunk, decided):
+                    entry = {
+                        "decision_id": str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{model_version}")),
+                        "user_id": str(asked[a + i]),
+                        "model_version": model_version,
+                        "items": chosen,
+                        "suppressed": blocked,
+                        "now": stamp,
+                    }
+                    if experiment.name:
+                        entry.update(arm=str(arm), experiment=experiment.name)
+                    if not chosen:
+                        entry["reason"] = reason
+                    entries[i] = entry
+            for entry in entries:
                 if not entry["items"]:
-                    entry["reason"] = str(md.batch.reason[i])
                     reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
                 else:
                     with_items += 1

@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import contact_verdict, expand_many, model_decide
+from features.replay import arm_decide, contact_verdict, expand_many
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
 from nbm.policy.contact import SendHistories
+from nbm.policy.assign import assign
 from nbm.policy.explore import EXPLORERS, Greedy
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 from serving.batch import slate_items, suppressed_by_decision
@@ -39,6 +40,8 @@ RESERVE_ATTEMPTS = 5
 PATCHED = ("time_hours_since_contact", "user_contacts_7d", "uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d",
            "um_received", "um_days_since_received")
 """Features that sends unknown to the snapshot (feedback, planned items) change at once."""
+BASELINE_EXPLORERS = {"rules": "greedy", "random": "uniform", "holdout": "none"}
+"""What the decision log's ``explorer`` says for the arms other than ``model``."""
 
 
 class BadRequest(ValueError):
@@ -157,12 +160,14 @@ class Engine:
             self.validate(r.get("channels"), r.get("candidates"))
         self.maybe_reload()
         answers: list[dict | None] = [None] * len(requests)
-        groups: dict[tuple[int, bool], list[int]] = {}
+        requests = self._with_arms(requests)
+        groups: dict[tuple[int, bool, str], list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True))), []).append(i)
+            groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True)), r["_kind"]), []).append(i)
         retry: list[int] = []
-        for (k, explore), members in groups.items():
-            for i, answer in zip(members, self._decide([requests[j] for j in members], k, explore)):
+        for (k, explore, kind), members in groups.items():
+            decide = self._holdout if kind == "holdout" else self._decide
+            for i, answer in zip(members, decide([requests[j] for j in members], k, explore, kind)):
                 if answer is None:
                     retry.append(i)
                 else:
@@ -174,7 +179,32 @@ class Engine:
                 answers[i] = answer
         return answers  # type: ignore[return-value]
 
-    def _decide(self, requests: list[dict], k: int, explore: bool) -> list[dict | None]:
+    def _with_arms(self, requests: list[dict]) -> list[dict]:
+        """Each request with its arm: assigned by the running experiment (``experiment`` in the configuration),
+        which overrides a request's own ``arm``; without one, the model decides and a request's ``arm`` is
+        only a label for the log."""
+        if all("_kind" in r for r in requests):
+            return requests
+        if not self.config.experiment.name:
+            return [{**r, "_kind": "model"} for r in requests]
+        arms = assign([self.canonical(r["user_id"]) for r in requests], self.config.experiment)
+        return [{**r, "_kind": arm, "arm": arm} for r, arm in zip(requests, arms)]
+
+    def _holdout(self, requests: list[dict], k: int, explore: bool, kind: str) -> list[dict | None]:
+        """The holdout arm: nothing is sent, and the decision is logged (propensity 1)."""
+        version = self.model.version
+        answers, reservations = [], []
+        clock = time.time_ns()
+        for r in requests:
+            t = clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value)
+            answer = self._answer(uuid.uuid4().hex, r["user_id"], version, t, [], [], "holdout", explore, r["arm"],
+                                  kind)
+            answers.append(answer)
+            reservations.append((self.canonical(r["user_id"]), 0, answer, [], 1.0))
+        self.state.reserve_many(reservations)
+        return [_public(a) for a in answers]
+
+    def _decide(self, requests: list[dict], k: int, explore: bool, kind: str = "model") -> list[dict | None]:
         model = self.model
         n = len(requests)
         users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
@@ -196,13 +226,13 @@ class Engine:
         histories = self._histories(users, contacts, t)
         contact = contact_verdict(self.store, ex, histories)
         explorer = self.explorer if explore else self.greedy
-        arms = self.state.arms() if explorer.name == "thompson" else None
+        arms = self.state.arms() if explorer.name == "thompson" and kind == "model" else None
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
         state_sends = {u: (c, int(ti)) for u, c, ti in zip(users, contacts, t) if len(c.times) and (c.times < ti).any()}
         patch = (lambda columns, rows: self._patch_many(columns, rows, state_sends)) if state_sends else None
-        md = model_decide(self.store, model.artifact, ex, histories, explorer, rng, self.settings.threshold,
-                          contact=contact, k=k, arms=arms, patch=patch)
+        md = arm_decide(self.store, model.artifact, ex, histories, kind, explorer, rng, self.settings.threshold,
+                        contact=contact, k=k, arms=arms, patch=patch)
         suppressed = suppressed_by_decision(ex, contact)
         slate = md.slate
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
@@ -211,7 +241,7 @@ class Engine:
             lo, hi = starts[i], starts[i + 1]
             items = slate_items(md, lo, hi)
             answer = self._answer(uuid.uuid4().hex, r["user_id"], model.version, int(t[i]), items,
-                                  suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"))
+                                  suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"), kind)
             propensity = float(np.prod(slate.propensity[lo:hi])) if items else 1.0
             planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(range(lo, hi), items)]
             answers.append(answer)
@@ -259,10 +289,16 @@ class Engine:
                 patched[name][idx] = values
         columns.update(patched)
 
-    def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm) -> dict:
+    def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm,
+                kind: str = "model") -> dict:
         answer = {"decision_id": decision_id, "user_id": user_id, "model_version": version, "items": items,
-                  "suppressed": suppressed, "_now": t, "_explorer": self.explorer.name if explore else "greedy",
-                  "_policy": f"nbm-ranker/{version}", "_arm": arm}
+                  "suppressed": suppressed, "_now": t, "_arm": arm, "_experiment": self.config.experiment.name or None}
+        if kind == "model":
+            answer.update(_explorer=self.explorer.name if explore else "greedy", _policy=f"nbm-ranker/{version}")
+        else:
+            answer.update(_explorer=BASELINE_EXPLORERS[kind], _policy=kind)
+        if arm is not None:
+            answer["arm"] = arm
         if not items:
             answer["reason"] = reason
         return answer

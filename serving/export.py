@@ -25,7 +25,7 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
         events = events[events["timestamp"] >= since]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    contract = decisions[["decision_id", "timestamp", "user_id", "propensity", "policy", "arm"]]
+    contract = decisions[["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "experiment"]]
     write_table(contract.reset_index(drop=True), out, "decisions", file_format)
     write_table(events.reset_index(drop=True), out, "events", file_format)
     return {"decisions": len(contract), "events": len(events)}

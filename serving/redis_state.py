@@ -95,7 +95,7 @@ return {accepted, duplicates}
 """
 
 _DECISION_COLUMNS = ["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "model_version",
-                     "explorer", "items", "reason"]
+                     "explorer", "items", "reason", "experiment"]
 _EVENT_COLUMNS = ["event_id", "timestamp", "user_id", "event_type", "message_id", "channel", "decision_id",
                   "propensity", "value"]
 
@@ -258,7 +258,8 @@ def _decision_row(d: dict, propensity: float | None) -> str:
     return json.dumps({"decision_id": d["decision_id"], "timestamp": d["_now"], "user_id": d["user_id"],
                        "propensity": propensity, "policy": d.get("_policy"), "arm": d.get("_arm"),
                        "model_version": d["model_version"], "explorer": d.get("_explorer"),
-                       "items": json.dumps(d["items"]), "reason": d.get("reason", "")})
+                       "items": json.dumps(d["items"]), "reason": d.get("reason", ""),
+                       "experiment": d.get("_experiment")})
 
 
 def _redact(url: str) -> str:

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS arms (
 );
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, propensity REAL,
-    policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT
+    policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT, experiment TEXT
 );
 """
 
@@ -134,6 +134,9 @@ class SQLiteState:
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+            if "experiment" not in columns:      # a state file written before experiments were logged
+                db.execute("ALTER TABLE decisions ADD COLUMN experiment TEXT")
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteState:
@@ -268,9 +271,10 @@ class SQLiteState:
     @staticmethod
     def _log_decision(db: sqlite3.Connection, d: dict, propensity: float | None) -> None:
         db.execute("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
-                   "model_version, explorer, items, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "model_version, explorer, items, reason, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
-                    d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", "")))
+                    d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", ""),
+                    d.get("_experiment")))
 
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
@@ -330,9 +334,9 @@ class SQLiteState:
 
     # -- reading back ------------------------------------------------------------------------------
     def decision_log(self) -> pd.DataFrame:
-        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``)."""
+        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``, ...)."""
         frame = pd.read_sql_query("SELECT decision_id, timestamp, user_id, propensity, policy, arm, model_version, "
-                                  "explorer, items, reason FROM decisions ORDER BY timestamp, decision_id",
+                                  "explorer, items, reason, experiment FROM decisions ORDER BY timestamp, decision_id",
                                   self._connect())
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["propensity"] = frame["propensity"].astype(float)

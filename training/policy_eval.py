@@ -29,7 +29,8 @@ import pandas as pd
 
 from features.attribution import GRADE
 from features.pipeline import FeatureStore
-from features.replay import Expanded, contact_verdict, expand_many, hour_bucket, model_decide, score, send_histories
+from features.replay import (Expanded, contact_verdict, expand_many, hour_bucket, local_hours, model_decide, rank,
+                             rules_priority, score, send_histories)
 from nbm.artifact import ScoringArtifact
 from nbm.dataset import Dataset
 from nbm.ope import BanditLog, estimate
@@ -41,7 +42,6 @@ CHUNK = 20_000
 """Decisions replayed at once (bounds the candidate rows in memory: ~300 per decision)."""
 UNIFORM_SAMPLE = 8
 """Candidates sampled per decision for the reward model's value of the uniform policy."""
-RULES_HOUR = 10
 
 
 @dataclass
@@ -175,7 +175,7 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
             target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
         if baselines:
             _uniform(store, reward_model, ex, part, a, logged_key, target["uniform"], q_target["uniform"], rng)
-            for name, priority in (("popular", popular(ex)), ("rules", _rules_priority(store, ex))):
+            for name, priority in (("popular", popular(ex)), ("rules", rules_priority(store, ex))):
                 cands = ScoredCandidates(ex.rows.message_id, ex.rows.channel, ex.rows.send_at, priority, np.ones(len(ex)))
                 b = decide_batch(ex.group, ex.n_groups, cands, hist, ex.timezones, store.config.contact_policy,
                                  Greedy(), rng, threshold=-np.inf, contact=contact)
@@ -247,39 +247,16 @@ def popularity(store: FeatureStore, history_rows: pd.DataFrame):
     rate_channel = (converted["channel_name"].value_counts() / history_rows["channel_name"].value_counts())
     rate_hour = (converted["time_local_hour"].round().value_counts()
                  / history_rows["time_local_hour"].round().value_counts())
-    message_rank = _rank(by_message)
-    channel_rank = _rank(rate_channel.reindex(voc.channels).fillna(0.0).to_numpy())
-    hour_rank = _rank(rate_hour.reindex(np.arange(24, dtype=float)).fillna(0.0).to_numpy())
+    message_rank = rank(by_message)
+    channel_rank = rank(rate_channel.reindex(voc.channels).fillna(0.0).to_numpy())
+    hour_rank = rank(rate_hour.reindex(np.arange(24, dtype=float)).fillna(0.0).to_numpy())
 
     def priority(ex: Expanded) -> np.ndarray:
         # Lexicographic: message first, then channel, then hour (each term below the previous one's step).
         return (message_rank[ex.rows.message_code] * 1e6 + channel_rank[ex.rows.channel_code] * 1e3
-                + hour_rank[_hours(ex)] + 1.0)
+                + hour_rank[local_hours(ex)] + 1.0)
 
     return priority
-
-
-def _rank(values: np.ndarray) -> np.ndarray:
-    return pd.Series(values).rank(method="dense").to_numpy() if len(values) else values
-
-
-def _hours(ex: Expanded) -> np.ndarray:
-    from features.history import local_time
-
-    hour, _ = local_time(ex.rows.send_at, ex.timezones[ex.group])
-    return hour
-
-
-def _rules_priority(store: FeatureStore, ex: Expanded) -> np.ndarray:
-    """Priority under ``rules``: narrowest targeting, then newest, then channel order, then nearest 10:00."""
-    history = store.history
-    m = ex.rows.message_code
-    narrow = len(history.message_stages[0]) - history.message_stages[m].sum(axis=1)          # 0..3
-    start = history.catalog_arrays["start_ns"][m].astype(np.float64)
-    newest = _rank(np.where(np.isfinite(start), start, -np.inf))
-    channel_order = len(store.globals.vocabulary.channels) - ex.rows.channel_code
-    distance = np.abs(_hours(ex) - RULES_HOUR)
-    return narrow * 1e9 + newest * 1e4 + channel_order * 1e2 + (24 - distance) + 1.0
 
 
 def estimates(logged: LoggedDecisions, replayed: Replay, n_bootstrap: int = 300, seed: int = 0) -> dict[str, PolicyValue]:

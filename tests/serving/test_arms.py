@@ -1,0 +1,124 @@
+"""Experiment arms in the service and in batch scoring: assignment, the rules and random baselines, holdout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbm.config import ExperimentConfig, load_config
+from nbm.policy.assign import assign
+
+NOW = pd.Timestamp("2026-10-29T00:00:00Z")
+EXPERIMENT = ExperimentConfig(name="spring", salt="t", arms={"model": 0.25, "rules": 0.25, "random": 0.25,
+                                                             "holdout": 0.25})
+
+
+@pytest.fixture(scope="module")
+def engine(served_world, tmp_path_factory):
+    from serving.engine import Engine, EngineSettings
+
+    data, home = served_world
+    config = load_config(environ={"NBM_HOME": str(home)}).model_copy(
+        update={"experiment": EXPERIMENT, "state_url": f"sqlite:///{tmp_path_factory.mktemp('arms') / 's.db'}"})
+    return Engine(config, EngineSettings(data=data, explorer="epsilon_greedy", seed=3))
+
+
+@pytest.fixture(scope="module")
+def users(served_world) -> list[str]:
+    data, _ = served_world
+    frame = pd.read_parquet(data / "users.parquet")
+    return frame.loc[frame["consent"].map(len) >= 2, "user_id"].tolist()[:160]
+
+
+def test_each_decision_serves_and_logs_the_users_assigned_arm(engine, users) -> None:
+    answers = engine.recommend_many([{"user_id": u, "now": NOW, "arm": "ignored"} for u in users])
+    expected = assign([engine.canonical(u) for u in users], EXPERIMENT)
+    assert [a["arm"] for a in answers] == expected.tolist()
+    assert set(expected) == {"model", "rules", "random", "holdout"}
+    for answer, arm in zip(answers, expected):
+        if arm == "holdout":
+            assert answer["items"] == [] and answer["reason"] == "holdout"
+    sent = {arm: sum(bool(a["items"]) for a, x in zip(answers, expected) if x == arm) for arm in set(expected)}
+    assert sent["rules"] > 10 and sent["random"] > 10 and sent["model"] > 5, sent
+    log = engine.state.decision_log().set_index("decision_id").loc[[a["decision_id"] for a in answers]]
+    assert log["arm"].tolist() == expected.tolist()
+    assert (log["experiment"] == "spring").all()
+    policies = dict(zip(log["arm"], log["policy"]))
+    assert policies["rules"] == "rules" and policies["random"] == "random" and policies["holdout"] == "holdout"
+    assert policies["model"].startswith("nbm-ranker/")
+    assert (log.loc[log["arm"].isin(["rules", "holdout"]), "propensity"] == 1.0).all()
+    random_p = log.loc[(log["arm"] == "random") & (log["items"] != "[]"), "propensity"]
+    assert (random_p < 0.5).all()          # one of many pairs
+
+
+def _decide(served_world, arm: str, draws: int = 1, seed: int = 0):
+    """One user's candidates decided ``draws`` times by ``arm`` (features.replay.arm_decide)."""
+    from features.pipeline import FeatureStore
+    from features.replay import arm_decide, contact_verdict, expand_many, rules_priority, score, send_histories
+    from nbm.dataset import load_dataset
+    from nbm.policy.explore import Greedy
+    from serving.registry import load_model
+
+    data, home = served_world
+    config = load_config(environ={"NBM_HOME": str(home)})
+    dataset, _ = load_dataset(data, config)
+    store = FeatureStore.build(dataset, config)
+    artifact = load_model("models:/nbm-ranker@champion", config).artifact
+    user = dataset.users["user_id"].to_numpy(dtype=object)[dataset.users["consent"].map(len).to_numpy() >= 3][:1]
+    users = np.repeat(user, draws)
+    now = np.full(draws, NOW.value, dtype=np.int64)
+    ex = expand_many(store, users, now)
+    hist = send_histories(store, users, now, 8.0)
+    contact = contact_verdict(store, ex, hist)
+    md = arm_decide(store, artifact, ex, hist, arm, Greedy(), np.random.default_rng(seed), contact=contact)
+    return store, artifact, ex, contact, md, rules_priority, score
+
+
+def test_the_random_arm_is_uniform_over_allowed_pairs_with_exact_propensities(served_world) -> None:
+    draws = 20_000
+    _, _, ex, contact, md, _, _ = _decide(served_world, "random", draws)
+    first = ex.group == 0
+    pairs = {(m, c) for m, c, ok in zip(ex.rows.message_id[first], ex.rows.channel[first], contact.allowed[first]) if ok}
+    assert len(pairs) >= 20
+    b = md.batch
+    assert (b.chosen >= 0).all()
+    np.testing.assert_allclose(b.propensity, 1 / len(pairs), rtol=1e-6)
+    chosen = pd.Series(list(zip(ex.rows.message_id[b.chosen], ex.rows.channel[b.chosen])))
+    frequency = chosen.value_counts(normalize=True).reindex(list(pairs)).fillna(0.0)
+    assert np.abs(frequency.to_numpy() - 1 / len(pairs)).max() <= 0.01
+    assert set(chosen) <= pairs
+
+
+def test_the_rules_arm_takes_the_highest_priority_allowed_candidate_and_reports_the_models_score(served_world) -> None:
+    store, artifact, ex, contact, md, rules_priority, score = _decide(served_world, "rules")
+    priority = rules_priority(store, ex)
+    row = int(md.batch.chosen[0])
+    assert row >= 0 and md.batch.propensity[0] == 1.0
+    best_pair = priority[contact.allowed].max()
+    assert priority[row] >= best_pair - 24       # the best pair (at its best allowed slot; quiet hours may move it)
+    expected = score(store, artifact, ex.take(np.array([row])).rows)
+    np.testing.assert_allclose(md.probability[row], expected[0], rtol=1e-9)
+    assert np.isnan(np.delete(md.probability, row)).all()
+
+
+def test_batch_scoring_assigns_the_same_arms(served_world, tmp_path, users) -> None:
+    from nbm.dataset import load_dataset
+    from serving.batch import recommend_all
+    from serving.registry import load_model
+
+    data, home = served_world
+    config = load_config(environ={"NBM_HOME": str(home)}).model_copy(update={"experiment": EXPERIMENT})
+    dataset, _ = load_dataset(data, config)
+    model = load_model("models:/nbm-ranker@champion", config)
+    out = tmp_path / "batch.jsonl"
+    recommend_all(dataset, config, model.artifact, model.version, NOW, out, users=np.asarray(users[:80], object))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["user_id"] for r in lines] == users[:80]                      # request order kept
+    canonical = dataset.identity.apply(pd.Series(users[:80], dtype=object)).tolist()
+    assert [r["arm"] for r in lines] == assign(canonical, EXPERIMENT).tolist()
+    assert all(r["experiment"] == "spring" for r in lines)
+    assert all(not r["items"] and r["reason"] == "holdout" for r in lines if r["arm"] == "holdout")
+    assert any(r["items"] for r in lines if r["arm"] == "rules")
