@@ -53,9 +53,46 @@ def _share(text: str) -> float:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    if args.ab:
+        return _cmd_simulate_ab(args)
     from nbm.commands.simulate import run_simulate
 
+    if args.days is None:
+        args.days = 60
     return run_simulate(args)
+
+
+def _cmd_simulate_ab(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from nbm.config import ExperimentConfig, load_config
+    from nbm.errors import UsageError
+
+    if args.data is None:
+        raise UsageError("`--ab` needs `--data DIR`: a world written by `nbm simulate`, with a trained model")
+    config = load_config(args.config)
+    experiment = config.experiment
+    if args.experiment:
+        experiment = experiment.model_copy(update={"name": args.experiment})
+    elif not experiment.name:
+        experiment = ExperimentConfig(name="ab")
+    config = config.model_copy(update={"experiment": experiment})
+    days = 14 if args.days is None else args.days
+    from serving.abtest import run_ab_simulation
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"A/B test {experiment.name!r}: {days} days", total=days)
+        run = run_ab_simulation(args.data, args.out, config, days, args.model, args.explorer, args.seed,
+                                progress=lambda done, total: bar.update(task, completed=done))
+    shares = ", ".join(f"{arm} {share:.0%}" for arm, share in experiment.arms.items())
+    print(f"A/B test {run.experiment!r} ({shares}) over {run.days} days: {run.decisions:,} decisions, "
+          f"{run.sends:,} sends, written to {run.out}", file=sys.stderr)
+    for arm, row in run.truth.items():
+        print(f"  {arm:8s} {row['users']:6,} users  {row['sends']:7,} sends  true value per user "
+              f"{row['true_value_per_user']:.4f}", file=sys.stderr)
+    print(f"analyse it: nbm ab --data {run.out} --experiment {run.experiment}", file=sys.stderr)
+    return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -205,13 +242,21 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Write a simulated CRM world (events, messages, users, links) with ground truth.")
     sim.add_argument("--out", type=Path, required=True, help="directory to write the tables to")
     sim.add_argument("--users", type=_positive_int, default=10_000, help="people in the world (default 10000)")
-    sim.add_argument("--days", type=_positive_int, default=60, help="days of logged history (default 60)")
+    sim.add_argument("--days", type=_positive_int, default=None,
+                     help="days of logged history (default 60); with --ab, days of the experiment (default 14)")
     sim.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same world")
     sim.add_argument("--start", help="first instant of the period, ISO-8601 (default: ends 2026-11-01)")
     sim.add_argument("--epsilon", type=_share, default=0.1, help="exploration share of the logging policy")
     sim.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="file format")
     sim.add_argument("--messy", action="store_true",
                      help="inject duplicates, late rows and malformed rows (manifest in injected.json)")
+    sim.add_argument("--ab", action="store_true",
+                     help="run an A/B test in the world of --data through the service's decision path "
+                          "(arms from the [experiment] configuration) and write the extended data to --out")
+    sim.add_argument("--data", type=Path, help="with --ab: a world written by `nbm simulate` (and trained on)")
+    sim.add_argument("--experiment", help="with --ab: the experiment's name (default: the configured one, or `ab`)")
+    sim.add_argument("--model", default="models:/nbm-ranker@champion", help="with --ab: the model arm's model")
+    sim.add_argument("--explorer", default="epsilon_greedy", help="with --ab: the model arm's explorer")
     sim.set_defaults(handler=_cmd_simulate)
 
     val = sub.add_parser("validate", parents=[common], help="report the bad rows of a data directory",

@@ -212,16 +212,8 @@ class Engine:
         t = np.array([clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value) for r in requests],
                      dtype=np.int64)
         ex = expand_many(self.store, users, t)
-        filtered = [i for i, r in enumerate(requests) if r.get("channels") or r.get("candidates")]
-        if filtered:
-            keep = np.ones(len(ex), dtype=bool)
-            for i in filtered:
-                rows = ex.group == i
-                if requests[i].get("channels"):
-                    keep[rows & ~np.isin(ex.rows.channel, requests[i]["channels"])] = False
-                if requests[i].get("candidates"):
-                    keep[rows & ~np.isin(ex.rows.message_id, requests[i]["candidates"])] = False
-            ex = ex.take(np.flatnonzero(keep))
+        if any(r.get("channels") or r.get("candidates") for r in requests):
+            ex = ex.take(np.flatnonzero(self._requested(requests, ex)))
         contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
         histories = self._histories(users, contacts, t)
         contact = contact_verdict(self.store, ex, histories)
@@ -248,6 +240,24 @@ class Engine:
             reservations.append((str(users[i]), contacts[i].version, answer, planned, propensity))
         reserved = self.state.reserve_many(reservations)      # one transaction (SQLite) or round trip (Redis)
         return [_public(a) if ok else None for a, ok in zip(answers, reserved)]
+
+    def _requested(self, requests: list[dict], ex) -> np.ndarray:
+        """Which candidate rows each request's ``channels`` and ``candidates`` filters keep (one table lookup
+        per row: a (request × channel) and a (request × message) table of what is asked for)."""
+        voc = self.store.globals.vocabulary
+        keep = np.ones(len(ex), dtype=bool)
+        for field, index, codes in (("channels", voc.channels, ex.rows.channel_code),
+                                    ("candidates", voc.messages, ex.rows.message_code)):
+            asked = [i for i, r in enumerate(requests) if r.get(field)]
+            if not asked:
+                continue
+            table = np.ones((len(requests), len(index) + 1), dtype=bool)    # a last column for unknown codes
+            for i in asked:
+                table[i] = False
+                found = index.get_indexer(list(requests[i][field]))
+                table[i, found[found >= 0]] = True
+            keep &= table[ex.group, np.where(codes >= 0, codes, len(index))]
+        return keep
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

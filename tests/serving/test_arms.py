@@ -122,3 +122,31 @@ def test_batch_scoring_assigns_the_same_arms(served_world, tmp_path, users) -> N
     assert all(r["experiment"] == "spring" for r in lines)
     assert all(not r["items"] and r["reason"] == "holdout" for r in lines if r["arm"] == "holdout")
     assert any(r["items"] for r in lines if r["arm"] == "rules")
+
+
+def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
+    """`channels` and `candidates` of each request of a batch, against a per-request isin written out."""
+    from features.replay import expand_many
+
+    rng = np.random.default_rng(8)
+    chosen = [engine.canonical(u) for u in users[:30]]
+    ex = expand_many(engine.store, np.asarray(chosen, dtype=object), np.full(30, NOW.value, dtype=np.int64))
+    messages = sorted(set(ex.rows.message_id))
+    requests = []
+    for i in range(30):
+        r = {"user_id": chosen[i]}
+        if rng.random() < 0.6:
+            r["channels"] = list(rng.choice(["email", "sms", "push", "in_app"], size=int(rng.integers(1, 3)), replace=False))
+        if rng.random() < 0.5:
+            r["candidates"] = list(rng.choice(messages, size=int(rng.integers(1, 6)), replace=False)) + ["no-such-message"]
+        requests.append(r)
+    expected = np.ones(len(ex), dtype=bool)
+    for i, r in enumerate(requests):
+        rows = ex.group == i
+        if r.get("channels"):
+            expected[rows & ~np.isin(ex.rows.channel, r["channels"])] = False
+        if r.get("candidates"):
+            expected[rows & ~np.isin(ex.rows.message_id, r["candidates"])] = False
+    got = engine._requested(requests, ex)
+    assert 0 < expected.sum() < len(ex)
+    np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,59 @@
+"""`nbm simulate --ab`: an A/B test played in the simulated world through the service's decision path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbm.cli import main
+from nbm.config import ExperimentConfig
+from nbm.policy.assign import assign
+
+
+@pytest.mark.slow
+def test_an_ab_test_runs_through_the_service_and_writes_what_nbm_ab_reads(served_world, tmp_path, monkeypatch) -> None:
+    data, home = served_world
+    monkeypatch.setenv("NBM_HOME", str(home))
+    out = tmp_path / "ab"
+    assert main(["simulate", "--ab", "--data", str(data), "--out", str(out), "--days", "3",
+                 "--experiment", "trial", "--seed", "1"]) == 0
+    assert main(["validate", "--data", str(out)]) == 0                 # the data contract, no problem row
+    decisions = pd.read_parquet(out / "decisions.parquet")
+    events = pd.read_parquet(out / "events.parquet")
+    mine = decisions[decisions["experiment"] == "trial"]
+    assert mine["timestamp"].dt.normalize().nunique() == 3
+    # Every decision of the experiment has the user's assigned arm (default shares: model, rules, holdout).
+    arms = assign(mine["user_id"].tolist(), ExperimentConfig(name="trial"))
+    assert (mine["arm"].to_numpy() == arms).all()
+    assert set(arms) == {"model", "rules", "holdout"}
+    # The sends of the experiment carry the service's decision ids; the holdout's users get none.
+    start = mine["timestamp"].min()
+    sends = events[(events["event_type"] == "send") & (events["timestamp"] >= start)]
+    assert len(sends) > 100
+    assert sends["decision_id"].isin(mine["decision_id"]).all()
+    by_decision = mine.set_index("decision_id")["arm"]
+    assert "holdout" not in set(by_decision.loc[sends["decision_id"]])
+    outcomes = events[events["event_type"].isin(["open", "click"]) & (events["timestamp"] >= start)
+                      & events["decision_id"].notna()]
+    outcomes = outcomes[~outcomes["decision_id"].isin(decisions["decision_id"][decisions["experiment"].isna()])]
+    assert outcomes["decision_id"].isin(mine["decision_id"]).all() and len(outcomes) > 10
+    # The caps held on what was really sent: one send per user, channel and day at most (default policy).
+    day = sends["timestamp"].dt.floor("D")
+    assert sends.groupby([sends["user_id"], sends["channel"], day]).size().max() == 1
+    # Feedback flowed back: the state store received the sends and credited the explorer.
+    from serving.state import SQLiteState
+
+    state = SQLiteState(out / "state.db")
+    received = state.feedback_events()
+    assert set(sends["event_id"]) <= set(received["event_id"])
+    assert sum(s + f for s, f in state.arms().values()) >= len(sends)      # each send an impression
+    truth = json.loads((out / "ab_truth.json").read_text())
+    assert truth["arms"]["holdout"]["sends"] == 0 and truth["arms"]["model"]["true_value"] > 0
+    assert truth["arms"]["model"]["sends"] + truth["arms"]["rules"]["sends"] == len(sends)
+    # Propensities: rules 1, model in (0, 1]
+    p = mine.set_index("arm")["propensity"]
+    assert (p.loc["rules"] == 1.0).all() and ((p.loc["model"] > 0) & (p.loc["model"] <= 1)).all()
+    assert np.isfinite(mine["propensity"]).all()
