@@ -95,6 +95,36 @@ def _cmd_simulate_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from rich.console import Console
+
+    from nbm.config import load_config
+    from serving.registry import load_model
+    from training.offline import evaluate_model, print_evaluation, write_evaluation
+
+    config = load_config(args.config)
+    loaded = load_model(args.model, config)
+    console = Console(stderr=True)
+    result = evaluate_model(args.data, config, loaded.artifact, f"{args.model} (version {loaded.version})",
+                            test_days=args.test_days, max_decisions=args.max_decisions or None, seed=args.seed,
+                            console=console)
+    print_evaluation(Console(), result)
+    if args.out is not None:
+        write_evaluation(result, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_ab(args: argparse.Namespace) -> int:
+    from experiments.ab_command import run_ab
+    from nbm.config import load_config
+
+    return run_ab(args.data, args.experiment, args.out, load_config(args.config), by=args.by, control=args.control)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from nbm.commands.validate import run_validate
 
@@ -307,6 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=int, default=0, help="seed of the explorer's draws")
     rec.add_argument("--out", type=Path, required=True, help="output file (JSON lines)")
     rec.set_defaults(handler=_cmd_recommend)
+
+    ev = sub.add_parser("evaluate", parents=[common], help="a model's offline metrics and off-policy value",
+                        description="Score a candidate model on the last --test-days of the data (AUC, log loss, "
+                                    "calibration, NDCG) and estimate its policy's value from the logged decisions "
+                                    "(SNIPS, doubly robust, IPS, bootstrap 95% intervals) beside the baselines.")
+    ev.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
+    ev.add_argument("--model", default="models:/nbm-ranker@champion",
+                    help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory")
+    ev.add_argument("--test-days", type=float, default=7.0, help="days at the end of the log to evaluate on")
+    ev.add_argument("--max-decisions", type=int, default=50_000, help="logged decisions replayed at most (0: all)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the explorers' draws")
+    ev.add_argument("--out", type=Path, help="also write the figures as JSON to this file")
+    ev.set_defaults(handler=_cmd_evaluate)
+
+    ab = sub.add_parser("ab", parents=[common], help="A/B analysis of a decision log",
+                        description="Per arm of an experiment: users, decisions, sends, per-user rates, revenue, "
+                                    "guardrails; differences with 95% intervals, CUPED, SRM, always-valid "
+                                    "sequential p-values, segments with Benjamini–Hochberg; an HTML report.")
+    ab.add_argument("--data", type=Path, required=True, help="data directory with a decisions table")
+    ab.add_argument("--experiment", required=True, help="the experiment's name (decisions.experiment)")
+    ab.add_argument("--out", type=Path, help="output directory (default ./ab-NAME)")
+    ab.add_argument("--by", help="also segment by this users column")
+    ab.add_argument("--control", help="the arm the others are compared with (default: configured, or rules/holdout)")
+    ab.set_defaults(handler=_cmd_ab)
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
                          description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")

@@ -57,3 +57,19 @@ def test_an_ab_test_runs_through_the_service_and_writes_what_nbm_ab_reads(served
     p = mine.set_index("arm")["propensity"]
     assert (p.loc["rules"] == 1.0).all() and ((p.loc["model"] > 0) & (p.loc["model"] <= 1)).all()
     assert np.isfinite(mine["propensity"]).all()
+
+
+@pytest.mark.slow
+def test_nbm_evaluate_values_the_champion_offline(served_world, tmp_path, monkeypatch) -> None:
+    data, home = served_world
+    monkeypatch.setenv("NBM_HOME", str(home))
+    out = tmp_path / "evaluation.json"
+    assert main(["evaluate", "--data", str(data), "--test-days", "5", "--max-decisions", "3000", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["policies"]) == {"model", "uniform", "popular", "rules"}
+    assert 0.5 < result["metrics"]["test_auc"] <= 1.0
+    assert result["decisions"] == 3000
+    for name, v in result["policies"].items():
+        assert v["snips_low"] <= v["snips"] <= v["snips_high"], name
+        assert v["true_value"] is not None and v["true_value"] >= 0     # a simulated world: its ground truth
+    assert main(["evaluate", "--data", str(data), "--model", "models:/nbm-ranker@nobody"]) == 2

@@ -1,0 +1,108 @@
+"""``nbm evaluate``: a candidate model's offline metrics and policy value from the logs, before an A/B test.
+
+The data directory's training set is split by time as ``nbm train`` splits it; on the test window the
+candidate's predictions are scored (AUC, log loss, calibration, NDCG) and every logged decision is
+replayed (:mod:`training.policy_eval`): the candidate's decision policy and the baselines (uniform,
+popular, lifecycle rules), valued by SNIPS and doubly robust — the candidate's calibrated P(convert) ×
+value as the direct model — with seeded bootstrap intervals and the effective sample size. For a
+simulated world the ground truth's value of each policy is shown beside the estimates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from features.pipeline import build_training_set
+from nbm.artifact import ScoringArtifact
+from nbm.config import NbmConfig
+from nbm.dataset import load_dataset
+from nbm.errors import UnusableInputError
+from training.evaluate import evaluate
+from training.fit import time_split
+from training.policy_eval import PolicyReport, evaluate_policies
+
+METRICS = ("test_rows", "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
+           "test_mean_prediction")
+
+
+@dataclass(frozen=True)
+class OfflineEvaluation:
+    model: str
+    metrics: dict[str, float]
+    report: PolicyReport
+
+    def to_dict(self) -> dict:
+        clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
+        return {"model": self.model, "metrics": {k: clean(v) for k, v in self.metrics.items()},
+                "scope": self.report.logged.scope, "decisions": int(len(self.report.logged.frame)),
+                "logged_mean_reward": clean(float(self.report.logged.frame["reward"].mean()))
+                if len(self.report.logged.frame) else None,
+                "policies": {name: {k: clean(v) for k, v in asdict(v).items()}
+                             for name, v in self.report.values.items()}}
+
+
+def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, model: str, test_days: float = 7,
+                   max_decisions: int | None = 50_000, seed: int = 0, console: Console | None = None
+                   ) -> OfflineEvaluation:
+    """Offline metrics and off-policy value of ``artifact`` (named ``model``) on the last ``test_days``."""
+    from nbm.commands.simulate import read_world_manifest
+
+    console = console or Console(stderr=True)
+    with console.status("loading and validating the data…"):
+        dataset, _ = load_dataset(data, config)
+    if not len(dataset.events):
+        raise UnusableInputError(f"no valid events in {data}")
+    with console.status(f"building the evaluation set ({len(dataset.events):,} events)…"):
+        rows = build_training_set(dataset, config)
+    split = time_split(rows, valid_days=min(7.0, test_days), test_days=test_days)
+    evaluation = evaluate(artifact, split.test)
+    history_rows = pd.concat([split.train, split.valid], ignore_index=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("replaying the test window's decisions", total=None)
+        report = evaluate_policies(dataset, config, history_rows, split.test, split.test_start, {"model": artifact},
+                                   artifact, max_decisions=max_decisions, seed=seed,
+                                   sim_config=read_world_manifest(data),
+                                   progress=lambda k, n: bar.update(task, completed=k, total=n))
+    metrics = {k: float(v) for k, v in evaluation.metrics.items() if k in METRICS}
+    return OfflineEvaluation(model, metrics, report)
+
+
+def print_evaluation(console: Console, result: OfflineEvaluation) -> None:
+    table = Table(title=f"nbm evaluate: {result.model}", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in METRICS:
+        value = result.metrics.get(name, float("nan"))
+        table.add_row(name, f"{value:,.0f}" if name.endswith("rows") else f"{value:.4f}")
+    console.print(table)
+    report = result.report
+    values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
+                         f"logged decisions, scope: {report.logged.scope})")
+    for column in ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI", "IPS", "ESS", "true value"):
+        values.add_column(column, justify="left" if column == "policy" else "right")
+    for v in report.values.values():
+        values.add_row(v.policy, f"{v.snips:.4f}", f"[{v.snips_low:.4f}, {v.snips_high:.4f}]", f"{v.dr:.4f}",
+                       f"[{v.dr_low:.4f}, {v.dr_high:.4f}]", f"{v.ips:.4f}", f"{v.ess:,.0f}",
+                       "—" if not math.isfinite(v.true_value) else f"{v.true_value:.4f}")
+    if len(report.logged.frame):
+        values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", "", "", "", "", "", "")
+    console.print(values)
+    low = [v.policy for v in report.values.values() if v.ess < 100]
+    if low:
+        console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): their "
+                      "estimates and intervals are unreliable[/yellow]")
+
+
+def write_evaluation(result: OfflineEvaluation, out: Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
