@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import stats
-from nbm.config import ARMS, LIFECYCLE_STAGES, NbmConfig
+from nbm.config import ARMS, LIFECYCLE_STAGES, ExperimentConfig, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
 
@@ -147,7 +147,8 @@ def analyze(dataset: Dataset, experiment: str, config: NbmConfig, *, by: str | N
     decisions = decisions[decisions["arm"].notna()]
     if not len(decisions):
         raise UnusableInputError(f"experiment {experiment!r}: none of its {without_arm:,} decisions has an `arm`")
-    arms, shares, control = _design(config, experiment, decisions["arm"].unique(), control)
+    arms, shares, control, design_note = _design(config, experiment, decisions["arm"].unique(), control)
+    notes.append(design_note)
     _check_by(dataset.users, by)
     users, several = _assign_users(decisions, arms)
     start, end = int(decisions["t"].min()), int(decisions["t"].max())
@@ -202,23 +203,31 @@ def _experiment_decisions(decisions: pd.DataFrame | None, experiment: str) -> tu
 
 
 def _design(config: NbmConfig, experiment: str, seen: np.ndarray,
-            control: str | None) -> tuple[list[str], np.ndarray, str]:
-    """Arms in display order, their expected shares and the control arm."""
+            control: str | None) -> tuple[list[str], np.ndarray, str, str]:
+    """Arms in display order, their expected shares, the control arm and where the shares come from: the
+    configured ``[experiment]`` when it has this name; else the default design when the arms seen are its
+    arms (``nbm simulate --ab`` without a configuration); else equal shares."""
     design = config.experiment
-    if design.name == experiment:
+    standard = ExperimentConfig()
+    if design.name == experiment or set(seen) == {a for a, s in standard.arms.items() if s > 0}:
+        source = "the configured [experiment]" if design.name == experiment else "the default design"
+        design = design if design.name == experiment else standard
         designed = {a: s for a, s in design.arms.items() if s > 0}
         arms = _ordered(set(designed) | set(seen))
         shares = np.array([designed.get(a, 0.0) for a in arms])
         default = design.control
+        note = f"expected shares from {source}: " + ", ".join(f"{a} {designed.get(a, 0.0):.0%}" for a in arms)
     else:
         arms = _ordered(set(seen))
         shares = np.ones(len(arms))
         default = next((a for a in ("rules", "holdout") if a in arms), sorted(arms)[0])
+        note = (f"experiment {experiment!r} is not the configured one: equal expected shares assumed for the SRM "
+                "check (configure its [experiment] arms, or pass --shares)")
     chosen = default if control is None else control
     if chosen not in arms:
         raise UsageError(f"`--control`: {chosen!r} is not an arm of experiment {experiment!r}; arms: "
                          f"{', '.join(arms)}")
-    return arms, shares, chosen
+    return arms, shares, chosen, note
 
 
 def _ordered(arms: set[str]) -> list[str]:

@@ -120,9 +120,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_ab(args: argparse.Namespace) -> int:
     from experiments.ab_command import run_ab
-    from nbm.config import load_config
+    from nbm.config import ExperimentConfig, load_config
+    from nbm.errors import UsageError
 
-    return run_ab(args.data, args.experiment, args.out, load_config(args.config), by=args.by, control=args.control)
+    config = load_config(args.config)
+    if args.shares:
+        try:
+            arms = {k.strip(): float(v) for k, v in (part.split("=") for part in args.shares.split(","))}
+            design = ExperimentConfig(name=args.experiment, salt=config.experiment.salt, arms=arms,
+                                      control=args.control or ("rules" if "rules" in arms else next(iter(arms))))
+        except ValueError as error:   # a malformed pair, or pydantic's message naming the field
+            raise UsageError(f"`--shares`: expected ARM=SHARE,… summing to 1, got {args.shares!r} ({error})") from error
+        config = config.model_copy(update={"experiment": design})
+    return run_ab(args.data, args.experiment, args.out, config, by=args.by, control=args.control)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -360,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--out", type=Path, help="output directory (default ./ab-NAME)")
     ab.add_argument("--by", help="also segment by this users column")
     ab.add_argument("--control", help="the arm the others are compared with (default: configured, or rules/holdout)")
+    ab.add_argument("--shares", help="the design's expected shares, e.g. model=0.45,rules=0.45,holdout=0.1 (default: "
+                                     "the configured [experiment] of that name, else the default design)")
     ab.set_defaults(handler=_cmd_ab)
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",

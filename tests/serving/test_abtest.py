@@ -57,6 +57,19 @@ def test_an_ab_test_runs_through_the_service_and_writes_what_nbm_ab_reads(served
     p = mine.set_index("arm")["propensity"]
     assert (p.loc["rules"] == 1.0).all() and ((p.loc["model"] > 0) & (p.loc["model"] <= 1)).all()
     assert np.isfinite(mine["propensity"]).all()
+    # nbm ab reads it: the default design's shares (no configuration), so no sample-ratio mismatch.
+    report = tmp_path / "report"
+    assert main(["ab", "--data", str(out), "--experiment", "trial", "--out", str(report)]) == 0
+    results = pd.read_csv(report / "results.csv")
+    overall = results[(results["segment"] == "all") & (results["metric"] == "convert_rate")].set_index("arm")
+    assert set(overall.index) == {"model", "rules", "holdout"} and (overall["control"] == "rules").all()
+    assert overall.loc["model", "n_users"] == mine.loc[mine["arm"] == "model", "user_id"].nunique()
+    assert "<img" in (report / "report.html").read_text()
+    # A design that the assignment did not follow is a sample-ratio mismatch (exit 1); a malformed one, usage.
+    assert main(["ab", "--data", str(out), "--experiment", "trial", "--out", str(report),
+                 "--shares", "model=0.8,rules=0.1,holdout=0.1"]) == 1
+    assert main(["ab", "--data", str(out), "--experiment", "trial", "--shares", "model=0.8,rules"]) == 2
+    assert main(["ab", "--data", str(out), "--experiment", "trial", "--shares", "model=0.8,rules=0.8"]) == 2
 
 
 @pytest.mark.slow
