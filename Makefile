@@ -37,8 +37,9 @@ lint: install
 	$(BIN)/lint-imports
 
 # Debian packages that tests drive, installed when absent and apt-get may run (as root):
-# redis-server for the Redis state store. Without it those tests are skipped, saying why.
-DEBIAN_TEST_PACKAGES := redis-server
+# redis-server for the Redis state store, chromium for the browser check of `nbm report`. Without them those
+# tests are skipped, saying why.
+DEBIAN_TEST_PACKAGES := redis-server chromium
 test-deps:
 	@missing=""; for p in $(DEBIAN_TEST_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
