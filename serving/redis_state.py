@@ -235,21 +235,20 @@ class RedisState:
 
     # -- reading back ------------------------------------------------------------------------------
     def decision_log(self) -> pd.DataFrame:
-        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``)."""
-        rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key("decisions"), count=1000)]
-        frame = pd.DataFrame(rows, columns=_DECISION_COLUMNS)
-        frame = frame.sort_values(["timestamp", "decision_id"], kind="stable").reset_index(drop=True)
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
-        frame["propensity"] = frame["propensity"].astype(float)
-        return frame
+        """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``, ...)."""
+        return self._table("decisions", _DECISION_COLUMNS, "decision_id", ("propensity",))
 
     def feedback_events(self) -> pd.DataFrame:
         """The feedback received, as the data contract's ``events`` table."""
-        rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key("events"), count=1000)]
-        frame = pd.DataFrame(rows, columns=_EVENT_COLUMNS)
-        frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+        return self._table("events", _EVENT_COLUMNS, "event_id", ("propensity", "value"))
+
+    def _table(self, key: str, columns: list[str], tie: str, floats: tuple[str, ...]) -> pd.DataFrame:
+        """The JSON rows of hash ``key`` as a frame sorted by (timestamp, ``tie``), times as UTC timestamps."""
+        rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key(key), count=1000)]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame = frame.sort_values(["timestamp", tie], kind="stable").reset_index(drop=True)
         frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
-        for column in ("propensity", "value"):
+        for column in floats:
             frame[column] = frame[column].astype(float)
         return frame
 

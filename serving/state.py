@@ -80,32 +80,6 @@ class StateStore(Protocol):
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool: ...
     def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
-                     ) -> list[bool]:
-        """:meth:`reserve` for several decisions (``(user_id, version, decision, items, propensity)`` each) in
-        one transaction, in order: of two for the same user read at one version, the first wins."""
-        db = self._connect()
-        out = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for user_id, version, decision, items, propensity in reservations:
-                if items:
-                    current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?",
-                                         (user_id,)).fetchone()[0]
-                    if current != version:
-                        out.append(False)
-                        continue
-                    db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
-                                   "VALUES (?, ?, ?, ?, ?, 1)",
-                                   [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
-                self._log_decision(db, decision, propensity)
-                out.append(True)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return out
-
-    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
                      ) -> list[bool]: ...
     def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None: ...
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]: ...
@@ -212,23 +186,9 @@ class SQLiteState:
         """Log ``decision`` and plan its items if the user's contact version is still ``version``.
 
         Returns ``False`` (and writes nothing) when another decision changed the user's contacts since they
-        were read: the caller decides again.
+        were read: the caller decides again. Inside ``BEGIN IMMEDIATE``: one writer at a time across processes.
         """
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?", (user_id,)).fetchone()[0]
-            if items and current != version:
-                db.execute("ROLLBACK")
-                return False
-            db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
-                           "VALUES (?, ?, ?, ?, ?, 1)", [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
-            self._log_decision(db, decision, propensity)
-            db.execute("COMMIT")
-            return True
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        return self.reserve_many([(user_id, version, decision, items, propensity)])[0]
 
     def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
                      ) -> list[bool]:
