@@ -135,6 +135,15 @@ def _cmd_ab(args: argparse.Namespace) -> int:
     return run_ab(args.data, args.experiment, args.out, config, by=args.by, control=args.control)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from experiments.audience_command import run_report
+    from nbm.commands.options import parse_time
+    from nbm.config import load_config
+
+    return run_report(args.data, args.out, load_config(args.config), start=parse_time(args.start, "--from"),
+                      end=parse_time(args.end, "--to"), by=args.by)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from nbm.commands.validate import run_validate
 
@@ -373,6 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--shares", help="the design's expected shares, e.g. model=0.45,rules=0.45,holdout=0.1 (default: "
                                      "the configured [experiment] of that name, else the default design)")
     ab.set_defaults(handler=_cmd_ab)
+
+    rep = sub.add_parser("report", parents=[common], help="audience and lifecycle report (HTML + CSV/JSON)",
+                         description="Who the customers are, where they are in their lifecycle, how hard each channel "
+                                     "is pressed, what each stage yields: one self-contained HTML file and a "
+                                     "long-format CSV/JSON of every figure in it, per week.")
+    rep.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
+    rep.add_argument("--out", type=Path, help="the HTML file (default ./report.html; CSV and JSON beside it)")
+    rep.add_argument("--from", dest="start", help="first instant of the period, ISO-8601 (default: the data's first week)")
+    rep.add_argument("--to", dest="end", help="end of the period, ISO-8601 (default: the data's end)")
+    rep.add_argument("--by", help="also segment by this users column")
+    rep.set_defaults(handler=_cmd_report)
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
                          description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")

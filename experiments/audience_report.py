@@ -1,0 +1,318 @@
+"""The audience report as one self-contained HTML file: inline CSS, plots as base64 PNG, no script, no link out.
+
+Every string from the data (segment values, topics, notes, problem reasons) goes through `html.escape`; an empty
+segment shows "—" with its note, never NaN.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments.ab import ALL
+from experiments.ab_report import STYLE, _e, _table
+from experiments.audience import ACTIVITY_STATES, KPIS, WEEKDAYS, AudienceReport
+from nbm.config import LIFECYCLE_STAGES, NbmConfig
+
+EMPTY = "—"
+COLORS = {"new": "#42a5f5", "active": "#2e7d32", "at_risk": "#ef6c00", "dormant": "#9e9e9e",
+          "power": "#1b5e20", "core": "#43a047", "casual": "#a5d6a7", "low": "#e0e0e0"}
+MONEY = {"revenue_per_user", "contacts_per_user", "identifiers_per_person"}
+
+
+def render_html(report: AudienceReport, config: NbmConfig) -> str:
+    """The whole page; ``report`` from :func:`experiments.audience.analyze`."""
+    lc, ac, cp = config.lifecycle, config.activity, config.contact_policy
+    parts = ["<h1>Audience report</h1>",
+             f'<p class="meta">{_e(f"{report.start:%Y-%m-%d}")} → {_e(f"{report.end:%Y-%m-%d}")} UTC · '
+             f"{len(report.weeks)} weeks · new &lt; {lc.new_days:g} days after signup · at risk after "
+             f"{lc.at_risk_after_days:g}, dormant after {lc.dormant_after_days:g} days without a visit · ideal "
+             f"{ac.ideal_visits_per_week:g} visits a week · caps {cp.weekly_cap_per_channel} a channel, "
+             f"{cp.weekly_cap_total} in all a week</p>"]
+    if report.notes:
+        parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")
+    parts += [_lifecycle(report), _kpis(report), _channels(report, config), _messages(report),
+              _identities(report), _quality(report), _methods()]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience report</title>"
+            f"<style>{STYLE} td.empty {{ color: #999; }}</style></head><body>\n" + "\n".join(parts)
+            + "\n</body></html>\n")
+
+
+# ----------------------------------------------------------------------------------------------- sections
+
+
+def _lifecycle(report: AudienceReport) -> str:
+    parts = ["<h2>Lifecycle stages and activity states</h2>",
+             "<p>At each week's end, among users signed up by then. Week: its first day.</p>",
+             _img(_shares_png(report), "users by lifecycle stage and activity state per week")]
+    for section, names in (("lifecycle", LIFECYCLE_STAGES), ("activity", ACTIVITY_STATES)):
+        rows = report.section(section)
+        table = [[_e(w)] + [_count_share(rows, w, s) for s in names] + [_total(rows, w)] for w in report.weeks]
+        parts.append(f"<h3>by {_e(section)}</h3>" + _table(["week", *map(_e, names), "users"], table))
+    parts += ["<h3>Week-over-week transitions</h3>",
+              "<p>Share of the users in a stage at a week's start who are in each stage at its end, all weeks "
+              "together (users signed up before the week's start).</p>",
+              _img(_transitions_png(report), "transition shares between lifecycle stages")]
+    rows = report.section("transitions")
+    rows = rows[rows["period"] == ALL]
+    table = []
+    for s in LIFECYCLE_STAGES:
+        mine = rows[rows["segment_value"] == s].set_index("metric")
+        table.append([_e(s)] + [_cell(mine.loc[f"to_{t}"], "share") for t in LIFECYCLE_STAGES]
+                     + [f"{int(mine['n'].iloc[0]):,}"])
+    return "".join(parts) + _table(["from \\ to", *map(_e, LIFECYCLE_STAGES), "users"], table)
+
+
+def _kpis(report: AudienceReport) -> str:
+    parts = ["<h2>KPIs by segment</h2>", "<p>Per week, users segmented by their stage and state at the week's "
+             "start (signups of the week are new and low); all weeks: per user-week.</p>",
+             _img(_kpi_png(report), "KPIs by lifecycle stage per week")]
+    rows = report.section("kpi")
+    overall = rows[rows["period"] == ALL]
+    for segment in (ALL, *report.segments):
+        mine = overall[overall["segment"] == segment]
+        values = list(dict.fromkeys(mine["segment_value"]))
+        table = []
+        for value in values:
+            cells = mine[mine["segment_value"] == value].set_index("metric")
+            table.append([_e(value), _users(cells["n"].iloc[0])] + [_cell(cells.loc[k.name], k.name) for k in KPIS])
+        parts.append(f"<h3>{'all users' if segment == ALL else 'by ' + _e(segment)}, all weeks</h3>"
+                     + _table([_e(segment), "user-weeks", *(_e(k.name) for k in KPIS)], table))
+    weekly = rows[(rows["segment"] == "lifecycle") & (rows["period"] != ALL)]
+    table = []
+    for (week, value), cells in weekly.groupby(["period", "segment_value"], sort=False):
+        cells = cells.set_index("metric")
+        table.append([_e(week), _e(value), _users(cells["n"].iloc[0])] + [_cell(cells.loc[k.name], k.name)
+                                                                           for k in KPIS])
+    table.sort(key=lambda r: r[0])
+    return "".join(parts) + "<h3>by lifecycle stage, per week</h3>" + _table(
+        ["week", "stage", "users", *(_e(k.name) for k in KPIS)], table)
+
+
+def _channels(report: AudienceReport, config: NbmConfig) -> str:
+    consent = report.section("consent").set_index("segment_value")
+    contacts = report.section("contacts")
+    engagement = report.section("channel_engagement")
+    engagement = engagement[engagement["period"] == ALL]
+    table = []
+    for c in config.channels:
+        mine = contacts[contacts["segment_value"] == c]
+        eng = engagement[engagement["segment_value"] == c].set_index("metric")
+        table.append([_e(c), _cell(consent.loc[c], "share"), _mean_over_weeks(mine, "contacts_per_user"),
+                      _mean_over_weeks(mine, "share_above_channel_cap", share=True),
+                      f"{int(eng.loc['sends', 'count']):,}"] + [_cell(eng.loc[f"{k}s_per_send"], "share")
+                                                                for k in ("open", "click", "bounce", "unsubscribe")])
+    total = contacts[contacts["segment"] == ALL]
+    table.append(["all", "", _mean_over_weeks(total, "contacts_per_user"),
+                  _mean_over_weeks(total, "share_above_total_cap", share=True), "", "", "", "", ""])
+    cp = config.contact_policy
+    return ("<h2>Channels</h2><p>Consent: share of all users. Contacts: sends per user-week (users signed up by "
+            f"the week's end); above cap: share of user-weeks with more than {cp.weekly_cap_per_channel} sends on "
+            f"the channel (all: more than {cp.weekly_cap_total} in all). Engagement: events per send.</p>"
+            + _table(["channel", "consent", "contacts per user-week", "above weekly cap", "sends", "opens / send",
+                      "clicks / send", "bounces / send", "unsubscribes / send"], table)
+            + _img(_contacts_png(report, cp.weekly_cap_total), "distribution of contacts per user-week"))
+
+
+def _messages(report: AudienceReport) -> str:
+    rows = []
+    for r in report.messages.sort_values(["sends"], ascending=False).itertuples():
+        rows.append([_e(r.topic), _e(r.channel), f"{r.sends:,}"]
+                    + [_interval(getattr(r, f"{k}_rate"), getattr(r, f"{k}_rate_ci_low"),
+                                 getattr(r, f"{k}_rate_ci_high")) for k in ("open", "click", "bounce")])
+    table = _table(["topic", "channel", "sends", "opens / send [95 % Wilson]", "clicks / send [95 % Wilson]",
+                    "bounces / send [95 % Wilson]"], rows) if rows else "<p>No sends in the period.</p>"
+    return ("<h2>Messages</h2>" + table + "<h3>Engagement by local time</h3><p>Opens and clicks by the user's "
+            "local weekday and hour (`timezone`), share of all of them in the period.</p>"
+            + _img(_hours_png(report), "engagement heat map by local hour and weekday"))
+
+
+def _identities(report: AudienceReport) -> str:
+    rows = report.section("identities")
+    per = rows[rows["metric"] == "identifiers_per_person"].iloc[0]
+    dist = rows[rows["metric"] == "share_of_people"]
+    linked = rows[rows["metric"] == "share_of_events_linked"]
+    table = [[_e(r["segment_value"]), _count_share_row(r)] for _, r in dist.iterrows()]
+    weekly = [[_e(r["period"]), _count_share_row(r)] for _, r in linked.iterrows()]
+    return ("<h2>Identities</h2>"
+            f"<p>Identifiers per person (users table): {_cell(per, 'identifiers_per_person')} on average.</p>"
+            + _table(["identifiers", "people"], table)
+            + "<p>Events logged under an identifier other than the person's canonical id (resolved by a link):</p>"
+            + _table(["week", "events needing a link"], weekly))
+
+
+def _quality(report: AudienceReport) -> str:
+    summary = report.quality.summary()
+    rows = [[_e(r.table), f"{r.rows_read:,}", f"{r.rows_kept:,}", f"{r.rows_with_problems:,}", f"{r.duplicates:,}"]
+            for r in summary.itertuples()]
+    counts = report.quality.counts()
+    reasons = [[_e(r.table), _e(r.column), _e(r.reason), f"{r.rows:,}"] for r in counts.itertuples()]
+    extras = [f"late rows (out of time order, kept): {report.quality.late_rows:,}"]
+    extras += [f"{k.replace('_', ' ')}: {v:,}" for k, v in report.quality.info.items()]
+    return ("<h2>Data quality</h2>" + (_table(["table", "rows read", "rows kept", "rows with problems", "duplicates"],
+                                              rows) if rows else "<p>No validation report.</p>")
+            + (_table(["table", "column", "reason", "rows"], reasons) if reasons else "<p>No problem rows.</p>")
+            + "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in extras + report.quality.notes) + "</ul>")
+
+
+def _methods() -> str:
+    items = "".join(f"<li><b>{_e(k.name)}</b>: {_e(k.description)}</li>" for k in KPIS)
+    return ("<h2>Definitions</h2><ul>" + items + "</ul><p>Stages and states are evaluated from the visits strictly "
+            "before the instant; see docs/report.md for every definition. Every number is in report.csv / "
+            "report.json, one row per period × segment × metric.</p>")
+
+
+# -------------------------------------------------------------------------------------------------- plots
+
+
+def _shares_png(report: AudienceReport) -> bytes:
+    figure = Figure(figsize=(10, 3.6), dpi=90)
+    for axes, (section, names) in zip(figure.subplots(1, 2), (("lifecycle", LIFECYCLE_STAGES),
+                                                               ("activity", ACTIVITY_STATES))):
+        rows = report.section(section)
+        x = np.arange(len(report.weeks))
+        bottom = np.zeros(len(x))
+        for name in names:
+            mine = rows[rows["segment_value"] == name].set_index("period").reindex(list(report.weeks))
+            share = mine["value"].fillna(0).to_numpy()
+            axes.bar(x, share, bottom=bottom, color=COLORS[name], label=name)
+            bottom += share
+        axes.set_xticks(x, [w[5:] for w in report.weeks], rotation=45, fontsize=7)
+        axes.set_ylim(0, 1)
+        axes.set_title(f"users by {section} at the week's end", fontsize=9)
+        axes.legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _transitions_png(report: AudienceReport) -> bytes:
+    rows = report.section("transitions")
+    rows = rows[rows["period"] == ALL]
+    s = len(LIFECYCLE_STAGES)
+    share = rows["value"].to_numpy(dtype=float).reshape(s, s)
+    figure = Figure(figsize=(4.6, 3.8), dpi=90)
+    axes = figure.subplots()
+    image = axes.imshow(np.nan_to_num(share), cmap="Blues", vmin=0, vmax=1)
+    for i in range(s):
+        for j in range(s):
+            text = EMPTY if math.isnan(share[i, j]) else f"{share[i, j]:.0%}"
+            axes.text(j, i, text, ha="center", va="center", fontsize=8,
+                      color="white" if np.nan_to_num(share[i, j]) > 0.6 else "black")
+    axes.set_xticks(range(s), LIFECYCLE_STAGES, fontsize=8)
+    axes.set_yticks(range(s), LIFECYCLE_STAGES, fontsize=8)
+    axes.set_xlabel("at the week's end")
+    axes.set_ylabel("at the week's start")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _kpi_png(report: AudienceReport) -> bytes:
+    rows = report.section("kpi")
+    rows = rows[(rows["segment"] == "lifecycle") & (rows["period"] != ALL)]
+    figure = Figure(figsize=(10, 3.4), dpi=90)
+    x = np.arange(len(report.weeks))
+    for axes, metric in zip(figure.subplots(1, 3), ("reach", "open_rate", "convert_rate")):
+        for stage in LIFECYCLE_STAGES:
+            mine = rows[(rows["metric"] == metric) & (rows["segment_value"] == stage)]
+            mine = mine.set_index("period").reindex(list(report.weeks))
+            axes.plot(x, mine["value"].to_numpy(dtype=float), marker="o", markersize=3, color=COLORS[stage],
+                      label=stage)
+        axes.set_xticks(x, [w[5:] for w in report.weeks], rotation=45, fontsize=7)
+        axes.set_title(metric, fontsize=9)
+    figure.axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _contacts_png(report: AudienceReport, cap: int) -> bytes:
+    rows = report.section("contact_distribution")
+    figure = Figure(figsize=(6, 2.8), dpi=90)
+    axes = figure.subplots()
+    labels = rows["segment_value"].tolist()
+    colors = ["#c62828" if (lab.rstrip("+").isdigit() and int(lab.rstrip("+")) > cap) else "#1565c0"
+              for lab in labels]
+    axes.bar(range(len(labels)), rows["value"].fillna(0).to_numpy(), color=colors)
+    axes.set_xticks(range(len(labels)), labels, fontsize=8)
+    axes.set_xlabel(f"sends to a user in a week (red: above the total cap of {cap})")
+    axes.set_ylabel("share of user-weeks")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _hours_png(report: AudienceReport) -> bytes:
+    rows = report.section("engagement_hours")
+    share = rows["value"].fillna(0).to_numpy(dtype=float).reshape(7, 24)
+    figure = Figure(figsize=(10, 3.0), dpi=90)
+    axes = figure.subplots()
+    image = axes.imshow(share, aspect="auto", cmap="viridis")
+    axes.set_yticks(range(7), WEEKDAYS, fontsize=8)
+    axes.set_xticks(range(24), [str(h) for h in range(24)], fontsize=7)
+    axes.set_xlabel("local hour")
+    figure.colorbar(image, ax=axes, label="share of opens + clicks")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+# -------------------------------------------------------------------------------------------- formatting
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    """One figure as text; an empty segment as "—"."""
+    value = row["value"]
+    if _missing(value):
+        return f'<td class="empty" title="{_e(row["note"] or "no users")}">{EMPTY}</td>'
+    if metric in MONEY:
+        return f"{value:,.2f}"
+    return f"{value:.1%}" if metric == "share" or value >= 0.1 else f"{value:.2%}"
+
+
+def _users(n: float) -> str:
+    return f"{int(n):,}" if n else f'<td class="empty" title="no users">0</td>'
+
+
+def _count_share(rows: pd.DataFrame, week: str, value: str) -> str:
+    row = rows[(rows["period"] == week) & (rows["segment_value"] == value)].iloc[0]
+    return f'<td class="empty">{EMPTY}</td>' if _missing(row["value"]) else f"{int(row['count']):,} ({row['value']:.1%})"
+
+
+def _count_share_row(row: pd.Series) -> str:
+    return EMPTY if _missing(row["value"]) else f"{int(row['count']):,} ({row['value']:.2%})"
+
+
+def _total(rows: pd.DataFrame, week: str) -> str:
+    return f"{int(rows.loc[rows['period'] == week, 'n'].iloc[0]):,}"
+
+
+def _mean_over_weeks(rows: pd.DataFrame, metric: str, share: bool = False) -> str:
+    mine = rows[rows["metric"] == metric]
+    n = mine["n"].sum()
+    if not n:
+        return f'<td class="empty">{EMPTY}</td>'
+    value = mine["count"].sum() / n
+    return f"{value:.1%}" if share else f"{value:.2f}"
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if _missing(value):
+        return EMPTY
+    return f"{value:.1%} [{low:.1%}, {high:.1%}]"

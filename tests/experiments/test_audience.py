@@ -1,0 +1,325 @@
+"""The audience report against a naive per-user reference (plain loops over the rows) on a seeded simulated world.
+
+Every figure checked here is recomputed from the definitions in :mod:`experiments.audience`'s docstring with
+Python loops; the vectorised numbers must match exactly (counts) or to 1e-12 (sums of revenue).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from experiments.audience import ACTIVITY_STATES, FIGURE_COLUMNS, KPIS, WEEKDAYS, analyze
+from experiments.audience_command import run_report
+from nbm.commands.simulate import write_world
+from nbm.config import LIFECYCLE_STAGES, LifecycleConfig, NbmConfig
+from nbm.dataset import build_dataset
+from nbm.errors import UsageError
+from nbm.simulate import SimConfig, simulate
+
+DAY = pd.Timedelta(days=1)
+SCRIPT = "<script>alert('x')</script>"
+
+
+@pytest.fixture(scope="module")
+def tables() -> dict[str, pd.DataFrame]:
+    tables = simulate(SimConfig(n_users=400, n_days=38, seed=5)).tables
+    users = tables["users"].copy()
+    users["country"] = users["country"].where(users.index % 7 != 0, SCRIPT)  # a value to escape
+    return {**tables, "users": users}
+
+
+@pytest.fixture(scope="module")
+def config() -> NbmConfig:
+    # a smaller at-risk threshold so that every stage is populated in a 38-day world
+    return NbmConfig(lifecycle=LifecycleConfig(new_days=30, at_risk_after_days=7, dormant_after_days=20))
+
+
+@pytest.fixture(scope="module")
+def loaded(tables, config):
+    return build_dataset({k: v.copy() for k, v in tables.items()}, config)
+
+
+@pytest.fixture(scope="module")
+def report(loaded, config):
+    dataset, quality = loaded
+    return analyze(dataset, config, quality, by="country")
+
+
+@pytest.fixture(scope="module")
+def naive(loaded, report, config):
+    return NaiveReference(loaded[0], report, config)
+
+
+class NaiveReference:
+    """Per-user state at each instant and per-week counts, by loops straight from the definitions."""
+
+    def __init__(self, dataset, report, config: NbmConfig) -> None:
+        self.config = config
+        self.instants = [min(report.start + 7 * k * DAY, report.end) for k in range(len(report.weeks) + 1)]
+        self.users = {u.user_id: u for u in dataset.users.itertuples()}
+        self.visits = defaultdict(list)
+        self.events = []
+        for e in dataset.events.itertuples():
+            if e.user_id not in self.users:
+                continue
+            self.events.append(e)
+            if e.event_type == "visit":
+                self.visits[e.user_id].append(e.timestamp)
+
+    def signed_up(self, user, instant) -> bool:
+        return pd.isna(user.signup_at) or user.signup_at < instant
+
+    def stage(self, user, instant) -> str:
+        lc = self.config.lifecycle
+        if not pd.isna(user.signup_at) and (instant - user.signup_at) / DAY < lc.new_days:
+            return "new"
+        before = [t for t in self.visits[user.user_id] if t < instant]
+        if not before:
+            return "dormant"
+        days = (instant - max(before)) / DAY
+        return "active" if days <= lc.at_risk_after_days else "at_risk" if days <= lc.dormant_after_days else "dormant"
+
+    def activity(self, user, instant) -> str:
+        ac = self.config.activity
+        visits = sum(instant - 30 * DAY <= t < instant for t in self.visits[user.user_id])
+        ratio = visits / (ac.ideal_visits_per_week * 30 / 7)
+        for state, floor in (("power", ac.power_ratio), ("core", ac.core_ratio), ("casual", ac.casual_ratio)):
+            if ratio >= floor:
+                return state
+        return "low"
+
+    def week_of(self, t) -> int | None:
+        for k in range(len(self.instants) - 1):
+            if self.instants[k] <= t < self.instants[k + 1]:
+                return k
+        return None
+
+    def per_user_week(self) -> dict[tuple[str, int], Counter]:
+        counts: dict[tuple[str, int], Counter] = defaultdict(Counter)
+        for e in self.events:
+            k = self.week_of(e.timestamp)
+            if k is not None:
+                counts[e.user_id, k][e.event_type] += 1
+                counts[e.user_id, k]["revenue"] += 0.0 if pd.isna(e.value) else e.value
+                if e.event_type == "send":
+                    counts[e.user_id, k]["send:" + e.channel] += 1
+        return counts
+
+
+def rows(report, section, **where) -> pd.DataFrame:
+    frame = report.section(section)
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    return frame
+
+
+def test_stage_and_state_counts_match_the_naive_reference(report, naive) -> None:
+    for k, week in enumerate(report.weeks):
+        instant = naive.instants[k + 1]
+        alive = [u for u in naive.users.values() if naive.signed_up(u, instant)]
+        stages = Counter(naive.stage(u, instant) for u in alive)
+        states = Counter(naive.activity(u, instant) for u in alive)
+        for section, names, expected in (("lifecycle", LIFECYCLE_STAGES, stages),
+                                         ("activity", ACTIVITY_STATES, states)):
+            got = rows(report, section, period=week).set_index("segment_value")
+            assert got["count"].to_dict() == {s: float(expected[s]) for s in names}, (section, week)
+            assert (got["n"] == len(alive)).all()
+    shares = rows(report, "lifecycle").groupby("period")["value"].sum()
+    assert np.allclose(shares, 1.0)
+    assert len(set(rows(report, "lifecycle", period=report.weeks[-1])["count"])) > 2  # the world is not degenerate
+
+
+def test_transitions_match_the_naive_reference(report, naive) -> None:
+    total = Counter()
+    for k, week in enumerate(report.weeks):
+        start, end = naive.instants[k], naive.instants[k + 1]
+        pairs = Counter((naive.stage(u, start), naive.stage(u, end)) for u in naive.users.values()
+                        if naive.signed_up(u, start))
+        total += pairs
+        got = rows(report, "transitions", period=week)
+        assert {(r.segment_value, r.metric[3:]): r.count for r in got.itertuples() if r.count} == pairs
+    got = rows(report, "transitions", period="all")
+    for r in got.itertuples():
+        n = sum(v for (a, _), v in total.items() if a == r.segment_value)
+        assert r.n == n
+        assert (math.isnan(r.value) and n == 0) or r.value == pytest.approx(total[r.segment_value, r.metric[3:]] / n)
+
+
+def test_kpis_per_stage_and_state_match_the_naive_reference(report, naive) -> None:
+    counts = naive.per_user_week()
+    for k, week in enumerate(report.weeks):
+        start, end = naive.instants[k], naive.instants[k + 1]
+        for segment, label in (("lifecycle", naive.stage), ("activity", naive.activity), ("all", lambda u, t: "all"),
+                               ("country", lambda u, t: u.country)):
+            members = defaultdict(list)
+            for u in naive.users.values():
+                if naive.signed_up(u, end):
+                    members[label(u, start)].append(u.user_id)
+            got = rows(report, "kpi", period=week, segment=segment)
+            for kpi in KPIS:
+                mine = got[got["metric"] == kpi.name].set_index("segment_value")
+                for value, r in mine.iterrows():
+                    ids = members.get(value, [])
+                    assert r["n"] == len(ids), (week, segment, value)
+                    if kpi.summed:
+                        expected = sum(counts[u, k]["revenue"] for u in ids)
+                        assert r["count"] == pytest.approx(expected, rel=1e-12, abs=1e-9)
+                    else:
+                        assert r["count"] == sum(counts[u, k][kpi.event] > 0 for u in ids), (week, value, kpi.name)
+    overall = rows(report, "kpi", period="all", segment="lifecycle", metric="reach")
+    weekly = rows(report, "kpi", segment="lifecycle", metric="reach")
+    weekly = weekly[weekly["period"] != "all"].groupby("segment_value")[["count", "n"]].sum()
+    assert (overall.set_index("segment_value")[["count", "n"]] == weekly.reindex(overall["segment_value"])).all().all()
+
+
+def test_contacts_caps_and_consent_match_the_naive_reference(report, naive, config) -> None:
+    counts = naive.per_user_week()
+    policy = config.contact_policy
+    distribution = Counter()
+    for k, week in enumerate(report.weeks):
+        alive = [u.user_id for u in naive.users.values() if naive.signed_up(u, naive.instants[k + 1])]
+        got = rows(report, "contacts", period=week)
+        total = [counts[u, k]["send"] for u in alive]
+        distribution.update(min(x, 10) for x in total)
+        assert got[(got["segment"] == "all") & (got["metric"] == "share_above_total_cap")]["count"].item() == sum(
+            x > policy.weekly_cap_total for x in total)
+        assert got[(got["segment"] == "all") & (got["metric"] == "contacts_per_user")]["value"].item() == \
+            pytest.approx(sum(total) / len(alive))
+        for channel in config.channels:
+            mine = got[got["segment_value"] == channel].set_index("metric")["count"]
+            per_user = [counts[u, k]["send:" + channel] for u in alive]
+            assert mine["contacts_per_user"] == sum(per_user)
+            assert mine["share_above_channel_cap"] == sum(x > policy.weekly_cap_per_channel for x in per_user)
+    got = rows(report, "contact_distribution")
+    assert got["count"].tolist() == [distribution[i] for i in range(11)]
+    consent = rows(report, "consent").set_index("segment_value")
+    for channel in config.channels:
+        assert consent.loc[channel, "count"] == sum(channel in u.consent for u in naive.users.values())
+        assert consent.loc[channel, "n"] == len(naive.users)
+
+
+def test_messages_and_channel_engagement_match_the_naive_reference(report, naive, loaded) -> None:
+    topic = dict(zip(loaded[0].messages["message_id"], loaded[0].messages["topic"]))
+    expected: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    by_channel: dict[str, Counter] = defaultdict(Counter)
+    for e in naive.events:
+        if naive.week_of(e.timestamp) is None:
+            continue
+        if e.event_type in ("send", "open", "click", "bounce"):
+            expected[topic[e.message_id], e.channel][e.event_type] += 1
+        if isinstance(e.channel, str):
+            by_channel[e.channel][e.event_type] += 1
+    table = report.messages.set_index(["topic", "channel"])
+    assert set(table.index) == {key for key, c in expected.items() if c["send"]}
+    for key, c in expected.items():
+        if not c["send"]:
+            continue
+        row = table.loc[key]
+        assert (row["sends"], row["opens"], row["clicks"], row["bounces"]) == (c["send"], c["open"], c["click"],
+                                                                               c["bounce"])
+        low, high = proportion_confint(min(c["open"], c["send"]), c["send"], method="wilson")
+        assert (row["open_rate_ci_low"], row["open_rate_ci_high"]) == pytest.approx((low, high), rel=1e-12)
+    engagement = rows(report, "channel_engagement", period="all").set_index(["segment_value", "metric"])
+    for channel, c in by_channel.items():
+        assert engagement.loc[(channel, "sends"), "count"] == c["send"]
+        assert engagement.loc[(channel, "opens_per_send"), "value"] == pytest.approx(c["open"] / c["send"])
+        assert engagement.loc[(channel, "unsubscribes_per_send"), "count"] == c["unsubscribe"]
+
+
+def test_local_time_heat_map_matches_the_naive_reference(report, naive) -> None:
+    expected = Counter()
+    for e in naive.events:
+        if e.event_type in ("open", "click") and naive.week_of(e.timestamp) is not None:
+            local = e.timestamp.astimezone(ZoneInfo(naive.users[e.user_id].timezone or "UTC"))
+            expected[WEEKDAYS[local.weekday()], f"hour_{local.hour:02d}"] += 1
+    got = rows(report, "engagement_hours")
+    assert {(r.segment_value, r.metric): r.count for r in got.itertuples() if r.count} == expected
+    assert got["value"].sum() == pytest.approx(1.0)
+    assert len({z for z in (u.timezone for u in naive.users.values())}) > 1  # local time really matters
+
+
+def test_identities_match_the_naive_reference(report, loaded, tables) -> None:
+    dataset, _ = loaded
+    links = tables["links"]
+    ids_of = defaultdict(set)
+    for a, b in zip(links["identifier_a"], links["identifier_b"]):  # the simulator links a user to devices
+        ids_of[a].add(b)
+    per_user = []
+    for user in dataset.users["user_id"]:
+        found, frontier = {user}, [user]
+        while frontier:  # the component, by search over both directions
+            node = frontier.pop()
+            for other in ids_of[node] | {a for a, bs in ids_of.items() if node in bs}:
+                if other not in found:
+                    found.add(other)
+                    frontier.append(other)
+        per_user.append(len(found))
+    got = rows(report, "identities", metric="identifiers_per_person").iloc[0]
+    assert got["count"] == sum(per_user) and got["n"] == len(per_user)
+    shares = rows(report, "identities", metric="share_of_people").set_index("segment_value")["count"]
+    assert shares.tolist() == [sum(x == 1 for x in per_user), sum(x == 2 for x in per_user),
+                               sum(x == 3 for x in per_user), sum(x >= 4 for x in per_user)]
+    linked = sum(1 for e in dataset.events.itertuples() if e.user_id != e.source_user_id
+                 and report.start <= e.timestamp < report.end)
+    assert rows(report, "identities", metric="share_of_events_linked", period="all")["count"].item() == linked > 0
+
+
+def test_lifecycle_boundaries_are_inclusive_as_configured() -> None:
+    """A visit exactly 21 days before is active, exactly 60 at risk; signup exactly 30 days before is not new."""
+    at = pd.Timestamp("2026-06-08T00:00:00Z")
+    users = pd.DataFrame({"user_id": ["a", "b", "c", "d", "e"],
+                          "signup_at": [at - 30 * DAY, at - 200 * DAY, at - 200 * DAY, at - 200 * DAY,
+                                        at - 30 * DAY + pd.Timedelta(seconds=1)],
+                          "timezone": "UTC", "consent": [[], [], [], [], []]})
+    visits = {"a": [at - 21 * DAY], "b": [at - 60 * DAY], "c": [at - 60 * DAY - pd.Timedelta(seconds=1)], "d": []}
+    events = pd.DataFrame([{"event_id": f"e{i}", "timestamp": t, "user_id": u, "event_type": "visit"}
+                           for i, (u, ts) in enumerate((u, ts) for u, ts in visits.items()) for t in ts])
+    messages = pd.DataFrame({"message_id": ["m"], "topic": ["t"], "channels": [["email"]]})
+    dataset, _ = build_dataset({"users": users, "events": events, "messages": messages}, NbmConfig(),
+                               pd.Timestamp("2026-12-01T00:00:00Z"))
+    report = analyze(dataset, NbmConfig(), start=at - 7 * DAY, end=at)
+    got = rows(report, "lifecycle").set_index("segment_value")["count"]
+    assert got.to_dict() == {"new": 1.0, "active": 1.0, "at_risk": 1.0, "dormant": 2.0}
+
+
+def test_an_empty_stage_is_an_explicit_empty_value(report) -> None:
+    empty = report.figures[report.figures["n"] == 0]
+    assert len(empty) and empty["value"].isna().all() and (empty["note"] == "no users").all()
+    assert report.figures.loc[report.figures["n"] > 0, "value"].notna().all()
+
+
+def test_invalid_arguments_get_a_usage_error(loaded, config) -> None:
+    dataset, _ = loaded
+    with pytest.raises(UsageError, match="`--by`: 'nope'"):
+        analyze(dataset, config, by="nope")
+    with pytest.raises(UsageError, match="must be before"):
+        analyze(dataset, config, start=pd.Timestamp("2026-10-20", tz="UTC"), end=pd.Timestamp("2026-10-10", tz="UTC"))
+
+
+def test_run_report_writes_the_page_and_every_figure(tables, config, tmp_path) -> None:
+    data = tmp_path / "data"
+    write_world(tables, data, "parquet")
+    out = tmp_path / "out" / "report.html"
+    code = run_report(data, out, config, start=pd.Timestamp("2026-09-30", tz="UTC"),
+                      end=pd.Timestamp("2026-10-28", tz="UTC"), by="country")
+    assert code == 0
+    page = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page) and "<script" not in page.lower()
+    assert SCRIPT not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert not re.search(r"\bnan\b", page, re.IGNORECASE) and "—" in page
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 5  # stages + states, transitions, KPIs, contacts, local time
+    figures = pd.read_csv(out.with_suffix(".csv"))
+    assert tuple(figures.columns) == FIGURE_COLUMNS and len(figures) > 1000
+    assert sorted(figures.loc[figures["section"] == "lifecycle", "period"].unique()) == [
+        "2026-09-30", "2026-10-07", "2026-10-14", "2026-10-21"]
+    records = json.loads(out.with_suffix(".json").read_text())
+    assert len(records) == len(figures) and any(r["value"] is None for r in records)
