@@ -54,10 +54,17 @@ def parse_lists(raw: pd.Series) -> pd.Series:
     else:
         text = parse_strings(raw).str.split(LIST_SEPARATOR).explode()
         text = parse_strings(text.astype(object).where(text.notna(), None))
-    grouped = text.dropna().groupby(level=0).agg(list)
+    kept = text.dropna()
     cells = np.empty(len(raw), dtype=object)
     cells[:] = [[] for _ in range(len(raw))]
-    cells[raw.index.get_indexer(grouped.index)] = grouped.to_numpy()
+    if len(kept):
+        # Items grouped by their cell with one stable sort and one split (a groupby-agg(list) runs in Python
+        # per group: seconds for a users table of 100k rows).
+        position = raw.index.get_indexer(kept.index)
+        order = np.argsort(position, kind="stable")
+        position, values = position[order], kept.to_numpy(dtype=object)[order]
+        starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
+        cells[position[starts]] = [part.tolist() for part in np.split(values, starts[1:])]
     return pd.Series(cells, index=raw.index, dtype=object)
 
 

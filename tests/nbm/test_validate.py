@@ -174,3 +174,25 @@ def test_report_renders_and_serialises(tables, config) -> None:
     assert data["exit_code"] == 1 and data["problems"][0]["key"] == "e1"
     summary = report.summary().set_index("table")
     assert summary.loc["events", "rows_with_problems"] == 1
+
+
+def test_duplicate_keys_name_the_first_row_and_skip_missing_keys() -> None:
+    """Against a naive scan: every later row of a key is a duplicate naming the key's first row."""
+    from nbm.validate import validate_decisions
+
+    keys = ["a", "b", "a", "c", "b", "a", None, None, "c"]
+    raw = pd.DataFrame({"decision_id": keys, "timestamp": ["2026-10-01T00:00:00Z"] * len(keys),
+                        "user_id": ["u"] * len(keys)})
+    clean, frames = validate_decisions(raw)
+    problems = pd.concat(frames, ignore_index=True)
+    dup = problems[problems["reason"] == "duplicate_key"].sort_values("row")
+    seen, expected = {}, []
+    for row, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in seen:
+            expected.append((row, f"second row with this `decision_id`; the first (row {seen[key]}) is kept"))
+        else:
+            seen[key] = row
+    assert list(zip(dup["row"], dup["message"])) == expected
+    assert sorted(clean["decision_id"]) == ["a", "b", "c"]
