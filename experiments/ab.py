@@ -230,6 +230,15 @@ def _design(config: NbmConfig, experiment: str, seen: np.ndarray,
     return arms, shares, chosen, note
 
 
+def preferred_channel(users: pd.DataFrame, config: NbmConfig) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Each user's first consented channel in configuration order (code into the names), ``none`` last."""
+    consent = users["consent"].explode()
+    rank = consent.map({c: i for i, c in enumerate(config.channels)}).dropna()
+    best = rank.groupby(level=0).min().reindex(users.index)
+    codes = np.where(best.notna(), best.fillna(0), len(config.channels)).astype(np.int64)
+    return codes, (*config.channels, NO_CHANNEL)
+
+
 def _ordered(arms: set[str]) -> list[str]:
     return [a for a in ARMS if a in arms] + sorted(arms - set(ARMS))
 
@@ -302,11 +311,8 @@ def _add_segments(users: pd.DataFrame, dataset: Dataset, config: NbmConfig, by: 
     lc = config.lifecycle
     users["lifecycle"] = np.select([since_signup < lc.new_days, since_visit <= lc.at_risk_after_days,
                                     since_visit <= lc.dormant_after_days], ["new", "active", "at_risk"], "dormant")
-    consent = profiles["consent"].explode()
-    rank = consent.map({c: i for i, c in enumerate(config.channels)}).dropna()
-    best = rank.groupby(level=0).min().reindex(users.index)
-    users["channel"] = np.where(best.notna(), np.asarray(config.channels, dtype=object)[best.fillna(0).astype(int)],
-                                NO_CHANNEL)
+    codes, names = preferred_channel(profiles, config)
+    users["channel"] = np.asarray(names, dtype=object)[codes]
     segments = {ALL: [ALL], "lifecycle": list(LIFECYCLE_STAGES), "channel": [*config.channels, NO_CHANNEL]}
     users[ALL] = ALL
     if by is not None:

@@ -34,7 +34,7 @@ def run_ab(data: Path, experiment: str, out: Path | None, config: NbmConfig, by:
         result = analyze(dataset, experiment, config, by=by, control=control)
         out = default_out(experiment) if out is None else Path(out)
         written = write_outputs(result, out)
-    dropped = int(report.problems["dropped"].sum()) if len(report.problems) else 0
+    dropped = report.dropped_rows
     input_problems = [f"{dropped:,} bad input rows were dropped by the loader (see `nbm validate`)"] if dropped else []
     print_summary(console, result, written, input_problems)
     return 1 if result.problems or input_problems else 0

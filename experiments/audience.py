@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from experiments.ab import ALL, DAY_NS, MISSING, NAT, NO_CHANNEL, _attribute, _check_by, _ns
+from experiments.ab import ALL, DAY_NS, MISSING, NAT, NO_CHANNEL, _attribute, _check_by, _ns, preferred_channel
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
@@ -145,10 +145,10 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
         _consent(users, config),
         _contacts(cells, in_week, weeks, config),
         _channel_engagement(cells, weeks, config),
-        _hours(cells, users, events, notes),
+        _hours(cells, users),
         _identities(dataset, cells, weeks),
     ]
-    messages = _messages(dataset, cells, events, config)
+    messages = _messages(dataset, cells, config)
     frames.append(_message_rows(messages))
     if quality is not None:
         frames.append(_quality(quality))
@@ -230,15 +230,6 @@ def states_at(users: pd.DataFrame, cells: _Cells, instants: np.ndarray,
     activity = np.select([ratio >= ac.power_ratio, ratio >= ac.core_ratio, ratio >= ac.casual_ratio], [0, 1, 2],
                          3).astype(np.int8)
     return stage, activity
-
-
-def preferred_channel(users: pd.DataFrame, config: NbmConfig) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Each user's first consented channel in configuration order (code), as in `nbm ab`; ``none`` last."""
-    consent = users["consent"].explode()
-    rank = consent.map({c: i for i, c in enumerate(config.channels)}).dropna()
-    best = rank.groupby(level=0).min().reindex(users.index)
-    codes = np.where(best.notna(), best.fillna(0), len(config.channels)).astype(np.int64)
-    return codes, (*config.channels, NO_CHANNEL)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -370,7 +361,7 @@ def _channel_engagement(cells: _Cells, weeks: tuple[str, ...], config: NbmConfig
     return frame
 
 
-def _hours(cells: _Cells, users: pd.DataFrame, events: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def _hours(cells: _Cells, users: pd.DataFrame) -> pd.DataFrame:
     """Opens and clicks by the user's local weekday × hour: each cell's share of all of them in the period."""
     mask = cells.of("open") | cells.of("click")
     zone_code, zones = pd.factorize(users["timezone"].fillna("UTC"))
@@ -406,10 +397,10 @@ def _identities(dataset: Dataset, cells: _Cells, weeks: tuple[str, ...]) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-def _messages(dataset: Dataset, cells: _Cells, events: pd.DataFrame, config: NbmConfig) -> pd.DataFrame:
+def _messages(dataset: Dataset, cells: _Cells, config: NbmConfig) -> pd.DataFrame:
     """Per topic × channel over the period: sends, opens, clicks, bounces and Wilson 95 % intervals of the rates."""
     catalog = dataset.messages
-    message = pd.Categorical(events["message_id"], categories=catalog["message_id"]).codes[cells.rows]
+    message = pd.Categorical(dataset.events["message_id"], categories=catalog["message_id"]).codes[cells.rows]
     channels = np.array([*config.channels, NO_CHANNEL], dtype=object)
     kinds = ("send", "open", "click", "bounce")
     mask = np.zeros(len(cells.pos), dtype=bool)

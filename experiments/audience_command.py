@@ -41,7 +41,7 @@ def run_report(data: Path, out: Path | None, config: NbmConfig, start: pd.Timest
         progress.update(task, advance=1, description=steps[3])
         written = write_outputs(report, page, out)
         progress.update(task, advance=1)
-    dropped = int(quality.problems["dropped"].sum()) if len(quality.problems) else 0
+    dropped = quality.dropped_rows
     console.print(f"audience report {report.start:%Y-%m-%d} → {report.end:%Y-%m-%d}: {len(report.weeks)} weeks, "
                   f"{len(dataset.users):,} users, {len(report.figures):,} figures", highlight=False)
     if dropped:

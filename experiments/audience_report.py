@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from experiments.ab import ALL
-from experiments.ab_report import STYLE, _e, _table
+from experiments.ab_report import STYLE, _e, _missing, _table
 from experiments.audience import ACTIVITY_STATES, KPIS, WEEKDAYS, AudienceReport
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 
@@ -272,8 +272,6 @@ def _img(png: bytes, alt: str) -> str:
 # -------------------------------------------------------------------------------------------- formatting
 
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(row: pd.Series, metric: str) -> str:

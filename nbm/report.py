@@ -72,6 +72,11 @@ class ValidationReport:
     def exit_code(self) -> int:
         return 1 if len(self.problems) else 0
 
+    @property
+    def dropped_rows(self) -> int:
+        """Problem rows the loader dropped (a problem that is only reported keeps its row)."""
+        return int(self.problems["dropped"].sum())
+
     def counts(self) -> pd.DataFrame:
         """Problem rows per (table, column, reason), long format."""
         if not len(self.problems):

@@ -54,17 +54,20 @@ class EnginePolicy(Policy):
         self.arm_value: dict[str, float] = {}
         self.arm_sends: dict[str, int] = {}
         self.moved = 0                           # items whose send time is not one of the world's slots today
+        self._indexes: tuple[dict, dict] | None = None
 
     def _act(self, ctx: DecisionContext, rng: np.random.Generator) -> Actions:
         env, world = ctx.environment, ctx.environment.world
         channels = np.asarray(world.config.channels, dtype=object)
-        message_index = {m: i for i, m in enumerate(world.catalog.table["message_id"].astype(str))}
-        channel_index = {c: i for i, c in enumerate(channels)}
+        if self._indexes is None:            # the world's catalog and channels are fixed
+            self._indexes = ({m: i for i, m in enumerate(world.catalog.table["message_id"].astype(str))},
+                             {c: i for i, c in enumerate(channels)})
+        message_index, channel_index = self._indexes
         slot_of_hour = {h: i for i, h in enumerate(ctx.slot_hours)}
         ids = world.population.user_ids[ctx.users]
         offset = world.truth.utc_offset_hours(ctx.users, np.full(ctx.k, ctx.now))
         now = pd.Timestamp(ctx.now, tz="UTC")
-        rows: list[tuple[int, int, int, int, float]] = []
+        rows: list[tuple[int, int, int, int, float, str]] = []
         for lo in range(0, ctx.k, CHUNK):
             requests = [{"user_id": str(u), "now": now, "k": 1, "channels": list(channels[ctx.consent[lo + i]])}
                         for i, u in enumerate(ids[lo:lo + CHUNK])]
@@ -107,7 +110,6 @@ class AbRun:
     days: int
     decisions: int
     sends: int
-    arms: dict[str, int]
     truth: dict[str, dict[str, float]]
 
 
@@ -157,23 +159,24 @@ def run_ab_simulation(data: Path, out: Path, config: NbmConfig, days: int, model
         "experiment": config.experiment.name, "world": str(data), "start": pd.Timestamp(start, tz="UTC").isoformat(),
         "days": days, "shares": config.experiment.arms, "arms": truth,
         "items_off_slot": policy.moved}, indent=2) + "\n")
-    return AbRun(out, config.experiment.name, days, len(mine), int(sum(t["sends"] for t in truth.values())),
-                 {k: int(v) for k, v in arms.items()}, truth)
+    return AbRun(out, config.experiment.name, days, len(mine), int(sum(t["sends"] for t in truth.values())), truth)
 
 
 def _engine_ids(frame: pd.DataFrame, ids: dict[int, str]) -> pd.Series:
     """The events' decision ids, the world's replaced by the service's where the service decided."""
-    raw = frame["decision_id"]
-    numbers = pd.to_numeric(raw.str.slice(1), errors="coerce")
-    mapped = numbers.map(lambda n: ids.get(int(n)) if pd.notna(n) else None)
-    return mapped.where(mapped.notna(), raw).astype(object)
+    out = frame["decision_id"].to_numpy(dtype=object).copy()
+    if ids:
+        numbers = pd.to_numeric(frame["decision_id"].str.slice(1), errors="coerce").fillna(-1).to_numpy(np.int64)
+        position = pd.Index(np.fromiter(ids, dtype=np.int64, count=len(ids))).get_indexer(numbers)
+        found = position >= 0
+        out[found] = np.asarray(list(ids.values()), dtype=object)[position[found]]
+    return pd.Series(out, index=frame.index, dtype=object)
 
 
 def _feedback(engine: Engine, env, policy: EnginePolicy, since: int, until: int) -> None:
     """Report the events in ``[since, until)`` to the engine, as the campaign engine would."""
-    frame = env.log.to_frame(until=until)
-    frame = frame[(frame["timestamp"].astype("int64") >= since)
-                  & frame["event_type"].isin(FEEDBACK_TYPES).to_numpy()]
+    frame = env.log.to_frame(until=until, since=since)
+    frame = frame[frame["event_type"].isin(FEEDBACK_TYPES).to_numpy()]
     if not len(frame):
         return
     frame = frame.assign(decision_id=_engine_ids(frame, policy.ids))

@@ -193,15 +193,11 @@ class Engine:
     def _holdout(self, requests: list[dict], k: int, explore: bool, kind: str) -> list[dict | None]:
         """The holdout arm: nothing is sent, and the decision is logged (propensity 1)."""
         version = self.model.version
-        answers, reservations = [], []
         clock = time.time_ns()
-        for r in requests:
-            t = clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value)
-            answer = self._answer(uuid.uuid4().hex, r["user_id"], version, t, [], [], "holdout", explore, r["arm"],
-                                  kind)
-            answers.append(answer)
-            reservations.append((self.canonical(r["user_id"]), 0, answer, [], 1.0))
-        self.state.reserve_many(reservations)
+        answers = [self._answer(uuid.uuid4().hex, r["user_id"], version,
+                                clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value), [], [],
+                                "holdout", explore, r["arm"], kind) for r in requests]
+        self.state.log_decisions([(a, 1.0) for a in answers])
         return [_public(a) for a in answers]
 
     def _decide(self, requests: list[dict], k: int, explore: bool, kind: str = "model") -> list[dict | None]:

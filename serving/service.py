@@ -20,7 +20,7 @@ from pathlib import Path
 import bentoml
 
 from nbm.config import load_config
-from serving.batcher import MicroBatcher
+from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
 
@@ -49,7 +49,7 @@ class NbmService:
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())
         # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
-        self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", "64")))
+        self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", str(DEFAULT_MAX_BATCH))))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, **request) -> dict:

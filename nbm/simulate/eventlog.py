@@ -93,19 +93,22 @@ class EventLog:
         })
         self._next += n
 
-    def columns(self, until: int | None = None) -> dict[str, np.ndarray]:
-        """The raw integer columns, sorted by (timestamp, sequence), rows before ``until`` (ns) only."""
+    def columns(self, until: int | None = None, since: int | None = None) -> dict[str, np.ndarray]:
+        """The raw integer columns, sorted by (timestamp, sequence), rows in ``[since, until)`` (ns) only."""
         if not self._chunks:
             return {f: np.zeros(0) for f in ("seq", *_FIELDS)}
         data = {f: np.concatenate([c[f] for c in self._chunks]) for f in self._chunks[0]}
-        keep = slice(None) if until is None else data["timestamp"] < until
+        stamp = data["timestamp"]
+        keep = np.ones(len(stamp), dtype=bool) if until is None else stamp < until
+        if since is not None:
+            keep &= stamp >= since
         data = {f: a[keep] for f, a in data.items()}
         order = np.lexsort((data["seq"], data["timestamp"]))
         return {f: a[order] for f, a in data.items()}
 
-    def to_frame(self, until: int | None = None) -> pd.DataFrame:
-        """The ``events`` table of the data contract (rows before ``until`` only, sorted by time)."""
-        data = self.columns(until)
+    def to_frame(self, until: int | None = None, since: int | None = None) -> pd.DataFrame:
+        """The ``events`` table of the data contract (rows in ``[since, until)`` only, sorted by time)."""
+        data = self.columns(until, since)
         pop, cat, config = self.world.population, self.world.catalog, self.world.config
         width = self._width()
         identities = np.stack([pop.user_ids, pop.device_ids, pop.cookie_ids])

@@ -58,8 +58,11 @@ def test_object_code_is_cached_and_reused(boosters, tmp_path):
     first = compiled.compile_booster(boosters["binary"], tmp_path)
     files = sorted(tmp_path.iterdir())
     assert [f.name for f in files] == [first.path.name]           # no temporary left behind
+    written = first.path.stat()
     second = compiled.compile_booster(boosters["binary"], tmp_path)
     assert second.path == first.path and sorted(tmp_path.iterdir()) == files
+    again = second.path.stat()                                     # loaded, not compiled and replaced again
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     other = compiled.compile_booster(boosters["lambdarank"], tmp_path)
     assert other.path != first.path                                # another model, another file
     x, _ = _data(np.random.default_rng(2), 200)

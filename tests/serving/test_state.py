@@ -158,7 +158,7 @@ def _apply(store, ops: list[tuple]) -> list:
         else:
             _, events = op
             out.append(store.feedback(events))
-    out += [store.arms(), store.decision_log().drop(columns=[]).to_dict("list"),
+    out += [store.arms(), store.decision_log().to_dict("list"),
             store.feedback_events().to_dict("list")]
     return out
 
