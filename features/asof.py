@@ -4,6 +4,13 @@ Events are sorted by (key, time) once; a query (key, t) is a binary search for t
 at or after ``t``, and the cumulative sums before that position give every total over ``[−∞, t)``. A
 window ``[t − w, t)`` is the difference of two such totals. Keys and times are packed into one int64
 (``key · SPAN + milliseconds since base``) so a whole batch of queries is one ``np.searchsorted``.
+
+Queries past the index's last event (the service's: ``now`` is after the loaded history) take a faster
+path, exact too: every event of a key is then before ``t``, so the key's positions are fixed per key, and
+a window's first position stays what it was at the last event until that event leaves the window. Those
+positions and the time each stays valid until are computed once per key (:meth:`AsOfIndex.freeze`, or
+lazily at the first such query); a query is then a few gathers, and only queries whose window has moved
+past a key's first event are searched.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ SPAN_BITS = 39
 """Milliseconds a key's segment can hold: 2^39 ms ≈ 17 years of history."""
 SPAN = np.int64(1) << SPAN_BITS
 MAX_KEYS = int(np.iinfo(np.int64).max >> SPAN_BITS)
+NEVER = np.iinfo(np.int64).max
 
 
 class AsOfIndex:
@@ -44,6 +52,62 @@ class AsOfIndex:
         # Times are kept only where `last_time` is asked; counts accumulate in int32 (exact, half the memory).
         self.times = times.astype(np.int64)[order] if keep_times else None
         self.cumulative = {name: _cumulative(np.asarray(w)[order]) for name, w in weights.items()}
+        last_offset = int((self.packed & (SPAN - 1)).max()) if len(self.packed) else -1
+        # From this instant on every event is strictly before the query time (in the packed milliseconds).
+        self.after = base + (last_offset + 1) * MS
+        self._segments: tuple[np.ndarray, np.ndarray] | None = None
+        self._windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # -- queries past the last event ---------------------------------------------------------------
+    def freeze(self, windows: tuple[int, ...] = ()) -> None:
+        """Precompute the positions of every key for queries past the last event (and these windows)."""
+        self._frozen_segments()
+        for w in windows:
+            self._frozen_window(int(w))
+
+    def _frozen_segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per key, the first and the end position of its events; one entry more for keys past the last."""
+        if self._segments is None:
+            n_keys = int(self.packed[-1] >> SPAN_BITS) + 1 if len(self.packed) else 0
+            bounds = np.searchsorted(self.packed, np.arange(n_keys + 2, dtype=np.int64) * SPAN)
+            self._segments = (bounds[:-1], bounds[1:])    # (a key past the last one: empty, at the end)
+        return self._segments
+
+    def _frozen_window(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per key, the first position inside ``[t − window, t)`` for t from :attr:`after` on, and the
+        instant from which that is no longer so (its first event has left the window)."""
+        hit = self._windows.get(window)
+        if hit is None:
+            start, end = self._frozen_segments()
+            keys = np.arange(len(start), dtype=np.int64)
+            first = np.searchsorted(self.packed, self._pack(keys, np.full(len(keys), self.after - window)))
+            has = first < end
+            offset = self.packed[np.minimum(first, max(len(self.packed) - 1, 0))] & (SPAN - 1) if len(self.packed) \
+                else np.zeros(len(keys), np.int64)
+            # The event at offset o is inside while (t − window − base) // MS ≤ o.
+            until = np.where(has, self.base + (offset + 1) * MS + window, NEVER)
+            hit = self._windows[window] = (first, until)
+        return hit
+
+    def _frozen_positions(self, keys: np.ndarray, times: np.ndarray, windows: tuple[int | None, ...]
+                          ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        seg_start, seg_end = self._frozen_segments()
+        k = np.minimum(keys, len(seg_start) - 1)
+        start, stop = seg_start[k], seg_end[k]
+        firsts = []
+        for w in windows:
+            if w is None:
+                firsts.append(start)
+                continue
+            first, until = self._frozen_window(int(w))
+            f = first[k]
+            moved = times >= until[k]
+            if moved.any():                       # the window has left the key's first event: search those
+                rows = np.flatnonzero(moved)
+                f = f.copy()
+                f[rows] = np.searchsorted(self.packed, self._pack(keys[rows], times[rows] - w), side="left")
+            firsts.append(f)
+        return start, stop, firsts
 
     def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         offset = np.clip((times - self.base) // MS, 0, SPAN - 1)
@@ -59,6 +123,8 @@ class AsOfIndex:
                    dedupe: bool = True) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """First position of each key, first at or after ``times``, and first at or after ``times − w``."""
         keys, times = keys.astype(np.int64), times.astype(np.int64)
+        if not len(times) or times.min() >= self.after:     # (no queries: nothing to search)
+            return self._frozen_positions(keys, times, windows)
         if dedupe and len(times) > 1 and times[0] == times[-1] and (times == times[0]).all():
             # One decision time (the candidates of a decision): search each distinct key once.
             if keys[0] == keys[-1] and (keys == keys[0]).all():      # one key too (user-level features)

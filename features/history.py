@@ -56,6 +56,8 @@ class Vocabulary:
 
 
 FEW_INSTANTS = 64
+FEW_USERS = 256
+"""Up to this many distinct ids, :meth:`History.user_codes` looks each up in the index's hash table."""
 
 
 @lru_cache(maxsize=512)
@@ -142,6 +144,9 @@ class PopulationRates:
         self.tag = AsOfIndex(per_tag["tag"].to_numpy(), per_tag["day"].to_numpy(),
                              {w: per_tag[w].to_numpy() for w in RATE_WEIGHTS}, base)
 
+    def indexes(self) -> list[AsOfIndex]:
+        return [self.overall, self.channel, self.message, self.topic, self.tag]
+
     def _index(self, keys: np.ndarray, keep: np.ndarray) -> AsOfIndex:
         rows = self.daily[keep]
         return AsOfIndex(keys[keep], rows["day"].to_numpy(), {w: rows[w].to_numpy() for w in RATE_WEIGHTS}, self.base)
@@ -209,6 +214,12 @@ class History:
             "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base, keep_times=True)
         self._hour_indexes(events, user, times, is_)
 
+    def indexes(self) -> list[AsOfIndex]:
+        """Every as-of index of this history."""
+        keyed = [self.user_channel, self.user_topic, self.user_tag, self.user_message, self.user_hour,
+                 self.visit_hour, self.visit_weekday, *self.last.values()]
+        return [self.user, *(k.index for k in keyed)]
+
     def _profile_arrays(self, dataset: Dataset) -> None:
         """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
         messages = dataset.messages.set_index(dataset.messages["message_id"].astype(str)).reindex(self.vocabulary.messages)
@@ -274,18 +285,27 @@ class History:
         self.visit_weekday = KeyedIndex(pair(user[visits], weekday[visits], 7), times[visits],
                                         {"n": np.ones(len(visits))}, self.base)
 
+    def _code_of(self, user_id) -> int:
+        """Code of one user id, −1 when unknown (the first row of a duplicated id)."""
+        try:
+            code = self.all_users.get_loc(user_id)
+        except KeyError:
+            return -1
+        if not isinstance(code, (int, np.integer)):
+            code = int(np.flatnonzero(np.asarray(code))[0]) if np.asarray(code).dtype == bool else int(code.start)
+        return int(code)
+
     def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
         """Code of each user id; ids without history get codes past the known ones (no events)."""
         if len(user_ids) and (len(user_ids) == 1 or (user_ids == user_ids[0]).all()):  # one decision's candidates
-            try:
-                code = self.all_users.get_loc(user_ids[0])          # one hash lookup
-            except KeyError:
-                code = len(self.all_users)
-            if not isinstance(code, (int, np.integer)):             # a duplicated id: the first row
-                code = int(np.flatnonzero(np.asarray(code))[0]) if np.asarray(code).dtype == bool else int(code.start)
-            return np.full(len(user_ids), code, dtype=np.int64)
+            code = self._code_of(user_ids[0])                        # one hash lookup
+            return np.full(len(user_ids), len(self.all_users) if code < 0 else code, dtype=np.int64)
         factor, uniques = pd.factorize(user_ids)   # hash the (many) ids once, look up the (fewer) distinct ones
-        codes = np.append(self.all_users.get_indexer(np.asarray(uniques, dtype=object)), -1)[factor]
+        if len(uniques) <= FEW_USERS:               # a few decisions' candidates: hash lookups beat get_indexer
+            found = np.array([self._code_of(u) for u in uniques.tolist()] + [-1], dtype=np.int64)
+        else:
+            found = np.append(self.all_users.get_indexer(np.asarray(uniques, dtype=object)), -1)
+        codes = found[factor]
         missing = codes < 0
         codes[missing] = len(self.all_users) + np.arange(int(missing.sum()))
         return codes

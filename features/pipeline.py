@@ -25,6 +25,8 @@ from nbm.dataset import Dataset
 
 TRAINING_CHUNK = 1_000_000
 """Sends featurised at once when building a training set."""
+FROZEN_WINDOW_DAYS = (1, 7, 30, 90)
+"""The windows the features query (features/compute.py)."""
 USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
 
 
@@ -57,6 +59,14 @@ class FeatureStore:
     def build(cls, dataset: Dataset, config: NbmConfig, shared: Globals | None = None) -> FeatureStore:
         shared = shared or Globals.build(dataset, config)
         return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base))
+
+    def freeze(self) -> FeatureStore:
+        """Precompute every index's per-key positions for queries past the history (the service's ``now``),
+        so that the first requests do not pay for it (:meth:`features.asof.AsOfIndex.freeze`)."""
+        windows = tuple(days * DAY_NS for days in FROZEN_WINDOW_DAYS)
+        for index in (*self.history.indexes(), *self.globals.rates.indexes()):
+            index.freeze(windows)
+        return self
 
     def featurise(self, rows: Candidates) -> pd.DataFrame:
         return featurise(self.history, self.globals.rates, rows)

@@ -144,9 +144,18 @@ def suppressed_by_decision(ex, contact) -> dict[int, list[dict[str, str]]]:
     key = (ex.group * n_m + ex.rows.message_code) * n_c + ex.rows.channel_code
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     blocked = ~np.logical_or.reduceat(contact.allowed, starts)
-    out: dict[int, list[dict[str, str]]] = {}
-    for r in starts[blocked]:
-        out.setdefault(int(ex.group[r]), []).append({"message_id": str(ex.rows.message_id[r]),
-                                                     "channel": str(ex.rows.channel[r]),
-                                                     "reason": str(contact.reason[r])})
-    return out
+    rows = starts[blocked]
+    if not len(rows):
+        return {}
+    group = ex.group[rows]
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])    # rows are sorted by decision
+    entries = [{"message_id": m, "channel": c, "reason": r} for m, c, r in
+               zip(_texts(ex.rows.message_id[rows]), _texts(ex.rows.channel[rows]), _texts(contact.reason[rows]))]
+    return {g: entries[a:b] for g, a, b in zip(group[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())}
+
+
+def _texts(values) -> list[str]:
+    """Values as Python strings (one conversion per distinct value)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    names = [str(u) for u in uniques]
+    return [names[c] for c in codes.tolist()]

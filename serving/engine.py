@@ -74,7 +74,7 @@ class Engine:
         self.explorer = EXPLORERS[settings.explorer]()
         self.greedy = Greedy()
         self.dataset, _ = load_dataset(settings.data, config)
-        self.store = FeatureStore.build(self.dataset, config)
+        self.store = FeatureStore.build(self.dataset, config).freeze()
         self.model: LoadedModel = load_model(settings.model, config)
         self.state = open_state(config.state_url)
         self.channels = frozenset(config.channels)

@@ -112,6 +112,24 @@ def test_online_snapshot_equals_offline_features_at_now(dataset, config) -> None
             np.asarray(got, dtype=float), np.asarray(expected, dtype=float), equal_nan=True), column
 
 
+def test_features_past_the_history_equal_the_general_path(dataset, config) -> None:
+    """The service's case: decisions after the last event take the indexes' fast path (features/asof.py);
+    at instants from a second to months after the history (windows of 1–90 days moving past events) the
+    columns equal the general search's, exactly."""
+    fast = FeatureStore.build(dataset, config).freeze()
+    general = FeatureStore.build(dataset, config)
+    for index in (*general.history.indexes(), *general.globals.rates.indexes()):
+        index.after = np.iinfo(np.int64).max
+    last = int(dataset.events["timestamp"].max().value)
+    hour = 3_600 * 10**9
+    for i, later in enumerate((1_000_000_000, 5 * hour, 23 * hour, 30 * hour, 8 * 24 * hour, 40 * 24 * hour,
+                               100 * 24 * hour)):
+        rows = _queries(dataset, last + later, n=300, seed=20 + i)
+        assert all((rows.as_of >= index.after).all() for index in fast.history.indexes())
+        got, expected = fast.featurise(rows), general.featurise(rows)
+        pd.testing.assert_frame_equal(got, expected)
+
+
 def test_two_partitions_concatenated_equal_the_whole(dataset, config) -> None:
     shared = Globals.build(dataset, config)
     whole = FeatureStore.build(dataset, config, shared).training_set()
