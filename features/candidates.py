@@ -28,19 +28,31 @@ def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hou
     Wall-clock slots of the local days around ``now``; on a day with a DST change, an ambiguous slot hour
     is skipped and a nonexistent one moves forward (the pandas rules, which that rare case uses).
     """
+    first = datetime.fromtimestamp(int(now) // 10**9, _zone(timezone)).date()
+    values = _day_slots(first.toordinal(), timezone, tuple(slot_hours), int(np.ceil(horizon_hours / 24)) + 2)
+    if values is None:
+        return _slot_times_pandas(now, timezone, slot_hours, horizon_hours)   # DST change at a slot
+    return values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))]
+
+
+@lru_cache(maxsize=4096)
+def _day_slots(first_day: int, timezone: str, slot_hours: tuple[int, ...], n_days: int) -> np.ndarray | None:
+    """The slot instants of ``n_days`` local days from ``first_day`` (an ordinal), sorted; ``None`` when
+    a DST change falls on a slot (cached: the service asks for the same days all day)."""
     zone = _zone(timezone)
-    first = datetime.fromtimestamp(int(now) // 10**9, zone).date()
+    start = datetime.fromordinal(first_day).date()
     values = []
-    for offset in range(int(np.ceil(horizon_hours / 24)) + 2):
-        day = first + timedelta(days=offset)
+    for offset in range(n_days):
+        day = start + timedelta(days=offset)
         for hour in slot_hours:
             wall = datetime(day.year, day.month, day.day, hour, tzinfo=zone)
             later = wall.replace(fold=1)
             if wall.utcoffset() != later.utcoffset() or datetime.fromtimestamp(wall.timestamp(), zone).hour != hour:
-                return _slot_times_pandas(now, timezone, slot_hours, horizon_hours)   # DST change at a slot
+                return None
             values.append(int(wall.timestamp()) * 10**9)
-    values = np.asarray(values, dtype=np.int64)
-    return np.sort(values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))])
+    out = np.sort(np.asarray(values, dtype=np.int64))
+    out.flags.writeable = False
+    return out
 
 
 @lru_cache(maxsize=512)
@@ -90,4 +102,5 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
         send_at=slots[s],
         message_code=m,
         channel_code=c,
+        user_code=np.full(n, code[0], dtype=np.int64),
     )

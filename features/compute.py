@@ -32,6 +32,7 @@ class Candidates:
     send_at: np.ndarray
     message_code: np.ndarray | None = None   # codes in the history's vocabulary, when the caller has them
     channel_code: np.ndarray | None = None
+    user_code: np.ndarray | None = None      # codes of History.user_codes in the history featurising them
 
     def __len__(self) -> int:
         return len(self.user_id)
@@ -52,7 +53,7 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     """
     voc, cfg = history.vocabulary, history.config
     strength = cfg.features.prior_strength
-    user = history.user_codes(np.asarray(rows.user_id, dtype=object))
+    user = rows.user_code if rows.user_code is not None else history.user_codes(np.asarray(rows.user_id, dtype=object))
     message = rows.message_code if rows.message_code is not None else codes_in(rows.message_id, voc.messages)
     channel = rows.channel_code if rows.channel_code is not None else codes_in(rows.channel, voc.channels)
     topic = np.where(message >= 0, voc.message_topic[np.maximum(message, 0)], -1)
@@ -273,7 +274,7 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
     strength = history.config.features.prior_strength
     out = {name: values.take(base_index) if isinstance(values, pd.Categorical) else np.asarray(values)[base_index]
            for name, values in base.items()}
-    user = history.user_codes(np.asarray(rows.user_id, dtype=object))
+    user = rows.user_code if rows.user_code is not None else history.user_codes(np.asarray(rows.user_id, dtype=object))
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     w90 = history.user.window_totals(user, t, ("opens", "sends", "visits"), (90 * DAY_NS,))[90 * DAY_NS]
     overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens"))

@@ -54,7 +54,8 @@ class Expanded:
         r = self.rows
         rows = Candidates(r.user_id[index], r.message_id[index], r.channel[index], r.as_of[index], r.send_at[index],
                           None if r.message_code is None else r.message_code[index],
-                          None if r.channel_code is None else r.channel_code[index])
+                          None if r.channel_code is None else r.channel_code[index],
+                          None if r.user_code is None else r.user_code[index])
         return Expanded(self.group[index], rows, self.slot[index], self.n_slots, self.value[index], self.timezones,
                         self.n_groups)
 
@@ -118,7 +119,7 @@ def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> E
     rows = Candidates(
         user_id=user_ids[i], message_id=_objects(voc.messages)[m],
         channel=_objects(voc.channels)[c], as_of=now[i], send_at=slots[i, s],
-        message_code=m, channel_code=c,
+        message_code=m, channel_code=c, user_code=code[i],
     )
     value = np.nan_to_num(history.catalog_arrays["value"], nan=1.0)[m]
     return Expanded(i.astype(np.int64), rows, s, (slots >= 0).sum(axis=1), value, zones, n)
@@ -179,7 +180,7 @@ def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chun
         b = min(a + chunk, len(rows))
         part = Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[a:b]
                             for f in ("user_id", "message_id", "channel", "as_of", "send_at", "message_code",
-                                      "channel_code")))
+                                      "channel_code", "user_code")))
         columns = store.featurise_columns(part)
         if patch is not None:
             patch(columns, part)

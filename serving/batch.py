@@ -155,7 +155,11 @@ def suppressed_by_decision(ex, contact) -> dict[int, list[dict[str, str]]]:
 
 
 def _texts(values) -> list[str]:
-    """Values as Python strings (one conversion per distinct value)."""
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
-    names = [str(u) for u in uniques]
-    return [names[c] for c in codes.tolist()]
+    """Values as Python strings (an object array of them is taken as it is)."""
+    values = np.asarray(values, dtype=object)
+    out = values.tolist()
+    if out and type(out[0]) is not str:           # (the candidates' arrays hold Python strings)
+        codes, uniques = pd.factorize(values)
+        names = [str(u) for u in uniques]
+        return [names[c] for c in codes.tolist()]
+    return out
