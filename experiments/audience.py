@@ -28,6 +28,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from experiments.ab import ALL, DAY_NS, MISSING, NAT, NO_CHANNEL, _attribute, _check_by, _ns, preferred_channel
+from nbm.attribution import attribute
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
@@ -73,7 +74,7 @@ ENGAGEMENT = ("open", "click", "bounce", "unsubscribe")
 class AudienceReport:
     """The report's figures. ``figures`` is long format (:data:`FIGURE_COLUMNS`), one row per period × segment ×
     metric, ``period`` the week's start date (``YYYY-MM-DD``) or ``all``. ``messages``: one row per topic ×
-    channel with sends, opens, clicks, bounces and Wilson intervals. ``quality``: the validation report."""
+    channel with sends, the sends opened, clicked and bounced, and Wilson intervals. ``quality``: the validation report."""
 
     start: pd.Timestamp
     end: pd.Timestamp
@@ -398,32 +399,43 @@ def _identities(dataset: Dataset, cells: _Cells, weeks: tuple[str, ...]) -> pd.D
 
 
 def _messages(dataset: Dataset, cells: _Cells, config: NbmConfig) -> pd.DataFrame:
-    """Per topic × channel over the period: sends, opens, clicks, bounces and Wilson 95 % intervals of the rates."""
+    """Per topic × channel over the period: sends, and the sends opened, clicked and bounced (each open, click
+    or bounce attributed to its send as the training labels are: ``nbm.attribution``), with the rates of
+    those among the sends and their Wilson 95 % intervals. A send opened twice counts once: a rate is ≤ 1."""
+    events = dataset.events
     catalog = dataset.messages
-    message = pd.Categorical(dataset.events["message_id"], categories=catalog["message_id"]).codes[cells.rows]
-    channels = np.array([*config.channels, NO_CHANNEL], dtype=object)
-    kinds = ("send", "open", "click", "bounce")
-    mask = np.zeros(len(cells.pos), dtype=bool)
+    target = attribute(events, config.attribution, also=("bounce",)).to_numpy()
+    kinds = ("open", "click", "bounce")
+    flags = {}
     for k in kinds:
-        mask |= cells.of(k)
+        hit = np.zeros(len(events), dtype=bool)
+        rows = np.flatnonzero((events["event_type"] == k).to_numpy() & (target >= 0))
+        hit[target[rows]] = True
+        flags[k] = hit[cells.rows]
+    sends = cells.of("send")
+    message = pd.Categorical(events["message_id"], categories=catalog["message_id"]).codes[cells.rows][sends]
+    channels = np.array([*config.channels, NO_CHANNEL], dtype=object)
     topic_code, topic_names = pd.factorize(catalog["topic"], sort=True)
-    topic = np.r_[topic_code, len(topic_names)][message[mask]]  # a message not in the catalog: code -1 → last
-    n_topics, n_channels, n_kinds = len(topic_names) + 1, len(channels), len(kinds)
-    kind = pd.Index([EVENT_TYPES.index(k) for k in kinds]).get_indexer(cells.kind[mask])
-    # one bincount over (topic, channel, kind) codes: grouping millions of strings would dominate the report
-    counts = np.bincount((topic * n_channels + cells.channel[mask] % n_channels) * n_kinds + kind,
-                         minlength=n_topics * n_channels * n_kinds).reshape(n_topics * n_channels, n_kinds)
-    table = pd.DataFrame(counts, columns=[f"{k}s" for k in kinds])
+    topic = np.r_[topic_code, len(topic_names)][message]   # a message not in the catalog: code -1 → last
+    n_topics, n_channels = len(topic_names) + 1, len(channels)
+    # one bincount over (topic, channel) codes: grouping millions of strings would dominate the report
+    cell = topic * n_channels + cells.channel[sends] % n_channels
+    table = pd.DataFrame({"sends": np.bincount(cell, minlength=n_topics * n_channels)})
+    for k in kinds:
+        table[SENDS_WITH[k]] = np.bincount(cell, weights=flags[k][sends], minlength=n_topics * n_channels).astype(np.int64)
     table.insert(0, "channel", np.tile(channels, n_topics))
     table.insert(0, "topic", np.repeat(np.r_[np.asarray(topic_names, dtype=object), [MISSING]], n_channels))
     table = table[table["sends"] > 0].reset_index(drop=True)
-    for k in kinds[1:]:
-        rate = f"{k}_rate"
-        successes = np.minimum(table[f"{k}s"].to_numpy(), table["sends"].to_numpy())
-        table[rate] = table[f"{k}s"] / table["sends"]
-        low, high = proportion_confint(successes, table["sends"].to_numpy(), alpha=0.05, method="wilson")
+    for k in kinds:
+        count, rate = table[SENDS_WITH[k]].to_numpy(), f"{k}_rate"
+        table[rate] = count / table["sends"]
+        low, high = proportion_confint(count, table["sends"].to_numpy(), alpha=0.05, method="wilson")
         table[rate + "_ci_low"], table[rate + "_ci_high"] = low, high
     return table
+
+
+SENDS_WITH = {"open": "opened", "click": "clicked", "bounce": "bounced"}
+"""Column of the messages table counting the sends with that outcome."""
 
 
 def _message_rows(messages: pd.DataFrame) -> pd.DataFrame:
@@ -431,7 +443,7 @@ def _message_rows(messages: pd.DataFrame) -> pd.DataFrame:
     value = (messages["topic"] + " · " + messages["channel"]).to_numpy(dtype=object)
     frames.append(_rows("messages", ALL, "topic_channel", value, "sends", messages["sends"], 1))
     for k in ("open", "click", "bounce"):
-        rows = _rows("messages", ALL, "topic_channel", value, f"{k}_rate", messages[f"{k}s"], messages["sends"])
+        rows = _rows("messages", ALL, "topic_channel", value, f"{k}_rate", messages[SENDS_WITH[k]], messages["sends"])
         rows["ci_low"], rows["ci_high"] = messages[f"{k}_rate_ci_low"].to_numpy(), messages[f"{k}_rate_ci_high"].to_numpy()
         frames.append(rows)
     frame = pd.concat(frames, ignore_index=True)

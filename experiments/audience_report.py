@@ -125,9 +125,11 @@ def _messages(report: AudienceReport) -> str:
         rows.append([_e(r.topic), _e(r.channel), f"{r.sends:,}"]
                     + [_interval(getattr(r, f"{k}_rate"), getattr(r, f"{k}_rate_ci_low"),
                                  getattr(r, f"{k}_rate_ci_high")) for k in ("open", "click", "bounce")])
-    table = _table(["topic", "channel", "sends", "opens / send [95 % Wilson]", "clicks / send [95 % Wilson]",
-                    "bounces / send [95 % Wilson]"], rows) if rows else "<p>No sends in the period.</p>"
-    return ("<h2>Messages</h2>" + table + "<h3>Engagement by local time</h3><p>Opens and clicks by the user's "
+    table = _table(["topic", "channel", "sends", "sends opened [95 % Wilson]", "sends clicked [95 % Wilson]",
+                    "sends bounced [95 % Wilson]"], rows) if rows else "<p>No sends in the period.</p>"
+    return ("<h2>Messages</h2><p>Share of the period's sends with at least one open (click, bounce) attributed to "
+            "them, as the ranker's labels are: by the send's <code>decision_id</code>, else the latest send of the "
+            "message to the user within the attribution window.</p>" + table + "<h3>Engagement by local time</h3><p>Opens and clicks by the user's "
             "local weekday and hour (`timezone`), share of all of them in the period.</p>"
             + _img(_hours_png(report), "engagement heat map by local hour and weekday"))
 

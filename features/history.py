@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.asof import AsOfIndex
-from features.attribution import attribute
+from nbm.attribution import attribute
 from features.keys import KeyedIndex, pair
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from features.attribution import send_outcomes
+from nbm.attribution import send_outcomes
 from features.compute import Candidates, featurise, featurise_columns, reslot_columns
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary

@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from features.attribution import GRADE
+from nbm.attribution import GRADE
 from features.declarations import CATEGORICAL, FEATURE_NAMES
 from nbm.artifact import Calibrator, ScoringArtifact, library_versions
 from nbm.errors import UnusableInputError

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.attribution import GRADE
+from nbm.attribution import GRADE
 from features.pipeline import FeatureStore
 from features.replay import (Expanded, contact_verdict, expand_many, hour_bucket, local_hours, model_decide, rank,
                              rules_priority, score, send_histories)

@@ -207,27 +207,58 @@ def test_contacts_caps_and_consent_match_the_naive_reference(report, naive, conf
         assert consent.loc[channel, "n"] == len(naive.users)
 
 
-def test_messages_and_channel_engagement_match_the_naive_reference(report, naive, loaded) -> None:
-    topic = dict(zip(loaded[0].messages["message_id"], loaded[0].messages["topic"]))
+def _naive_attribution(events: pd.DataFrame, hours: float) -> dict[int, int]:
+    """Event index → the index of the send it belongs to, by loops from the definition: the first send with
+    its ``decision_id``, else the latest send of the same message to the same user at most ``hours`` before."""
+    sends = [e for e in events.itertuples() if e.event_type == "send"]
+    first: dict[str, int] = {}
+    for e in sends:
+        if isinstance(e.decision_id, str):
+            first.setdefault(e.decision_id, e.Index)
+    out = {}
+    for e in events.itertuples():
+        if e.event_type not in ("open", "click", "bounce"):
+            continue
+        if isinstance(e.decision_id, str) and e.decision_id in first:
+            out[e.Index] = first[e.decision_id]
+            continue
+        earlier = [(s.timestamp, s.Index) for s in sends if s.user_id == e.user_id and s.message_id == e.message_id
+                   and s.timestamp <= e.timestamp and e.timestamp - s.timestamp <= pd.Timedelta(hours=hours)]
+        if earlier:
+            out[e.Index] = max(earlier)[1]
+    return out
+
+
+def test_messages_and_channel_engagement_match_the_naive_reference(report, naive, loaded, config) -> None:
+    dataset = loaded[0]
+    topic = dict(zip(dataset.messages["message_id"], dataset.messages["topic"]))
+    owner = _naive_attribution(dataset.events, config.attribution.open_click_hours)
+    outcomes: dict[int, set] = defaultdict(set)
+    for e in dataset.events.itertuples():
+        if e.Index in owner:
+            outcomes[owner[e.Index]].add(e.event_type)
     expected: dict[tuple[str, str], Counter] = defaultdict(Counter)
     by_channel: dict[str, Counter] = defaultdict(Counter)
     for e in naive.events:
         if naive.week_of(e.timestamp) is None:
             continue
-        if e.event_type in ("send", "open", "click", "bounce"):
-            expected[topic[e.message_id], e.channel][e.event_type] += 1
+        if e.event_type == "send":
+            expected[topic[e.message_id], e.channel]["send"] += 1
+            for kind in outcomes[e.Index]:
+                expected[topic[e.message_id], e.channel][kind] += 1      # a send opened twice counts once
         if isinstance(e.channel, str):
             by_channel[e.channel][e.event_type] += 1
     table = report.messages.set_index(["topic", "channel"])
-    assert set(table.index) == {key for key, c in expected.items() if c["send"]}
+    assert set(table.index) == set(expected)
+    assert sum(c["open"] for c in expected.values()) > 50 and sum(c["bounce"] for c in expected.values()) > 0
     for key, c in expected.items():
-        if not c["send"]:
-            continue
         row = table.loc[key]
-        assert (row["sends"], row["opens"], row["clicks"], row["bounces"]) == (c["send"], c["open"], c["click"],
-                                                                               c["bounce"])
-        low, high = proportion_confint(min(c["open"], c["send"]), c["send"], method="wilson")
-        assert (row["open_rate_ci_low"], row["open_rate_ci_high"]) == pytest.approx((low, high), rel=1e-12)
+        assert (row["sends"], row["opened"], row["clicked"], row["bounced"]) == (c["send"], c["open"], c["click"],
+                                                                                 c["bounce"])
+        for kind in ("open", "click", "bounce"):
+            assert 0 <= row[f"{kind}_rate"] <= 1
+            low, high = proportion_confint(c[kind], c["send"], method="wilson")
+            assert (row[f"{kind}_rate_ci_low"], row[f"{kind}_rate_ci_high"]) == pytest.approx((low, high), rel=1e-12)
     engagement = rows(report, "channel_engagement", period="all").set_index(["segment_value", "metric"])
     for channel, c in by_channel.items():
         assert engagement.loc[(channel, "sends"), "count"] == c["send"]
@@ -289,6 +320,30 @@ def test_lifecycle_boundaries_are_inclusive_as_configured() -> None:
     report = analyze(dataset, NbmConfig(), start=at - 7 * DAY, end=at)
     got = rows(report, "lifecycle").set_index("segment_value")["count"]
     assert got.to_dict() == {"new": 1.0, "active": 1.0, "at_risk": 1.0, "dormant": 2.0}
+
+
+def test_a_send_opened_twice_counts_once_and_outcomes_find_their_send() -> None:
+    """Messages table: two opens of one send are one opened send; an open too late for the window, or of
+    another message, opens nothing; a bounce with the send's decision id bounces it."""
+    at = pd.Timestamp("2026-06-01T00:00:00Z")
+    hour = pd.Timedelta(hours=1)
+    users = pd.DataFrame({"user_id": ["a", "b"], "signup_at": [at - 90 * DAY] * 2, "timezone": "UTC",
+                          "consent": [["email"], ["email"]]})
+    rows_ = [("s1", at, "a", "send", "m", "d1"), ("o1", at + hour, "a", "open", "m", None),
+             ("o2", at + 2 * hour, "a", "open", "m", None), ("c1", at + 3 * hour, "a", "click", "m", None),
+             ("s2", at + DAY, "b", "send", "m", "d2"), ("o3", at + DAY + 80 * hour, "b", "open", "m", None),
+             ("o4", at + DAY + hour, "b", "open", "n", None), ("b1", at + DAY + 2 * hour, "b", "bounce", "m", "d2"),
+             ("s3", at + 2 * DAY, "b", "send", "n", "d3")]
+    events = pd.DataFrame([{"event_id": i, "timestamp": t, "user_id": u, "event_type": k, "message_id": m,
+                            "channel": "email", "decision_id": d} for i, t, u, k, m, d in rows_])
+    messages = pd.DataFrame({"message_id": ["m", "n"], "topic": ["t", "t"], "channels": [["email"], ["email"]]})
+    dataset, _ = build_dataset({"users": users, "events": events, "messages": messages}, NbmConfig(),
+                               pd.Timestamp("2026-12-01T00:00:00Z"))
+    table = analyze(dataset, NbmConfig(), start=at - DAY, end=at + 6 * DAY).messages.set_index(["topic", "channel"])
+    row = table.loc[("t", "email")]
+    # o4 (message n, one hour after s2) comes before s3, the only send of n: it opens nothing.
+    assert (row["sends"], row["opened"], row["clicked"], row["bounced"]) == (3, 1, 1, 1)
+    assert row["open_rate"] == pytest.approx(1 / 3)
 
 
 def test_an_empty_stage_is_an_explicit_empty_value(report) -> None:

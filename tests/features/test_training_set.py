@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.attribution import attribute, send_outcomes
+from nbm.attribution import attribute, send_outcomes
 from features.pipeline import FeatureStore
 from nbm.config import AttributionConfig, NbmConfig
 

@@ -15,13 +15,16 @@ from nbm.config import AttributionConfig
 
 GRADE = {"open": 1, "click": 2, "convert": 3}
 """Graded label of each outcome: 0 nothing, 1 open, 2 click, 3 convert."""
+EXTRA = -1
+"""Grade code of the events named in ``attribute(also=…)`` (attributed, never a label)."""
 
 
-def attribute(events: pd.DataFrame, attribution: AttributionConfig) -> pd.Series:
+def attribute(events: pd.DataFrame, attribution: AttributionConfig, also: tuple[str, ...] = ()) -> pd.Series:
     """Position (in ``events``) of the send each event is attributed to; -1 when none.
 
     ``events`` is a clean events table (canonical ``user_id``); non-outcome rows get -1, except sends,
-    which point to themselves.
+    which point to themselves. ``also`` names other message events attributed the same way, with the
+    open/click window (the audience report attributes ``bounce`` to the send that bounced).
     """
     n = len(events)
     out = np.full(n, -1, dtype=np.int64)
@@ -37,7 +40,9 @@ def attribute(events: pd.DataFrame, attribution: AttributionConfig) -> pd.Series
     out[send_rows] = send_rows
     grade_of_code = np.array([GRADE.get(name, 0) for name in kind_names] + [0])  # a handful of types
     grade = grade_of_code[kind_codes]
-    outcome_rows = np.flatnonzero(grade > 0)
+    extra = np.isin(kind_codes, [code_of[k] for k in also if k in code_of])
+    grade = np.where(extra, EXTRA, grade)
+    outcome_rows = np.flatnonzero(grade != 0)
 
     # 1. By decision id: the first send carrying it.
     first_send = np.full(decision.max() + 2, -1, dtype=np.int64)
@@ -51,9 +56,9 @@ def attribute(events: pd.DataFrame, attribution: AttributionConfig) -> pd.Series
     rest = rest[message[rest] >= 0]
     sends = pd.DataFrame({"timestamp": stamps[send_rows], "user": user[send_rows], "message": message[send_rows],
                           "position": send_rows}).sort_values("timestamp", kind="stable")
-    for kinds, window in ((("open", "click"), int(attribution.open_click_hours * 3_600 * 10**9)),
-                          (("convert",), int(attribution.convert_days * 86_400 * 10**9))):
-        chosen = rest[np.isin(grade[rest], [GRADE[k] for k in kinds])]
+    for grades, window in (((GRADE["open"], GRADE["click"], EXTRA), int(attribution.open_click_hours * 3_600 * 10**9)),
+                           ((GRADE["convert"],), int(attribution.convert_days * 86_400 * 10**9))):
+        chosen = rest[np.isin(grade[rest], grades)]
         if not len(chosen) or not len(sends):
             continue
         query = pd.DataFrame({"timestamp": stamps[chosen], "user": user[chosen], "message": message[chosen],
