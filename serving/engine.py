@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import arm_decide, contact_verdict, expand_many
+from features.replay import arm_decide, bounded_search, contact_verdict, expand_many
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
@@ -258,20 +258,22 @@ class Engine:
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the
         data may run past a `now` in the past) and the state store's (which may plan sends after it)."""
-        parts = []
-        for i, (user, c) in enumerate(zip(users, contacts)):
-            start = self._s_index.get(user)
-            if start is not None:
-                end = start + self._s_count[user]
-                times = self._s_times[start:end]
-                before = slice(int(np.searchsorted(times, t[i] - self.lookback_ns)), int(np.searchsorted(times, t[i])))
-                parts.append((np.full(before.stop - before.start, i), times[before],
-                              self._s_channels[start:end][before], self._s_messages[start:end][before]))
+        n = len(users)
+        start = np.array([self._s_index.get(u, 0) for u in users.tolist()], dtype=np.int64)
+        count = np.array([self._s_count.get(u, 0) for u in users.tolist()], dtype=np.int64)
+        # Each user's sends are one sorted run of the snapshot: the window [t − lookback, t) is a sub-run.
+        lo = bounded_search(self._s_times, start, start + count, t - self.lookback_ns)
+        hi = bounded_search(self._s_times, start, start + count, t)
+        sizes = hi - lo
+        take = np.repeat(lo - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        parts = [(np.repeat(np.arange(n, dtype=np.int64), sizes), self._s_times[take], self._s_channels[take],
+                  self._s_messages[take])]
+        for i, c in enumerate(contacts):
             if len(c.times):
-                parts.append((np.full(len(c.times), i), c.times, c.channels, c.messages))
-        if not parts:
-            return SendHistories.empty()
+                parts.append((np.full(len(c.times), i, dtype=np.int64), c.times, c.channels, c.messages))
         group, times, channels, messages = (np.concatenate([p[j] for p in parts]) for j in range(4))
+        if not len(group):
+            return SendHistories.empty()
         order = np.lexsort((times, group))
         return SendHistories(group[order].astype(np.int64), times[order].astype(np.int64),
                              channels[order].astype(object), messages[order].astype(object))

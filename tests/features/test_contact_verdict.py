@@ -1,0 +1,57 @@
+"""The contact policy judged per (decision, channel, slot) plus the rows of messages sent before equals the
+policy on every candidate row (features/replay.py, ``contact_verdict``)."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pandas as pd
+
+from features.pipeline import FeatureStore
+from features.replay import _contact_every_row, contact_verdict, expand_many, send_histories
+from nbm.config import ContactPolicyConfig
+from nbm.policy.contact import SendHistories
+
+HOUR = 3_600 * 10**9
+
+
+def _with_planned(histories: SendHistories, now: np.ndarray, rng: np.random.Generator, store) -> SendHistories:
+    """Add sends planned after each decision's time (earlier answers' items), as the service has them."""
+    n = len(now)
+    extra = rng.integers(0, n, 3 * n)
+    times = now[extra] + rng.integers(1, 30, len(extra)) * HOUR
+    channels = rng.choice(np.asarray(store.globals.vocabulary.channels, dtype=object), len(extra))
+    messages = rng.choice(np.asarray(store.globals.vocabulary.messages, dtype=object), len(extra))
+    group = np.concatenate([histories.group, extra])
+    order = np.lexsort((np.concatenate([histories.times, times]), group))
+    return SendHistories(group[order], np.concatenate([histories.times, times])[order],
+                         np.concatenate([np.asarray(histories.channels, object), channels])[order],
+                         np.concatenate([np.asarray(histories.messages, object), messages])[order])
+
+
+def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
+    rng = np.random.default_rng(8)
+    # Tight caps and a long cooldown, so that every rule decides some rows.
+    policy = ContactPolicyConfig(daily_cap_per_channel=1, weekly_cap_per_channel=3, weekly_cap_total=5,
+                                 min_gap_hours=6, message_cooldown_days=10, quiet_hours_start=21,
+                                 quiet_hours_end=8)
+    store = FeatureStore.build(dataset, config.model_copy(update={"contact_policy": policy}))
+    users = dataset.users["user_id"].to_numpy(dtype=object)
+    stamps = dataset.events["timestamp"]
+    seen = set()
+    for quantile in (0.5, 0.8, 0.97):
+        t = int(stamps.quantile(quantile).value)
+        chosen = users[rng.integers(0, len(users), 150)]
+        now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4        # decisions at several times
+        ex = expand_many(store, chosen, now)
+        histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
+        fast, every = contact_verdict(store, ex, histories), _contact_every_row(store, ex, histories)
+        np.testing.assert_array_equal(fast.allowed, every.allowed)
+        np.testing.assert_array_equal(fast.send_at, every.send_at)
+        assert fast.reason.tolist() == every.reason.tolist()
+        seen |= set(every.reason.tolist())
+        # A subset of the rows (the service's request filters) is judged the same too.
+        keep = np.flatnonzero(rng.random(len(ex)) < 0.3)
+        part = contact_verdict(store, ex.take(keep), histories)
+        assert part.reason.tolist() == every.reason[keep].tolist()
+    assert seen >= {"", "frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown"}
