@@ -217,14 +217,21 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     if contact is None:
         contact = contact_verdict(store, ex, histories)
     allowed = contact.allowed
-    # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots.
+    # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
+    # such slot on a tie). A pair's rows are one run of the rows sorted by pair (expand_many's order).
     idx = np.flatnonzero(allowed)
     pair_key = (ex.group[idx] * (len(store.globals.vocabulary.messages) + 1) + ex.rows.message_code[idx]) \
         * (len(store.globals.vocabulary.channels) + 1) + ex.rows.channel_code[idx]
+    if len(idx) > 1 and (pair_key[1:] < pair_key[:-1]).any():
+        by_pair = np.argsort(pair_key, kind="stable")
+        idx, pair_key = idx[by_pair], pair_key[by_pair]
+    n_rows = len(idx)
+    new_run = np.r_[True, pair_key[1:] != pair_key[:-1]] if n_rows else np.zeros(0, bool)
+    run_start = np.flatnonzero(new_run)
+    run_id = np.cumsum(new_run) - 1
     distance = np.abs(ex.slot[idx] - ex.n_slots[ex.group[idx]] // 2)
-    order = np.lexsort((distance, pair_key))
-    first = order[np.r_[True, pair_key[order][1:] != pair_key[order][:-1]]] if len(order) else order
-    reference = idx[first]
+    nearest = np.minimum.reduceat(distance * n_rows + np.arange(n_rows), run_start) if n_rows else run_start
+    reference = idx[nearest % max(n_rows, 1)] if n_rows else idx
     ref_rows = ex.take(reference).rows
     base = None
     if len(reference) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
@@ -238,23 +245,20 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expan
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(top_pairs, k + 3)
     by_group = np.lexsort((-ref_value, ex.group[reference]))
-    ranked = reference[by_group]
-    g = ex.group[ranked]
+    g = ex.group[reference[by_group]]
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if len(g) else np.zeros(0, np.int64)
     rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
-    chosen_pairs = ranked[rank < top_pairs]
-    keep_key = pair_key[np.searchsorted(idx, chosen_pairs)]
+    top_run = np.zeros(len(reference), dtype=bool)
+    top_run[by_group[rank < top_pairs]] = True
     # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
-    top_rows = idx[np.isin(pair_key, keep_key)]
+    in_top = top_run[run_id]
+    top_rows = idx[in_top]
     if base is not None:
-        ref_key = pair_key[np.searchsorted(idx, reference)]
-        base_index = np.searchsorted(ref_key, pair_key[np.searchsorted(idx, top_rows)])
-        top_probability = artifact.score(store.reslot_columns(base, base_index, ex.take(top_rows).rows))
+        top_probability = artifact.score(store.reslot_columns(base, run_id[in_top], ex.take(top_rows).rows))
     else:
         top_probability = score(store, artifact, ex.take(top_rows).rows, patch=patch)
-    others = reference[~np.isin(reference, top_rows)]
-    rows = np.concatenate([top_rows, others])
-    probability = np.concatenate([top_probability, ref_probability[np.searchsorted(reference, others)]])
+    rows = np.concatenate([top_rows, reference[~top_run]])
+    probability = np.concatenate([top_probability, ref_probability[~top_run]])
     order = np.argsort(rows, kind="stable")
     rows, probability = rows[order], probability[order]
     scored = ex.take(rows)
@@ -280,7 +284,8 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
     """
     voc, rows = store.globals.vocabulary, ex.rows
     policy = store.config.contact_policy
-    if ex.slot_times is None or rows.channel_code is None or rows.message_code is None or not len(ex):
+    if ex.slot_times is None or rows.channel_code is None or rows.message_code is None or not len(ex) \
+            or ex.n_groups < GRID_MIN_DECISIONS:
         return _contact_every_row(store, ex, histories)
     n_ch, width = len(voc.channels), ex.slot_times.shape[1]
     n_msg = len(voc.messages)
@@ -290,8 +295,9 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
     slot = np.tile(np.arange(width, dtype=np.int64), ex.n_groups * n_ch)
     at = ex.slot_times[g, slot]
     cell = np.flatnonzero(at >= 0)
-    nobody = pd.Categorical.from_codes(np.full(len(cell), n_msg), categories=voc.messages.append(pd.Index([_NOBODY])))
-    grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], categories=voc.channels), nobody,
+    channel_type, message_type, nobody_type, message_code = _vocabulary_types(voc)
+    nobody = pd.Categorical.from_codes(np.full(len(cell), n_msg), dtype=nobody_type)
+    grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], dtype=channel_type), nobody,
                                       at[cell], ex.timezones, histories, policy)
     position = np.full(len(g), -1, dtype=np.int64)
     position[cell] = np.arange(len(cell))
@@ -300,13 +306,14 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
     reason_names, reason_codes = np.unique(grid.reason, return_inverse=True)
     reason = reason_codes.reshape(-1)[index]
     # Rows of messages the decision's user was sent: the policy on those rows themselves (cooldown included).
-    h_message = codes_of(np.asarray(histories.messages, dtype=object), voc.messages)
+    h_message = np.fromiter((message_code.get(m, -1) for m in np.asarray(histories.messages, dtype=object).tolist()),
+                            np.int64, len(histories.messages))
     sent = np.unique(np.asarray(histories.group, np.int64)[h_message >= 0] * n_msg + h_message[h_message >= 0])
     again = np.flatnonzero(np.isin(ex.group * n_msg + rows.message_code, sent)) if len(sent) else np.zeros(0, np.int64)
     if len(again):
         own = apply_contact_policy_batch(
-            ex.group[again], pd.Categorical.from_codes(rows.channel_code[again], categories=voc.channels),
-            pd.Categorical.from_codes(rows.message_code[again], categories=voc.messages), rows.send_at[again],
+            ex.group[again], pd.Categorical.from_codes(rows.channel_code[again], dtype=channel_type),
+            pd.Categorical.from_codes(rows.message_code[again], dtype=message_type), rows.send_at[again],
             ex.timezones, histories, policy)
         allowed, send_at = allowed.copy(), send_at.copy()
         allowed[again], send_at[again] = own.allowed, own.send_at
@@ -322,17 +329,24 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
     return ContactDecision(allowed, np.asarray(reason_names, dtype=object)[reason], send_at)
 
 
+GRID_MIN_DECISIONS = 48
+"""From this many decisions on, the grid is the faster way (below, two policy calls cost more than one)."""
 _NOBODY = "\x00no message"
+
+_DTYPES: dict[int, tuple] = {}
+
+
+def _vocabulary_types(voc) -> tuple[pd.CategoricalDtype, pd.CategoricalDtype, pd.CategoricalDtype, dict]:
+    """Categorical types of channels, messages, messages plus :data:`_NOBODY`, and message → code; built
+    once per vocabulary (validating categories on every call cost more than the policy on a small batch)."""
+    hit = _DTYPES.get(id(voc))
+    if hit is None or hit[0] is not voc:
+        messages = voc.messages.tolist()
+        hit = (voc, (pd.CategoricalDtype(voc.channels), pd.CategoricalDtype(voc.messages),
+                     pd.CategoricalDtype(pd.Index([*messages, _NOBODY])), {m: i for i, m in enumerate(messages)}))
+        _DTYPES[id(voc)] = hit
+    return hit[1]
 """A message id no history holds: the grid's candidates, for which the cooldown never applies."""
-
-
-def codes_of(values: np.ndarray, names: pd.Index) -> np.ndarray:
-    """Code of each value in ``names`` (−1 when absent), hashing each distinct value once."""
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    codes, uniques = pd.factorize(values)
-    lookup = names.get_indexer(np.asarray(uniques, dtype=object))
-    return np.where(codes >= 0, np.append(lookup, -1)[codes], -1).astype(np.int64)
 
 
 def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:
@@ -340,8 +354,9 @@ def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistori
     voc, rows = store.globals.vocabulary, ex.rows
     channels, messages = rows.channel, rows.message_id
     if rows.channel_code is not None and rows.message_code is not None:   # codes into the vocabulary: no hashing
-        channels = pd.Categorical.from_codes(rows.channel_code, categories=voc.channels)
-        messages = pd.Categorical.from_codes(rows.message_code, categories=voc.messages)
+        channel_type, message_type, _, _ = _vocabulary_types(voc)
+        channels = pd.Categorical.from_codes(rows.channel_code, dtype=channel_type)
+        messages = pd.Categorical.from_codes(rows.message_code, dtype=message_type)
     return apply_contact_policy_batch(ex.group, channels, messages, rows.send_at, ex.timezones, histories,
                                       store.config.contact_policy)
 

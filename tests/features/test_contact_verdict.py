@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import _contact_every_row, contact_verdict, expand_many, send_histories
+from features.replay import GRID_MIN_DECISIONS, _contact_every_row, contact_verdict, expand_many, send_histories
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import SendHistories
 
@@ -41,7 +41,7 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
     seen = set()
     for quantile in (0.5, 0.8, 0.97):
         t = int(stamps.quantile(quantile).value)
-        chosen = users[rng.integers(0, len(users), 150)]
+        chosen = users[rng.integers(0, len(users), 150)]       # ≥ GRID_MIN_DECISIONS: the grid
         now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4        # decisions at several times
         ex = expand_many(store, chosen, now)
         histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
@@ -53,5 +53,6 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
         # A subset of the rows (the service's request filters) is judged the same too.
         keep = np.flatnonzero(rng.random(len(ex)) < 0.3)
         part = contact_verdict(store, ex.take(keep), histories)
+        assert ex.n_groups >= GRID_MIN_DECISIONS
         assert part.reason.tolist() == every.reason[keep].tolist()
     assert seen >= {"", "frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown"}
