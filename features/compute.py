@@ -124,6 +124,14 @@ class _Shared:
         if n and keys[0] == keys[-1] and (keys == keys[0]).all() and (time_code == time_code[0]).all():
             self.first, self.inverse = np.zeros(1, np.int64), np.zeros(n, np.int64)
             return
+        if n > 64:
+            # Candidates come grouped by decision: a (key, time) that comes in runs is shared run by run,
+            # without hashing (a key in two runs is computed twice: the same values).
+            new = (keys[1:] != keys[:-1]) | (time_code[1:] != time_code[:-1])
+            if int(new.sum()) + 1 <= n // 8:
+                starts = np.r_[0, np.flatnonzero(new) + 1]
+                self.first, self.inverse = starts, np.cumsum(np.r_[False, new]).astype(np.int64)
+                return
         n_times = int(time_code.max()) + 1 if n else 0
         if n > 64 and n_times <= n // 2:    # a training set (a time per row) shares nothing: skip the hashing
             key_code = pd.factorize(keys)[0].astype(np.int64)

@@ -138,11 +138,17 @@ class ScoringArtifact:
     def _category_mapping(self, name: str, categories: pd.Index) -> np.ndarray:
         """Artifact code of each of ``categories`` (−1 when unknown), cached per distinct category list."""
         cache = self.__dict__.setdefault("_mappings", {})
+        hit = cache.get((name, id(categories)))            # the same categories object: no comparison
+        if hit is not None and hit[0] is categories:
+            return hit[1]
         key = (name, tuple(categories))
         mapping = cache.get(key)
         if mapping is None:
             mapping = self._category_indexes()[name].get_indexer(np.asarray(categories, dtype=object))
             cache[key] = mapping
+        if len(cache) > 1024:        # categories built per call would otherwise pile up
+            cache.clear()
+        cache[(name, id(categories))] = (categories, mapping)
         return mapping
 
     def _category_indexes(self) -> dict[str, pd.Index]:

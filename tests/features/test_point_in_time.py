@@ -233,3 +233,21 @@ def test_shared_blocks_equal_featurising_each_row_alone(dataset, config) -> None
             for j in sample]
         got = list(np.asarray(together[name], dtype=object)[sample])
         assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, alone, strict=True)), name
+
+
+def test_candidates_in_runs_featurise_as_the_same_rows_shuffled(dataset, config) -> None:
+    """Rows grouped by decision share their user's features run by run (features/compute.py, ``_Shared``);
+    the same rows in random order (no runs, shared by hashing) give the same columns."""
+    from features.replay import expand_many
+
+    store = FeatureStore.build(dataset, config)
+    users = dataset.users["user_id"].to_numpy(dtype=object)[:12]
+    now = np.full(len(users), int(dataset.events["timestamp"].quantile(0.7).value), dtype=np.int64)
+    rows = expand_many(store, np.r_[users, users[:3]], np.r_[now, now[:3]]).rows   # a user in two runs
+    order = np.random.default_rng(3).permutation(len(rows))
+    shuffled = Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[order]
+                            for f in ("user_id", "message_id", "channel", "as_of", "send_at", "message_code",
+                                      "channel_code", "user_code")))
+    got = store.featurise(rows)
+    expected = store.featurise(shuffled).iloc[np.argsort(order)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
