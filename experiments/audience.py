@@ -117,6 +117,7 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
     notes = []
     if (t1 - t0) % WEEK_NS:
         notes.append(f"the last week ({weeks[-1]}) is shorter: {((t1 - t0) % WEEK_NS) / DAY_NS:g} days")
+    notes += _history_notes(int(t_all.min()) if len(t_all) else t0, t0, t1, config)
 
     users = dataset.users.reset_index(drop=True)
     index = pd.Index(users["user_id"])
@@ -160,6 +161,24 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
     return AudienceReport(pd.Timestamp(t0, tz="UTC"), pd.Timestamp(t1, tz="UTC"), weeks,
                           figures[list(FIGURE_COLUMNS)], messages, quality or ValidationReport(),
                           tuple(segments), tuple(notes))
+
+
+def _history_notes(first_event: int, t0: int, t1: int, config: NbmConfig) -> list[str]:
+    """Warnings for weeks that see less history than the thresholds need: a user without a visit since the
+    events begin counts as dormant, and activity states count the visits of the 30 days before."""
+    notes = []
+    day = lambda t: f"{pd.Timestamp(t, tz='UTC'):%Y-%m-%d}"   # noqa: E731
+    dormant_from = first_event + int(config.lifecycle.dormant_after_days * DAY_NS)
+    if t0 < dormant_from:
+        notes.append(f"the events begin on {day(first_event)}: until {day(min(dormant_from, t1))} a user with no "
+                     f"visit in the data is `dormant` for lack of history (the threshold is "
+                     f"{config.lifecycle.dormant_after_days:g} days), so the dormant share is overstated there")
+    activity_from = first_event + 30 * DAY_NS
+    if t0 < activity_from:
+        notes.append(f"activity states count the visits of the 30 days before each week's end: until "
+                     f"{day(min(activity_from, t1))} that window reaches before the events begin, so `low` is "
+                     f"overstated there")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------- the cells

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,11 @@ from experiments.ab import ALL
 from experiments.ab_report import STYLE, _e, _missing, _table
 from experiments.audience import ACTIVITY_STATES, KPIS, WEEKDAYS, AudienceReport
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
+
+
+def _text(value: object) -> str:
+    """Escaped text with its `quoted names` set as code."""
+    return re.sub(r"`([^`<>]+)`", r"<code>\1</code>", _e(value))
 
 EMPTY = "—"
 COLORS = {"new": "#42a5f5", "active": "#2e7d32", "at_risk": "#ef6c00", "dormant": "#9e9e9e",
@@ -35,7 +41,7 @@ def render_html(report: AudienceReport, config: NbmConfig) -> str:
              f"{ac.ideal_visits_per_week:g} visits a week · caps {cp.weekly_cap_per_channel} a channel, "
              f"{cp.weekly_cap_total} in all a week</p>"]
     if report.notes:
-        parts.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in report.notes) + "</ul>")
     parts += [_lifecycle(report), _kpis(report), _channels(report, config), _messages(report),
               _identities(report), _quality(report), _methods()]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience report</title>"
@@ -65,7 +71,7 @@ def _lifecycle(report: AudienceReport) -> str:
         mine = rows[rows["segment_value"] == s].set_index("metric")
         table.append([_e(s)] + [_cell(mine.loc[f"to_{t}"], "share") for t in LIFECYCLE_STAGES]
                      + [f"{int(mine['n'].iloc[0]):,}"])
-    return "".join(parts) + _table(["from \\ to", *map(_e, LIFECYCLE_STAGES), "users"], table)
+    return "".join(parts) + _table(["from \\ to", *map(_e, LIFECYCLE_STAGES), "user-weeks"], table)
 
 
 def _kpis(report: AudienceReport) -> str:
@@ -108,8 +114,12 @@ def _channels(report: AudienceReport, config: NbmConfig) -> str:
                       f"{int(eng.loc['sends', 'count']):,}"] + [_cell(eng.loc[f"{k}s_per_send"], "share")
                                                                 for k in ("open", "click", "bounce", "unsubscribe")])
     total = contacts[contacts["segment"] == ALL]
-    table.append(["all", "", _mean_over_weeks(total, "contacts_per_user"),
-                  _mean_over_weeks(total, "share_above_total_cap", share=True), "", "", "", "", ""])
+    per_metric = engagement[engagement["segment_value"].isin(list(config.channels))].groupby("metric")["count"].sum()
+    sends = per_metric.get("sends", 0)
+    ratios = [f"{per_metric.get(f'{k}s_per_send', 0) / sends:.1%}" if sends else "—"
+              for k in ("open", "click", "bounce", "unsubscribe")]
+    table.append(["all", "—", _mean_over_weeks(total, "contacts_per_user"),
+                  _mean_over_weeks(total, "share_above_total_cap", share=True), f"{int(sends):,}", *ratios])
     cp = config.contact_policy
     return ("<h2>Channels</h2><p>Consent: share of all users. Contacts: sends per user-week (users signed up by "
             f"the week's end); above cap: share of user-weeks with more than {cp.weekly_cap_per_channel} sends on "
@@ -130,7 +140,7 @@ def _messages(report: AudienceReport) -> str:
     return ("<h2>Messages</h2><p>Share of the period's sends with at least one open (click, bounce) attributed to "
             "them, as the ranker's labels are: by the send's <code>decision_id</code>, else the latest send of the "
             "message to the user within the attribution window.</p>" + table + "<h3>Engagement by local time</h3><p>Opens and clicks by the user's "
-            "local weekday and hour (`timezone`), share of all of them in the period.</p>"
+            "local weekday and hour (<code>timezone</code>), share of all of them in the period.</p>"
             + _img(_hours_png(report), "engagement heat map by local hour and weekday"))
 
 
@@ -159,11 +169,11 @@ def _quality(report: AudienceReport) -> str:
     return ("<h2>Data quality</h2>" + (_table(["table", "rows read", "rows kept", "rows with problems", "duplicates"],
                                               rows) if rows else "<p>No validation report.</p>")
             + (_table(["table", "column", "reason", "rows"], reasons) if reasons else "<p>No problem rows.</p>")
-            + "<ul>" + "".join(f"<li>{_e(x)}</li>" for x in extras + report.quality.notes) + "</ul>")
+            + "<ul>" + "".join(f"<li>{_text(x)}</li>" for x in extras + report.quality.notes) + "</ul>")
 
 
 def _methods() -> str:
-    items = "".join(f"<li><b>{_e(k.name)}</b>: {_e(k.description)}</li>" for k in KPIS)
+    items = "".join(f"<li><b>{_e(k.name)}</b>: {_text(k.description)}</li>" for k in KPIS)
     return ("<h2>Definitions</h2><ul>" + items + "</ul><p>Stages and states are evaluated from the visits strictly "
             "before the instant; see docs/report.md for every definition. Every number is in report.csv / "
             "report.json, one row per period × segment × metric.</p>")

@@ -378,3 +378,13 @@ def test_run_report_writes_the_page_and_every_figure(tables, config, tmp_path) -
         "2026-09-30", "2026-10-07", "2026-10-14", "2026-10-21"]
     records = json.loads(out.with_suffix(".json").read_text())
     assert len(records) == len(figures) and any(r["value"] is None for r in records)
+
+
+def test_weeks_with_too_little_history_are_flagged(report, loaded, config) -> None:
+    """A week whose thresholds reach before the first event says so (dormant and low are overstated)."""
+    dataset, quality = loaded
+    assert any("for lack of history" in n for n in report.notes)
+    assert any("activity states count" in n for n in report.notes)
+    first = dataset.events["timestamp"].min()
+    later = analyze(dataset, config, quality, start=(first + 31 * DAY).floor("D"))
+    assert not any("for lack of history" in n or "activity states count" in n for n in later.notes)
