@@ -65,6 +65,13 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+@lru_cache(maxsize=65536)
+def _local_hour_weekday(seconds: int, timezone: str) -> tuple[int, int]:
+    """Local hour and weekday of a UTC instant (whole seconds): the service asks for the same slots all day."""
+    local = datetime.fromtimestamp(seconds, _zone(timezone))
+    return local.hour, local.weekday()
+
+
 def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Local hour (0–23) and weekday (0 = Monday) of UTC instants (ns) in per-row IANA time zones."""
     hour = np.zeros(len(times), dtype=np.int64)
@@ -77,10 +84,9 @@ def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np
         distinct, inverse = np.unique(at, return_inverse=True)
         inverse = inverse.reshape(-1)
         if len(distinct) <= FEW_INSTANTS:   # the service's case: zoneinfo per instant beats a pandas round trip
-            zone = _zone(str(tz))
-            local_dt = [datetime.fromtimestamp(int(t) // 10**9, zone) for t in distinct.tolist()]
-            hour[rows] = np.array([d.hour for d in local_dt], dtype=np.int64)[inverse]
-            weekday[rows] = np.array([d.weekday() for d in local_dt], dtype=np.int64)[inverse]
+            local = [_local_hour_weekday(t // 10**9, str(tz)) for t in distinct.tolist()]
+            hour[rows] = np.array([h for h, _ in local], dtype=np.int64)[inverse]
+            weekday[rows] = np.array([d for _, d in local], dtype=np.int64)[inverse]
             continue
         local = pd.DatetimeIndex(distinct.view("datetime64[ns]")).tz_localize("UTC").tz_convert(tz)
         hour[rows] = np.asarray(local.hour)[inverse]

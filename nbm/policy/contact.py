@@ -79,17 +79,22 @@ def shift_quiet_hours(send_at: np.ndarray, timezone: str, start: int, end: int) 
     send_at = np.asarray(send_at, dtype=np.int64)
     if start == end or not len(send_at):
         return send_at
-    zone = _zone(timezone)
     distinct, inverse = np.unique(send_at, return_inverse=True)
-    moved = distinct.copy()
-    for i, t in enumerate(distinct.tolist()):
-        local = datetime.fromtimestamp(t // 10**9, zone)
-        hour = local.hour
-        quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
-        if quiet:
-            day = local.date() if hour < end else local.date() + timedelta(days=1)
-            moved[i] = int(datetime(day.year, day.month, day.day, end, tzinfo=zone).timestamp()) * 10**9
+    moved = np.array([_quiet_end(t, timezone, start, end) for t in distinct.tolist()], dtype=np.int64)
     return moved[inverse.reshape(-1)]
+
+
+@lru_cache(maxsize=65536)
+def _quiet_end(t: int, timezone: str, start: int, end: int) -> int:
+    """``t`` (ns), or the end of the local quiet hours it falls in (cached: the slots repeat all day)."""
+    zone = _zone(timezone)
+    local = datetime.fromtimestamp(t // 10**9, zone)
+    hour = local.hour
+    quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
+    if not quiet:
+        return t
+    day = local.date() if hour < end else local.date() + timedelta(days=1)
+    return int(datetime(day.year, day.month, day.day, end, tzinfo=zone).timestamp()) * 10**9
 
 
 MS = 10**6
@@ -159,11 +164,24 @@ def _codes(candidates: np.ndarray | pd.Categorical, history: np.ndarray) -> tupl
     """
     if isinstance(candidates, pd.Categorical):
         n = len(candidates.categories)
-        lookup = dict(zip(candidates.categories.tolist(), range(n)))    # a dict: Index.get_indexer costs ~0.4 ms a call
+        lookup = _lookup(candidates.categories)    # a dict: Index.get_indexer costs ~0.4 ms a call
         h = np.fromiter((lookup.get(v, n) for v in np.asarray(history, dtype=object).tolist()), np.int64, len(history))
         return np.asarray(candidates.codes, np.int64), h, n + 1
     codes, names = pd.factorize(np.concatenate([np.asarray(candidates, object), np.asarray(history, object)]))
     return codes[: len(candidates)].astype(np.int64), codes[len(candidates):].astype(np.int64), max(len(names), 1)
+
+
+_LOOKUPS: dict[int, tuple[pd.Index, dict]] = {}
+
+
+def _lookup(categories: pd.Index) -> dict:
+    """Category → code, built once per categories object (candidates of a vocabulary share theirs)."""
+    hit = _LOOKUPS.get(id(categories))
+    if hit is None or hit[0] is not categories:
+        if len(_LOOKUPS) > 256:
+            _LOOKUPS.clear()
+        hit = _LOOKUPS[id(categories)] = (categories, dict(zip(categories.tolist(), range(len(categories)))))
+    return hit[1]
 
 
 _REASON_NAMES = np.array(["", *REASONS], dtype=object)
