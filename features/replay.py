@@ -332,6 +332,7 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
 GRID_MIN_DECISIONS = 48
 """From this many decisions on, the grid is the faster way (below, two policy calls cost more than one)."""
 _NOBODY = "\x00no message"
+"""A message id no history holds: the grid's candidates, for which the cooldown never applies."""
 
 _DTYPES: dict[int, tuple] = {}
 
@@ -344,9 +345,10 @@ def _vocabulary_types(voc) -> tuple[pd.CategoricalDtype, pd.CategoricalDtype, pd
         messages = voc.messages.tolist()
         hit = (voc, (pd.CategoricalDtype(voc.channels), pd.CategoricalDtype(voc.messages),
                      pd.CategoricalDtype(pd.Index([*messages, _NOBODY])), {m: i for i, m in enumerate(messages)}))
+        if len(_DTYPES) > 64:         # processes that build many stores do not keep every vocabulary
+            _DTYPES.clear()
         _DTYPES[id(voc)] = hit
     return hit[1]
-"""A message id no history holds: the grid's candidates, for which the cooldown never applies."""
 
 
 def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:

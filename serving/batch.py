@@ -148,7 +148,10 @@ def suppressed_by_decision(ex, contact) -> dict[int, list[dict[str, str]]]:
     if not len(rows):
         return {}
     group = ex.group[rows]
-    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])    # rows are sorted by decision
+    if len(group) > 1 and (group[1:] < group[:-1]).any():    # expand_many's rows come by decision; others may not
+        order = np.argsort(group, kind="stable")
+        rows, group = rows[order], group[order]
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
     entries = [{"message_id": m, "channel": c, "reason": r} for m, c, r in
                zip(_texts(ex.rows.message_id[rows]), _texts(ex.rows.channel[rows]), _texts(contact.reason[rows]))]
     return {g: entries[a:b] for g, a, b in zip(group[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())}

@@ -212,6 +212,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     cooldown = int(policy.message_cooldown_days * DAY_NS)
     lookback = max(7 * DAY_NS, cooldown) + DAY_NS
     origin = int(min(at.min(), h_times.min() if len(h_times) else at.min())) - lookback
+    origin -= origin % MS     # whole milliseconds: every call buckets the same instants the same way
     span = int((max(at.max(), h_times.max() if len(h_times) else at.max()) + lookback - origin) // MS) + 2
     n_groups = int(max(group.max(), h_group.max() if len(h_group) else 0)) + 1
 

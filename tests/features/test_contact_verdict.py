@@ -56,3 +56,24 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
         assert ex.n_groups >= GRID_MIN_DECISIONS
         assert part.reason.tolist() == every.reason[keep].tolist()
     assert seen >= {"", "frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown"}
+
+
+def test_a_send_a_fraction_of_a_millisecond_outside_a_window_is_outside_on_both_paths(dataset, config) -> None:
+    """The windows' millisecond buckets start at a whole millisecond, whatever the earliest instant of a call:
+    a past send 24 h + 0.5 ms before a slot does not count for the daily cap, on the grid or on every row."""
+    day = 24 * HOUR
+    policy = ContactPolicyConfig(daily_cap_per_channel=1, weekly_cap_per_channel=99, weekly_cap_total=99,
+                                 min_gap_hours=0, message_cooldown_days=0, quiet_hours_start=0, quiet_hours_end=0)
+    store = FeatureStore.build(dataset, config.model_copy(update={"contact_policy": policy}))
+    users = dataset.users["user_id"].to_numpy(dtype=object)[:60]
+    now = int(dataset.events["timestamp"].max().value) + np.arange(60) * day // 4
+    ex = expand_many(store, users, now)
+    last = np.flatnonzero(ex.group == 59)
+    first = last[np.argmin(ex.rows.send_at[last])]
+    at = int(ex.rows.send_at[first])
+    histories = SendHistories(np.array([59]), np.array([at - day - 500_000]),
+                              np.array([ex.rows.channel[first]], object), np.array(["elsewhere"], object))
+    for rows in (ex, ex.take(last)):
+        on_slot = rows.rows.send_at == at
+        for verdict in (contact_verdict(store, rows, histories), _contact_every_row(store, rows, histories)):
+            assert verdict.allowed[on_slot].all()
