@@ -220,6 +220,14 @@ class History:
             "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base, keep_times=True)
         self._hour_indexes(events, user, times, is_)
 
+    def windows(self) -> list[tuple[AsOfIndex, tuple[int, ...]]]:
+        """Each as-of index with the windows (days) the features query it over (features/compute.py)."""
+        ninety = (90,)
+        return [(self.user, (7, 30, 90)), (self.user_channel.index, (1, 7, 30, 90)),
+                (self.user_topic.index, ninety), (self.user_tag.index, ninety), (self.user_hour.index, ninety),
+                (self.visit_hour.index, ninety), (self.visit_weekday.index, ninety),
+                (self.user_message.index, ()), *((k.index, ()) for k in self.last.values())]
+
     def indexes(self) -> list[AsOfIndex]:
         """Every as-of index of this history."""
         keyed = [self.user_channel, self.user_topic, self.user_tag, self.user_message, self.user_hour,

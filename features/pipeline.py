@@ -25,8 +25,6 @@ from nbm.dataset import Dataset
 
 TRAINING_CHUNK = 1_000_000
 """Sends featurised at once when building a training set."""
-FROZEN_WINDOW_DAYS = (1, 7, 30, 90)
-"""The windows the features query (features/compute.py)."""
 USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
 
 
@@ -63,9 +61,8 @@ class FeatureStore:
     def freeze(self) -> FeatureStore:
         """Precompute every index's per-key positions for queries past the history (the service's ``now``),
         so that the first requests do not pay for it (:meth:`features.asof.AsOfIndex.freeze`)."""
-        windows = tuple(days * DAY_NS for days in FROZEN_WINDOW_DAYS)
-        for index in (*self.history.indexes(), *self.globals.rates.indexes()):
-            index.freeze(windows)
+        for index, days in (*self.history.windows(), *((r, ()) for r in self.globals.rates.indexes())):
+            index.freeze(tuple(d * DAY_NS for d in days))     # any other window is frozen at its first query
         return self
 
     def featurise(self, rows: Candidates) -> pd.DataFrame:

@@ -94,3 +94,28 @@ def test_queries_before_the_last_event_take_the_general_path() -> None:
     assert index.total(np.array([1, 1, 1, 1]), at, "n").tolist() == [1, 2, 2, 2]
     assert index.total(np.array([1, 1, 2, 2]), np.array([21 * MS, 26 * MS, 31 * MS, 36 * MS]), "n", 5 * MS
                        ).tolist() == [1, 0, 1, 0]
+
+
+def test_freeze_precomputes_the_windows_the_features_query(dataset, config) -> None:
+    """A frozen store answers the service's first request without computing a window (and only those)."""
+    from features.pipeline import FeatureStore
+
+    store = FeatureStore.build(dataset, config).freeze()
+    frozen = {id(index): set(index._windows) for index in store.history.indexes()}
+    rows = _candidates_after(dataset, store)
+    store.featurise(rows)
+    after = {id(index): set(index._windows) for index in store.history.indexes()}
+    assert after == frozen
+    assert sum(len(w) for w in frozen.values()) == 4 + 3 + 5     # user_channel, user, five 90-day indexes
+
+
+def _candidates_after(dataset, store):
+    from features.compute import Candidates
+
+    users = dataset.users["user_id"].to_numpy(dtype=object)[:20]
+    messages = dataset.messages["message_id"].to_numpy(dtype=object)
+    t = int(dataset.events["timestamp"].max().value) + 3_600 * 10**9
+    n = len(users) * len(messages)
+    return Candidates(np.repeat(users, len(messages)), np.tile(messages, len(users)),
+                      np.full(n, "email", dtype=object), np.full(n, t, dtype=np.int64),
+                      np.full(n, t + 7_200 * 10**9, dtype=np.int64))
