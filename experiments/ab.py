@@ -308,9 +308,7 @@ def _add_segments(users: pd.DataFrame, dataset: Dataset, config: NbmConfig, by: 
     last_visit[last.index.to_numpy()] = last.to_numpy()
     # differences in int64 nanoseconds first: a float of an epoch time would blur the exact day boundaries
     since_visit = np.where(last_visit != NAT, (first - np.where(last_visit != NAT, last_visit, 0)) / DAY_NS, np.inf)
-    lc = config.lifecycle
-    users["lifecycle"] = np.select([since_signup < lc.new_days, since_visit <= lc.at_risk_after_days,
-                                    since_visit <= lc.dormant_after_days], ["new", "active", "at_risk"], "dormant")
+    users["lifecycle"] = np.asarray(LIFECYCLE_STAGES, dtype=object)[config.lifecycle.stages(since_signup, since_visit)]
     codes, names = preferred_channel(profiles, config)
     users["channel"] = np.asarray(names, dtype=object)[codes]
     segments = {ALL: [ALL], "lifecycle": list(LIFECYCLE_STAGES), "channel": [*config.channels, NO_CHANNEL]}

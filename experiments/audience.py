@@ -232,9 +232,7 @@ def states_at(users: pd.DataFrame, cells: _Cells, instants: np.ndarray,
     since_visit = np.where(last_visit != NAT, (instants[None, :] - last_visit) / DAY_NS, np.inf)
     signup = _ns(users["signup_at"])[:, None]
     since_signup = np.where(signup != NAT, (instants[None, :] - np.where(signup != NAT, signup, 0)) / DAY_NS, np.inf)
-    lc = config.lifecycle
-    stage = np.select([since_signup < lc.new_days, since_visit <= lc.at_risk_after_days,
-                       since_visit <= lc.dormant_after_days], [0, 1, 2], 3).astype(np.int8)
+    stage = config.lifecycle.stages(since_signup, since_visit).astype(np.int8)
 
     # visits in [instant − 30 d, instant): counts below each of the 2k sorted thresholds, in one bincount
     thresholds = np.r_[instants - ACTIVITY_WINDOW_DAYS * DAY_NS, instants]

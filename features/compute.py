@@ -295,9 +295,7 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
 
 def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:
     """Stage codes (new 0, active 1, at_risk 2, dormant 3) by the configured thresholds; no activity = dormant."""
-    lc = config.lifecycle
-    return np.select([days_since_signup < lc.new_days, days_since_activity <= lc.at_risk_after_days,
-                      days_since_activity <= lc.dormant_after_days], [0, 1, 2], 3)
+    return config.lifecycle.stages(days_since_signup, days_since_activity)
 
 
 def _zones(history: History, user: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nbm.errors import UsageError
@@ -65,6 +66,14 @@ class LifecycleConfig(_Section):
     new_days: float = Field(30.0, gt=0, description="a user is `new` this long after signup")
     at_risk_after_days: float = Field(21.0, gt=0, description="no visit for this long: `at_risk`")
     dormant_after_days: float = Field(60.0, gt=0, description="no visit for this long: `dormant`")
+
+    def stages(self, days_since_signup: np.ndarray, days_since_visit: np.ndarray) -> np.ndarray:
+        """Stage codes into :data:`LIFECYCLE_STAGES` (new 0, active 1, at_risk 2, dormant 3): ``new`` before
+        ``new_days`` after signup, then by the days since the last visit; NaN (no visit) is ``dormant``. The
+        one rule of the features, the simulator and the reports."""
+        return np.select([np.asarray(days_since_signup) < self.new_days,
+                          np.asarray(days_since_visit) <= self.at_risk_after_days,
+                          np.asarray(days_since_visit) <= self.dormant_after_days], [0, 1, 2], 3)
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:

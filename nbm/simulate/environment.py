@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from nbm.config import LIFECYCLE_STAGES, LifecycleConfig
+from nbm.config import LifecycleConfig
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.eventlog import EventLog, EventType
 from nbm.simulate.outcomes import play_organic, play_sends
@@ -95,13 +95,7 @@ class Environment:
         users = np.flatnonzero(pop.signup_at < now)
         since_signup = (now - pop.signup_at[users]) / DAY_NS
         since_visit = (now - s.last_visit[users]) / DAY_NS
-        life = self.lifecycle
-        stage = np.select(
-            [since_signup < life.new_days, since_visit <= life.at_risk_after_days,
-             since_visit <= life.dormant_after_days],
-            [LIFECYCLE_STAGES.index(x) for x in ("new", "active", "at_risk")],
-            LIFECYCLE_STAGES.index("dormant"),
-        )
+        stage = self.lifecycle.stages(since_signup, since_visit)
         never = s.last_contact[users] == np.iinfo(np.int64).min
         since_contact = np.where(never, np.inf, (now - s.last_contact[users]) / DAY_NS)
         return DecisionContext(

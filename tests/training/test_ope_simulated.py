@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pandas as pd
 import pytest
+
+from tests.training.worlds import evaluate_on_simulated_world
 
 
 @pytest.mark.slow
@@ -21,24 +20,7 @@ def test_off_policy_estimates_of_the_uniform_policy_against_the_true_value(tmp_p
     (``benchmarks/ope_accuracy.py``, docs/benchmarks.md). Here: DR within 10 %, and the truth inside
     SNIPS's 95 % bootstrap interval.
     """
-    from features.pipeline import build_training_set
-    from nbm.commands.simulate import read_world_manifest, world_manifest, write_world
-    from nbm.config import NbmConfig
-    from nbm.dataset import load_dataset
-    from nbm.simulate import SimConfig, simulate
-    from training.fit import RankerParams, fit_ranker, time_split
-    from training.policy_eval import evaluate_policies
-
-    sim = SimConfig(n_users=8000, n_days=42, seed=21)
-    write_world(simulate(sim).tables, tmp_path, "parquet")
-    (tmp_path / "world.json").write_text(json.dumps(world_manifest(sim)))
-    config = NbmConfig()
-    dataset, _ = load_dataset(tmp_path, config)
-    split = time_split(build_training_set(dataset, config))
-    artifact = fit_ranker(split, RankerParams())
-    history = pd.concat([split.train, split.valid], ignore_index=True)
-    report = evaluate_policies(dataset, config, history, split.test, split.test_start, {"model": artifact}, artifact,
-                               max_decisions=None, seed=0, sim_config=read_world_manifest(tmp_path))
+    _, report = evaluate_on_simulated_world(tmp_path, n_users=8000, n_days=42, seed=21)
     uniform = report.values["uniform"]
     truth = uniform.true_value
     errors = {name: abs(value - truth) / truth for name, value in

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.training.worlds import evaluate_on_simulated_world
 from training.job import _gate
 from training.policy_eval import (LoggedDecisions, PolicyReport, Replay, _probability_of_logged, dr_terms,
                                   paired_difference)
@@ -77,28 +78,7 @@ def test_the_gate_promotes_only_when_the_lower_bound_is_above_zero() -> None:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """A small simulated world, a trained model and its evaluation (shared by the slow tests below)."""
-    from features.pipeline import build_training_set
-    from nbm.commands.simulate import read_world_manifest, world_manifest, write_world
-    from nbm.config import NbmConfig
-    from nbm.dataset import load_dataset
-    from nbm.simulate import SimConfig, simulate
-    from training.fit import RankerParams, fit_ranker, time_split
-    from training.policy_eval import evaluate_policies
-
-    import json
-
-    directory = tmp_path_factory.mktemp("world")
-    sim = SimConfig(n_users=3000, n_days=35, seed=12)
-    write_world(simulate(sim).tables, directory, "parquet")
-    (directory / "world.json").write_text(json.dumps(world_manifest(sim)))
-    config = NbmConfig()
-    dataset, _ = load_dataset(directory, config)
-    split = time_split(build_training_set(dataset, config))
-    artifact = fit_ranker(split, RankerParams())
-    history = pd.concat([split.train, split.valid], ignore_index=True)
-    report = evaluate_policies(dataset, config, history, split.test, split.test_start, {"model": artifact}, artifact,
-                               max_decisions=None, seed=0, sim_config=read_world_manifest(directory))
-    return sim, report
+    return evaluate_on_simulated_world(tmp_path_factory.mktemp("world"), n_users=3000, n_days=35, seed=12)
 
 
 @pytest.mark.slow

@@ -1,0 +1,32 @@
+"""A simulated world, a ranker trained on it and its off-policy evaluation: the slow training tests' setup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def evaluate_on_simulated_world(directory: Path, n_users: int, n_days: int, seed: int):
+    """Simulate a world into ``directory`` (with its manifest), train the ranker on it, and evaluate the
+    model's policy and the baselines on the test window against the world's ground truth; (sim, report)."""
+    from features.pipeline import build_training_set
+    from nbm.commands.simulate import read_world_manifest, world_manifest, write_world
+    from nbm.config import NbmConfig
+    from nbm.dataset import load_dataset
+    from nbm.simulate import SimConfig, simulate
+    from training.fit import RankerParams, fit_ranker, time_split
+    from training.policy_eval import evaluate_policies
+
+    sim = SimConfig(n_users=n_users, n_days=n_days, seed=seed)
+    write_world(simulate(sim).tables, directory, "parquet")
+    (directory / "world.json").write_text(json.dumps(world_manifest(sim)))
+    config = NbmConfig()
+    dataset, _ = load_dataset(directory, config)
+    split = time_split(build_training_set(dataset, config))
+    artifact = fit_ranker(split, RankerParams())
+    history = pd.concat([split.train, split.valid], ignore_index=True)
+    report = evaluate_policies(dataset, config, history, split.test, split.test_start, {"model": artifact}, artifact,
+                               max_decisions=None, seed=0, sim_config=read_world_manifest(directory))
+    return sim, report
