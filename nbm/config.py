@@ -23,6 +23,8 @@ from nbm.errors import UsageError
 CONFIG_FILE = "nbm.toml"
 DEFAULT_CHANNELS = ("email", "sms", "push", "in_app", "wechat")
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""``state_url`` schemes of the Redis state store (serving/redis_state.py); ``sqlite:///`` is the other."""
 
 
 class _Section(BaseModel):
@@ -177,7 +179,7 @@ class NbmConfig(_Section):
     @field_validator("state_url")
     @classmethod
     def _state_scheme(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        if value and not value.startswith(("sqlite:///", *REDIS_SCHEMES)):
             raise ValueError(f"`state_url` must be sqlite:///PATH or redis://HOST:PORT/DB, got {value!r}")
         return value
 

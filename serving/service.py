@@ -11,7 +11,8 @@ Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configurat
 that off), ``NBM_TRACING`` (``1``: OpenTelemetry spans for the scoring routes too; by default they are
 left out of tracing, which cost ~8 % of a worker's CPU with no exporter configured).
 Answers are encoded once, with orjson, into the HTTP response (BentoML's generic path validated each
-answer into a pydantic model and rebuilt its JSON schema per response: ~18 % of a worker's CPU).
+answer into a pydantic model and rebuilt its JSON schema per response: ~18 % of a worker's CPU; both shares
+from a py-spy ``--gil`` profile of one worker under ``benchmarks/serve.py``'s concurrency-8 load, docs/serving.md).
 BentoML's own ``/healthz``, ``/readyz``, ``/livez`` and ``/metrics`` come with it.
 """
 

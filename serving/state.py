@@ -33,6 +33,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from nbm.config import REDIS_SCHEMES
+
 HOUR_NS = 3_600 * 10**9
 QUERY_CHUNK = 500
 """Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
@@ -92,7 +94,7 @@ def open_state(url: str) -> StateStore:
     """The state store named by ``state_url``: ``sqlite:///PATH`` or ``redis://HOST:PORT/DB`` (also ``rediss://``)."""
     if url.startswith("sqlite:///"):
         return SQLiteState(url.removeprefix("sqlite:///"))
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         from serving.redis_state import RedisState
 
         return RedisState(url)
