@@ -230,9 +230,7 @@ class History:
 
     def indexes(self) -> list[AsOfIndex]:
         """Every as-of index of this history."""
-        keyed = [self.user_channel, self.user_topic, self.user_tag, self.user_message, self.user_hour,
-                 self.visit_hour, self.visit_weekday, *self.last.values()]
-        return [self.user, *(k.index for k in keyed)]
+        return [index for index, _ in self.windows()]
 
     def _profile_arrays(self, dataset: Dataset) -> None:
         """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
