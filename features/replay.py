@@ -3,7 +3,7 @@
 Off-policy evaluation replays the decision policy over every logged decision of a test window, and
 batch scoring (``nbm recommend``) decides for every user as of one time. Both need, for thousands of
 (user, time) decision points, what the service computes for one request: the eligible candidates
-(:func:`features.candidates.expand`, vectorised here), the user's past sends for the contact policy, and
+(:func:`features.candidates.expand`, vectorised: :mod:`features.pairs`), the user's past sends for the contact policy, and
 the calibrated probability of each candidate. The decision itself is :func:`nbm.policy.decide.decide_batch`.
 
 Scoring every (message × channel × slot) of every decision costs ~300 rows a decision; :func:`model_decide`
@@ -20,19 +20,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from features.compute import DAY_NS, HOUR_NS, Candidates, lifecycle_stage
-from features.keys import pair
+from features.compute import DAY_NS, HOUR_NS, Candidates
+from features.pairs import PairContact, Pairs, expand_pairs, pair_contact, vocabulary_types
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
-from nbm.policy.eligibility import eligible
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
 from nbm.policy.explore import Arms, Explorer, Greedy, Softmax
 
 TOP_PAIRS = 4
+"""Pairs per decision scored at every slot in :func:`model_decide`'s second stage."""
 RESLOT_MAX_ROWS = 1_000_000
 """Up to this many stage-1 rows, their feature columns are kept and reused for stage 2."""
-"""Pairs per decision scored at every slot in :func:`model_decide`'s second stage."""
 
 
 @dataclass(frozen=True)
@@ -61,69 +60,9 @@ class Expanded:
                         self.n_groups, self.slot_times)
 
 
-_OBJECTS: dict[int, tuple[pd.Index, np.ndarray]] = {}
-
-
-def _objects(index: pd.Index) -> np.ndarray:
-    """``index`` as an object array, converted once per index (Arrow-backed strings convert slowly)."""
-    hit = _OBJECTS.get(id(index))
-    if hit is None or hit[0] is not index:
-        hit = (index, np.asarray(index, dtype=object))
-        _OBJECTS[id(index)] = hit
-    return hit[1]
-
-
-def _slot_matrix(now: np.ndarray, zones: np.ndarray, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
-    """Slot instants per decision, (n, S) int64, −1 where a decision has fewer slots than S."""
-    from features.candidates import slot_times
-
-    width = len(slot_hours) * (int(np.ceil(horizon_hours / 24)) + 1)
-    out = np.full((len(now), width), -1, dtype=np.int64)
-    zone_codes, zone_names = pd.factorize(np.asarray(zones, dtype=object))
-    times, time_codes = np.unique(now, return_inverse=True)
-    combined, codes = np.unique(time_codes.reshape(-1) * max(len(zone_names), 1) + zone_codes, return_inverse=True)
-    codes = codes.reshape(-1)
-    for code, key in enumerate(combined.tolist()):   # distinct (time, time zone): tens to hundreds
-        t, zone = times[key // max(len(zone_names), 1)], zone_names[key % max(len(zone_names), 1)]
-        slots = slot_times(int(t), str(zone), slot_hours, horizon_hours)
-        out[codes == code, : len(slots)] = slots
-    used = int((out >= 0).sum(axis=1).max()) if len(out) else 0
-    return out[:, :used]
-
-
 def expand_many(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> Expanded:
-    """Every eligible candidate of each decision (``user_ids[i]`` as of ``now[i]``), as ``expand`` finds them."""
-    history, voc, cfg = store.history, store.globals.vocabulary, store.config
-    user_ids = np.asarray(user_ids, dtype=object)
-    now = np.asarray(now, dtype=np.int64)
-    n, n_ch = len(user_ids), len(voc.channels)
-    code = history.user_codes(user_ids)
-    known = code < len(history.users)                # users rows come first in the history's codes
-    row = np.where(known, code, -1)
-    zones = np.full(n, "UTC", dtype=object)
-    zones[known] = history.timezone[row[known]]
-    slots = _slot_matrix(now, zones, cfg.features.slot_hours, cfg.features.horizon_hours)    # (n, S)
-
-    consent = np.zeros((n, n_ch), dtype=bool)
-    consent[known] = history.consent_matrix[row[known]]
-    lost = history.user_channel.totals(pair(np.repeat(code, n_ch), np.tile(np.arange(n_ch), n), n_ch),
-                                       np.repeat(now, n_ch), ("lost",))["lost"].reshape(n, n_ch)
-    consent &= lost == 0
-    signup = np.full(n, np.nan)
-    signup[known] = history.signup[row[known]]
-    stage = lifecycle_stage(cfg, (now - signup) / DAY_NS,
-                            (now - history.last["activity"].last_time(code, now)) / DAY_NS).astype(np.int64)
-
-    i, m, c, s = np.nonzero(eligible(history.message_channels, history.message_stages,
-                                     history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"],
-                                     consent, stage, slots))                            # sorted by decision
-    rows = Candidates(
-        user_id=user_ids[i], message_id=_objects(voc.messages)[m],
-        channel=_objects(voc.channels)[c], as_of=now[i], send_at=slots[i, s],
-        message_code=m, channel_code=c, user_code=code[i],
-    )
-    value = np.nan_to_num(history.catalog_arrays["value"], nan=1.0)[m]
-    return Expanded(i.astype(np.int64), rows, s, (slots >= 0).sum(axis=1), value, zones, n, slots)
+    """Every eligible candidate row of each decision (``user_ids[i]`` as of ``now[i]``), as ``expand`` finds them."""
+    return expand_pairs(store, user_ids, now).expanded()[0]
 
 
 def send_histories(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray, lookback_days: float) -> SendHistories:
@@ -199,156 +138,119 @@ class ModelDecisions:
     slate: Slate
 
 
-def model_decide(store: FeatureStore, artifact: ScoringArtifact, expanded: Expanded, histories: SendHistories,
-                 explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
+def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pairs | Expanded,
+                 histories: SendHistories, explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
                  top_pairs: int = TOP_PAIRS, weight: np.ndarray | None = None,
-                 contact: ContactDecision | None = None, k: int = 1, arms: dict | None = None,
+                 contact: PairContact | ContactDecision | None = None, k: int = 1, arms: dict | None = None,
                  patch=None) -> ModelDecisions:
-    """The model's decision policy for every decision of ``expanded`` (two-stage scoring, then ``decide_slate``).
+    """The model's decision policy for every decision of ``candidates`` (two-stage scoring, then ``decide_slate``).
 
     The decision sees every allowed (message, channel) pair: the ``top_pairs`` best at every allowed slot,
     the others at their reference slot — so an explorer explores over all of them, and the greedy choice is
     the one full enumeration makes whenever the best pair ranks among the top at the reference slot.
-    ``contact`` (the contact policy's verdict on ``expanded``'s rows) is computed when not given; ``arms``
-    maps (message, channel) to Thompson sampling's (successes, failures); ``patch`` see :func:`score`.
+    ``candidates`` are :class:`Pairs` (or the rows of ``expand_many``); ``contact`` is the contact policy's
+    verdict on them, computed when not given; ``weight`` (per pair of ``candidates``, or per message when
+    it has the vocabulary's length) the business weights; ``arms`` maps (message, channel) to Thompson
+    sampling's (successes, failures); ``patch`` see :func:`score`.
     """
-    policy = store.config.contact_policy
-    ex = expanded
-    if contact is None:
-        contact = contact_verdict(store, ex, histories)
+    pairs, contact = _as_pairs(store, candidates, histories, contact)
     allowed = contact.allowed
+    width = allowed.shape[1]
+    if weight is not None and len(weight) != len(pairs):
+        weight = np.asarray(weight, dtype=float)[pairs.message_code]
     # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
-    # such slot on a tie). A pair's rows are one run of the rows sorted by pair (expand_many's order).
-    idx = np.flatnonzero(allowed)
-    pair_key = (ex.group[idx] * (len(store.globals.vocabulary.messages) + 1) + ex.rows.message_code[idx]) \
-        * (len(store.globals.vocabulary.channels) + 1) + ex.rows.channel_code[idx]
-    if len(idx) > 1 and (pair_key[1:] < pair_key[:-1]).any():
-        by_pair = np.argsort(pair_key, kind="stable")
-        idx, pair_key = idx[by_pair], pair_key[by_pair]
-    n_rows = len(idx)
-    new_run = np.r_[True, pair_key[1:] != pair_key[:-1]] if n_rows else np.zeros(0, bool)
-    run_start = np.flatnonzero(new_run)
-    run_id = np.cumsum(new_run) - 1
-    distance = np.abs(ex.slot[idx] - ex.n_slots[ex.group[idx]] // 2)
-    nearest = np.minimum.reduceat(distance * n_rows + np.arange(n_rows), run_start) if n_rows else run_start
-    reference = idx[nearest % max(n_rows, 1)] if n_rows else idx
-    ref_rows = ex.take(reference).rows
+    # such slot on a tie).
+    live = np.flatnonzero(allowed.any(axis=1))
+    middle = pairs.n_slots[pairs.group[live]] // 2
+    distance = np.where(allowed[live], np.abs(np.arange(width)[None, :] - middle[:, None]), width + 1)
+    ref_slot = distance.argmin(axis=1) if len(live) else np.zeros(0, np.int64)
+    ref_rows = pairs.rows(live, ref_slot).rows
     base = None
-    if len(reference) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
+    if len(live) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
         base = store.featurise_columns(ref_rows)
         if patch is not None:
             patch(base, ref_rows)
         ref_probability = artifact.score(base)
     else:
         ref_probability = score(store, artifact, ref_rows, patch=patch)
-    ref_value = ref_probability * ex.value[reference] * (1.0 if weight is None else weight[reference])
+    ref_value = ref_probability * pairs.value[live] * (1.0 if weight is None else weight[live])
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(top_pairs, k + 3)
-    by_group = np.lexsort((-ref_value, ex.group[reference]))
-    g = ex.group[reference[by_group]]
+    g = pairs.group[live]
+    by_group = np.lexsort((-ref_value, g))
     starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if len(g) else np.zeros(0, np.int64)
     rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
-    top_run = np.zeros(len(reference), dtype=bool)
-    top_run[by_group[rank < top_pairs]] = True
+    top = np.zeros(len(live), dtype=bool)
+    top[by_group[rank < top_pairs]] = True
     # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
-    in_top = top_run[run_id]
-    top_rows = idx[in_top]
+    top_index = np.flatnonzero(top)
+    a, top_slot = np.nonzero(allowed[live[top_index]])
+    base_index = top_index[a]
+    top_rows = pairs.rows(live[base_index], top_slot).rows
     if base is not None:
-        top_probability = artifact.score(store.reslot_columns(base, run_id[in_top], ex.take(top_rows).rows))
+        top_probability = artifact.score(store.reslot_columns(base, base_index, top_rows))
     else:
-        top_probability = score(store, artifact, ex.take(top_rows).rows, patch=patch)
-    rows = np.concatenate([top_rows, reference[~top_run]])
-    probability = np.concatenate([top_probability, ref_probability[~top_run]])
-    order = np.argsort(rows, kind="stable")
-    rows, probability = rows[order], probability[order]
-    scored = ex.take(rows)
+        top_probability = score(store, artifact, top_rows, patch=patch)
+    p = np.concatenate([live[base_index], live[~top]])
+    s = np.concatenate([top_slot, ref_slot[~top]])
+    probability = np.concatenate([top_probability, ref_probability[~top]])
+    order = np.argsort(p * width + s, kind="stable")
+    p, s, probability = p[order], s[order], probability[order]
+    scored = pairs.rows(p, s)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
-                                  scored.value, None if weight is None else weight[rows])
-    row_arms = None
-    if arms is not None:
-        pairs = [arms.get((m, c), (0, 0)) for m, c in zip(scored.rows.message_id, scored.rows.channel)]
-        row_arms = Arms(np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float))
-    slate = decide_slate(scored.group, ex.n_groups, candidates, histories, ex.timezones, policy, explorer, rng,
-                         k=k, threshold=threshold, arms=row_arms, contact=contact.take(rows))
+                                  scored.value, None if weight is None else weight[p], pair=p)
+    slate = decide_slate(scored.group, pairs.n_groups, candidates, histories, pairs.timezones,
+                         store.config.contact_policy, explorer, rng, k=k, threshold=threshold,
+                         arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s))
     return ModelDecisions(scored, probability, slate.first, slate)
 
 
+def _as_pairs(store: FeatureStore, candidates: Pairs | Expanded, histories: SendHistories,
+              contact: PairContact | ContactDecision | None) -> tuple[Pairs, PairContact]:
+    """``candidates`` as pairs, with the contact policy's verdict on them laid out per (pair, slot)."""
+    if isinstance(candidates, Pairs):
+        pairs = candidates
+        if isinstance(contact, ContactDecision):
+            raise TypeError("`contact` of pairs is a PairContact (pair_contact)")
+    else:
+        pairs, p = Pairs.of_rows(store, candidates)
+        if isinstance(contact, ContactDecision):
+            contact = PairContact.of_rows(contact, pairs, p, candidates.slot)
+    return pairs, (pair_contact(store, pairs, histories) if contact is None else contact)
+
+
+def _as_rows(store: FeatureStore, candidates: Pairs | Expanded, histories: SendHistories,
+             contact: PairContact | ContactDecision | None) -> tuple[Expanded, ContactDecision]:
+    """``candidates`` as rows (every eligible candidate), with the contact policy's verdict on each."""
+    if isinstance(candidates, Expanded):
+        return candidates, contact_verdict(store, candidates, histories) if contact is None else contact
+    ex, p, s = candidates.expanded()
+    if contact is None:
+        contact = pair_contact(store, candidates, histories)
+    return ex, contact.rows(p, s)
+
+
+def _arm_rows(store: FeatureStore, arms: dict, rows: Candidates) -> Arms:
+    """Thompson sampling's (successes, failures) of each row's (message, channel), by a table of codes."""
+    voc = store.globals.vocabulary
+    table = np.zeros((2, len(voc.messages) + 1, len(voc.channels) + 1))
+    if arms:
+        keys = list(arms)
+        m = voc.messages.get_indexer([key[0] for key in keys])
+        c = voc.channels.get_indexer([key[1] for key in keys])
+        counts = np.array([arms[key] for key in keys], dtype=float).reshape(-1, 2)
+        known = (m >= 0) & (c >= 0)
+        table[:, m[known], c[known]] = counts[known].T
+    return Arms(table[0][rows.message_code, rows.channel_code], table[1][rows.message_code, rows.channel_code])
+
+
 def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:
-    """The contact policy on every candidate row of ``ex``.
-
-    Every rule but the cooldown depends on (decision, channel, send time) alone: with the decisions' slot
-    instants at hand, the policy runs once per (decision, channel, slot) — for a message nobody was sent,
-    so that the cooldown cannot apply — and again, on their own rows, for the messages a decision's user
-    was sent before; each row then takes its verdict from the one that concerns it. The same function on
-    ~1 % of the rows, so the same verdicts (a test compares them with the policy on every row).
-    """
-    voc, rows = store.globals.vocabulary, ex.rows
-    policy = store.config.contact_policy
-    if ex.slot_times is None or rows.channel_code is None or rows.message_code is None or not len(ex) \
-            or ex.n_groups < GRID_MIN_DECISIONS:
+    """The contact policy on every candidate row of ``ex``: :func:`features.pairs.pair_contact` on the rows'
+    pairs (the same function on a fraction of the rows; a test compares it with the policy on every row)."""
+    if not len(ex):
         return _contact_every_row(store, ex, histories)
-    n_ch, width = len(voc.channels), ex.slot_times.shape[1]
-    n_msg = len(voc.messages)
-    # The grid: (decision, channel, slot) for every slot a decision has.
-    g = np.repeat(np.arange(ex.n_groups, dtype=np.int64), n_ch * width)
-    c = np.tile(np.repeat(np.arange(n_ch, dtype=np.int64), width), ex.n_groups)
-    slot = np.tile(np.arange(width, dtype=np.int64), ex.n_groups * n_ch)
-    at = ex.slot_times[g, slot]
-    cell = np.flatnonzero(at >= 0)
-    channel_type, message_type, nobody_type, message_code = _vocabulary_types(voc)
-    nobody = pd.Categorical.from_codes(np.full(len(cell), n_msg), dtype=nobody_type)
-    grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], dtype=channel_type), nobody,
-                                      at[cell], ex.timezones, histories, policy)
-    position = np.full(len(g), -1, dtype=np.int64)
-    position[cell] = np.arange(len(cell))
-    index = position[(ex.group * n_ch + rows.channel_code) * width + ex.slot]
-    allowed, send_at = grid.allowed[index], grid.send_at[index]
-    reason_names, reason_codes = np.unique(grid.reason, return_inverse=True)
-    reason = reason_codes.reshape(-1)[index]
-    # Rows of messages the decision's user was sent: the policy on those rows themselves (cooldown included).
-    h_message = np.fromiter((message_code.get(m, -1) for m in np.asarray(histories.messages, dtype=object).tolist()),
-                            np.int64, len(histories.messages))
-    sent = np.unique(np.asarray(histories.group, np.int64)[h_message >= 0] * n_msg + h_message[h_message >= 0])
-    again = np.flatnonzero(np.isin(ex.group * n_msg + rows.message_code, sent)) if len(sent) else np.zeros(0, np.int64)
-    if len(again):
-        own = apply_contact_policy_batch(
-            ex.group[again], pd.Categorical.from_codes(rows.channel_code[again], dtype=channel_type),
-            pd.Categorical.from_codes(rows.message_code[again], dtype=message_type), rows.send_at[again],
-            ex.timezones, histories, policy)
-        allowed, send_at = allowed.copy(), send_at.copy()
-        allowed[again], send_at[again] = own.allowed, own.send_at
-        names = list(reason_names)
-        code_of = {name: i for i, name in enumerate(names)}
-        for name in pd.unique(own.reason):
-            if name not in code_of:
-                code_of[name] = len(names)
-                names.append(name)
-        reason_names = np.array(names, dtype=object)
-        reason = reason.copy()
-        reason[again] = np.array([code_of[r] for r in own.reason.tolist()], dtype=np.int64)
-    return ContactDecision(allowed, np.asarray(reason_names, dtype=object)[reason], send_at)
-
-
-GRID_MIN_DECISIONS = 48
-"""From this many decisions on, the grid is the faster way (below, two policy calls cost more than one)."""
-_NOBODY = "\x00no message"
-"""A message id no history holds: the grid's candidates, for which the cooldown never applies."""
-
-_DTYPES: dict[int, tuple] = {}
-
-
-def _vocabulary_types(voc) -> tuple[pd.CategoricalDtype, pd.CategoricalDtype, pd.CategoricalDtype, dict]:
-    """Categorical types of channels, messages, messages plus :data:`_NOBODY`, and message → code; built
-    once per vocabulary (validating categories on every call cost more than the policy on a small batch)."""
-    hit = _DTYPES.get(id(voc))
-    if hit is None or hit[0] is not voc:
-        messages = voc.messages.tolist()
-        hit = (voc, (pd.CategoricalDtype(voc.channels), pd.CategoricalDtype(voc.messages),
-                     pd.CategoricalDtype(pd.Index([*messages, _NOBODY])), {m: i for i, m in enumerate(messages)}))
-        if len(_DTYPES) > 64:         # processes that build many stores do not keep every vocabulary
-            _DTYPES.clear()
-        _DTYPES[id(voc)] = hit
-    return hit[1]
+    pairs, p = Pairs.of_rows(store, ex)
+    return pair_contact(store, pairs, histories).rows(p, ex.slot)
 
 
 def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:
@@ -356,7 +258,7 @@ def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistori
     voc, rows = store.globals.vocabulary, ex.rows
     channels, messages = rows.channel, rows.message_id
     if rows.channel_code is not None and rows.message_code is not None:   # codes into the vocabulary: no hashing
-        channel_type, message_type, _, _ = _vocabulary_types(voc)
+        channel_type, message_type, _, _ = vocabulary_types(voc)
         channels = pd.Categorical.from_codes(rows.channel_code, dtype=channel_type)
         messages = pd.Categorical.from_codes(rows.message_code, dtype=message_type)
     return apply_contact_policy_batch(ex.group, channels, messages, rows.send_at, ex.timezones, histories,
@@ -400,9 +302,9 @@ def rules_priority(store: FeatureStore, ex: Expanded) -> np.ndarray:
 def priority_decide(store: FeatureStore, ex: Expanded, histories: SendHistories, priority: np.ndarray,
                     explorer: Explorer, rng: np.random.Generator, contact: ContactDecision | None = None,
                     k: int = 1) -> ModelDecisions:
-    """A baseline policy's decisions: ``decide_slate`` over every candidate with ``priority`` as its expected
-    value (value 1, no threshold: a baseline always sends when something is allowed). ``probability`` of the
-    result is the priority."""
+    """A baseline policy's decisions: ``decide_slate`` over every candidate row with ``priority`` as its
+    expected value (value 1, no threshold: a baseline always sends when something is allowed).
+    ``probability`` of the result is the priority."""
     if contact is None:
         contact = contact_verdict(store, ex, histories)
     candidates = ScoredCandidates(ex.rows.message_id, ex.rows.channel, ex.rows.send_at, priority, np.ones(len(ex)))
@@ -411,10 +313,10 @@ def priority_decide(store: FeatureStore, ex: Expanded, histories: SendHistories,
     return ModelDecisions(ex, np.asarray(priority, dtype=float), slate.first, slate)
 
 
-def arm_decide(store: FeatureStore, artifact: ScoringArtifact, ex: Expanded, histories: SendHistories, arm: str,
-               explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
-               contact: ContactDecision | None = None, k: int = 1, arms: dict | None = None,
-               patch=None) -> ModelDecisions:
+def arm_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pairs | Expanded,
+               histories: SendHistories, arm: str, explorer: Explorer, rng: np.random.Generator,
+               threshold: float = 0.0, contact: PairContact | ContactDecision | None = None, k: int = 1,
+               arms: dict | None = None, patch=None) -> ModelDecisions:
     """The decisions of one experiment arm (the service and batch scoring both call this):
 
     * ``model`` — :func:`model_decide` with ``explorer``;
@@ -427,8 +329,11 @@ def arm_decide(store: FeatureStore, artifact: ScoringArtifact, ex: Expanded, his
     rows (for the answer's ``score``) and NaN elsewhere.
     """
     if arm == "model":
-        return model_decide(store, artifact, ex, histories, explorer, rng, threshold, contact=contact, k=k,
+        return model_decide(store, artifact, candidates, histories, explorer, rng, threshold, contact=contact, k=k,
                             arms=arms, patch=patch)
+    if arm not in ("rules", "random"):
+        raise ValueError(f"unknown arm {arm!r}: expected model, rules or random")
+    ex, contact = _as_rows(store, candidates, histories, contact)
     if arm == "rules":
         priority, chooser = rules_priority(store, ex), Greedy()
     elif arm == "random":

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import arm_decide, contact_verdict, expand_many, send_histories
+from features.pairs import expand_pairs, pair_contact
+from features.replay import arm_decide, send_histories
+from nbm.policy.contact import REASON_NAMES
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError
@@ -98,11 +100,11 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
                     decided = [([], [], "holdout")] * len(chunk)
                 else:
                     nows = np.full(len(chunk), t, dtype=np.int64)
-                    ex = expand_many(store, chunk, nows)
+                    pairs = expand_pairs(store, chunk, nows)
                     hist = send_histories(store, chunk, nows, lookback)
-                    contact = contact_verdict(store, ex, hist)
-                    md = arm_decide(store, artifact, ex, hist, arm, chooser, rng, threshold, contact=contact, k=k)
-                    suppressed = suppressed_by_decision(ex, contact)
+                    contact = pair_contact(store, pairs, hist)
+                    md = arm_decide(store, artifact, pairs, hist, arm, chooser, rng, threshold, contact=contact, k=k)
+                    suppressed = suppressed_by_decision(pairs, contact)
                     starts = np.searchsorted(md.slate.decision, np.arange(len(chunk) + 1))
                     decided = [(slate_items(md, starts[i], starts[i + 1]), suppressed.get(i, []),
                                 str(md.batch.reason[i])) for i in range(len(chunk))]
@@ -132,28 +134,21 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     return BatchSummary(len(ids), with_items, items, reasons)
 
 
-def suppressed_by_decision(ex, contact) -> dict[int, list[dict[str, str]]]:
-    """Per decision, the (message, channel) pairs with no allowed slot and the first slot's reason.
+def suppressed_by_decision(pairs, contact) -> dict[int, list[dict[str, str]]]:
+    """Per decision, the (message, channel) pairs with no allowed slot and their first slot's reason.
 
-    ``ex``'s rows are sorted by (decision, message, channel, slot), so each pair is one run of rows.
+    ``pairs`` (:class:`features.pairs.Pairs`) are sorted by decision; ``contact`` is their
+    :class:`features.pairs.PairContact`.
     """
-    if not len(ex):
+    blocked = np.flatnonzero(~contact.allowed.any(axis=1)) if len(pairs) else np.zeros(0, np.int64)
+    if not len(blocked):
         return {}
-    n_m = int(ex.rows.message_code.max()) + 1
-    n_c = int(ex.rows.channel_code.max()) + 1
-    key = (ex.group * n_m + ex.rows.message_code) * n_c + ex.rows.channel_code
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    blocked = ~np.logical_or.reduceat(contact.allowed, starts)
-    rows = starts[blocked]
-    if not len(rows):
-        return {}
-    group = ex.group[rows]
-    if len(group) > 1 and (group[1:] < group[:-1]).any():    # expand_many's rows come by decision; others may not
-        order = np.argsort(group, kind="stable")
-        rows, group = rows[order], group[order]
+    group = pairs.group[blocked]
+    reason = contact.code[blocked, pairs.ok[blocked].argmax(axis=1)]
     bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
     entries = [{"message_id": m, "channel": c, "reason": r} for m, c, r in
-               zip(_texts(ex.rows.message_id[rows]), _texts(ex.rows.channel[rows]), _texts(contact.reason[rows]))]
+               zip(_texts(pairs.messages[pairs.message_code[blocked]]), _texts(pairs.channels[pairs.channel_code[blocked]]),
+                   REASON_NAMES[reason].tolist())]
     return {g: entries[a:b] for g, a, b in zip(group[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())}
 
 

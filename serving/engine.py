@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import arm_decide, bounded_search, contact_verdict, expand_many
+from features.pairs import expand_pairs, pair_contact
+from features.replay import arm_decide, bounded_search
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
@@ -207,21 +208,21 @@ class Engine:
         clock = time.time_ns()
         t = np.array([clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value) for r in requests],
                      dtype=np.int64)
-        ex = expand_many(self.store, users, t)
+        pairs = expand_pairs(self.store, users, t)
         if any(r.get("channels") or r.get("candidates") for r in requests):
-            ex = ex.take(np.flatnonzero(self._requested(requests, ex)))
+            pairs = pairs.take(np.flatnonzero(self._requested(requests, pairs)))
         contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
         histories = self._histories(users, contacts, t)
-        contact = contact_verdict(self.store, ex, histories)
+        contact = pair_contact(self.store, pairs, histories)
         explorer = self.explorer if explore else self.greedy
         arms = self.state.arms() if explorer.name == "thompson" and kind == "model" else None
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
         state_sends = {u: (c, int(ti)) for u, c, ti in zip(users, contacts, t) if len(c.times) and (c.times < ti).any()}
         patch = (lambda columns, rows: self._patch_many(columns, rows, state_sends)) if state_sends else None
-        md = arm_decide(self.store, model.artifact, ex, histories, kind, explorer, rng, self.settings.threshold,
+        md = arm_decide(self.store, model.artifact, pairs, histories, kind, explorer, rng, self.settings.threshold,
                         contact=contact, k=k, arms=arms, patch=patch)
-        suppressed = suppressed_by_decision(ex, contact)
+        suppressed = suppressed_by_decision(pairs, contact)
         slate = md.slate
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
         answers, reservations = [], []
@@ -237,13 +238,13 @@ class Engine:
         reserved = self.state.reserve_many(reservations)      # one transaction (SQLite) or round trip (Redis)
         return [_public(a) if ok else None for a, ok in zip(answers, reserved)]
 
-    def _requested(self, requests: list[dict], ex) -> np.ndarray:
-        """Which candidate rows each request's ``channels`` and ``candidates`` filters keep (one table lookup
-        per row: a (request × channel) and a (request × message) table of what is asked for)."""
+    def _requested(self, requests: list[dict], pairs) -> np.ndarray:
+        """Which candidate pairs each request's ``channels`` and ``candidates`` filters keep (one table lookup
+        per pair: a (request × channel) and a (request × message) table of what is asked for)."""
         voc = self.store.globals.vocabulary
-        keep = np.ones(len(ex), dtype=bool)
-        for field, index, codes in (("channels", voc.channels, ex.rows.channel_code),
-                                    ("candidates", voc.messages, ex.rows.message_code)):
+        keep = np.ones(len(pairs), dtype=bool)
+        for field, index, codes in (("channels", voc.channels, pairs.channel_code),
+                                    ("candidates", voc.messages, pairs.message_code)):
             asked = [i for i, r in enumerate(requests) if r.get(field)]
             if not asked:
                 continue
@@ -252,7 +253,7 @@ class Engine:
                 table[i] = False
                 found = index.get_indexer(list(requests[i][field]))
                 table[i, found[found >= 0]] = True
-            keep &= table[ex.group, np.where(codes >= 0, codes, len(index))]
+            keep &= table[pairs.group, np.where(codes >= 0, codes, len(index))]
         return keep
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:

@@ -29,8 +29,9 @@ import pandas as pd
 
 from nbm.attribution import GRADE
 from features.pipeline import FeatureStore
-from features.replay import (Expanded, contact_verdict, expand_many, hour_bucket, local_hours, model_decide, rank,
-                             rules_priority, score, send_histories)
+from features.pairs import expand_pairs, pair_contact
+from features.replay import (Expanded, hour_bucket, local_hours, model_decide, rank, rules_priority, score,
+                             send_histories)
 from nbm.artifact import ScoringArtifact
 from nbm.dataset import Dataset
 from nbm.ope import BanditLog, estimate
@@ -157,13 +158,15 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
     popular = popularity(store, history_rows)
     for a in range(0, n, CHUNK):
         part = frame.iloc[a:a + CHUNK]
-        ex = expand_many(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"))
+        pairs = expand_pairs(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"))
         hist = send_histories(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"),
                               lookback)
         logged_key = _logged_keys(part, a)
-        contact = contact_verdict(store, ex, hist)
+        pair_verdict = pair_contact(store, pairs, hist)
+        ex, p_row, s_row = pairs.expanded()
+        contact = pair_verdict.rows(p_row, s_row)
         for name, artifact in artifacts.items():
-            md = model_decide(store, artifact, ex, hist, Greedy(), rng, threshold, contact=contact)
+            md = model_decide(store, artifact, pairs, hist, Greedy(), rng, threshold, contact=pair_verdict)
             b = md.batch
             rows = b.pair_row[b.pair_probability > 0]
             p = b.pair_probability[b.pair_probability > 0]

@@ -59,9 +59,12 @@ class ContactDecision:
     allowed: np.ndarray
     reason: np.ndarray
     send_at: np.ndarray
+    code: np.ndarray | None = None
+    """Per candidate, the reason as its index in :data:`REASON_NAMES` (0: allowed), when the policy computed it."""
 
     def take(self, index: np.ndarray) -> ContactDecision:
-        return ContactDecision(self.allowed[index], self.reason[index], self.send_at[index])
+        return ContactDecision(self.allowed[index], self.reason[index], self.send_at[index],
+                               None if self.code is None else self.code[index])
 
 
 @lru_cache(maxsize=512)
@@ -184,7 +187,8 @@ def _lookup(categories: pd.Index) -> dict:
     return hit[1]
 
 
-_REASON_NAMES = np.array(["", *REASONS], dtype=object)
+REASON_NAMES = np.array(["", *REASONS], dtype=object)
+"""Reason codes: 0 is allowed, then :data:`REASONS` in order."""
 
 
 def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Categorical,
@@ -204,7 +208,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     at = np.asarray(send_at, dtype=np.int64)
     n = len(at)
     if not n:
-        return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at.copy())
+        return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at.copy(), np.zeros(0, np.int8))
     at = _quiet_shifted(group, at, timezones, policy)
 
     h_times = np.asarray(histories.times, np.int64)
@@ -246,7 +250,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
         by_message = _PackedCounts(h_group * n_msg + m_hist, h_times, origin, span, n_groups * n_msg)
         hit = by_message.count(m_key[maybe], at[maybe] - cooldown + 1, at[maybe] + cooldown) > 0
         reason[maybe[hit]] = REASONS.index("cooldown") + 1
-    return ContactDecision(reason == 0, _REASON_NAMES[reason], at)
+    return ContactDecision(reason == 0, REASON_NAMES[reason], at, reason)
 
 
 def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:

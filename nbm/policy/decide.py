@@ -35,6 +35,9 @@ class ScoredCandidates:
     probability: np.ndarray
     value: np.ndarray
     weight: np.ndarray | None = None
+    pair: np.ndarray | None = None
+    """Per row, when the caller has it: an integer naming its (decision, message, channel), the same for
+    the rows of one pair and increasing with the decision (computed from the ids when absent)."""
 
     def __len__(self) -> int:
         return len(self.message_id)
@@ -119,10 +122,13 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
                              empty, empty, np.zeros(0), empty)
     weight = np.ones(n) if candidates.weight is None else np.asarray(candidates.weight, dtype=float)
     expected = np.asarray(candidates.probability, dtype=float) * np.asarray(candidates.value, dtype=float) * weight
-    message_code, _ = pd.factorize(candidates.message_id)
-    channel_code, channels = pd.factorize(candidates.channel)
-    n_pairs_per_group = (int(message_code.max()) + 1) * max(len(channels), 1)
-    pair = group * n_pairs_per_group + message_code.astype(np.int64) * max(len(channels), 1) + channel_code
+    if candidates.pair is not None:
+        pair = np.asarray(candidates.pair, dtype=np.int64)
+    else:
+        message_code, _ = pd.factorize(candidates.message_id)
+        channel_code, channels = pd.factorize(candidates.channel)
+        n_pairs_per_group = (int(message_code.max()) + 1) * max(len(channels), 1)
+        pair = group * n_pairs_per_group + message_code.astype(np.int64) * max(len(channels), 1) + channel_code
     has_candidates = np.zeros(n_groups, dtype=bool)
     has_candidates[group] = True
     reason[has_candidates] = "all_suppressed"
@@ -224,12 +230,15 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     first = None
     hist = histories
     for rank in range(k):
-        sub = ScoredCandidates(*(np.asarray(getattr(candidates, f))[keep] for f in
-                                 ("message_id", "channel", "send_at", "probability", "value")),
-                               None if candidates.weight is None else np.asarray(candidates.weight)[keep])
-        b = decide_batch(group[keep], n_groups, sub, hist, timezones, policy, explorer, rng, threshold,
-                         None if arms is None else Arms(np.asarray(arms.successes)[keep], np.asarray(arms.failures)[keep]),
-                         contact.take(keep) if (contact is not None and rank == 0) else None)
+        sub = candidates if rank == 0 else ScoredCandidates(
+            *(np.asarray(getattr(candidates, f))[keep] for f in ("message_id", "channel", "send_at", "probability",
+                                                                 "value")),
+            *(None if getattr(candidates, f) is None else np.asarray(getattr(candidates, f))[keep]
+              for f in ("weight", "pair")))
+        b = decide_batch(group if rank == 0 else group[keep], n_groups, sub, hist, timezones, policy, explorer, rng,
+                         threshold, arms if (arms is None or rank == 0) else
+                         Arms(np.asarray(arms.successes)[keep], np.asarray(arms.failures)[keep]),
+                         contact if rank == 0 else None)
         first = b if first is None else first
         decided = np.flatnonzero(b.chosen >= 0)
         if not len(decided):

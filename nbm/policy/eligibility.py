@@ -23,9 +23,19 @@ def eligible(message_channels: np.ndarray, message_stages: np.ndarray, start: np
     ``slots`` (n, s) the candidate send times (−1 where a decision has fewer slots); ``message_filter``
     (n, m), when given, the request's ``candidates``.
     """
+    pairs, live = eligible_parts(message_channels, message_stages, start, end, consent, stage, slots, message_filter)
+    return pairs[:, :, :, None] & live[:, :, None, :]
+
+
+def eligible_parts(message_channels: np.ndarray, message_stages: np.ndarray, start: np.ndarray, end: np.ndarray,
+                   consent: np.ndarray, stage: np.ndarray, slots: np.ndarray,
+                   message_filter: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`eligible` as its two factors: bool (decisions, messages, channels) — the message allows the
+    channel, targets the stage, the user consents — and bool (decisions, messages, slots) — the message is
+    live at the slot. A candidate is eligible when both hold."""
     pairs = message_channels[None, :, :] & consent[:, None, :] & message_stages[:, stage].T[:, :, None]   # (n, m, c)
     if message_filter is not None:
         pairs &= message_filter[:, :, None]
     live = ((start[None, :, None] <= slots[:, None, :]) & (slots[:, None, :] < end[None, :, None])
             & (slots >= 0)[:, None, :])                                                                  # (n, m, s)
-    return pairs[:, :, :, None] & live[:, :, None, :]
+    return pairs, live

@@ -1,5 +1,6 @@
 """The contact policy judged per (decision, channel, slot) plus the rows of messages sent before equals the
-policy on every candidate row (features/replay.py, ``contact_verdict``)."""
+policy on every candidate row (features/pairs.py ``pair_contact``, through features/replay.py
+``contact_verdict``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.replay import GRID_MIN_DECISIONS, _contact_every_row, contact_verdict, expand_many, send_histories
+from features.pairs import expand_pairs, pair_contact
+from features.replay import _contact_every_row, contact_verdict, expand_many, send_histories
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import SendHistories
 
@@ -39,9 +41,9 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
     users = dataset.users["user_id"].to_numpy(dtype=object)
     stamps = dataset.events["timestamp"]
     seen = set()
-    for quantile in (0.5, 0.8, 0.97):
+    for quantile, size in ((0.5, 150), (0.8, 150), (0.97, 150), (0.9, 1), (0.6, 20)):   # grid and every row
         t = int(stamps.quantile(quantile).value)
-        chosen = users[rng.integers(0, len(users), 150)]       # ≥ GRID_MIN_DECISIONS: the grid
+        chosen = users[rng.integers(0, len(users), size)]
         now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4        # decisions at several times
         ex = expand_many(store, chosen, now)
         histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
@@ -50,10 +52,17 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
         np.testing.assert_array_equal(fast.send_at, every.send_at)
         assert fast.reason.tolist() == every.reason.tolist()
         seen |= set(every.reason.tolist())
+        # The verdicts laid out per (pair, slot) are the same, eligible slots only.
+        pairs = expand_pairs(store, chosen, now)
+        laid_out = pair_contact(store, pairs, histories)
+        rows, p, s = pairs.expanded()
+        np.testing.assert_array_equal(rows.rows.send_at, ex.rows.send_at)
+        assert not laid_out.allowed[~pairs.ok].any()
+        assert laid_out.rows(p, s).reason.tolist() == every.reason.tolist()
+        np.testing.assert_array_equal(laid_out.rows(p, s).send_at, every.send_at)
         # A subset of the rows (the service's request filters) is judged the same too.
         keep = np.flatnonzero(rng.random(len(ex)) < 0.3)
         part = contact_verdict(store, ex.take(keep), histories)
-        assert ex.n_groups >= GRID_MIN_DECISIONS
         assert part.reason.tolist() == every.reason[keep].tolist()
     assert seen >= {"", "frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown"}
 

@@ -126,12 +126,13 @@ def test_batch_scoring_assigns_the_same_arms(served_world, tmp_path, users) -> N
 
 def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
     """`channels` and `candidates` of each request of a batch, against a per-request isin written out."""
-    from features.replay import expand_many
+    from features.pairs import expand_pairs
 
     rng = np.random.default_rng(8)
     chosen = [engine.canonical(u) for u in users[:30]]
-    ex = expand_many(engine.store, np.asarray(chosen, dtype=object), np.full(30, NOW.value, dtype=np.int64))
-    messages = sorted(set(ex.rows.message_id))
+    pairs = expand_pairs(engine.store, np.asarray(chosen, dtype=object), np.full(30, NOW.value, dtype=np.int64))
+    ex = pairs.take(np.arange(len(pairs)))       # the filters act on pairs: one row per (message, channel)
+    messages = sorted(set(pairs.messages[pairs.message_code]))
     requests = []
     for i in range(30):
         r = {"user_id": chosen[i]}
@@ -141,12 +142,13 @@ def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
             r["candidates"] = list(rng.choice(messages, size=int(rng.integers(1, 6)), replace=False)) + ["no-such-message"]
         requests.append(r)
     expected = np.ones(len(ex), dtype=bool)
+    channel, message = ex.channels[ex.channel_code], ex.messages[ex.message_code]
     for i, r in enumerate(requests):
         rows = ex.group == i
         if r.get("channels"):
-            expected[rows & ~np.isin(ex.rows.channel, r["channels"])] = False
+            expected[rows & ~np.isin(channel, r["channels"])] = False
         if r.get("candidates"):
-            expected[rows & ~np.isin(ex.rows.message_id, r["candidates"])] = False
+            expected[rows & ~np.isin(message, r["candidates"])] = False
     got = engine._requested(requests, ex)
     assert 0 < expected.sum() < len(ex)
     np.testing.assert_array_equal(got, expected)
