@@ -124,20 +124,31 @@ class _Shared:
         if n and keys[0] == keys[-1] and (keys == keys[0]).all() and (time_code == time_code[0]).all():
             self.first, self.inverse = np.zeros(1, np.int64), np.zeros(n, np.int64)
             return
+        starts = run = None
         if n > 64:
             # Candidates come grouped by decision: a (key, time) that comes in runs is shared run by run,
             # without hashing (a key in two runs is computed twice: the same values).
             new = (keys[1:] != keys[:-1]) | (time_code[1:] != time_code[:-1])
-            if int(new.sum()) + 1 <= n // 8:
-                starts = np.r_[0, np.flatnonzero(new) + 1]
-                self.first, self.inverse = starts, np.cumsum(np.r_[False, new]).astype(np.int64)
-                return
-        n_times = int(time_code.max()) + 1 if n else 0
-        if n > 64 and n_times <= n // 2:    # a training set (a time per row) shares nothing: skip the hashing
-            key_code = pd.factorize(keys)[0].astype(np.int64)
-            inverse, first = distinct_rows(key_code * n_times + time_code)     # < n², no overflow
+            n_runs = int(new.sum()) + 1
+            if n_runs <= n // 2:
+                starts, run = np.r_[0, np.flatnonzero(new) + 1], np.cumsum(np.r_[False, new]).astype(np.int64)
+                if n_runs <= n // 8:
+                    self.first, self.inverse = starts, run
+                    return
+        # Otherwise by hashing the keys (of each run's first row, when rows come in short runs).
+        k_keys, k_time = (keys, time_code) if starts is None else (keys[starts], time_code[starts])
+        m = len(k_keys)
+        n_times = int(k_time.max()) + 1 if m else 0
+        if n > 64 and n_times <= m // 2:    # a training set (a time per row) shares nothing: skip the hashing
+            key_code = pd.factorize(k_keys)[0].astype(np.int64)
+            inverse, first = distinct_rows(key_code * n_times + k_time)     # < m², no overflow
             if len(first) <= n // 2:        # worth it only when rows really share
+                if starts is not None:
+                    inverse, first = inverse[run], starts[first]
                 self.inverse, self.first = inverse, first
+                return
+        if starts is not None:
+            self.first, self.inverse = starts, run
 
     def apply(self, block) -> dict[str, object]:
         """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row."""

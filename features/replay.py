@@ -161,8 +161,9 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
     # such slot on a tie).
     live = np.flatnonzero(allowed.any(axis=1))
-    middle = pairs.n_slots[pairs.group[live]] // 2
-    distance = np.where(allowed[live], np.abs(np.arange(width)[None, :] - middle[:, None]), width + 1)
+    middle = (pairs.n_slots[pairs.group[live]] // 2).astype(np.int16)
+    distance = np.where(allowed[live], np.abs(np.arange(width, dtype=np.int16)[None, :] - middle[:, None]),
+                        np.int16(width + 1))
     ref_slot = distance.argmin(axis=1) if len(live) else np.zeros(0, np.int64)
     ref_rows = pairs.rows(live, ref_slot).rows
     base = None
@@ -176,12 +177,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     ref_value = ref_probability * pairs.value[live] * (1.0 if weight is None else weight[live])
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(top_pairs, k + 3)
-    g = pairs.group[live]
-    by_group = np.lexsort((-ref_value, g))
-    starts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1] if len(g) else np.zeros(0, np.int64)
-    rank = np.arange(len(g)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
-    top = np.zeros(len(live), dtype=bool)
-    top[by_group[rank < top_pairs]] = True
+    top = top_per_group(pairs.group[live], ref_value, top_pairs)
     # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
     top_index = np.flatnonzero(top)
     a, top_slot = np.nonzero(allowed[live[top_index]])
@@ -203,6 +199,28 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
                          store.config.contact_policy, explorer, rng, k=k, threshold=threshold,
                          arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s))
     return ModelDecisions(scored, probability, slate.first, slate)
+
+
+def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
+    """Bool per row: among the ``k`` highest ``value`` of its group (``group`` sorted; a tie goes to the
+    earlier row). One partition per group in a (groups × largest group) table, not a sort of every row."""
+    n = len(group)
+    if not n:
+        return np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    if sizes.max() <= k:
+        return np.ones(n, dtype=bool)
+    run = np.repeat(np.arange(len(starts)), sizes)
+    position = np.arange(n) - starts[run]
+    table = np.full((len(starts), int(sizes.max())), -np.inf)
+    table[run, position] = np.where(np.isnan(value), -np.inf, value)
+    kth = -np.partition(-table, k - 1, axis=1)[:, k - 1:k]           # each group's k-th highest value
+    above = table > kth
+    tied = table == kth
+    room = k - above.sum(axis=1, keepdims=True)                         # ties that still fit, earliest first
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    return chosen[run, position]
 
 
 def _as_pairs(store: FeatureStore, candidates: Pairs | Expanded, histories: SendHistories,

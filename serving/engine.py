@@ -12,9 +12,9 @@ answers) count for the contact policy at once, and patch the contact-recency fea
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,9 +195,9 @@ class Engine:
         """The holdout arm: nothing is sent, and the decision is logged (propensity 1)."""
         version = self.model.version
         clock = time.time_ns()
-        answers = [self._answer(uuid.uuid4().hex, r["user_id"], version,
+        answers = [self._answer(decision_id, r["user_id"], version,
                                 clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value), [], [],
-                                "holdout", explore, r["arm"], kind) for r in requests]
+                                "holdout", explore, r["arm"], kind) for r, decision_id in zip(requests, decision_ids(len(requests)))]
         self.state.log_decisions([(a, 1.0) for a in answers])
         return [_public(a) for a in answers]
 
@@ -226,10 +226,11 @@ class Engine:
         slate = md.slate
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
         answers, reservations = [], []
+        ids = decision_ids(n)
         for i, r in enumerate(requests):
             lo, hi = starts[i], starts[i + 1]
             items = slate_items(md, lo, hi)
-            answer = self._answer(uuid.uuid4().hex, r["user_id"], model.version, int(t[i]), items,
+            answer = self._answer(ids[i], r["user_id"], model.version, int(t[i]), items,
                                   suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"), kind)
             propensity = float(np.prod(slate.propensity[lo:hi])) if items else 1.0
             planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(range(lo, hi), items)]
@@ -368,6 +369,16 @@ class Engine:
         if e.get("message_id") is not None and e["message_id"] not in self.messages:
             return f"`message_id`: {e['message_id']!r} is not in the catalog"
         return ""
+
+
+def decision_ids(n: int) -> list[str]:
+    """``n`` random version-4 UUIDs as 32 hex digits (``uuid.uuid4().hex``), from one read of the system's
+    random source."""
+    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40       # version 4
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80       # RFC 4122 variant
+    text = raw.tobytes().hex()
+    return [text[32 * i: 32 * i + 32] for i in range(n)]
 
 
 def _public(answer: dict) -> dict:

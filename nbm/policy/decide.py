@@ -134,9 +134,7 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     reason[has_candidates] = "all_suppressed"
 
     # Send time: the allowed slot with the best expected value, per pair (pairs in order, best row first).
-    rows = np.flatnonzero(contact.allowed)
-    order = rows[np.lexsort((-expected[rows], pair[rows]))]
-    best_rows = order[np.r_[True, pair[order][1:] != pair[order][:-1]]] if len(order) else empty
+    best_rows = _best_row_per_pair(np.flatnonzero(contact.allowed), pair, expected)
     pair_group = group[best_rows]
     values = expected[best_rows]
     pair_probability = np.zeros(len(best_rows))
@@ -163,6 +161,23 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
                 pair_probability[np.flatnonzero(keep)[index]] = p
     return BatchDecision(chosen, propensity, error, reason, contact.allowed, contact.reason, contact.send_at,
                          best_rows, pair_group, pair_probability, pair)
+
+
+def _best_row_per_pair(rows: np.ndarray, pair: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per pair among ``rows``, in pair order, its row with the highest expected value (the first on a tie).
+
+    Rows already sorted by pair (the callers' usual order) take one maximum and one minimum per run of
+    the pair; others a sort by (pair, −value)."""
+    p, e = pair[rows], expected[rows]
+    if not len(rows):
+        return rows
+    if (p[1:] < p[:-1]).any() or np.isnan(e).any():
+        order = rows[np.lexsort((-e, p))]
+        return order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
+    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
+    best = np.repeat(np.maximum.reduceat(e, starts), np.diff(np.r_[starts, len(p)]))
+    first = np.minimum.reduceat(np.where(e == best, np.arange(len(p)), len(p)), starts)
+    return rows[first]
 
 
 def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, policy: ContactPolicyConfig,

@@ -194,3 +194,15 @@ def test_batch_scoring_and_the_service_take_the_same_greedy_decision(served_worl
         assert key(served["items"]) == key(batch[user]["items"]), user
         agree += bool(served["items"])
     assert agree >= 10
+
+
+def test_decision_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from serving.engine import decision_ids
+
+    ids = decision_ids(2_000)
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)

@@ -100,3 +100,32 @@ def test_batch_frequencies_match_propensities() -> None:
         for i in pairs:
             frequency = (chosen[:, g] == batch.pair_row[i]).mean()
             assert abs(frequency - batch.pair_probability[i]) < 0.01
+
+
+def test_rows_sorted_by_pair_take_the_same_best_rows_as_the_sort() -> None:
+    """decide_batch's best slot per pair: the run-by-run maximum (rows sorted by pair, ``pair`` given)
+    equals the sort by (pair, −value), ties included (probabilities from a few values tie often)."""
+    group, cands, histories, zones = _world(5)
+    rng = np.random.default_rng(5)
+    probability = rng.choice([0.01, 0.02, 0.05], len(group))
+    sorted_cands = ScoredCandidates(cands.message_id, cands.channel, cands.send_at, probability, cands.value)
+    _, codes = np.unique(np.char.add(group.astype(str).astype(object), cands.message_id + "|" + cands.channel),
+                         return_inverse=True)
+    order = np.lexsort((codes, group))                      # sorted by (decision, pair)
+    group, codes = group[order], codes[order]
+    sorted_cands = ScoredCandidates(*(np.asarray(getattr(sorted_cands, f))[order] for f in
+                                      ("message_id", "channel", "send_at", "probability", "value")))
+    pair_code = group * (codes.max() + 1) + codes           # increasing with the decision
+    with_pair = ScoredCandidates(sorted_cands.message_id, sorted_cands.channel, sorted_cands.send_at,
+                                 sorted_cands.probability, sorted_cands.value, pair=pair_code)
+    n = int(group.max()) + 1
+    a = decide_batch(group, n, sorted_cands, histories, zones, POLICY, Greedy(), np.random.default_rng(0))
+    b = decide_batch(group, n, with_pair, histories, zones, POLICY, Greedy(), np.random.default_rng(0))
+    assert len(a.pair_row) > 100
+    # The same best row of every pair (the pairs' order differs: first seen against the codes').
+    np.testing.assert_array_equal(np.sort(a.pair_row), np.sort(b.pair_row))
+    np.testing.assert_array_equal(b.pair_row, np.sort(b.pair_row))
+    assert (b.pair_row[1:] != b.pair_row[:-1]).all()
+    np.testing.assert_array_equal(a.chosen >= 0, b.chosen >= 0)
+    value = sorted_cands.probability * sorted_cands.value
+    np.testing.assert_array_equal(value[a.chosen[a.chosen >= 0]], value[b.chosen[b.chosen >= 0]])

@@ -1,0 +1,50 @@
+"""Candidates as (message, channel) pairs with a slot mask (features/pairs.py) against the row-by-row forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.candidates import expand
+from features.pairs import Pairs, expand_pairs
+from features.pipeline import FeatureStore
+from features.replay import top_per_group
+
+HOUR = 3_600 * 10**9
+
+
+def test_pairs_expand_to_every_candidate_expand_finds(dataset, config) -> None:
+    """``expand_pairs(...).expanded()`` equals the one-user ``expand`` decision by decision, in its order."""
+    store = FeatureStore.build(dataset, config)
+    rng = np.random.default_rng(4)
+    users = np.append(dataset.users["user_id"].to_numpy(dtype=object)[rng.integers(0, len(dataset.users), 25)],
+                      "never-seen")
+    t0 = int(dataset.events["timestamp"].quantile(0.7).value)
+    now = t0 + rng.integers(0, 96, len(users)) * HOUR // 2
+    pairs = expand_pairs(store, users, now)
+    ex, p, s = pairs.expanded()
+    assert len(ex) > 500 and (np.diff(pairs.group) >= 0).all()
+    for i, (user, t) in enumerate(zip(users, now)):
+        one = expand(store, user, pd.Timestamp(int(t), tz="UTC"))
+        rows = ex.group == i
+        for field in ("message_id", "channel", "send_at", "as_of"):
+            assert np.asarray(getattr(ex.rows, field))[rows].tolist() == np.asarray(getattr(one, field)).tolist(), field
+    # Back from rows to pairs: the same pairs and slot masks, and each row's pair.
+    again, p_again = Pairs.of_rows(store, ex)
+    for field in ("group", "message_code", "channel_code", "value", "ok"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(pairs, field))
+    np.testing.assert_array_equal(p_again, p)
+
+
+def test_top_per_group_equals_a_stable_sort_per_group() -> None:
+    """The k best of each group (ties to the earlier row) against sorting each group on its own."""
+    rng = np.random.default_rng(2)
+    for k in (1, 3, 7):
+        group = np.sort(rng.integers(0, 40, 900))
+        value = rng.choice([0.1, 0.2, 0.3, 0.5, np.nan], len(group), p=[0.3, 0.3, 0.2, 0.15, 0.05])
+        expected = np.zeros(len(group), dtype=bool)
+        for g in np.unique(group):
+            rows = np.flatnonzero(group == g)
+            key = np.where(np.isnan(value[rows]), -np.inf, value[rows])
+            expected[rows[np.argsort(-key, kind="stable")[:k]]] = True
+        np.testing.assert_array_equal(top_per_group(group, value, k), expected)
