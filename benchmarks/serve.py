@@ -4,7 +4,7 @@ Builds a world whose users each have 100 eligible messages × 3 channels (× 6 s
 registers a model in a temporary NBM_HOME, then — on 127.0.0.1 only, each level bounded in requests and
 seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, 2 workers at concurrency 8
 with the batching of concurrent calls off (``NBM_MAX_BATCH=1``), /recommend_batch one and two requests at a
-time, and the HTTP path alone (a request refused by validation).
+time (a new connection each), and the HTTP path alone (a request refused by validation).
 Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
 ``decide()``, state store: what the service wraps) one request at a time and 1, 4, 8, 32 together, LightGBM
 ``Booster.predict`` and the compiled booster alone on 1,800 rows, and a plain FastAPI/uvicorn app calling the
@@ -33,6 +33,7 @@ import pandas as pd
 from serving.launch import free_port, start_service, stop_service
 
 NOW = "2026-11-01T00:00:00Z"
+BATCH_NOW = "2026-11-15T00:00:00Z"
 CHANNELS = ["email", "push", "sms"]
 
 
@@ -61,8 +62,11 @@ def build_world(root: Path) -> tuple[Path, Path, list[str]]:
 
 
 def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
-         expect: int = 200) -> dict[str, float]:
-    """Send ``bodies`` with ``concurrency`` keep-alive connections; stop early after ``seconds``."""
+         expect: int = 200, fresh: bool = False) -> dict[str, float]:
+    """Send ``bodies`` with ``concurrency`` keep-alive connections; stop early after ``seconds``.
+
+    ``fresh``: a new connection for every request instead (a connection stays with the worker process
+    that accepted it, so two keep-alive connections may both land on one worker)."""
     latencies: list[float] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -74,6 +78,9 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
             if time.monotonic() > deadline:
                 break
             t = time.perf_counter()
+            if fresh:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             conn.request("POST", path, body, {"content-type": "application/json"})
             response = conn.getresponse()
             response.read()
@@ -129,6 +136,8 @@ def main() -> None:
         # the first answer's reservation, and a capped decision is cheap — it would flatter the figures.
         fresh = iter(rng.permutation(users).tolist())
         take = lambda n: [next(fresh) for _ in range(n)]  # noqa: E731
+        # Campaign batches decide every user again two weeks later, when no cap of the first answers holds.
+        again = iter(rng.permutation(users).tolist())
         bodies_for = lambda n: [json.dumps({"user_id": u, "now": NOW}).encode() for u in take(n)]  # noqa: E731
 
         # Floors, in this process.
@@ -194,11 +203,14 @@ def main() -> None:
                     rows_out.append({"server": "nbm serve", "workers": workers, "concurrency": c,
                                      **load(port, "/recommend", bodies_for(args.requests), c, args.seconds)})
                 if workers == 2:
-                    # One campaign batch at a time uses one worker; two at a time, both.
+                    # One campaign batch at a time uses one worker; two at a time, both. A batch is a new
+                    # connection (each is accepted by whichever worker is free), after one each to warm up.
+                    batches = lambda n: [json.dumps({"requests": [{"user_id": u, "now": BATCH_NOW} for u in  # noqa: E731
+                                                                  (next(again) for _ in range(500))]}).encode()
+                                         for _ in range(n)]
+                    load(port, "/recommend_batch", batches(2), 2, args.seconds, fresh=True)
                     for c in (1, 2):
-                        batch = [json.dumps({"requests": [{"user_id": u, "now": NOW} for u in take(500)]}).encode()
-                                 for _ in range(3 * c)]
-                        r = load(port, "/recommend_batch", batch, c, args.seconds * 3)
+                        r = load(port, "/recommend_batch", batches(6 * c), c, args.seconds * 3, fresh=True)
                         batch_rates[c] = r["per_s"] * 500
             finally:
                 stop_service(process)

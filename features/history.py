@@ -239,6 +239,9 @@ class History:
         self.catalog_arrays = {
             "start_at": np.where(start.notna(), start.to_numpy(dtype="int64", na_value=0), np.nan),
             "value": messages["value"].to_numpy(dtype=float),
+            # Business weights of the arbitration (1 unless configured), by message code.
+            "weight": self.config.arbitration.weights(self.vocabulary.messages,
+                                                      self.vocabulary.topics[self.vocabulary.message_topic]),
         }
         channels = self.vocabulary.channels
         self.catalog_arrays["start_ns"] = start.to_numpy(dtype="int64", na_value=np.iinfo(np.int64).min)

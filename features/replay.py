@@ -150,13 +150,16 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     the one full enumeration makes whenever the best pair ranks among the top at the reference slot.
     ``candidates`` are :class:`Pairs` (or the rows of ``expand_many``); ``contact`` is the contact policy's
     verdict on them, computed when not given; ``weight`` (per pair of ``candidates``, or per message when
-    it has the vocabulary's length) the business weights; ``arms`` maps (message, channel) to Thompson
+    it has the vocabulary's length) the business weights, by default the configured ones
+    (``[arbitration]``); ``arms`` maps (message, channel) to Thompson
     sampling's (successes, failures); ``patch`` see :func:`score`.
     """
     pairs, contact = _as_pairs(store, candidates, histories, contact)
     allowed = contact.allowed
     width = allowed.shape[1]
-    if weight is not None and len(weight) != len(pairs):
+    if weight is None and (store.history.catalog_arrays["weight"] != 1.0).any():
+        weight = store.history.catalog_arrays["weight"][pairs.message_code]
+    elif weight is not None and len(weight) != len(pairs):
         weight = np.asarray(weight, dtype=float)[pairs.message_code]
     # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
     # such slot on a tie).

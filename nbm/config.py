@@ -87,6 +87,32 @@ class LifecycleConfig(_Section):
         return self
 
 
+class ArbitrationConfig(_Section):
+    """Business weights: the decision ranks allowed candidates by probability × message value × weight.
+
+    A message's weight is its own (``message_weights``) when it has one, else its topic's
+    (``topic_weights``), else 1. A weight of 0 keeps a message from being chosen while it stays
+    eligible (and reported); above 1 favours it.
+    """
+
+    message_weights: dict[str, float] = Field(default_factory=dict, description="weight per message id")
+    topic_weights: dict[str, float] = Field(default_factory=dict, description="weight per topic")
+
+    @field_validator("message_weights", "topic_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"weights must be finite and not negative, got {bad}")
+        return value
+
+    def weights(self, message_ids, topics) -> np.ndarray:
+        """The weight of each message (``message_ids`` and their ``topics``, aligned)."""
+        message_ids, topics = list(message_ids), list(topics)
+        return np.array([self.message_weights.get(str(m), self.topic_weights.get(str(t), 1.0))
+                         for m, t in zip(message_ids, topics)], dtype=float)
+
+
 class ActivityConfig(_Section):
     """Activity states against an ideal visit frequency: visits in the last 30 days / ideal."""
 
@@ -164,6 +190,7 @@ class NbmConfig(_Section):
     attribution: AttributionConfig = AttributionConfig()
     validation: ValidationConfig = ValidationConfig()
     contact_policy: ContactPolicyConfig = ContactPolicyConfig()
+    arbitration: ArbitrationConfig = ArbitrationConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     activity: ActivityConfig = ActivityConfig()
     features: FeatureConfig = FeatureConfig()

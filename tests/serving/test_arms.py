@@ -152,3 +152,57 @@ def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
     got = engine._requested(requests, ex)
     assert 0 < expected.sum() < len(ex)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_business_weights_rank_by_probability_times_value_times_weight(served_world) -> None:
+    """``[arbitration]`` weights: a topic's weight favours its messages, a message's own weight replaces its
+    topic's, a weight of 0 keeps a message out of the choice (the greedy model arm, 60 users)."""
+    from features.pairs import expand_pairs, pair_contact
+    from features.pipeline import FeatureStore
+    from features.replay import model_decide, send_histories
+    from nbm.config import ArbitrationConfig
+    from nbm.dataset import load_dataset
+    from nbm.policy.explore import Greedy
+    from serving.registry import load_model
+
+    data, home = served_world
+    base = load_config(environ={"NBM_HOME": str(home)})
+    dataset, _ = load_dataset(data, base)
+    artifact = load_model("models:/nbm-ranker@champion", base).artifact
+    users = dataset.users["user_id"].to_numpy(dtype=object)[:60]
+    now = np.full(len(users), NOW.value, dtype=np.int64)
+    topic_of = dict(zip(dataset.messages["message_id"].astype(str), dataset.messages["topic"].astype(str)))
+
+    def chosen(arbitration: ArbitrationConfig) -> list[str]:
+        config = base.model_copy(update={"arbitration": arbitration})
+        store = FeatureStore.build(dataset, config)
+        pairs = expand_pairs(store, users, now)
+        hist = send_histories(store, users, now, 8.0)
+        md = model_decide(store, artifact, pairs, hist, Greedy(), np.random.default_rng(0),
+                          contact=pair_contact(store, pairs, hist))
+        return [str(m) for m in md.scored.rows.message_id[md.slate.row]]
+
+    plain = chosen(ArbitrationConfig())
+    assert len(plain) > 30
+    favourite = min(topic_of.values(), key=lambda t: sum(topic_of[m] == t for m in plain))   # rarely chosen
+    boosted = chosen(ArbitrationConfig(topic_weights={favourite: 1e6}))
+    assert sum(topic_of[m] == favourite for m in boosted) > sum(topic_of[m] == favourite for m in plain)
+    assert sum(topic_of[m] == favourite for m in boosted) >= 0.8 * len(boosted)
+    # One message of that topic keeps weight 1: its own weight replaces the topic's.
+    first = next(m for m in boosted if topic_of[m] == favourite)
+    override = chosen(ArbitrationConfig(topic_weights={favourite: 1e6}, message_weights={first: 1.0}))
+    assert first not in override or override.count(first) < boosted.count(first)
+    # Weight 0: never chosen.
+    top = max(set(plain), key=plain.count)
+    assert top not in chosen(ArbitrationConfig(message_weights={top: 0.0}))
+
+
+def test_negative_or_infinite_weights_are_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from nbm.config import ArbitrationConfig
+
+    for bad in ({"m1": -1.0}, {"m1": float("inf")}, {"m1": float("nan")}):
+        with pytest.raises(ValidationError, match="finite and not negative"):
+            ArbitrationConfig(message_weights=bad)
