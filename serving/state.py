@@ -36,6 +36,8 @@ import pandas as pd
 from nbm.config import REDIS_SCHEMES
 
 HOUR_NS = 3_600 * 10**9
+DECISION_INSERT = ("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
+                   "model_version, explorer, items, reason, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 QUERY_CHUNK = 500
 """Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
 PLANNED_GRACE_NS = HOUR_NS
@@ -200,18 +202,27 @@ class SQLiteState:
         out = []
         db.execute("BEGIN IMMEDIATE")
         try:
+            # The contact versions of the users with items, read once inside the write transaction.
+            asking = sorted({str(r[0]) for r in reservations if r[3]})
+            current: dict[str, int] = {}
+            for lo in range(0, len(asking), QUERY_CHUNK):
+                chunk = asking[lo:lo + QUERY_CHUNK]
+                current.update(db.execute(f"SELECT user_id, MAX(id) FROM sends WHERE user_id IN "
+                                          f"({','.join('?' * len(chunk))}) GROUP BY user_id", chunk).fetchall())
+            planned, logged, changed = [], [], set()
             for user_id, version, decision, items, propensity in reservations:
                 if items:
-                    current = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?",
-                                         (user_id,)).fetchone()[0]
-                    if current != version:
+                    # A user planned for earlier in this batch has a newer version than any read before it.
+                    if user_id in changed or int(current.get(str(user_id)) or 0) != version:
                         out.append(False)
                         continue
-                    db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
-                                   "VALUES (?, ?, ?, ?, ?, 1)",
-                                   [(user_id, at, c, m, decision["decision_id"]) for at, c, m in items])
-                self._log_decision(db, decision, propensity)
+                    changed.add(user_id)
+                    planned.extend((user_id, at, c, m, decision["decision_id"]) for at, c, m in items)
+                logged.append(self._decision_row(decision, propensity))
                 out.append(True)
+            db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
+                           "VALUES (?, ?, ?, ?, ?, 1)", planned)
+            db.executemany(DECISION_INSERT, logged)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -223,20 +234,18 @@ class SQLiteState:
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
-            for decision, propensity in decisions:
-                self._log_decision(db, decision, propensity)
+            db.executemany(DECISION_INSERT, [self._decision_row(d, p) for d, p in decisions])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     @staticmethod
-    def _log_decision(db: sqlite3.Connection, d: dict, propensity: float | None) -> None:
-        db.execute("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
-                   "model_version, explorer, items, reason, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
-                    d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", ""),
-                    d.get("_experiment")))
+    def _decision_row(d: dict, propensity: float | None) -> tuple:
+        return (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
+                d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", ""),
+                d.get("_experiment"))
+
 
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
