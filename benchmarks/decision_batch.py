@@ -2,7 +2,8 @@
 
 The world of ``benchmarks/serve.py`` (100 eligible messages × 3 channels × 6 slots = 1,800 candidates a user);
 ``--decisions`` users decided as of one time. Printed per stage: seconds for the batch, milliseconds per
-decision. It uses only interfaces older than the work it measures, so the same file run against an older
+decision; last, the whole batch through the service's engine (best of 3 batches of new users, a fresh
+state store). It uses only interfaces older than the work it measures, so the same file run against an older
 checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/decision_batch.py --world DIR``) compares revisions.
 
     .venv/bin/python benchmarks/decision_batch.py [--decisions 500] [--world DIR]
@@ -65,6 +66,17 @@ def main() -> None:
     rows["features of the pairs"], columns = _best(lambda: store.featurise_columns(stage1))
     rows["features of every candidate"], _ = _best(lambda: store.featurise_columns(ex.rows), repeat=1)
     rows["scoring the pairs"], _ = _best(lambda: artifact.score(columns))
+    # The whole batch as the service decides it (candidates to reserved, logged answers), each call for
+    # users not decided before (a user decided again at the same time is mostly capped: cheaper).
+    from serving.engine import Engine, EngineSettings
+
+    state = Path(tempfile.mkdtemp()) / "state.db"
+    engine = Engine(config.model_copy(update={"state_url": f"sqlite:///{state}"}), EngineSettings(data=root / "world"))
+    everyone = iter(dataset.users["user_id"].tolist())
+    batches = [[{"user_id": next(everyone), "now": pd.Timestamp(NOW)} for _ in range(len(users))] for _ in range(4)]
+    engine.recommend_many(batches.pop())                                             # warm-up
+    rows["whole batch (Engine.recommend_many)"] = min(_best(lambda b=b: engine.recommend_many(b), repeat=1)[0]
+                                                      for b in batches)
     print(f"{len(users):,} decisions, {len(ex):,} candidates, {len(pairs):,} pairs; compiled booster: "
           f"{getattr(artifact, 'compiled', None) is not None}; code from {Path(contact_verdict.__code__.co_filename).parents[1]}")
     for name, seconds in rows.items():

@@ -12,6 +12,7 @@ in the same order, for the baselines that rank every row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ class Pairs:
     def n_groups(self) -> int:
         return len(self.now)
 
-    @property
+    @cached_property
     def n_slots(self) -> np.ndarray:
         """Per decision: how many slots it has."""
         return (self.slot_times >= 0).sum(axis=1)
@@ -215,13 +216,11 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
     if not len(pairs):
         empty = np.zeros((0, width))
         return PairContact(empty.astype(bool), empty.astype(np.int8), empty.astype(np.int64))
-    channel_type, message_type, nobody_type, message_code = vocabulary_types(voc)
+    channel_type, _, nobody_type, message_code = vocabulary_types(voc)
     if pairs.n_groups < GRID_MIN_DECISIONS:
         p, s = np.nonzero(pairs.ok)
-        every = apply_contact_policy_batch(
-            pairs.group[p], pd.Categorical.from_codes(pairs.channel_code[p], dtype=channel_type),
-            pd.Categorical.from_codes(pairs.message_code[p], dtype=message_type), pairs.slot_times[pairs.group[p], s],
-            pairs.timezones, histories, policy)
+        every = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
+                               pairs.slot_times[pairs.group[p], s], pairs.timezones, histories)
         return PairContact.of_rows(every, pairs, p, s)
     # The grid: (decision, channel) cells that some pair uses × their slots.
     cell_key = np.unique(pairs.group * n_ch + pairs.channel_code)
@@ -249,12 +248,19 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
     if len(again):
         a, s = np.nonzero(pairs.ok[again])
         p = again[a]
-        own = apply_contact_policy_batch(
-            pairs.group[p], pd.Categorical.from_codes(pairs.channel_code[p], dtype=channel_type),
-            pd.Categorical.from_codes(pairs.message_code[p], dtype=message_type),
-            pairs.slot_times[pairs.group[p], s], pairs.timezones, histories, policy)
+        own = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
+                             pairs.slot_times[pairs.group[p], s], pairs.timezones, histories)
         allowed[p, s], code[p, s], send_at[p, s] = own.allowed, own.code, own.send_at
     return PairContact(allowed, code, send_at)
+
+
+def policy_on_rows(store: FeatureStore, group: np.ndarray, channel_code: np.ndarray, message_code: np.ndarray,
+                   send_at: np.ndarray, timezones: np.ndarray, histories: SendHistories) -> ContactDecision:
+    """The contact policy on candidate rows given by vocabulary codes (categoricals: no hashing of ids)."""
+    channel_type, message_type, _, _ = vocabulary_types(store.globals.vocabulary)
+    return apply_contact_policy_batch(group, pd.Categorical.from_codes(channel_code, dtype=channel_type),
+                                      pd.Categorical.from_codes(message_code, dtype=message_type), send_at,
+                                      timezones, histories, store.config.contact_policy)
 
 
 GRID_MIN_DECISIONS = 12

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.compute import DAY_NS, HOUR_NS, Candidates
-from features.pairs import PairContact, Pairs, expand_pairs, pair_contact, vocabulary_types
+from features.pairs import PairContact, Pairs, expand_pairs, pair_contact, policy_on_rows
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
@@ -149,18 +149,15 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     the others at their reference slot — so an explorer explores over all of them, and the greedy choice is
     the one full enumeration makes whenever the best pair ranks among the top at the reference slot.
     ``candidates`` are :class:`Pairs` (or the rows of ``expand_many``); ``contact`` is the contact policy's
-    verdict on them, computed when not given; ``weight`` (per pair of ``candidates``, or per message when
-    it has the vocabulary's length) the business weights, by default the configured ones
-    (``[arbitration]``); ``arms`` maps (message, channel) to Thompson
+    verdict on them, computed when not given; ``weight`` the business weight of each message (by code in
+    the vocabulary), by default the configured ones (``[arbitration]``); ``arms`` maps (message, channel) to Thompson
     sampling's (successes, failures); ``patch`` see :func:`score`.
     """
     pairs, contact = _as_pairs(store, candidates, histories, contact)
     allowed = contact.allowed
     width = allowed.shape[1]
-    if weight is None and (store.history.catalog_arrays["weight"] != 1.0).any():
-        weight = store.history.catalog_arrays["weight"][pairs.message_code]
-    elif weight is not None and len(weight) != len(pairs):
-        weight = np.asarray(weight, dtype=float)[pairs.message_code]
+    weight = store.history.catalog_arrays["weight"] if weight is None else np.asarray(weight, dtype=float)
+    weight = weight[pairs.message_code] if (weight != 1.0).any() else None      # per pair; none: all 1
     # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
     # such slot on a tie).
     live = np.flatnonzero(allowed.any(axis=1))
@@ -276,13 +273,11 @@ def contact_verdict(store: FeatureStore, ex: Expanded, histories: SendHistories)
 
 def _contact_every_row(store: FeatureStore, ex: Expanded, histories: SendHistories) -> ContactDecision:
     """The contact policy on every row (the reference :func:`contact_verdict` equals)."""
-    voc, rows = store.globals.vocabulary, ex.rows
-    channels, messages = rows.channel, rows.message_id
+    rows = ex.rows
     if rows.channel_code is not None and rows.message_code is not None:   # codes into the vocabulary: no hashing
-        channel_type, message_type, _, _ = vocabulary_types(voc)
-        channels = pd.Categorical.from_codes(rows.channel_code, dtype=channel_type)
-        messages = pd.Categorical.from_codes(rows.message_code, dtype=message_type)
-    return apply_contact_policy_batch(ex.group, channels, messages, rows.send_at, ex.timezones, histories,
+        return policy_on_rows(store, ex.group, rows.channel_code, rows.message_code, rows.send_at, ex.timezones,
+                              histories)
+    return apply_contact_policy_batch(ex.group, rows.channel, rows.message_id, rows.send_at, ex.timezones, histories,
                                       store.config.contact_policy)
 
 
