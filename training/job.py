@@ -31,8 +31,8 @@ from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
 from training.evaluate import evaluate
 from training.fit import RankerParams, fit_ranker, time_split
-from training.policy_eval import (Difference, PolicyReport, dr_terms, evaluate_policies, paired_difference,
-                                  policy_metrics)
+from training.policy_eval import (Difference, PolicyReport, censoring_note, dr_terms, evaluate_policies,
+                                  paired_difference, policy_metrics)
 from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
 from training.tune import tune
 
@@ -198,6 +198,8 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
                            "—" if not np.isfinite(v.true_value) else f"{v.true_value:.4f}")
         values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", "", "", "", "", "")
         console.print(values)
+        if (line := censoring_note(report.logged)):
+            console.print(line)
         low = [v.policy for v in report.values.values() if v.ess < 100]
         if low:
             console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): "

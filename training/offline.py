@@ -27,7 +27,7 @@ from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
 from training.evaluate import evaluate
 from training.fit import time_split
-from training.policy_eval import PolicyReport, evaluate_policies
+from training.policy_eval import PolicyReport, censoring_note, evaluate_policies
 
 METRICS = ("test_rows", "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
            "test_mean_prediction")
@@ -43,6 +43,8 @@ class OfflineEvaluation:
         clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
         return {"model": self.model, "metrics": {k: clean(v) for k, v in self.metrics.items()},
                 "scope": self.report.logged.scope, "decisions": int(len(self.report.logged.frame)),
+                "censored_decisions": int(self.report.logged.censored),
+                "outcome_horizon_hours": clean(float(self.report.logged.horizon_hours)),
                 "logged_mean_reward": clean(float(self.report.logged.frame["reward"].mean()))
                 if len(self.report.logged.frame) else None,
                 "policies": {name: {k: clean(v) for k, v in asdict(v).items()}
@@ -96,6 +98,8 @@ def print_evaluation(console: Console, result: OfflineEvaluation) -> None:
     if len(report.logged.frame):
         values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", "", "", "", "", "", "")
     console.print(values)
+    if (line := censoring_note(report.logged)):
+        console.print(line)
     low = [v.policy for v in report.values.values() if v.ess < 100]
     if low:
         console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): their "

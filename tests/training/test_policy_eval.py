@@ -124,3 +124,67 @@ def test_estimates_cover_the_truth_where_the_log_supports_the_policy(evaluated) 
     # Every decision has a probability for the logged action under every policy; nothing is NaN.
     for name, target in report.replayed.target.items():
         assert np.isfinite(target).all() and ((target >= 0) & (target <= 1 + 1e-9)).all(), name
+
+
+HOUR_NS = 3_600 * 10**9
+
+
+def _events(sends: list[int], delays: list[float | None]) -> pd.DataFrame:
+    """Sends at ``sends`` (hours), each converting ``delay`` hours later (None: never), ids linking them."""
+    rows = []
+    for i, (at, delay) in enumerate(zip(sends, delays)):
+        rows.append(("send", at * HOUR_NS, f"u{i}", "m1", f"d{i}", np.nan))
+        if delay is not None:
+            rows.append(("convert", int((at + delay) * HOUR_NS), f"u{i}", "m1", f"d{i}", 10.0))
+    frame = pd.DataFrame(rows, columns=["event_type", "timestamp", "user_id", "message_id", "decision_id", "value"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def test_outcome_horizon_is_the_quantile_of_complete_conversion_delays() -> None:
+    from types import SimpleNamespace
+
+    from nbm.config import AttributionConfig
+    from training.policy_eval import outcome_horizon
+
+    delays = [float(d) for d in range(1, 101)]                      # 1 … 100 h, sends long before the end
+    early = list(range(0, 100))
+    late = [2300 + i for i in range(40)]                             # inside the last window: cut short, left out
+    events = _events(early + late + [2400], delays + [0.5] * 40 + [None])
+    window = AttributionConfig(convert_days=7)
+    assert outcome_horizon(SimpleNamespace(events=events), window) == pytest.approx(np.quantile(delays, 0.99))
+    assert outcome_horizon(SimpleNamespace(events=events), window, quantile=0.5) == pytest.approx(50.5)
+    # never beyond the attribution window; too few conversions: the window itself
+    assert outcome_horizon(SimpleNamespace(events=events), AttributionConfig(convert_days=2)) == 48.0
+    few = _events([0, 1, 2000], [3.0, 4.0, None])
+    assert outcome_horizon(SimpleNamespace(events=few), window) == 7 * 24.0
+
+
+def test_logged_decisions_leave_out_those_whose_outcomes_are_still_open() -> None:
+    """Decisions later than the log's end − horizon − the longest decision-to-send delay are not evaluated."""
+    from types import SimpleNamespace
+
+    from training.policy_eval import censoring_note, logged_decisions
+
+    n = 10
+    now = np.arange(n) * 24 * HOUR_NS                                # one decision a day, days 0 … 9
+    send_at = now + np.where(np.arange(n) == 3, 5, 2) * HOUR_NS        # longest lag: 5 h
+    test = pd.DataFrame({"decision_id": [f"d{i}" for i in range(n)], "event_id": [f"e{i}" for i in range(n)],
+                         "user_id": [f"u{i}" for i in range(n)], "message_id": "m1", "channel_name": "email",
+                         "timestamp": send_at, "revenue": 1.0, "propensity": 0.5})
+    decisions = pd.DataFrame({"decision_id": test["decision_id"], "user_id": test["user_id"],
+                              "timestamp": now, "propensity": 0.5})
+    end = 9 * 24 * HOUR_NS + 10 * HOUR_NS                             # the last event: day 9, 10:00
+    events = pd.DataFrame({"timestamp": pd.to_datetime([0, end], utc=True)})
+    dataset = SimpleNamespace(events=events, decisions=decisions,
+                              messages=pd.DataFrame({"message_id": ["m1"], "value": [1.0]}))
+    artifact = SimpleNamespace(score=lambda rows: np.zeros(len(rows)))
+    whole = logged_decisions(dataset, test, artifact, 0, None, 0, horizon_hours=None)
+    assert len(whole.frame) == n and whole.censored == 0 and whole.until is None
+    cut = logged_decisions(dataset, test, artifact, 0, None, 0, horizon_hours=48.0)
+    # cut = day 9 10:00 − 48 h − 5 h = day 7 05:00: days 0 … 7 are evaluated, days 8 and 9 held back
+    assert cut.frame["decision_id"].tolist() == [f"d{i}" for i in range(8)]
+    assert cut.censored == 2 and cut.until == end - 53 * HOUR_NS and cut.horizon_hours == 48.0
+    assert "2 decisions after" in censoring_note(cut) and censoring_note(whole) is None
+    # a cut that would leave nothing is not made
+    assert len(logged_decisions(dataset, test, artifact, 0, None, 0, horizon_hours=24.0 * 30).frame) == n

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def evaluate_on_simulated_world(directory: Path, n_users: int, n_days: int, seed: int):
+def evaluate_on_simulated_world(directory: Path, n_users: int, n_days: int, seed: int, test_days: float = 7):
     """Simulate a world into ``directory`` (with its manifest), train the ranker on it, and evaluate the
     model's policy and the baselines on the test window against the world's ground truth; (sim, report)."""
     from features.pipeline import build_training_set
@@ -24,7 +24,7 @@ def evaluate_on_simulated_world(directory: Path, n_users: int, n_days: int, seed
     (directory / "world.json").write_text(json.dumps(world_manifest(sim)))
     config = NbmConfig()
     dataset, _ = load_dataset(directory, config)
-    split = time_split(build_training_set(dataset, config))
+    split = time_split(build_training_set(dataset, config), test_days=test_days)
     artifact = fit_ranker(split, RankerParams())
     history = pd.concat([split.train, split.valid], ignore_index=True)
     report = evaluate_policies(dataset, config, history, split.test, split.test_start, {"model": artifact}, artifact,
