@@ -8,7 +8,7 @@ time (a new connection each), and the HTTP path alone (a request refused by vali
 Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
 ``decide()``, state store: what the service wraps) one request at a time and 1, 4, 8, 32 together, LightGBM
 ``Booster.predict`` and the compiled booster alone on 1,800 rows, and a plain FastAPI/uvicorn app calling the
-same engine.
+same engine (in its own process, like the service).
 
     .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10]
 """
@@ -100,35 +100,68 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
             "per_s": len(ms) / wall}
 
 
-def fastapi_floor(engine, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
-    """The same engine behind a plain FastAPI app on uvicorn (one process), same load."""
-    import uvicorn
+def fastapi_app(data: Path):
+    """A plain FastAPI app calling the same engine (one process, uvicorn), with ``/readyz``."""
     from fastapi import FastAPI
 
+    from nbm.config import load_config
+    from serving.engine import Engine, EngineSettings
+
+    engine = Engine(load_config(), EngineSettings(data=data))
     app = FastAPI()
 
     @app.post("/recommend")
     def recommend(body: dict) -> dict:
         return engine.recommend(user_id=body["user_id"], now=pd.Timestamp(body["now"]))
 
+    @app.get("/readyz")
+    def ready() -> dict:
+        return {}
+
+    return app
+
+
+def fastapi_floor(data: Path, home: Path, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """The FastAPI floor's load, the app in its own process (in this one, the load's client threads would
+    share its GIL and inflate its latencies: p50 104 ms at concurrency 8 measured that way)."""
+    import urllib.request
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen([sys.executable, __file__, "--fastapi-floor", str(data), "--port", str(port)],
+                               env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        return load(port, "/recommend", bodies, concurrency, seconds)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the FastAPI floor's app did not start") from None
+                time.sleep(0.3)
+        load(port, "/recommend", bodies[:20], 2, seconds)                  # warm-up
+        return load(port, "/recommend", bodies[20:], concurrency, seconds)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop_service(process)
+
+
+def serve_fastapi_floor(data: Path, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(fastapi_app(data), host="127.0.0.1", port=port, log_level="error")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per level (at most; a fresh user each)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (at most)")
+    parser.add_argument("--fastapi-floor", type=Path, help=argparse.SUPPRESS)   # internal: serve the floor's app
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fastapi_floor is not None:
+        serve_fastapi_floor(args.fastapi_floor, args.port)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data, home, users = build_world(Path(tmp))
         rng = np.random.default_rng(0)
@@ -179,11 +212,11 @@ def main() -> None:
         print(f"floor: in-process recommend (decide() path)  {decide_ms:7.2f} ms = {1e3 / decide_ms:6.0f} decisions/s")
         print("in-process recommend_many, requests decided together: "
               + ", ".join(f"{k}: {v:.1f} ms" for k, v in curve.items()))
+        del engine
         rows_out = []
         for c in (1, 8):
-            r = fastapi_floor(engine, bodies_for(args.requests), c, args.seconds)
+            r = fastapi_floor(data, home, bodies_for(args.requests + 20), c, args.seconds)
             rows_out.append({"server": "FastAPI floor", "workers": 1, "concurrency": c, **r})
-        del engine
 
         batch_rates: dict[int, float] = {}
         for workers, max_batch in ((1, "64"), (2, "64"), (2, "1")):
