@@ -149,9 +149,16 @@ def suppressed_by_decision(pairs, contact) -> dict[int, list[dict[str, str]]]:
     group = pairs.group[blocked]
     reason = contact.code[blocked, pairs.ok[blocked].argmax(axis=1)]
     bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])
-    entries = [{"message_id": m, "channel": c, "reason": r} for m, c, r in
-               zip(_texts(pairs.messages[pairs.message_code[blocked]]), _texts(pairs.channels[pairs.channel_code[blocked]]),
-                   REASON_NAMES[reason].tolist())]
+    # One entry per distinct (message, channel, reason), shared by the decisions it blocks: a campaign batch
+    # repeats the same few hundred (a dict per blocked pair cost ~5 % of a 500-decision batch). Read-only.
+    key = (pairs.message_code[blocked].astype(np.int64) * (len(pairs.channels) + 1) + pairs.channel_code[blocked]) \
+        * len(REASON_NAMES) + reason
+    distinct, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    rows = blocked[first]
+    table = [{"message_id": m, "channel": c, "reason": r} for m, c, r in
+             zip(_texts(pairs.messages[pairs.message_code[rows]]), _texts(pairs.channels[pairs.channel_code[rows]]),
+                 REASON_NAMES[reason[first]].tolist())]
+    entries = [table[i] for i in inverse.tolist()]
     return {g: entries[a:b] for g, a, b in zip(group[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())}
 
 
