@@ -8,7 +8,8 @@ Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configurat
 (default ``models:/nbm-ranker@champion``), ``NBM_EXPLORER`` (default ``epsilon_greedy``),
 ``NBM_THRESHOLD`` (default 0), ``NBM_RELOAD_SECONDS`` (default 60), ``NBM_WORKERS`` (default 1),
 ``NBM_MAX_BATCH`` (default 64: most concurrent ``/recommend`` calls a worker decides together; 1 turns
-that off), ``NBM_TRACING`` (``1``: OpenTelemetry spans for the scoring routes too; by default they are
+that off; batches are decided on the event loop's thread, ``NBM_BATCH_THREAD=1`` hands them to a worker
+thread instead), ``NBM_TRACING`` (``1``: OpenTelemetry spans for the scoring routes too; by default they are
 left out of tracing, which cost ~8 % of a worker's CPU with no exporter configured).
 Answers are encoded once, with orjson, into the HTTP response (BentoML's generic path validated each
 answer into a pydantic model and rebuilt its JSON schema per response: ~18 % of a worker's CPU; both shares
@@ -68,7 +69,8 @@ class NbmService:
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())
         # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
-        self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", str(DEFAULT_MAX_BATCH))))
+        self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", str(DEFAULT_MAX_BATCH))),
+                                    inline=os.environ.get("NBM_BATCH_THREAD") != "1")
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, **request) -> dict:

@@ -71,3 +71,27 @@ def test_a_wrong_number_of_answers_is_an_error_not_a_hang() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="`max_batch`"):
         MicroBatcher(lambda r: r, max_batch=0)
+
+
+def test_inline_batches_decide_on_the_loop_and_still_batch_the_calls_that_arrived_meanwhile() -> None:
+    """The loop's own thread decides: calls submitted while a batch runs are read after it and decided
+    together, in order, each with its own answer."""
+    calls: list[list[dict]] = []
+    loop_threads: set[int] = set()
+
+    def decide_many(requests: list[dict]) -> list[dict]:
+        loop_threads.add(threading.get_ident())
+        calls.append(list(requests))
+        return [{"user_id": r["user_id"], "batch": len(calls)} for r in requests]
+
+    batcher = MicroBatcher(decide_many, max_batch=4, inline=True)
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(batcher.submit({"user_id": f"u{i}"})) for i in range(7)]
+        return await asyncio.gather(*tasks), threading.get_ident()
+
+    answers, loop_thread = asyncio.run(scenario())
+    assert loop_threads == {loop_thread}
+    assert [a["user_id"] for a in answers] == [f"u{i}" for i in range(7)]
+    assert batcher.batch_sizes == [4, 3]
+    assert [a["batch"] for a in answers] == [1, 1, 1, 1, 2, 2, 2]
