@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.launch import free_port, start_service, stop_service
+from serving.launch import free_port, start_service, stop_service, wait_ready
 
 NOW = "2026-11-01T00:00:00Z"
 BATCH_NOW = "2026-11-15T00:00:00Z"
@@ -124,22 +124,12 @@ def fastapi_app(data: Path):
 def fastapi_floor(data: Path, home: Path, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
     """The FastAPI floor's load, the app in its own process (in this one, the load's client threads would
     share its GIL and inflate its latencies: p50 104 ms at concurrency 8 measured that way)."""
-    import urllib.request
-
     port = free_port()
     env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen([sys.executable, __file__, "--fastapi-floor", str(data), "--port", str(port)],
-                               env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = wait_ready(subprocess.Popen([sys.executable, __file__, "--fastapi-floor", str(data), "--port", str(port)],
+                                          env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL), port, what="the FastAPI floor's app")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the FastAPI floor's app did not start") from None
-                time.sleep(0.3)
         load(port, "/recommend", bodies[:20], 2, seconds)                  # warm-up
         return load(port, "/recommend", bodies[20:], concurrency, seconds)
     finally:

@@ -151,24 +151,10 @@ class _Shared:
             self.first, self.inverse = starts, run
 
     def apply(self, block) -> dict[str, object]:
-        """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row.
-
-        A final float feature is rounded to float32 before it is broadcast (the same values as rounding
-        after: the broadcast only copies), so the copy to every row moves half the bytes and the final
-        conversion of :func:`featurise_columns` has nothing left to do."""
+        """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row."""
         if self.first is None:
             return block(slice(None))
-        return {name: _broadcast(_final(name, values), self.inverse) for name, values in block(self.first).items()}
-
-
-_FLOAT32 = frozenset(FEATURE_NAMES) - frozenset(CATEGORICAL) - {"user_visits_90d"}
-"""Features stored as float32 once computed (``user_visits_90d`` is also an input of the slot block)."""
-
-
-def _final(name: str, values):
-    if name in _FLOAT32 and isinstance(values, np.ndarray) and values.dtype != np.float32:
-        return values.astype(np.float32)
-    return values
+        return {name: _broadcast(values, self.inverse) for name, values in block(self.first).items()}
 
 
 def _broadcast(values, inverse: np.ndarray):

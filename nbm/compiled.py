@@ -71,25 +71,12 @@ class CompiledForest:
                        np.empty((CHUNK_ROWS, self.n_features), np.float64))
             _BUFFERS.pair = buffers
         single, double = buffers
-        # float32 columns go straight into the float64 buffer (exact); the others are rounded through the
-        # float32 one, column by column.
-        direct = [isinstance(v, np.ndarray) and v.dtype == np.float32 for v in columns]
-        scalars = [np.ndim(v) == 0 for v in columns]
-        for j, values in enumerate(columns):
-            if scalars[j]:
-                single[:, j] = values
-                double[:, j] = single[:, j]
         for lo in range(0, n, CHUNK_ROWS):
             hi = min(lo + CHUNK_ROWS, n)
             m = hi - lo
             for j, values in enumerate(columns):
-                if scalars[j]:
-                    continue
-                if direct[j]:
-                    double[:m, j] = values[lo:hi]
-                else:
-                    single[:m, j] = values[lo:hi]
-                    double[:m, j] = single[:m, j]
+                single[:m, j] = values if np.ndim(values) == 0 else values[lo:hi]
+            double[:m] = single[:m]
             out[lo:hi] = self.model.predict(double[:m], n_jobs=1)
         return out
 

@@ -11,8 +11,8 @@ light traffic waits for nothing; under load each call waits at most for the batc
 With ``inline`` (the service's default) the batch is decided on the event loop's own thread: the loop
 stops for the batch, and the calls that arrived meanwhile are read when it is done and make up the next
 one — the same batching, without handing each batch to a worker thread that then fights the loop for the
-GIL (at concurrency 8 with 2 workers, ``benchmarks/serve.py``'s level: p50 15–17 against 23–28 ms,
-412–438 against 244–328 answers/s, three interleaved runs each, uvloop and httptools installed).
+GIL (``benchmarks/serve.py``, concurrency 8 with 2 workers, with httptools and uvloop: p50 29.6 → 12.5–16.9
+ms, 558 → 767–981 answers/s; docs/serving.md).
 Between batches the loop gets ``INLINE_YIELDS`` turns, and as many again (at most ``INLINE_ROUNDS``
 times) while calls keep reaching :meth:`MicroBatcher.submit`: a call whose bytes are in is not left for
 the batch after next.

@@ -32,8 +32,15 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
                "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+    return wait_ready(process, port, timeout, "nbm serve")
+
+
+def wait_ready(process: subprocess.Popen, port: int, timeout: float = 180.0, what: str = "the server"
+               ) -> subprocess.Popen:
+    """``process`` once ``/readyz`` on 127.0.0.1:PORT answers 200; stopped, and an error, when it exits or
+    ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -41,7 +48,7 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
         except OSError:
             time.sleep(0.5)
     stop_service(process)
-    raise RuntimeError(f"nbm serve did not become ready in {timeout:.0f} s")
+    raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s")
 
 
 def stop_service(process: subprocess.Popen) -> None:

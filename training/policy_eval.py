@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbm.attribution import GRADE
+from nbm.attribution import GRADE, attribute
 from features.pipeline import FeatureStore
 from features.pairs import expand_pairs, pair_contact
 from features.replay import (Expanded, hour_bucket, local_hours, model_decide, rank, rules_priority, score,
@@ -121,8 +121,6 @@ def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_c
     that the delays themselves are not cut short; with fewer than ``min_conversions`` of those, on every
     attributed conversion; with fewer than that, the window itself. Never more than the window.
     """
-    from nbm.attribution import attribute
-
     window = float(attribution.convert_days) * 24.0
     events = dataset.events
     if not len(events):

@@ -18,8 +18,9 @@ def test_off_policy_estimates_of_the_uniform_policy_against_the_true_value(tmp_p
     Measured (this seed): truth 0.2019 per decision; IPS 7.3 %, SNIPS 5.7 %, DR 4.3 % off, effective
     sample size 4,243. Before the censoring cut the same estimators were 17–18 % low (IPS, SNIPS): the
     last day's conversions were missing from the log but not from the truth. This is one draw: over seeds
-    21–25 the IPS errors were +7.3, −1.3, +4.6, −14.6, −9.6 % (DR +4.3 … −15.5 %) — revenue is rare and
-    heavy-tailed, so at this log size the sampling error alone is ~9 % (SNIPS's 95 % interval ±40 %);
+    21–25 (this setup, one seed at a time) the IPS errors were +7.3, −1.3, +4.6, −14.6, −9.6 %
+    (DR +4.3 … −15.5 %) — revenue is rare and heavy-tailed, so at this log size the sampling error alone
+    is ~9 % (SNIPS's 95 % interval ±40 %);
     ``benchmarks/ope_accuracy.py`` measures the bar on 50,000 users × 60 days (docs/benchmarks.md).
     """
     _, report = evaluate_on_simulated_world(tmp_path, n_users=8000, n_days=42, seed=21)
