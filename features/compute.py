@@ -16,7 +16,7 @@ import pandas as pd
 from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
-from nbm.arrays import distinct_rows
+from nbm.arrays import Spread, distinct_rows, take
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -43,8 +43,15 @@ def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.
     return pd.DataFrame(featurise_columns(history, rates, rows), copy=False)
 
 
-def featurise_columns(history: History, rates: PopulationRates, rows: Candidates) -> dict[str, np.ndarray]:
+def featurise_columns(history: History, rates: PopulationRates, rows: Candidates,
+                      spread: bool = False) -> dict[str, np.ndarray | Spread]:
     """:func:`featurise` as a dict of column arrays (no DataFrame: the service's hot path).
+
+    ``spread=True`` is for scoring at once: a feature shared by many rows comes as a
+    :class:`~nbm.arrays.Spread` (its distinct values and each row's index into them) instead of a full
+    column, and numeric columns keep the dtype they were computed in (float64 mostly) — the compiled
+    booster's row buffers round every value through float32 as they are filled, so the scores are the same,
+    without building and converting ~56 columns of every row.
 
     Each entity's features are computed once per distinct (entity, as-of time) and broadcast: the ~300
     candidates of one decision share one user, 3 (user, channel) pairs and a few topics, and a campaign
@@ -61,12 +68,12 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     time_code = _codes(t)
     out: dict[str, np.ndarray] = {}
 
-    overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens", "clicks", "converts"))
-    # Global rates, themselves smoothed toward fixed priors so that an empty history gives sane values.
-    global_rate = {o: (overall[o] + strength * p0) / (overall["sends"] + strength)
-                   for o, p0 in (("opens", 0.1), ("clicks", 0.02), ("converts", 0.005))}
+    # Global rates, themselves smoothed toward fixed priors so that an empty history gives sane values
+    # (computed once per distinct as-of time).
+    global_rate = _Shared(np.zeros(len(t), np.int64), time_code).apply(lambda i: _global_rates(rates, t[i], strength),
+                                                                       spread)
 
-    users = _Shared(user, time_code).apply(lambda i: _user_block(history, user[i], t[i]))
+    users = _Shared(user, time_code).apply(lambda i: _user_block(history, user[i], t[i]), spread)
     profile = users.pop("_attributes")
     out.update({k: v for k, v in users.items() if not k.startswith("_")})
 
@@ -74,34 +81,49 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     uc = pair(user, np.maximum(channel, 0), n_ch)
     out.update(_Shared(uc, time_code).apply(
         lambda i: _user_channel_block(history, rates, uc[i], np.maximum(channel[i], 0), t[i], strength,
-                                      _rows(global_rate, i))))
+                                      _rows(global_rate, i)), spread))
     out["user_contacts_7d"] = users["_sends_7d"]
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
     ut = pair(user, np.maximum(topic, 0), len(voc.topics))
     out.update(_Shared(ut, time_code).apply(
         lambda i: _user_topic_block(history, rates, ut[i], np.maximum(topic[i], 0), t[i], strength,
-                                    global_click[i], global_open[i])))
+                                    global_click[i], global_open[i]), spread))
     send_code = _codes(send_at)
     slot_key = pair(user, send_code, int(send_code.max()) + 1 if len(send_code) else 1)
     opens90, sends90, visits90 = users["_opens_90d"], users["_sends_90d"], out["user_visits_90d"]
     out.update(_Shared(slot_key, time_code).apply(
         lambda i: _slot_features(history, user[i], t[i], send_at[i], strength, opens90[i], sends90[i], visits90[i],
-                                 global_open[i])))
+                                 global_open[i]), spread))
 
     out.update(_Shared(message, time_code).apply(
-        lambda i: _message_block(history, rates, message[i], t[i], strength, _rows(global_rate, i))))
+        lambda i: _message_block(history, rates, message[i], t[i], strength, _rows(global_rate, i)), spread))
     out["message_topic"] = topic
     out["channel"] = channel
     um = pair(user, np.maximum(message, 0), len(voc.messages))
     out.update(_Shared(um, time_code).apply(
-        lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strength)))
+        lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strength),
+        spread))
 
-    # float32, as LightGBM scores them: half the memory of a 10M-row training set.
-    columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else np.asarray(out[name], dtype=np.float32)
-               for name in FEATURE_NAMES}
+    if spread:
+        columns = {name: _as_int(out[name]) if name in CATEGORICAL else out[name] for name in FEATURE_NAMES}
+    else:    # float32, as LightGBM scores them: half the memory of a 10M-row training set
+        columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else np.asarray(out[name], dtype=np.float32)
+                   for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile.items()})
     return columns
+
+
+def _global_rates(rates: PopulationRates, t: np.ndarray, strength: float) -> dict[str, np.ndarray]:
+    overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens", "clicks", "converts"))
+    return {o: (overall[o] + strength * p0) / (overall["sends"] + strength)
+            for o, p0 in (("opens", 0.1), ("clicks", 0.02), ("converts", 0.005))}
+
+
+def _as_int(values):
+    if isinstance(values, Spread):
+        return Spread(np.asarray(values.values).astype(np.int64, copy=False), values.index)
+    return np.asarray(values).astype(np.int64, copy=False)
 
 
 def _rows(columns: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
@@ -150,16 +172,19 @@ class _Shared:
         if starts is not None:
             self.first, self.inverse = starts, run
 
-    def apply(self, block) -> dict[str, object]:
-        """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row."""
+    def apply(self, block, spread: bool = False) -> dict[str, object]:
+        """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row (as
+        :class:`~nbm.arrays.Spread` columns with ``spread``)."""
         if self.first is None:
             return block(slice(None))
-        return {name: _broadcast(values, self.inverse) for name, values in block(self.first).items()}
+        return {name: _broadcast(values, self.inverse, spread) for name, values in block(self.first).items()}
 
 
-def _broadcast(values, inverse: np.ndarray):
+def _broadcast(values, inverse: np.ndarray, spread: bool = False):
     if isinstance(values, dict):
-        return {k: _broadcast(v, inverse) for k, v in values.items()}
+        return {k: _broadcast(v, inverse, spread) for k, v in values.items()}
+    if spread:
+        return Spread(values if isinstance(values, pd.Categorical) else np.asarray(values), inverse)
     if isinstance(values, pd.Categorical):
         return values.take(inverse)
     return np.asarray(values)[inverse]
@@ -291,8 +316,8 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
     checks it) at a fraction of the cost — the service scores every slot of its best pairs this way.
     """
     strength = history.config.features.prior_strength
-    out = {name: values.take(base_index) if isinstance(values, pd.Categorical) else np.asarray(values)[base_index]
-           for name, values in base.items()}
+    shared: dict = {}          # spread columns that shared an index share the new one
+    out = {name: take(values, base_index, shared) for name, values in base.items()}
     user = rows.user_code if rows.user_code is not None else history.user_codes(np.asarray(rows.user_id, dtype=object))
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     w90 = history.user.window_totals(user, t, ("opens", "sends", "visits"), (90 * DAY_NS,))[90 * DAY_NS]

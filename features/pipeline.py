@@ -68,8 +68,8 @@ class FeatureStore:
     def featurise(self, rows: Candidates) -> pd.DataFrame:
         return featurise(self.history, self.globals.rates, rows)
 
-    def featurise_columns(self, rows: Candidates) -> dict[str, np.ndarray]:
-        return featurise_columns(self.history, self.globals.rates, rows)
+    def featurise_columns(self, rows: Candidates, spread: bool = False) -> dict[str, np.ndarray]:
+        return featurise_columns(self.history, self.globals.rates, rows, spread)
 
     def reslot_columns(self, base: dict[str, np.ndarray], base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:
         return reslot_columns(self.history, self.globals.rates, base, base_index, rows)

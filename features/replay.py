@@ -121,7 +121,7 @@ def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chun
         part = Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[a:b]
                             for f in ("user_id", "message_id", "channel", "as_of", "send_at", "message_code",
                                       "channel_code", "user_code")))
-        columns = store.featurise_columns(part)
+        columns = store.featurise_columns(part, spread=True)
         if patch is not None:
             patch(columns, part)
         out[a:b] = artifact.score(columns)
@@ -168,7 +168,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     ref_rows = pairs.rows(live, ref_slot).rows
     base = None
     if len(live) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
-        base = store.featurise_columns(ref_rows)
+        base = store.featurise_columns(ref_rows, spread=True)     # shared features stay shared
         if patch is not None:
             patch(base, ref_rows)
         ref_probability = artifact.score(base)

@@ -21,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from nbm.arrays import Spread
 from nbm.compiled import CompiledForest, compile_booster
 
 BOOSTER_FILE, META_FILE = "booster.txt", "artifact.json"
@@ -110,30 +111,34 @@ class ScoringArtifact:
             raise ValueError(f"frame lacks feature column(s) {missing}")
         n = len(next(iter(frame.values()))) if isinstance(frame, dict) and frame else len(frame)
         indexes = self._category_indexes()
-        out: list[np.ndarray | float] = []
+        out: list[np.ndarray | float | Spread] = []
         for name in self.features:
             raw = frame[name]
-            if name in indexes and isinstance(getattr(raw, "dtype", None), pd.CategoricalDtype):
-                # Categorical columns: map their (few) categories once, then their codes.
-                values = raw.array if isinstance(raw, pd.Series) else raw
-                mapping = self._category_mapping(name, values.categories)
-                codes = np.append(mapping, -1)[np.asarray(values.codes)]
-                out.append(np.where(codes >= 0, codes, np.nan))
-                continue
-            values = np.asarray(raw) if isinstance(frame, dict) else raw.to_numpy()
-            if name in indexes:
-                if n and values.dtype == object and values[0] is not None and (values == values[0]).all():
-                    code = indexes[name].get_indexer([values[0]])[0]   # one user's candidates: one value
-                    out.append(float(code) if code >= 0 else np.nan)
-                    continue
-                # Look up the distinct values only: one user's candidates share their attributes.
-                inverse, distinct = pd.factorize(values, use_na_sentinel=True)
-                codes = indexes[name].get_indexer(np.asarray(distinct, dtype=object)) if len(distinct) else np.zeros(0, int)
-                mapped = np.append(codes, -1)[inverse]
-                out.append(np.where(mapped >= 0, mapped, np.nan))
+            if isinstance(raw, Spread):     # the distinct values mapped, still spread over the rows
+                mapped = self._column(name, raw.values, len(raw.values), indexes)
+                out.append(mapped if np.ndim(mapped) == 0 else Spread(mapped, raw.index))
             else:
-                out.append(values)
+                out.append(self._column(name, raw if isinstance(frame, dict) else raw.array, n, indexes))
         return n, out
+
+    def _column(self, name: str, raw, n: int, indexes: dict[str, pd.Index]) -> np.ndarray | float:
+        """One column of :meth:`columns` (``n`` values: an array, or a scalar when all are the same category)."""
+        if name in indexes and isinstance(getattr(raw, "dtype", None), pd.CategoricalDtype):
+            # Categorical columns: map their (few) categories once, then their codes.
+            mapping = self._category_mapping(name, raw.categories)
+            codes = np.append(mapping, -1)[np.asarray(raw.codes)]
+            return np.where(codes >= 0, codes, np.nan)
+        values = np.asarray(raw)
+        if name not in indexes:
+            return values
+        if n and values.dtype == object and values[0] is not None and (values == values[0]).all():
+            code = indexes[name].get_indexer([values[0]])[0]   # one user's candidates: one value
+            return float(code) if code >= 0 else np.nan
+        # Look up the distinct values only: one user's candidates share their attributes.
+        inverse, distinct = pd.factorize(values, use_na_sentinel=True)
+        codes = indexes[name].get_indexer(np.asarray(distinct, dtype=object)) if len(distinct) else np.zeros(0, int)
+        mapped = np.append(codes, -1)[inverse]
+        return np.where(mapped >= 0, mapped, np.nan)
 
     def _category_mapping(self, name: str, categories: pd.Index) -> np.ndarray:
         """Artifact code of each of ``categories`` (−1 when unknown), cached per distinct category list."""

@@ -28,6 +28,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from nbm.arrays import Spread
+
 LAST_FAILURE: list[str] = []
 """Why the last :func:`compile_booster` returned ``None`` (empty when it did not)."""
 
@@ -55,11 +57,13 @@ class CompiledForest:
         data = np.ascontiguousarray(matrix, dtype=np.float64)
         return self.model.predict(data, n_jobs=1)
 
-    def predict_columns(self, n: int, columns: list[np.ndarray | float]) -> np.ndarray:
-        """:meth:`predict` of the matrix whose columns are ``columns`` (arrays of ``n`` or scalars), built
-        ``CHUNK_ROWS`` rows at a time in buffers that stay in cache: no (n × features) matrix is allocated,
-        which for a campaign batch costs more in page faults and copies than the prediction itself. Each
-        value is rounded through float32 first, as :meth:`ScoringArtifact.matrix` does for ``Booster.predict``."""
+    def predict_columns(self, n: int, columns: list) -> np.ndarray:
+        """:meth:`predict` of the matrix whose columns are ``columns`` (arrays of ``n``, scalars, or
+        :class:`~nbm.arrays.Spread` columns), built ``CHUNK_ROWS`` rows at a time in buffers that stay in
+        cache: no (n × features) matrix is allocated, which for a campaign batch costs more in page faults
+        and copies than the prediction itself. Spread columns that share an index are gathered together,
+        one fancy index a chunk, from a small table of their distinct values. Each value is rounded through
+        float32 first, as :meth:`ScoringArtifact.matrix` does for ``Booster.predict``."""
         if len(columns) != self.n_features:
             raise ValueError(f"expected {self.n_features} columns, got {len(columns)}")
         out = np.empty(n, dtype=np.float64)
@@ -71,14 +75,49 @@ class CompiledForest:
                        np.empty((CHUNK_ROWS, self.n_features), np.float64))
             _BUFFERS.pair = buffers
         single, double = buffers
+        plain, scalars, spread = _layout(columns)
+        for j, value in scalars:
+            single[:, j] = value
         for lo in range(0, n, CHUNK_ROWS):
             hi = min(lo + CHUNK_ROWS, n)
             m = hi - lo
-            for j, values in enumerate(columns):
-                single[:m, j] = values if np.ndim(values) == 0 else values[lo:hi]
+            for j, values in plain:
+                single[:m, j] = values[lo:hi]
+            for runs, table, index in spread:
+                rows = np.take(table, index[lo:hi], axis=0)    # ~5× faster than table[index] here
+                for a, b, c in runs:              # a run of adjacent features: one slab copy
+                    single[:m, a:b] = rows[:, c:c + b - a]
             double[:m] = single[:m]
             out[lo:hi] = self.model.predict(double[:m], n_jobs=1)
         return out
+
+
+def _layout(columns: list) -> tuple[list, list, list]:
+    """``columns`` sorted for filling row buffers: (position, array) of plain columns, (position, scalar)
+    of constant ones, and per group of spread columns sharing an index: its runs of adjacent positions
+    (first, end, first column in the table), a float32 table of the group's distinct values and the index.
+    A group is gathered once a chunk and copied run by run (a scatter to scattered positions costs ~3× as
+    much); its members come in position order, so the runs are the declaration's blocks of features."""
+    plain, scalars, groups = [], [], {}
+    for j, values in enumerate(columns):
+        if isinstance(values, Spread):
+            groups.setdefault(id(values.index), (values.index, []))[1].append((j, values.values))
+        elif np.ndim(values) == 0:
+            scalars.append((j, values))
+        else:
+            plain.append((j, values))
+    spread = []
+    for index, members in groups.values():
+        table = np.empty((len(members[0][1]), len(members)), np.float32)
+        runs: list[list[int]] = []
+        for c, (j, values) in enumerate(members):
+            table[:, c] = values
+            if runs and runs[-1][1] == j:
+                runs[-1][1] += 1
+            else:
+                runs.append([j, j + 1, c])
+        spread.append(([tuple(r) for r in runs], table, index))
+    return plain, scalars, spread
 
 
 def cache_key(model_text: str) -> str:

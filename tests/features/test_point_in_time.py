@@ -186,6 +186,15 @@ def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
     again = reslot_columns(store.history, store.globals.rates, full, base_index, rows)
     for name, values in full.items():                     # … equals featurising the row itself
         np.testing.assert_array_equal(np.asarray(again[name])[same_pair], np.asarray(values)[same_pair], err_msg=name)
+    # Spread columns (scoring's form) hold the same values, before and after reslotting.
+    spread = store.featurise_columns(rows, spread=True)
+    again_spread = reslot_columns(store.history, store.globals.rates, spread, base_index, rows)
+    for name, values in full.items():
+        np.testing.assert_array_equal(np.asarray(spread[name], dtype=np.float32) if name not in ("message_topic", "channel")
+                                      and not isinstance(values, pd.Categorical) else np.asarray(spread[name]),
+                                      np.asarray(values), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(again_spread[name], dtype=None)[same_pair].astype(np.asarray(values).dtype),
+                                      np.asarray(values)[same_pair], err_msg=name)
 
 
 def test_slot_times_equal_the_pandas_rules_across_dst_changes() -> None:

@@ -114,6 +114,31 @@ def test_columns_scored_in_chunks_equal_the_booster(boosters, tmp_path):
     assert forest.predict_columns(0, [np.zeros(0)] * 6).shape == (0,)
 
 
+def test_spread_columns_score_as_their_arrays(boosters, tmp_path):
+    """Spread columns (values + index, groups sharing an index, runs of adjacent and scattered positions)
+    give the scores of the columns they stand for, across chunk edges; ``np.asarray`` builds the column."""
+    from nbm.arrays import Spread, take
+
+    booster = boosters["binary"]
+    forest = compiled.compile_booster(booster, tmp_path)
+    rng = np.random.default_rng(5)
+    n = 2 * compiled.CHUNK_ROWS + 91
+    x, _ = _data(rng, 40)
+    shared = np.sort(rng.integers(0, 40, n))              # rows share 40 distinct value rows
+    other = rng.integers(0, 40, n)                         # a second index, unsorted
+    columns = [Spread(x[:, 0], shared), Spread(x[:, 1], shared), x[other, 2], Spread(x[:, 3], other),
+               Spread(x[:, 4], shared), 3.0]               # positions 0, 1, 4 share an index: two runs
+    dense = np.column_stack([np.asarray(c) if np.ndim(c) else np.full(n, c) for c in columns]).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(columns[0]), x[shared, 0])
+    expected = booster.predict(dense, num_threads=1)
+    np.testing.assert_allclose(forest.predict_columns(n, columns), expected, rtol=0, atol=1e-12)
+    rows = rng.integers(0, n, 500)
+    cache: dict = {}
+    picked = [take(c, rows, cache) if np.ndim(c) else c for c in columns]
+    assert picked[0].index is picked[1].index is picked[4].index        # still one group
+    np.testing.assert_allclose(forest.predict_columns(500, picked), expected[rows], rtol=0, atol=1e-12)
+
+
 def test_without_the_compiler_scoring_falls_back(boosters, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "lleaves", None)    # import fails
     assert compiled.compile_booster(boosters["binary"], tmp_path) is None
