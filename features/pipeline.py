@@ -68,7 +68,7 @@ class FeatureStore:
     def featurise(self, rows: Candidates) -> pd.DataFrame:
         return featurise(self.history, self.globals.rates, rows)
 
-    def featurise_columns(self, rows: Candidates, spread: bool = False) -> dict[str, np.ndarray]:
+    def featurise_columns(self, rows: Candidates, spread: bool = False) -> dict:
         return featurise_columns(self.history, self.globals.rates, rows, spread)
 
     def reslot_columns(self, base: dict[str, np.ndarray], base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:

@@ -46,12 +46,6 @@ class Spread:
         out = np.asarray(self.values)[self.index]
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def materialise(self):
-        """The column itself (a Categorical stays one)."""
-        if isinstance(self.values, pd.Categorical):
-            return self.values.take(self.index)
-        return np.asarray(self.values)[self.index]
-
     def take(self, rows: np.ndarray, cache: dict | None = None) -> Spread:
         """The column's ``rows`` (still spread); ``cache`` (by ``id`` of the index) keeps columns that shared
         an index sharing the new one."""

@@ -61,8 +61,8 @@ class CompiledForest:
         """:meth:`predict` of the matrix whose columns are ``columns`` (arrays of ``n``, scalars, or
         :class:`~nbm.arrays.Spread` columns), built ``CHUNK_ROWS`` rows at a time in buffers that stay in
         cache: no (n × features) matrix is allocated, which for a campaign batch costs more in page faults
-        and copies than the prediction itself. Spread columns that share an index are gathered together,
-        one fancy index a chunk, from a small table of their distinct values. Each value is rounded through
+        and copies than the prediction itself. Spread columns that share an index are gathered together
+        (:func:`_layout`), one ``np.take`` a chunk from a small table of their distinct values. Each value is rounded through
         float32 first, as :meth:`ScoringArtifact.matrix` does for ``Booster.predict``."""
         if len(columns) != self.n_features:
             raise ValueError(f"expected {self.n_features} columns, got {len(columns)}")
@@ -84,7 +84,7 @@ class CompiledForest:
             for j, values in plain:
                 single[:m, j] = values[lo:hi]
             for runs, table, index in spread:
-                rows = np.take(table, index[lo:hi], axis=0)    # ~5× faster than table[index] here
+                rows = np.take(table, index[lo:hi], axis=0)    # np.take: faster than fancy indexing
                 for a, b, c in runs:              # a run of adjacent features: one slab copy
                     single[:m, a:b] = rows[:, c:c + b - a]
             double[:m] = single[:m]
@@ -96,8 +96,8 @@ def _layout(columns: list) -> tuple[list, list, list]:
     """``columns`` sorted for filling row buffers: (position, array) of plain columns, (position, scalar)
     of constant ones, and per group of spread columns sharing an index: its runs of adjacent positions
     (first, end, first column in the table), a float32 table of the group's distinct values and the index.
-    A group is gathered once a chunk and copied run by run (a scatter to scattered positions costs ~3× as
-    much); its members come in position order, so the runs are the declaration's blocks of features."""
+    A group is gathered once a chunk and copied run by run (slab copies, not a scatter to scattered
+    positions); its members come in position order, so the runs are the declaration's blocks of features."""
     plain, scalars, groups = [], [], {}
     for j, values in enumerate(columns):
         if isinstance(values, Spread):

@@ -189,11 +189,10 @@ def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
     # Spread columns (scoring's form) hold the same values, before and after reslotting.
     spread = store.featurise_columns(rows, spread=True)
     again_spread = reslot_columns(store.history, store.globals.rates, spread, base_index, rows)
-    for name, values in full.items():
-        np.testing.assert_array_equal(np.asarray(spread[name], dtype=np.float32) if name not in ("message_topic", "channel")
-                                      and not isinstance(values, pd.Categorical) else np.asarray(spread[name]),
-                                      np.asarray(values), err_msg=name)
-        np.testing.assert_array_equal(np.asarray(again_spread[name], dtype=None)[same_pair].astype(np.asarray(values).dtype),
+    for name, values in full.items():     # built and cast as the plain columns are
+        dtype = np.asarray(values).dtype
+        np.testing.assert_array_equal(np.asarray(spread[name]).astype(dtype), np.asarray(values), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(again_spread[name]).astype(dtype)[same_pair],
                                       np.asarray(values)[same_pair], err_msg=name)
 
 
