@@ -373,10 +373,24 @@ def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, me
     # Position of each (query, tag) pair in its message's tag list, then the tag code.
     offset = np.arange(len(q)) - np.repeat(np.cumsum(counts) - counts, counts)
     tag = history.tag_codes[history.tag_start[m[q]] + offset]
-    totals = history.user_tag.totals(pair(user[q], tag, len(history.vocabulary.tags)), t[q], ("sends", "clicks"),
-                                     90 * DAY_NS)
-    prior = rates.rate(rates.tag, tag, t[q], "clicks", global_click[q], strength)
-    affinity = (totals["clicks"] + strength * prior) / (totals["sends"] + strength)
+    n_tags = len(history.vocabulary.tags)
+    # A decision's messages share tags: look up each (user, as-of, tag) once. Rows come in runs of one
+    # (user, as-of) — a decision's candidates — so a table (runs × tags) finds them without hashing.
+    run = np.cumsum(np.r_[False, (user[1:] != user[:-1]) | (t[1:] != t[:-1]) | (global_click[1:] != global_click[:-1])])
+    n_runs = int(run[-1]) + 1
+    if n_runs * n_tags <= 4 * len(q):
+        cell = run[q] * n_tags + tag
+        present = np.zeros(n_runs * n_tags, dtype=bool)
+        present[cell] = True
+        distinct = np.flatnonzero(present)
+        first = np.searchsorted(run, distinct // n_tags)        # a row of each distinct cell's run
+        d_tag, d_user, d_t, d_click = distinct % n_tags, user[first], t[first], global_click[first]
+        of_q = (np.cumsum(present) - 1)[cell]
+    else:
+        d_tag, d_user, d_t, d_click, of_q = tag, user[q], t[q], global_click[q], slice(None)
+    totals = history.user_tag.totals(pair(d_user, d_tag, n_tags), d_t, ("sends", "clicks"), 90 * DAY_NS)
+    prior = rates.rate(rates.tag, d_tag, d_t, "clicks", d_click, strength)
+    affinity = ((totals["clicks"] + strength * prior) / (totals["sends"] + strength))[of_q]
     sums = np.bincount(q, weights=affinity, minlength=len(user))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

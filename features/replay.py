@@ -165,7 +165,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     distance = np.where(allowed[live], np.abs(np.arange(width, dtype=np.int16)[None, :] - middle[:, None]),
                         np.int16(width + 1))
     ref_slot = distance.argmin(axis=1) if len(live) else np.zeros(0, np.int64)
-    ref_rows = pairs.rows(live, ref_slot).rows
+    ref_rows = pairs.rows(live, ref_slot, spread_ids=True).rows
     base = None
     if len(live) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
         base = store.featurise_columns(ref_rows, spread=True)     # shared features stay shared
@@ -182,7 +182,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     top_index = np.flatnonzero(top)
     a, top_slot = np.nonzero(allowed[live[top_index]])
     base_index = top_index[a]
-    top_rows = pairs.rows(live[base_index], top_slot).rows
+    top_rows = pairs.rows(live[base_index], top_slot, spread_ids=True).rows
     if base is not None:
         top_probability = artifact.score(store.reslot_columns(base, base_index, top_rows))
     else:
@@ -192,12 +192,12 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     probability = np.concatenate([top_probability, ref_probability[~top]])
     order = np.argsort(p * width + s, kind="stable")
     p, s, probability = p[order], s[order], probability[order]
-    scored = pairs.rows(p, s)
+    scored = pairs.rows(p, s, spread_ids=True)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
                                   scored.value, None if weight is None else weight[p], pair=p)
     slate = decide_slate(scored.group, pairs.n_groups, candidates, histories, pairs.timezones,
                          store.config.contact_policy, explorer, rng, k=k, threshold=threshold,
-                         arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s))
+                         arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s, spread_reasons=True))
     return ModelDecisions(scored, probability, slate.first, slate)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from nbm.arrays import take
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import ContactDecision, SendHistories, SendHistory, apply_contact_policy_batch
 from nbm.policy.explore import Arms, Explorer
@@ -246,10 +247,8 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     hist = histories
     for rank in range(k):
         sub = candidates if rank == 0 else ScoredCandidates(
-            *(np.asarray(getattr(candidates, f))[keep] for f in ("message_id", "channel", "send_at", "probability",
-                                                                 "value")),
-            *(None if getattr(candidates, f) is None else np.asarray(getattr(candidates, f))[keep]
-              for f in ("weight", "pair")))
+            *(take(getattr(candidates, f), keep) for f in ("message_id", "channel", "send_at", "probability", "value")),
+            *(None if getattr(candidates, f) is None else take(getattr(candidates, f), keep) for f in ("weight", "pair")))
         b = decide_batch(group if rank == 0 else group[keep], n_groups, sub, hist, timezones, policy, explorer, rng,
                          threshold, arms if (arms is None or rank == 0) else
                          Arms(np.asarray(arms.successes)[keep], np.asarray(arms.failures)[keep]),
@@ -266,8 +265,8 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         chosen_pair = b.pair[b.chosen[decided]]
         still = np.isin(group[keep], decided) & ~np.isin(b.pair, chosen_pair)
         keep = keep[still]
-        cm = np.asarray(candidates.message_id, dtype=object)[rows]
-        cc = np.asarray(candidates.channel, dtype=object)[rows]
+        cm = np.asarray(take(candidates.message_id, rows), dtype=object)
+        cc = np.asarray(take(candidates.channel, rows), dtype=object)
         at = b.send_at[b.chosen[decided]]
         merged_group = np.concatenate([hist.group, decided])
         order = np.lexsort((np.concatenate([hist.times, at]), merged_group))
