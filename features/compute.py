@@ -73,20 +73,21 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     global_rate = _Shared(np.zeros(len(t), np.int64), time_code).apply(lambda i: _global_rates(rates, t[i], strength),
                                                                        spread)
 
-    users = _Shared(user, time_code).apply(lambda i: _user_block(history, user[i], t[i]), spread)
+    by_user = _Shared(user, time_code)
+    users = by_user.apply(lambda i: _user_block(history, user[i], t[i]), spread)
     profile = users.pop("_attributes")
     out.update({k: v for k, v in users.items() if not k.startswith("_")})
 
     n_ch = len(voc.channels)
     uc = pair(user, np.maximum(channel, 0), n_ch)
-    out.update(_Shared(uc, time_code).apply(
+    out.update(by_user.within(np.maximum(channel, 0), n_ch, uc, time_code).apply(
         lambda i: _user_channel_block(history, rates, uc[i], np.maximum(channel[i], 0), t[i], strength,
                                       _rows(global_rate, i)), spread))
     out["user_contacts_7d"] = users["_sends_7d"]
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
     ut = pair(user, np.maximum(topic, 0), len(voc.topics))
-    out.update(_Shared(ut, time_code).apply(
+    out.update(by_user.within(np.maximum(topic, 0), len(voc.topics), ut, time_code).apply(
         lambda i: _user_topic_block(history, rates, ut[i], np.maximum(topic[i], 0), t[i], strength,
                                     global_click[i], global_open[i]), spread))
     send_code = _codes(send_at)
@@ -96,12 +97,15 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
         lambda i: _slot_features(history, user[i], t[i], send_at[i], strength, opens90[i], sends90[i], visits90[i],
                                  global_open[i]), spread))
 
-    out.update(_Shared(message, time_code).apply(
+    n_times = int(time_code.max()) + 1 if len(time_code) else 1
+    by_message = _Shared.of_cells((message + 1) * n_times + time_code, (len(voc.messages) + 1) * n_times, message,
+                                  time_code)
+    out.update(by_message.apply(
         lambda i: _message_block(history, rates, message[i], t[i], strength, _rows(global_rate, i)), spread))
     out["message_topic"] = topic
     out["channel"] = channel
     um = pair(user, np.maximum(message, 0), len(voc.messages))
-    out.update(_Shared(um, time_code).apply(
+    out.update(by_user.within(message + 1, len(voc.messages) + 1, um, time_code).apply(
         lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strength),
         spread))
 
@@ -171,6 +175,32 @@ class _Shared:
                 return
         if starts is not None:
             self.first, self.inverse = starts, run
+
+    def within(self, sub: np.ndarray, n_sub: int, keys: np.ndarray, time_code: np.ndarray) -> _Shared:
+        """The rows that share one of these rows' entries and a ``sub`` code in ``[0, n_sub)`` (a user's
+        rows and their channel, say): ``keys`` (with ``time_code``) name the same sharing, hashed only when
+        the table of (entries × ``n_sub``) cells is not small (:meth:`of_cells`)."""
+        if self.inverse is None:
+            return _Shared(keys, time_code)
+        return _Shared.of_cells(self.inverse * n_sub + sub, len(self.first) * n_sub, keys, time_code)
+
+    @staticmethod
+    def of_cells(cell: np.ndarray, n_cells: int, keys: np.ndarray, time_code: np.ndarray) -> _Shared:
+        """The rows that share a ``cell`` in ``[0, n_cells)``, found in a table of the cells without hashing
+        when it holds at most 4 entries a row; otherwise ``_Shared(keys, time_code)`` (the same sharing)."""
+        n = len(cell)
+        if not n or n_cells > 4 * n:
+            return _Shared(keys, time_code)
+        present = np.zeros(n_cells, dtype=bool)
+        present[cell] = True
+        distinct = np.flatnonzero(present)
+        out = _Shared.__new__(_Shared)
+        out.first = out.inverse = None
+        if len(distinct) <= n // 2:        # worth it only when rows really share
+            row = np.empty(n_cells, dtype=np.int64)
+            row[cell] = np.arange(n)             # a row of each cell
+            out.first, out.inverse = row[distinct], (np.cumsum(present) - 1)[cell]
+        return out
 
     def apply(self, block, spread: bool = False) -> dict[str, object]:
         """``block(rows)`` (a dict of per-row arrays) on one row per distinct key, then for every row (as

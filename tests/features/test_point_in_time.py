@@ -259,3 +259,29 @@ def test_candidates_in_runs_featurise_as_the_same_rows_shuffled(dataset, config)
     got = store.featurise(rows)
     expected = store.featurise(shuffled).iloc[np.argsort(order)].reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_message_outside_the_catalog_shares_nothing_with_the_first_message(dataset, config) -> None:
+    """Rows of one decision whose message is unknown (code −1) beside rows of the catalog's first message
+    (code 0): shared blocks keep them apart, each featurises as it does alone."""
+    from features.replay import expand_many
+
+    store = FeatureStore.build(dataset, config)
+    user = dataset.users["user_id"].to_numpy(dtype=object)[:1]
+    t0 = int(dataset.events["timestamp"].astype("int64").quantile(0.9))
+    rows = expand_many(store, np.repeat(user, 1), np.array([t0], dtype=np.int64)).rows
+    first = np.flatnonzero(rows.message_code == 0)
+    assert len(first) and len(rows) > 100
+    message_id, message_code = rows.message_id.copy(), rows.message_code.copy()
+    unknown = np.arange(len(rows)) % 3 == 0
+    message_id[unknown], message_code[unknown] = "not-in-the-catalog", -1
+    rows = Candidates(rows.user_id, message_id, rows.channel, rows.as_of, rows.send_at, message_code,
+                      rows.channel_code, rows.user_code)
+    together = store.featurise_columns(rows)
+    for j in [*first[:3], *np.flatnonzero(unknown)[:3]]:
+        alone = store.featurise_columns(Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[[j]]
+                                                     for f in ("user_id", "message_id", "channel", "as_of", "send_at",
+                                                               "message_code", "channel_code", "user_code"))))
+        for name, values in together.items():
+            a, b = np.asarray(values, dtype=object)[j], np.asarray(alone[name], dtype=object)[0]
+            assert (pd.isna(a) and pd.isna(b)) or a == b, (name, j)
