@@ -6,7 +6,7 @@ decision; last, the whole batch through the service's engine (best of 3 batches 
 state store). It uses only interfaces older than the work it measures, so the same file run against an older
 checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/decision_batch.py --world DIR``) compares revisions.
 
-    .venv/bin/python benchmarks/decision_batch.py [--decisions 500] [--world DIR]
+    .venv/bin/python benchmarks/decision_batch.py [--decisions 500] [--batches 9] [--world DIR]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 NOW = pd.Timestamp("2026-11-01T00:00:00Z").value
+BATCH_NOW = "2026-11-15T00:00:00Z"        # benchmarks/serve.py's batch time
 
 
 def _best(f, repeat: int = 3) -> tuple[float, object]:
@@ -37,6 +38,7 @@ def _best(f, repeat: int = 3) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=500)
+    parser.add_argument("--batches", type=int, default=9, help="batches of random users for the median row")
     parser.add_argument("--world", type=Path, help="a world built by an earlier run (kept); default: a fresh one")
     args = parser.parse_args()
     root = args.world or Path(tempfile.mkdtemp())
@@ -77,6 +79,14 @@ def main() -> None:
     engine.recommend_many(batches.pop())                                             # warm-up
     rows["whole batch (Engine.recommend_many)"] = min(_best(lambda b=b: engine.recommend_many(b), repeat=1)[0]
                                                       for b in batches)
+    # The batches benchmarks/serve.py sends: users drawn at random (seeded), at its batch time, each batch
+    # of users not decided before; the median of `--batches`, which is what one worker's rate follows (the
+    # row above, the best batch of the first users, is kept to compare revisions with older runs).
+    drawn = iter(np.random.default_rng(0).permutation(dataset.users["user_id"].to_numpy(dtype=object)[4 * len(users):]))
+    at = pd.Timestamp(BATCH_NOW)
+    times = [_best(lambda b=[{"user_id": next(drawn), "now": at} for _ in range(len(users))]: engine.recommend_many(b),
+                   repeat=1)[0] for _ in range(args.batches)]
+    rows[f"service's batches (median of {args.batches})"] = float(np.median(times))
     print(f"{len(users):,} decisions, {len(ex):,} candidates, {len(pairs):,} pairs; compiled booster: "
           f"{getattr(artifact, 'compiled', None) is not None}; code from {Path(contact_verdict.__code__.co_filename).parents[1]}")
     for name, seconds in rows.items():
