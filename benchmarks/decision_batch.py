@@ -82,11 +82,14 @@ def main() -> None:
     # The batches benchmarks/serve.py sends: users drawn at random (seeded), at its batch time, each batch
     # of users not decided before; the median of `--batches`, which is what one worker's rate follows (the
     # row above, the best batch of the first users, is kept to compare revisions with older runs).
-    drawn = iter(np.random.default_rng(0).permutation(dataset.users["user_id"].to_numpy(dtype=object)[4 * len(users):]))
+    pool = np.random.default_rng(0).permutation(dataset.users["user_id"].to_numpy(dtype=object)[4 * len(users):])
+    n_batches = min(args.batches, len(pool) // len(users))       # a world too small for --batches: fewer
+    drawn = iter(pool.tolist())
     at = pd.Timestamp(BATCH_NOW)
     times = [_best(lambda b=[{"user_id": next(drawn), "now": at} for _ in range(len(users))]: engine.recommend_many(b),
-                   repeat=1)[0] for _ in range(args.batches)]
-    rows[f"service's batches (median of {args.batches})"] = float(np.median(times))
+                   repeat=1)[0] for _ in range(n_batches)]
+    if times:
+        rows[f"service's batches (median of {n_batches})"] = float(np.median(times))
     print(f"{len(users):,} decisions, {len(ex):,} candidates, {len(pairs):,} pairs; compiled booster: "
           f"{getattr(artifact, 'compiled', None) is not None}; code from {Path(contact_verdict.__code__.co_filename).parents[1]}")
     for name, seconds in rows.items():
