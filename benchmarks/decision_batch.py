@@ -3,8 +3,10 @@
 The world of ``benchmarks/serve.py`` (100 eligible messages × 3 channels × 6 slots = 1,800 candidates a user);
 ``--decisions`` users decided as of one time. Printed per stage: seconds for the batch, milliseconds per
 decision; last, the whole batch through the service's engine (best of 3 batches of new users, a fresh
-state store). It uses only interfaces older than the work it measures, so the same file run against an older
-checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/decision_batch.py --world DIR``) compares revisions.
+state store), and the median of ``--batches`` batches like those ``benchmarks/serve.py`` sends (seeded
+random users at its batch time). It uses only interfaces older than the work it measures, so the same file
+run against an older checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/decision_batch.py --world DIR``)
+compares revisions.
 
     .venv/bin/python benchmarks/decision_batch.py [--decisions 500] [--batches 9] [--world DIR]
 """
@@ -23,7 +25,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 NOW = pd.Timestamp("2026-11-01T00:00:00Z").value
-BATCH_NOW = "2026-11-15T00:00:00Z"        # benchmarks/serve.py's batch time
 
 
 def _best(f, repeat: int = 3) -> tuple[float, object]:
@@ -82,14 +83,15 @@ def main() -> None:
     # The batches benchmarks/serve.py sends: users drawn at random (seeded), at its batch time, each batch
     # of users not decided before; the median of `--batches`, which is what one worker's rate follows (the
     # row above, the best batch of the first users, is kept to compare revisions with older runs).
+    from serve import BATCH_NOW
+
     pool = np.random.default_rng(0).permutation(dataset.users["user_id"].to_numpy(dtype=object)[4 * len(users):])
-    n_batches = min(args.batches, len(pool) // len(users))       # a world too small for --batches: fewer
-    drawn = iter(pool.tolist())
-    at = pd.Timestamp(BATCH_NOW)
-    times = [_best(lambda b=[{"user_id": next(drawn), "now": at} for _ in range(len(users))]: engine.recommend_many(b),
-                   repeat=1)[0] for _ in range(n_batches)]
+    at, times = pd.Timestamp(BATCH_NOW), []
+    for i in range(min(args.batches, len(pool) // len(users))):     # a world too small for --batches: fewer
+        batch = [{"user_id": u, "now": at} for u in pool[i * len(users):(i + 1) * len(users)]]
+        times.append(_best(lambda: engine.recommend_many(batch), repeat=1)[0])
     if times:
-        rows[f"service's batches (median of {n_batches})"] = float(np.median(times))
+        rows[f"service's batches (median of {len(times)})"] = float(np.median(times))
     print(f"{len(users):,} decisions, {len(ex):,} candidates, {len(pairs):,} pairs; compiled booster: "
           f"{getattr(artifact, 'compiled', None) is not None}; code from {Path(contact_verdict.__code__.co_filename).parents[1]}")
     for name, seconds in rows.items():
