@@ -10,8 +10,9 @@ Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configurat
 ``NBM_MAX_BATCH`` (default 64: most concurrent ``/recommend`` calls a worker decides together; 1 turns
 that off; batches are decided on the event loop's thread, ``NBM_BATCH_THREAD=1`` hands them to a worker
 thread instead; a ``/recommend_batch`` request is decided on the loop's thread too, so its worker answers
-nothing else for its duration, ~0.3–0.4 ms a decision), ``NBM_TRACING`` (``1``: OpenTelemetry spans for the scoring routes too; by default they are
-left out of tracing, which cost ~8 % of a worker's CPU with no exporter configured).
+nothing else for its duration, ~0.3–0.4 ms a decision), ``NBM_TRACING`` (``1``: OpenTelemetry spans for
+the scoring routes too; by default they are left out of tracing, which cost ~8 % of a worker's CPU with no
+exporter configured).
 Answers are encoded once, with orjson, into the HTTP response (BentoML's generic path validated each
 answer into a pydantic model and rebuilt its JSON schema per response: ~18 % of a worker's CPU; both shares
 from a py-spy ``--gil`` profile of one worker under ``benchmarks/serve.py``'s concurrency-8 load, docs/serving.md).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pandas as pd
@@ -80,8 +81,6 @@ def test_scoring_routes_are_decided_on_the_event_loop(client) -> None:
     worker busy deciding accepts no new connection, so concurrent campaign batches spread over the workers
     (as a sync endpoint on the thread pool, two batches at a time on 2 workers made 3,130-3,800 decisions/s
     against 4,330-5,800 this way; docs/serving.md)."""
-    import inspect
-
     from serving.service import NbmService
 
     assert inspect.iscoroutinefunction(NbmService.apis["recommend_batch"].func)
