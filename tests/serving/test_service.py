@@ -76,6 +76,73 @@ def test_batch_answers_each_request_and_names_a_bad_one(client, served_world) ->
     assert client.post("/recommend_batch", json={"requests": [{"user_id": "u1", "k": 0}]}).status_code == 400
 
 
+def test_a_batch_decided_in_pieces_answers_in_order(client, served_world, monkeypatch) -> None:
+    """A batch longer than ``BATCH_CHUNK`` is decided piece by piece (the loop gets turns between them):
+    every request answered once, in order; a bad request in a later piece still fails the whole batch
+    before anything is decided."""
+    import serving.service as service
+
+    monkeypatch.setattr(service, "BATCH_CHUNK", 2)
+    users = _users(served_world, 40)[-7:]
+    r = client.post("/recommend_batch", json={"requests": [{"user_id": u, "now": NOW} for u in users]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["user_id"] for x in results] == users
+    assert len({x["decision_id"] for x in results}) == len(users)
+    bad = [{"user_id": u, "now": NOW} for u in users[:4]] + [{"user_id": users[4], "channels": ["fax"]}]
+    logged = len(_decision_log(served_world))
+    refused = client.post("/recommend_batch", json={"requests": bad})
+    assert refused.status_code == 400 and "requests[4].channels" in refused.text
+    assert len(_decision_log(served_world)) == logged
+
+
+def test_health_is_answered_during_a_long_batch(client, served_world, monkeypatch) -> None:
+    """Between the pieces of a batch the worker's loop answers other calls: a /readyz sent while a batch
+    of 6 one-request pieces (each held 0.1 s longer, blocking the loop as real work does) is running comes
+    back before the batch does. In one piece it would wait for the whole batch."""
+    import threading
+    import time
+
+    import serving.service as service
+    from serving.engine import Engine
+
+    monkeypatch.setattr(service, "BATCH_CHUNK", 1)
+    started = threading.Event()
+    decide = Engine.recommend_many
+
+    def slow(self, requests, attempt=0):
+        started.set()
+        time.sleep(0.1)
+        return decide(self, requests, attempt)
+
+    monkeypatch.setattr(Engine, "recommend_many", slow)
+    users = _users(served_world, 60)[-6:]
+    finished: dict[str, float] = {}
+
+    def batch() -> None:
+        r = client.post("/recommend_batch", json={"requests": [{"user_id": u, "now": NOW} for u in users]})
+        assert r.status_code == 200 and len(r.json()["results"]) == 6
+        finished["batch"] = time.perf_counter()
+
+    thread = threading.Thread(target=batch)
+    thread.start()
+    assert started.wait(30)
+    assert client.get("/readyz").status_code == 200
+    finished["readyz"] = time.perf_counter()
+    thread.join(60)
+    assert finished["readyz"] < finished["batch"]
+
+
+def _decision_log(served_world) -> pd.DataFrame:
+    import os
+
+    from nbm.config import load_config
+    from serving.state import SQLiteState
+
+    os.environ["NBM_HOME"] = str(served_world[1])
+    return SQLiteState.from_url(load_config().state_url).decision_log()
+
+
 def test_scoring_routes_are_decided_on_the_event_loop(client) -> None:
     """``/recommend`` and ``/recommend_batch`` are coroutines (BentoML runs them on the loop's thread): a
     worker busy deciding accepts no new connection, so concurrent campaign batches spread over the workers
