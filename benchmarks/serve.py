@@ -67,6 +67,14 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
 
     ``fresh``: a new connection for every request instead (a connection stays with the worker process
     that accepted it, so two keep-alive connections may both land on one worker)."""
+    ms, wall = send(port, path, bodies, concurrency, seconds, expect, fresh)
+    return {"requests": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "per_s": len(ms) / wall}
+
+
+def send(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
+         expect: int = 200, fresh: bool = False) -> tuple[np.ndarray, float]:
+    """:func:`load`'s requests: each one's milliseconds (in the order they ended) and the wall seconds."""
     latencies: list[float] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -94,10 +102,7 @@ def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: f
     began = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, chunks))
-    wall = time.perf_counter() - began
-    ms = np.asarray(latencies) * 1e3
-    return {"requests": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "per_s": len(ms) / wall}
+    return np.asarray(latencies) * 1e3, time.perf_counter() - began
 
 
 def fastapi_app(data: Path):

@@ -90,11 +90,11 @@ class NbmService:
     @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)
     async def recommend_batch(self, requests: list[RecommendRequest]) -> dict:
         # Decided on the event loop's thread: a worker busy with a batch accepts no new connection meanwhile,
-        # so concurrent batches spread over the workers, and no worker thread fights the loop for the GIL.
-        # As a sync endpoint on BentoML's thread pool, two batches at a time on 2 workers made 3,130-3,800
-        # decisions/s; this way 4,330-5,800 (docs/serving.md, 2026-12-03). BATCH_CHUNK requests at a time,
-        # with a few loop turns between chunks, so that health checks and other calls of this worker are
-        # answered during a long batch (a 10,000-request batch in one piece held /readyz for 6.4 s).
+        # so concurrent batches spread over the workers, and no worker thread fights the loop for the GIL
+        # (benchmarks/batches.py, two at a time on 2 workers: median 4,093 decisions/s as a sync endpoint on
+        # BentoML's thread pool, 4,377 this way; docs/serving.md). BATCH_CHUNK requests at a time, with a few
+        # loop turns between pieces, so that health checks and other calls of this worker are answered
+        # during a long batch (a 10,000-request batch in one piece held /readyz for 6.2 s; 239 ms in pieces).
         for i, r in enumerate(requests):
             try:
                 self.engine.validate(r.channels, r.candidates)

@@ -146,8 +146,8 @@ def _decision_log(served_world) -> pd.DataFrame:
 def test_scoring_routes_are_decided_on_the_event_loop(client) -> None:
     """``/recommend`` and ``/recommend_batch`` are coroutines (BentoML runs them on the loop's thread): a
     worker busy deciding accepts no new connection, so concurrent campaign batches spread over the workers
-    (as a sync endpoint on the thread pool, two batches at a time on 2 workers made 3,130-3,800 decisions/s
-    against 4,330-5,800 this way; docs/serving.md)."""
+    (``benchmarks/batches.py``, two batches at a time on 2 workers: median 4,093 decisions/s as a sync
+    endpoint on the thread pool, 4,377 this way; docs/serving.md)."""
     from serving.service import NbmService
 
     assert inspect.iscoroutinefunction(NbmService.apis["recommend_batch"].func)
@@ -209,15 +209,8 @@ def test_health_endpoints(client) -> None:
 
 
 def test_every_decision_is_in_the_decision_log(client, served_world) -> None:
-    from nbm.config import load_config
-    from serving.state import SQLiteState
-
     r = client.post("/recommend", json={"user_id": _users(served_world, 1)[0], "now": NOW}).json()
-    _, home = served_world
-    import os
-
-    os.environ["NBM_HOME"] = str(home)
-    log = SQLiteState.from_url(load_config().state_url).decision_log()
+    log = _decision_log(served_world)
     row = log.set_index("decision_id").loc[r["decision_id"]]
     assert row["model_version"] == r["model_version"] and row["policy"].startswith("nbm-ranker/")
     assert (log["propensity"] > 0).all() and (log["propensity"] <= 1).all()
