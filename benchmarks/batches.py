@@ -7,7 +7,10 @@ at serve.py's batch time) ``--concurrency`` at a time, each on a new connection,
 decisions per second and every batch's latency (the warm-up's too). serve.py measures one such run per level; this script
 repeats it (``--runs``), which is what a comparison needs on a machine whose noise is as large as most
 changes. ``--readyz-during N`` instead sends one batch of N requests to a 1-worker service while polling
-``/readyz`` every 50 ms, and prints the longest wait.
+``/readyz`` every 50 ms, and prints the longest wait. ``--services S`` starts S services of ``--workers``
+workers each on their own ports (one state store) and gives each client one of them (client i → service
+i mod S): the workers balanced by the client, as a least-connections proxy in front of single-worker
+services would balance them, against BentoML's shared listening socket with ``--services 1``.
 
 To compare revisions, run it from outside the checkouts with ``PYTHONPATH`` naming one (the service is started
 by ``python -m nbm.cli``, which puts the working directory first on ``sys.path``)::
@@ -16,6 +19,7 @@ by ``python -m nbm.cli``, which puts the working directory first on ``sys.path``
 
 
     .venv/bin/python benchmarks/batches.py --world DIR [--workers 2] [--concurrency 2] [--batches 8] [--runs 3]
+    .venv/bin/python benchmarks/batches.py --world DIR --services 2 --workers 1
     .venv/bin/python benchmarks/batches.py --world DIR --readyz-during 10000
 """
 
@@ -53,18 +57,41 @@ def fresh_home(root: Path) -> Path:
     return home
 
 
-def rate_run(root: Path, users, workers: int, concurrency: int,
-             batches: int) -> tuple[float, np.ndarray, np.ndarray]:
+def send_spread(ports: list[int], batches: list[bytes], concurrency: int) -> tuple[np.ndarray, float]:
+    """:func:`serve.send` of ``batches`` by ``concurrency`` clients, ``concurrency / len(ports)`` of them on
+    each port (each port's share of the batches): every batch's milliseconds, and the wall seconds of all."""
+    k = len(ports)
+    if k == 1:
+        return send(ports[0], "/recommend_batch", batches, concurrency, TIMEOUT, fresh=True)
+    out: list[np.ndarray] = [np.zeros(0)] * k
+
+    def service(j: int) -> None:
+        out[j] = send(ports[j], "/recommend_batch", batches[j::k], concurrency // k, TIMEOUT, fresh=True)[0]
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=service, args=(j,)) for j in range(k)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return np.concatenate(out), time.perf_counter() - began
+
+
+def rate_run(root: Path, users, workers: int, concurrency: int, batches: int,
+             services: int = 1) -> tuple[float, np.ndarray, np.ndarray]:
     """One run: decisions per second, and the milliseconds of the warm-up's and of the measured batches."""
     home = fresh_home(root)
-    port = free_port()
-    process = start_service(root / "world", home, port, workers)
+    ports, processes = [], []
     try:
-        warm, _ = send(port, "/recommend_batch", bodies(users, concurrency), concurrency, TIMEOUT, fresh=True)
-        ms, seconds = send(port, "/recommend_batch", bodies(users, batches), concurrency, TIMEOUT, fresh=True)
+        for _ in range(services):
+            ports.append(free_port())
+            processes.append(start_service(root / "world", home, ports[-1], workers))
+        warm, _ = send_spread(ports, bodies(users, concurrency), concurrency)
+        ms, seconds = send_spread(ports, bodies(users, batches), concurrency)
         return len(ms) * BATCH / seconds, warm, ms
     finally:
-        stop_service(process)
+        for process in processes:
+            stop_service(process)
         shutil.rmtree(home.parent, ignore_errors=True)
 
 
@@ -107,6 +134,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--batches", type=int, default=8, help="batches of 500 a run (after the warm-up)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--services", type=int, default=1,
+                        help="services on their own ports, client i sending to service i mod S")
     parser.add_argument("--readyz-during", type=int, metavar="N", help="one batch of N requests, /readyz polled")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -121,15 +150,18 @@ def main() -> None:
             raise SystemExit(f"the world has {len(everyone):,} users, fewer than {args.readyz_during:,}")
         readyz_during(root, iter(rng.permutation(everyone).tolist()), args.readyz_during)
         return
+    if args.concurrency % args.services:
+        raise SystemExit(f"--concurrency {args.concurrency} is not a multiple of --services {args.services}")
     needed = (args.concurrency + args.batches) * BATCH
     if needed > len(everyone):
         raise SystemExit(f"a run needs {needed:,} users; the world has {len(everyone):,}")
     for run in range(args.runs):
         # Every run starts on a fresh state store, so its users may repeat those of the runs before.
         rate, warm, latencies = rate_run(root, iter(rng.permutation(everyone).tolist()), args.workers,
-                                         args.concurrency, args.batches)
+                                         args.concurrency, args.batches, args.services)
         ms = lambda values: " ".join(f"{v:.0f}" for v in values)  # noqa: E731
-        print(f"run {run + 1}: {rate:,.0f} decisions/s ({args.workers} workers, {args.concurrency} at a time); "
+        where = f"{args.services} services of {args.workers} workers" if args.services > 1 else f"{args.workers} workers"
+        print(f"run {run + 1}: {rate:,.0f} decisions/s ({where}, {args.concurrency} at a time); "
               f"warm-up {ms(warm)} ms, batches {ms(latencies)} ms", flush=True)
 
 
