@@ -8,8 +8,8 @@ decisions per second and every batch's latency (the warm-up's too). serve.py mea
 repeats it (``--runs``), which is what a comparison needs on a machine whose noise is as large as most
 changes. ``--readyz-during N`` instead sends one batch of N requests to a 1-worker service while polling
 ``/readyz`` every 50 ms, and prints the longest wait. ``--services S`` starts S services of ``--workers``
-workers each on their own ports (one state store) and gives each client one of them (client i → service
-i mod S): the workers balanced by the client, as a least-connections proxy in front of single-worker
+workers each on their own ports (one state store), ``--concurrency / S`` clients sending to each (and
+S of the batches): the workers balanced by the client, as a least-connections proxy in front of single-worker
 services would balance them, against BentoML's shared listening socket with ``--services 1``.
 
 To compare revisions, run it from outside the checkouts with ``PYTHONPATH`` naming one (the service is started
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="batches of 500 a run (after the warm-up)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--services", type=int, default=1,
-                        help="services on their own ports, client i sending to service i mod S")
+                        help="services on their own ports, concurrency / S clients on each")
     parser.add_argument("--readyz-during", type=int, metavar="N", help="one batch of N requests, /readyz polled")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
