@@ -8,8 +8,8 @@ decisions per second and every batch's latency (the warm-up's too). serve.py mea
 repeats it (``--runs``), which is what a comparison needs on a machine whose noise is as large as most
 changes. ``--readyz-during N`` instead sends one batch of N requests to a 1-worker service while polling
 ``/readyz`` every 50 ms, and prints the longest wait. ``--services S`` starts S services of ``--workers``
-workers each on their own ports (one state store), ``--concurrency / S`` clients sending to each (and
-S of the batches): the workers balanced by the client, as a least-connections proxy in front of single-worker
+workers each on their own ports (one state store), ``--concurrency / S`` clients sending to each (a
+share of 1/S of the batches): the workers balanced by the client, as a least-connections proxy in front of single-worker
 services would balance them, against BentoML's shared listening socket with ``--services 1``.
 
 To compare revisions, run it from outside the checkouts with ``PYTHONPATH`` naming one (the service is started
