@@ -241,10 +241,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           f"-d '{{\"user_id\": \"{args.example_user}\"}}'", file=sys.stderr, flush=True)
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", args.host,
                "--port", str(args.port)]
+    workers_file = None
+    if args.workers > 1:   # the workers' shared file: connection counts and heartbeats (serving/balance.py)
+        from serving import balance
+
+        workers_file = balance.create(balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port), args.workers)
+        env["NBM_WORKERS_FILE"] = str(workers_file)
     try:
         return subprocess.run(command, env=env).returncode
     except KeyboardInterrupt:
         return 0
+    finally:
+        if workers_file is not None:
+            workers_file.unlink(missing_ok=True)
 
 
 def _cmd_export_log(args: argparse.Namespace) -> int:

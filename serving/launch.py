@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from serving.balance import live_workers, workers_file
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
@@ -32,7 +34,16 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
                "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
     process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    return wait_ready(process, port, timeout, "nbm serve")
+    began = time.monotonic()
+    wait_ready(process, port, timeout, "nbm serve")
+    if workers > 1:   # /readyz answers from the first worker ready: wait for every worker's heartbeat
+        path = workers_file(Path(home).expanduser().resolve(), "127.0.0.1", port)
+        while live_workers(path) < workers:
+            if process.poll() is not None or time.monotonic() - began > timeout:
+                stop_service(process)
+                raise RuntimeError(f"nbm serve: {live_workers(path)} of {workers} workers ready in {timeout:.0f} s")
+            time.sleep(0.1)
+    return process
 
 
 def wait_ready(process: subprocess.Popen, port: int, timeout: float = 180.0, what: str = "the server"

@@ -30,6 +30,7 @@ import orjson
 from starlette.responses import Response
 
 from nbm.config import load_config
+from serving.balance import ConnectionBalancer
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
@@ -59,9 +60,13 @@ def _tracing() -> dict:
     return {} if os.environ.get("NBM_TRACING") == "1" else {"excluded_urls": SCORING_ROUTES}
 
 
-def _json(body: dict) -> Response:
-    """``body`` as the JSON response, encoded in one call."""
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+CLOSE = {"connection": "close"}
+
+
+def _json(body: dict, close: bool = False) -> Response:
+    """``body`` as the JSON response, encoded in one call; ``close``: with ``Connection: close``."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
+                    headers=CLOSE if close else None)
 
 
 def _bad(exc: BadRequest, prefix: str = "") -> bentoml.exceptions.InvalidArgument:
@@ -78,17 +83,25 @@ class NbmService:
         # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
         self.batcher = MicroBatcher(self.engine.recommend_many, max_batch=int(os.environ.get("NBM_MAX_BATCH", str(DEFAULT_MAX_BATCH))),
                                     inline=os.environ.get("NBM_BATCH_THREAD") != "1")
+        # Keep-alive connections spread evenly over the workers (serving/balance.py); None with one worker.
+        self.balancer = ConnectionBalancer.from_env()
+
+    def _close(self, ctx: bentoml.Context) -> bool:
+        """Whether to close this request's connection after its answer (the worker has more than its share)."""
+        client = ctx.request.client
+        return self.balancer is not None and client is not None and self.balancer.observe(tuple(client))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    async def recommend(self, **request) -> dict:
+    async def recommend(self, ctx: bentoml.Context, **request) -> dict:
         try:
             self.engine.validate(request.get("channels"), request.get("candidates"))
         except BadRequest as exc:
             raise _bad(exc) from None
-        return _json(await self.batcher.submit(request))
+        answer = await self.batcher.submit(request)
+        return _json(answer, self._close(ctx))
 
     @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)
-    async def recommend_batch(self, requests: list[RecommendRequest]) -> dict:
+    async def recommend_batch(self, ctx: bentoml.Context, requests: list[RecommendRequest]) -> dict:
         # Decided on the event loop's thread: a worker busy with a batch accepts no new connection meanwhile,
         # so concurrent batches spread over the workers, and no worker thread fights the loop for the GIL
         # (benchmarks/batches.py, two at a time on 2 workers: median 4,093 decisions/s as a sync endpoint on
@@ -107,8 +120,8 @@ class NbmService:
                 for _ in range(BATCH_YIELDS):
                     await asyncio.sleep(0)
             results.extend(self.engine.recommend_many(asked[lo:lo + BATCH_CHUNK]))
-        return _json({"results": results})
+        return _json({"results": results}, self._close(ctx))
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    def feedback(self, events: list) -> dict:
-        return self.engine.feedback(events)
+    def feedback(self, ctx: bentoml.Context, events: list) -> dict:
+        return _json(self.engine.feedback(events), self._close(ctx))

@@ -1,0 +1,116 @@
+"""Keep-alive connections rebalanced over workers (serving/balance.py), on a shared file and a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.balance import ConnectionBalancer, create, live_workers, read, workers_file
+
+S = 10**9
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000 * S
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _workers(tmp_path, n: int, clock: Clock) -> list[ConnectionBalancer]:
+    path = create(workers_file(tmp_path, "127.0.0.1", 3000), n)
+    return [ConnectionBalancer(path, i, clock=clock, heartbeat=False) for i in range(n)]
+
+
+def _round(worker: ConnectionBalancer, clients: list, clock: Clock) -> list:
+    """One request of each of ``clients``, 1 ms apart; the ones told to close."""
+    closed = []
+    for client in clients:
+        clock.now += S // 1000
+        if worker.observe(client):
+            closed.append(client)
+    return closed
+
+
+def _simulate(workers: list[ConnectionBalancer], pool: list[tuple[int, int]], clock: Clock,
+              rounds: int = 30, to: int | None = None) -> int:
+    """``pool``: each client's (worker, port). Every round each sends a request (1 ms apart); a client told
+    to close reconnects on a new port to worker ``to`` (the idle one accepts; default the same worker).
+    The closes in all."""
+    closes, port = 0, 1000
+    for _ in range(rounds):
+        for k, (w, _) in enumerate(pool):
+            clock.now += S // 1000
+            if workers[w].observe(pool[k]):
+                closes += 1
+                port += 1
+                pool[k] = (w if to is None else to, port)
+    return closes
+
+
+def test_an_even_spread_closes_nothing(tmp_path) -> None:
+    clock = Clock()
+    a, b = _workers(tmp_path, 2, clock)
+    assert _simulate([a, b], [(0, i) for i in range(4)] + [(1, i) for i in range(4, 8)], clock) == 0
+    assert read(workers_file(tmp_path, "127.0.0.1", 3000))[:, 0].tolist() == [4, 4]
+
+
+@pytest.mark.parametrize(("split", "expected"), [((7, 1), [4, 4]), ((8, 0), [4, 4]), ((6, 3), [5, 4]),
+                                                  ((5, 3), [4, 4])])
+def test_a_worker_above_its_share_closes_down_to_it(tmp_path, split, expected) -> None:
+    clock = Clock()
+    workers = _workers(tmp_path, 2, clock)
+    pool = [(0, i) for i in range(split[0])] + [(1, 100 + i) for i in range(split[1])]
+    closes = _simulate(workers, pool, clock, to=1)
+    assert workers[0].slots[:, 0].tolist() == expected
+    assert closes == split[0] - expected[0]                # no more closes than the spread needs
+
+
+def test_a_reconnection_to_the_same_worker_is_closed_again(tmp_path) -> None:
+    clock = Clock()
+    workers = _workers(tmp_path, 2, clock)
+    pool = [(0, i) for i in range(5)] + [(1, 100)]         # 5 : 1, a fair share of 3
+    closes = _simulate(workers, pool, clock, rounds=20)    # every reconnection lands on worker 0 again: 120 ms
+    assert 3 <= closes <= 120 // 20                        # it keeps trying, at most one close every `gap`
+    assert workers[0].closed == closes
+
+
+def test_a_worker_alone_or_with_stale_peers_never_closes(tmp_path) -> None:
+    clock = Clock()
+    (alone,) = _workers(tmp_path / "one", 1, clock)
+    clients = [("c", i) for i in range(8)]
+    for _ in range(3):
+        assert _round(alone, clients, clock) == []
+    a, b = _workers(tmp_path / "two", 2, clock)
+    clock.now += 3 * S                                     # b's heartbeat is older than `stale`: gone
+    for _ in range(3):
+        assert _round(a, clients, clock) == []
+    b.beat()                                               # b is back (no connections): a has 8 of 8
+    closes = [len(_round(a, clients, clock)) for _ in range(4)]     # 32 ms: above its share for `gap`
+    assert closes == [0, 0, 1, 0]
+
+
+def test_one_shot_and_idle_connections_do_not_count(tmp_path) -> None:
+    clock = Clock()
+    a, b = _workers(tmp_path, 2, clock)
+    _round(b, [("b", 0)] * 2, clock)
+    assert _round(a, [("once", i) for i in range(50)], clock) == []     # a connection per request
+    assert a.slots[a.index, 0] == 0
+    _round(a, [("a", 0)] * 2, clock)
+    assert a.slots[a.index, 0] == 1
+    clock.now += 2 * S                                                  # silent longer than the window
+    b.beat()
+    a.observe(("a", 1))
+    assert a.slots[a.index, 0] == 0
+
+
+def test_live_workers_reads_the_heartbeats(tmp_path) -> None:
+    clock = Clock()
+    path = workers_file(tmp_path, "127.0.0.1", 3000)
+    assert live_workers(path) == 0                         # no file yet
+    create(path, 2)
+    assert live_workers(path) == 0
+    ConnectionBalancer(path, 0, heartbeat=False)           # the real clock: a live heartbeat
+    assert live_workers(path) == 1
+    with pytest.raises(ValueError, match="outside the 2 slots"):
+        ConnectionBalancer(path, 2, clock=clock, heartbeat=False)
