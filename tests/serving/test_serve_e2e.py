@@ -1,15 +1,20 @@
-"""`nbm serve` as a subprocess with 2 workers: concurrent requests never break a cap; state survives a restart."""
+"""`nbm serve` as a subprocess with 2 workers: concurrent requests never break a cap; state survives a restart;
+keep-alive connections end up spread evenly over the workers."""
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from serving.balance import read, workers_file
 from serving.launch import free_port, start_service, stop_service
 from serving.state import open_state
 
@@ -31,6 +36,31 @@ def _check_caps(items: list[dict]) -> None:
         assert abs(a - b) >= pd.Timedelta(hours=12), (a, b)
         assert not (ca == cb and abs(a - b) < pd.Timedelta(hours=24))
         assert ma != mb   # cooldown 7 days
+
+
+def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
+    """Eight keep-alive connections, one request each a round (as a campaign engine's pool sends them):
+    the workers' counts of keep-alive connections once they are 4 and 4 (the workers close connections of
+    the one above its share until they are; serving/balance.py), or the last counts seen."""
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
+    path = workers_file(Path(home).resolve(), "127.0.0.1", port)
+    users = itertools.cycle(users)
+    counts: list[int] = []
+    try:
+        for _ in range(rounds):
+            for connection in connections:
+                connection.request("POST", "/recommend", json.dumps({"user_id": next(users), "now": NOW}),
+                                   {"content-type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+            counts = sorted(read(path)[:, 0].tolist())
+            if counts == [4, 4]:
+                return counts
+    finally:
+        for connection in connections:
+            connection.close()
+    return counts
 
 
 @pytest.mark.slow
@@ -72,6 +102,7 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
+        assert _keep_alive_spread(port, home, candidates[100:]) == [4, 4]
     finally:
         stop_service(process)
     logged = open_state(url)          # the store named by the configuration holds the decisions and feedback
