@@ -3,7 +3,8 @@
 The world of ``benchmarks/serve.py`` (built once under ``--world``, kept). Each run starts ``nbm serve`` on
 127.0.0.1 with a fresh state store (a user decided before at the same time is mostly capped, and a capped
 decision is cheap), sends one warm-up batch a client, then ``--batches`` batches of 500 new users (seeded,
-at serve.py's batch time) ``--concurrency`` at a time, each on a new connection, and prints the run's
+at serve.py's batch time) ``--concurrency`` at a time, each on a new connection (``--keep-alive``: each
+client on one connection, as a campaign engine's connection pool sends them), and prints the run's
 decisions per second and every batch's latency (the warm-up's too). serve.py measures one such run per level; this script
 repeats it (``--runs``), which is what a comparison needs on a machine whose noise is as large as most
 changes. ``--readyz-during N`` instead sends one batch of N requests to a 1-worker service while polling
@@ -20,6 +21,7 @@ by ``python -m nbm.cli``, which puts the working directory first on ``sys.path``
 
     .venv/bin/python benchmarks/batches.py --world DIR [--workers 2] [--concurrency 2] [--batches 8] [--runs 3]
     .venv/bin/python benchmarks/batches.py --world DIR --services 2 --workers 1
+    .venv/bin/python benchmarks/batches.py --world DIR --keep-alive
     .venv/bin/python benchmarks/batches.py --world DIR --readyz-during 10000
 """
 
@@ -57,16 +59,18 @@ def fresh_home(root: Path) -> Path:
     return home
 
 
-def send_spread(ports: list[int], batches: list[bytes], concurrency: int) -> tuple[np.ndarray, float]:
+def send_spread(ports: list[int], batches: list[bytes], concurrency: int,
+                keep_alive: bool = False) -> tuple[np.ndarray, float]:
     """:func:`serve.send` of ``batches`` by ``concurrency`` clients, ``concurrency / len(ports)`` of them on
-    each port (each port's share of the batches): every batch's milliseconds, and the wall seconds of all."""
+    each port (each port's share of the batches): every batch's milliseconds, and the wall seconds of all.
+    Each batch on a new connection, or each client on one keep-alive connection."""
     k = len(ports)
     if k == 1:
-        return send(ports[0], "/recommend_batch", batches, concurrency, TIMEOUT, fresh=True)
+        return send(ports[0], "/recommend_batch", batches, concurrency, TIMEOUT, fresh=not keep_alive)
     out: list[np.ndarray] = [np.zeros(0)] * k
 
     def service(j: int) -> None:
-        out[j] = send(ports[j], "/recommend_batch", batches[j::k], concurrency // k, TIMEOUT, fresh=True)[0]
+        out[j] = send(ports[j], "/recommend_batch", batches[j::k], concurrency // k, TIMEOUT, fresh=not keep_alive)[0]
 
     began = time.perf_counter()
     threads = [threading.Thread(target=service, args=(j,)) for j in range(k)]
@@ -78,7 +82,7 @@ def send_spread(ports: list[int], batches: list[bytes], concurrency: int) -> tup
 
 
 def rate_run(root: Path, users, workers: int, concurrency: int, batches: int,
-             services: int = 1) -> tuple[float, np.ndarray, np.ndarray]:
+             services: int = 1, keep_alive: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
     """One run: decisions per second, and the milliseconds of the warm-up's and of the measured batches."""
     home = fresh_home(root)
     ports, processes = [], []
@@ -86,8 +90,8 @@ def rate_run(root: Path, users, workers: int, concurrency: int, batches: int,
         for _ in range(services):
             ports.append(free_port())
             processes.append(start_service(root / "world", home, ports[-1], workers))
-        warm, _ = send_spread(ports, bodies(users, concurrency), concurrency)
-        ms, seconds = send_spread(ports, bodies(users, batches), concurrency)
+        warm, _ = send_spread(ports, bodies(users, concurrency), concurrency, keep_alive)
+        ms, seconds = send_spread(ports, bodies(users, batches), concurrency, keep_alive)
         return len(ms) * BATCH / seconds, warm, ms
     finally:
         for process in processes:
@@ -136,6 +140,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--services", type=int, default=1,
                         help="services on their own ports, concurrency / S clients on each")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="each client on one keep-alive connection (default: a new connection a batch)")
     parser.add_argument("--readyz-during", type=int, metavar="N", help="one batch of N requests, /readyz polled")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -158,9 +164,10 @@ def main() -> None:
     for run in range(args.runs):
         # Every run starts on a fresh state store, so its users may repeat those of the runs before.
         rate, warm, latencies = rate_run(root, iter(rng.permutation(everyone).tolist()), args.workers,
-                                         args.concurrency, args.batches, args.services)
+                                         args.concurrency, args.batches, args.services, args.keep_alive)
         ms = lambda values: " ".join(f"{v:.0f}" for v in values)  # noqa: E731
         where = f"{args.services} services of {args.workers} workers" if args.services > 1 else f"{args.workers} workers"
+        where += ", keep-alive" if args.keep_alive else ""
         print(f"run {run + 1}: {rate:,.0f} decisions/s ({where}, {args.concurrency} at a time); "
               f"warm-up {ms(warm)} ms, batches {ms(latencies)} ms", flush=True)
 

@@ -10,7 +10,9 @@ Environment: ``NBM_DATA`` (data directory, required), ``NBM_CONFIG`` (configurat
 ``NBM_MAX_BATCH`` (default 64: most concurrent ``/recommend`` calls a worker decides together; 1 turns
 that off; batches are decided on the event loop's thread, ``NBM_BATCH_THREAD=1`` hands them to a worker
 thread instead; a ``/recommend_batch`` request is decided on the loop's thread too, ``BATCH_CHUNK``
-requests at a time with a few loop turns between pieces), ``NBM_TRACING`` (``1``: OpenTelemetry spans for
+requests at a time with a few loop turns between pieces), ``NBM_WORKERS_FILE`` (set by ``nbm serve`` with
+several workers: the file in which they share their keep-alive connection counts, ``serving/balance.py``),
+``NBM_TRACING`` (``1``: OpenTelemetry spans for
 the scoring routes too; by default they are left out of tracing, which cost ~8 % of a worker's CPU with no
 exporter configured).
 Answers are encoded once, with orjson, into the HTTP response (BentoML's generic path validated each
@@ -88,8 +90,10 @@ class NbmService:
 
     def _close(self, ctx: bentoml.Context) -> bool:
         """Whether to close this request's connection after its answer (the worker has more than its share)."""
+        if self.balancer is None:
+            return False
         client = ctx.request.client
-        return self.balancer is not None and client is not None and self.balancer.observe(tuple(client))
+        return client is not None and self.balancer.observe(tuple(client))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, ctx: bentoml.Context, **request) -> dict:
