@@ -26,6 +26,7 @@ heartbeats also tell :func:`serving.launch.wait_ready` that every worker has fin
 
 from __future__ import annotations
 
+import logging
 import math
 import mmap
 import os
@@ -173,4 +174,8 @@ class ConnectionBalancer:
         index = bentoml.server_context.worker_index
         if index is None:
             return None
-        return cls(Path(path), int(index) - 1)
+        try:
+            return cls(Path(path), int(index) - 1)
+        except (OSError, ValueError) as exc:   # serve on without balancing rather than fail the worker
+            logging.getLogger(__name__).warning("connections are not rebalanced over the workers: %s", exc)
+            return None

@@ -114,3 +114,20 @@ def test_live_workers_reads_the_heartbeats(tmp_path) -> None:
     assert live_workers(path) == 1
     with pytest.raises(ValueError, match="outside the 2 slots"):
         ConnectionBalancer(path, 2, clock=clock, heartbeat=False)
+
+
+def test_from_env_serves_on_without_balancing_when_the_file_is_unusable(tmp_path, monkeypatch) -> None:
+    import bentoml
+
+    monkeypatch.setenv("NBM_WORKERS", "2")
+    monkeypatch.setattr(bentoml.server_context, "worker_index", 3)
+    monkeypatch.setenv("NBM_WORKERS_FILE", str(create(tmp_path / "w", 2)))
+    assert ConnectionBalancer.from_env() is None                     # worker 3 of a 2-slot file
+    monkeypatch.setenv("NBM_WORKERS_FILE", str(tmp_path / "missing"))
+    assert ConnectionBalancer.from_env() is None
+    monkeypatch.setattr(bentoml.server_context, "worker_index", 2)
+    monkeypatch.setenv("NBM_WORKERS_FILE", str(tmp_path / "w"))
+    balancer = ConnectionBalancer.from_env()
+    assert balancer is not None and balancer.index == 1
+    monkeypatch.setenv("NBM_WORKERS", "1")
+    assert ConnectionBalancer.from_env() is None
