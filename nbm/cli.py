@@ -245,7 +245,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:   # the workers' shared file: connection counts and heartbeats (serving/balance.py)
         from serving import balance
 
-        workers_file = balance.create(balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port), args.workers)
+        path = balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port)
+        workers_file = balance.create(path, 2 * args.workers)     # room for restarted workers' numbers
         env["NBM_WORKERS_FILE"] = str(workers_file)
     try:
         return subprocess.run(command, env=env).returncode

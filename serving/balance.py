@@ -18,16 +18,19 @@ spread is even, and a worker alone never closes one.
 A connection counts as keep-alive once it has sent two requests, and as gone when it has sent none for
 ``window`` seconds (a connection made for one request, as campaign batches are sent, never counts); a
 worker closes one once it has been above its share for ``gap`` seconds, and then one every ``gap``.
-The file's slots are 64-bit integers (a single store each: a reader never sees half a value); a worker
-whose heartbeat is older than ``stale`` seconds is taken as gone (or, equally, busy for that long). The
-heartbeats also tell :func:`serving.launch.wait_ready` that every worker has finished loading (BentoML's
-``/readyz`` answers from whichever worker is ready first).
+The heartbeat (a thread, every ``HEARTBEAT_S``) also drops silent connections and publishes the count, so a
+worker that gets no request shows its count fall. The file's slots are 64-bit integers (a single aligned
+store each: a reader never sees half a value); a worker whose heartbeat is older than ``stale`` seconds is
+taken as gone. The file has twice as many slots as workers (BentoML's arbiter may number a restarted
+worker past the count while the old one stops); a worker whose slot is past them serves without
+balancing. The heartbeats also tell :func:`serving.launch.start_service` that every worker has finished
+loading (BentoML's ``/readyz`` answers from whichever worker is ready first). Requests whose client port
+is 0 (uvicorn's rewrite of a proxy's ``X-Forwarded-For`` from loopback) are not counted.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import mmap
 import os
 import threading
@@ -86,9 +89,13 @@ class ConnectionBalancer:
                  gap: float = GAP_S, clock=time.monotonic_ns, heartbeat: bool = True) -> None:
         self._file = open(path, "r+b")  # noqa: SIM115 — held for the worker's life, with the mapping
         self._map = mmap.mmap(self._file.fileno(), 0)
-        self.slots = np.frombuffer(self._map, dtype=np.int64).reshape(-1, SLOT)
-        if not 0 <= index < len(self.slots):
-            raise ValueError(f"worker index {index} outside the {len(self.slots)} slots of {path}")
+        self._cells = memoryview(self._map).cast("q")  # what a request reads and writes: no numpy per call
+        self.workers = len(self._cells) // SLOT
+        if not 0 <= index < self.workers:
+            self._cells.release()
+            self._map.close()
+            self._file.close()
+            raise ValueError(f"worker index {index} outside the {self.workers} slots of {path}")
         self.index = index
         self.window_ns = int(window * 1e9)
         self.stale_ns = int(stale * 1e9)
@@ -100,22 +107,43 @@ class ConnectionBalancer:
         self._persistent = 0
         self._pruned = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.closed = 0
-        self.beat()
+        self.beat()      # a restarted worker's slot: its predecessor's count is not its own
         if heartbeat:
             threading.Thread(target=self._heartbeat, name="nbm-balance-heartbeat", daemon=True).start()
 
+    @property
+    def slots(self) -> np.ndarray:
+        """The file's slots now: (workers, 2) int64 (connections, heartbeat)."""
+        return np.array(self._cells.tolist(), dtype=np.int64).reshape(-1, SLOT)
+
     def beat(self) -> None:
-        self.slots[self.index, 1] = self.clock()
+        """The heartbeat: connections silent for ``window`` dropped, the count and the time published (a worker
+        that gets no request still shows its count fall)."""
+        with self._lock:
+            now = self.clock()
+            self._prune(now)
+            self._publish(now)
 
     def _heartbeat(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_S)
+        while not self._stop.wait(HEARTBEAT_S):
             self.beat()
 
+    def close(self) -> None:
+        """Stop the heartbeat and let the file go (tests; a worker keeps its balancer for life)."""
+        self._stop.set()
+        with self._lock:
+            self._cells.release()
+            self._map.close()
+            self._file.close()
+
     def observe(self, client) -> bool:
-        """Count a request of connection ``client`` (its (host, port)); true: answer it with ``Connection: close``."""
-        if client is None:
+        """Count a request of connection ``client`` (its (host, port)); true: answer it with ``Connection: close``.
+
+        A client of port 0 is not a connection: uvicorn puts the address an ``X-Forwarded-For`` names there
+        (a proxy's requests from loopback), and many connections would count as one."""
+        if client is None or client[1] == 0:
             return False
         now = self.clock()
         with self._lock:
@@ -146,11 +174,12 @@ class ConnectionBalancer:
             return close
 
     def _fair_share(self, now: int) -> int:
-        slots = self.slots
-        live = slots[:, 1] > now - self.stale_ns
-        live[self.index] = True
-        total = int(slots[live, 0].sum()) - int(slots[self.index, 0]) + self._persistent
-        return math.ceil(total / int(live.sum()))
+        cells, total, live = self._cells, self._persistent, 1
+        for w in range(self.workers):
+            if w != self.index and cells[SLOT * w + 1] > now - self.stale_ns:
+                total += cells[SLOT * w]
+                live += 1
+        return -(-total // live)
 
     def _prune(self, now: int) -> None:
         old = [client for client, (last, _) in self._seen.items() if now - last > self.window_ns]
@@ -160,8 +189,8 @@ class ConnectionBalancer:
         self._pruned = now
 
     def _publish(self, now: int) -> None:
-        self.slots[self.index, 0] = self._persistent
-        self.slots[self.index, 1] = now
+        self._cells[SLOT * self.index] = self._persistent
+        self._cells[SLOT * self.index + 1] = now
 
     @classmethod
     def from_env(cls) -> ConnectionBalancer | None:

@@ -51,7 +51,7 @@ def _simulate(workers: list[ConnectionBalancer], pool: list[tuple[int, int]], cl
 def test_an_even_spread_closes_nothing(tmp_path) -> None:
     clock = Clock()
     a, b = _workers(tmp_path, 2, clock)
-    assert _simulate([a, b], [(0, i) for i in range(4)] + [(1, i) for i in range(4, 8)], clock) == 0
+    assert _simulate([a, b], [(0, 1 + i) for i in range(4)] + [(1, 1 + i) for i in range(4, 8)], clock) == 0
     assert read(workers_file(tmp_path, "127.0.0.1", 3000))[:, 0].tolist() == [4, 4]
 
 
@@ -60,7 +60,7 @@ def test_an_even_spread_closes_nothing(tmp_path) -> None:
 def test_a_worker_above_its_share_closes_down_to_it(tmp_path, split, expected) -> None:
     clock = Clock()
     workers = _workers(tmp_path, 2, clock)
-    pool = [(0, i) for i in range(split[0])] + [(1, 100 + i) for i in range(split[1])]
+    pool = [(0, 1 + i) for i in range(split[0])] + [(1, 100 + i) for i in range(split[1])]
     closes = _simulate(workers, pool, clock, to=1)
     assert workers[0].slots[:, 0].tolist() == expected
     assert closes == split[0] - expected[0]                # no more closes than the spread needs
@@ -69,7 +69,7 @@ def test_a_worker_above_its_share_closes_down_to_it(tmp_path, split, expected) -
 def test_a_reconnection_to_the_same_worker_is_closed_again(tmp_path) -> None:
     clock = Clock()
     workers = _workers(tmp_path, 2, clock)
-    pool = [(0, i) for i in range(5)] + [(1, 100)]         # 5 : 1, a fair share of 3
+    pool = [(0, 1 + i) for i in range(5)] + [(1, 100)]         # 5 : 1, a fair share of 3
     closes = _simulate(workers, pool, clock, rounds=20)    # every reconnection lands on worker 0 again: 120 ms
     assert 3 <= closes <= 120 // 20                        # it keeps trying, at most one close every `gap`
     assert workers[0].closed == closes
@@ -78,7 +78,7 @@ def test_a_reconnection_to_the_same_worker_is_closed_again(tmp_path) -> None:
 def test_a_worker_alone_or_with_stale_peers_never_closes(tmp_path) -> None:
     clock = Clock()
     (alone,) = _workers(tmp_path / "one", 1, clock)
-    clients = [("c", i) for i in range(8)]
+    clients = [("c", 1 + i) for i in range(8)]
     for _ in range(3):
         assert _round(alone, clients, clock) == []
     a, b = _workers(tmp_path / "two", 2, clock)
@@ -93,14 +93,14 @@ def test_a_worker_alone_or_with_stale_peers_never_closes(tmp_path) -> None:
 def test_one_shot_and_idle_connections_do_not_count(tmp_path) -> None:
     clock = Clock()
     a, b = _workers(tmp_path, 2, clock)
-    _round(b, [("b", 0)] * 2, clock)
-    assert _round(a, [("once", i) for i in range(50)], clock) == []     # a connection per request
+    _round(b, [("b", 1)] * 2, clock)
+    assert _round(a, [("once", 1 + i) for i in range(50)], clock) == []     # a connection per request
     assert a.slots[a.index, 0] == 0
-    _round(a, [("a", 0)] * 2, clock)
+    _round(a, [("a", 9)] * 2, clock)
     assert a.slots[a.index, 0] == 1
     clock.now += 2 * S                                                  # silent longer than the window
     b.beat()
-    a.observe(("a", 1))
+    a.observe(("a", 10))
     assert a.slots[a.index, 0] == 0
 
 
@@ -110,7 +110,7 @@ def test_live_workers_reads_the_heartbeats(tmp_path) -> None:
     assert live_workers(path) == 0                         # no file yet
     create(path, 2)
     assert live_workers(path) == 0
-    ConnectionBalancer(path, 0, heartbeat=False)           # the real clock: a live heartbeat
+    ConnectionBalancer(path, 0, heartbeat=False).close()   # the real clock: a live heartbeat
     assert live_workers(path) == 1
     with pytest.raises(ValueError, match="outside the 2 slots"):
         ConnectionBalancer(path, 2, clock=clock, heartbeat=False)
@@ -129,5 +129,43 @@ def test_from_env_serves_on_without_balancing_when_the_file_is_unusable(tmp_path
     monkeypatch.setenv("NBM_WORKERS_FILE", str(tmp_path / "w"))
     balancer = ConnectionBalancer.from_env()
     assert balancer is not None and balancer.index == 1
+    balancer.close()
     monkeypatch.setenv("NBM_WORKERS", "1")
     assert ConnectionBalancer.from_env() is None
+
+
+def test_a_worker_without_requests_shows_its_count_fall(tmp_path) -> None:
+    """A pool leaves worker 1 and a new one lands all on worker 0: 1's heartbeat drops its silent
+    connections, so 0 sees 8 of 8 and closes down to its share."""
+    clock = Clock()
+    workers = _workers(tmp_path, 2, clock)
+    _simulate(workers, [(1, 1 + i) for i in range(8)], clock, rounds=3)
+    assert workers[0].slots[1, 0] == 8
+    clock.now += 2 * S                                     # the old pool is gone; worker 1 gets no request
+    workers[1].beat()
+    assert workers[0].slots[1, 0] == 0
+    pool = [(0, 100 + i) for i in range(8)]
+    closes = 0
+    for _ in range(10):                                    # worker 1 beats every 0.25 s of the fake clock
+        closes += _simulate(workers, pool, clock, rounds=30, to=1)
+        workers[1].beat()
+    assert closes == 4 and sorted(workers[0].slots[:, 0].tolist()) == [4, 4]
+
+
+def test_a_restarted_worker_does_not_inherit_its_slot(tmp_path) -> None:
+    clock = Clock()
+    path = workers_file(tmp_path, "127.0.0.1", 3000)
+    a, b = _workers(tmp_path, 2, clock)
+    _simulate([a, b], [(1, 1 + i) for i in range(6)], clock, rounds=3)
+    assert read(path)[1, 0] == 6
+    b.close()
+    ConnectionBalancer(path, 1, clock=clock, heartbeat=False)   # the worker of slot 1, restarted
+    assert read(path)[1, 0] == 0
+
+
+def test_forwarded_clients_are_not_connections(tmp_path) -> None:
+    """uvicorn gives a proxy's forwarded requests the end client's address and port 0."""
+    clock = Clock()
+    a, _ = _workers(tmp_path, 2, clock)
+    assert _round(a, [("203.0.113.7", 0)] * 50, clock) == []
+    assert a.slots[0, 0] == 0

@@ -3,9 +3,13 @@ keep-alive connections end up spread evenly over the workers."""
 
 from __future__ import annotations
 
+import collections
 import http.client
 import itertools
 import json
+import re
+import shutil
+import subprocess
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
@@ -38,10 +42,20 @@ def _check_caps(items: list[dict]) -> None:
         assert ma != mb   # cooldown 7 days
 
 
+def _split(port: int) -> list[int] | None:
+    """Established connections to ``port`` per server process (``ss``; ``None`` where it is missing)."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"sport = :{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(collections.Counter(re.findall(r"pid=(\d+)", out)).values())
+
+
 def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
     """Eight keep-alive connections, one request each a round (as a campaign engine's pool sends them):
-    the workers' counts of keep-alive connections once they are 4 and 4 (the workers close connections of
-    the one above its share until they are; serving/balance.py), or the last counts seen."""
+    the workers' counts of keep-alive connections once they are 4 and 4 — and so are the connections each
+    worker process holds (``ss``) — (the workers close connections of the one above its share until they
+    are; serving/balance.py), or the last counts seen."""
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
     path = workers_file(Path(home).resolve(), "127.0.0.1", port)
     users = itertools.cycle(users)
@@ -54,8 +68,9 @@ def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
                 response = connection.getresponse()
                 response.read()
                 assert response.status == 200
-            counts = sorted(read(path)[:, 0].tolist())
-            if counts == [4, 4]:
+            slots = read(path)
+            counts = sorted(slots[slots[:, 1] > 0, 0].tolist())
+            if counts == [4, 4] and _split(port) in ([4, 4], None):
                 return counts
     finally:
         for connection in connections:
