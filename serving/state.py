@@ -18,6 +18,13 @@ semantics, in Redis, for services on several machines. :func:`open_state` opens 
   target outcome), for Thompson sampling.
 * **Decision log** — ``decisions``: every answer, empty ones included, in the columns of the data
   contract's ``decisions`` table (plus the items), so ``nbm`` reads it back (:meth:`SQLiteState.decision_log`).
+* **Checkpoints off the request path** — SQLite copies the write-ahead log back into the database file
+  (a checkpoint, with an ``fsync``) when the log passes 1,000 pages, inside the commit that passes it: every
+  ~150 decisions one request waited ~12 ms for it (measured in-process: reserve p50 0.12 ms, p99.9 12 ms).
+  Here a thread of each process checkpoints every :data:`CHECKPOINT_SECONDS` (``PASSIVE``: it waits for no
+  reader or writer; sqlite3 releases the GIL while it runs), and a commit checkpoints itself only when
+  the log passes :data:`SAFETY_PAGES` (that thread stalled). What is durable when is unchanged: a commit
+  is in the log before it returns (``/feedback`` synced to disk), whichever connection copies it back.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -41,6 +49,10 @@ DECISION_INSERT = ("INSERT OR REPLACE INTO decisions (decision_id, timestamp, us
 QUERY_CHUNK = 500
 """Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
 PLANNED_GRACE_NS = HOUR_NS
+CHECKPOINT_SECONDS = 1.0
+"""How often each process's checkpoint thread copies the write-ahead log into the database file."""
+SAFETY_PAGES = 20_000
+"""Log pages (4 KiB each) past which a commit checkpoints itself, as SQLite does past 1,000 by default."""
 """A planned item counts until this long after its send time unless a ``send`` event confirms it."""
 
 SCHEMA = """
@@ -129,8 +141,39 @@ class SQLiteState:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA wal_autocheckpoint={SAFETY_PAGES}")
             self._local.db = db
+            self._start_checkpoints()
         return db
+
+    def _start_checkpoints(self) -> None:
+        """Start this process's checkpoint thread (once; again in a forked child, whose threads are gone)."""
+        thread = getattr(self, "_checkpointer", None)
+        if thread is not None and thread.is_alive():
+            return
+        with _CHECKPOINT_LOCK:
+            thread = getattr(self, "_checkpointer", None)
+            if thread is None or not thread.is_alive():
+                self._stop = threading.Event()
+                self._checkpointer = threading.Thread(target=_checkpoints, args=(weakref.ref(self), self.path, self._stop),
+                                                      name="nbm-sqlite-checkpoint", daemon=True)
+                self._checkpointer.start()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the write-ahead log into the database file now (``PASSIVE``): (busy, log pages, pages copied)."""
+        return tuple(self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+
+    def close(self) -> None:
+        """Stop the checkpoint thread (it checkpoints once more) and close this thread's connection."""
+        stop, thread = getattr(self, "_stop", None), getattr(self, "_checkpointer", None)
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
     # -- contact history ---------------------------------------------------------------------------
     def contacts(self, user_id: str, now: int, lookback_ns: int) -> Contacts:
@@ -321,3 +364,28 @@ class SQLiteState:
         for column in ("propensity", "value"):     # all-NULL columns would come back as objects
             frame[column] = frame[column].astype(float)
         return frame
+
+
+_CHECKPOINT_LOCK = threading.Lock()
+
+
+def _checkpoints(state: weakref.ref, path: Path, stop: threading.Event) -> None:
+    """The checkpoint thread of one :class:`SQLiteState`: a ``PASSIVE`` checkpoint every
+    :data:`CHECKPOINT_SECONDS` on a connection of its own, until the store is closed or collected."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout=30000")
+        while True:
+            stopped = stop.wait(CHECKPOINT_SECONDS)
+            try:
+                done = tuple(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            except sqlite3.Error:      # a busy or vanished file: the next turn (or a commit past SAFETY_PAGES) does it
+                done = None
+            owner = state()
+            if owner is None or stopped:
+                return
+            if done is not None:
+                owner.last_checkpoint = done      # (busy, log pages, pages copied): what the tests look at
+            del owner
+    finally:
+        db.close()

@@ -278,3 +278,51 @@ def test_many_at_once_equals_one_at_a_time(store, monkeypatch) -> None:
     assert won == [True, False, False, True]
     assert len(store.decision_log()) == 2
     assert store.contacts("u0", NOW, LOOKBACK).times.tolist()[-1] == NOW
+
+
+def _log_many(state: SQLiteState, n: int) -> None:
+    for lo in range(0, n, 100):
+        state.reserve_many([(f"u{i}", 0, _decision(f"u{i}", items=[(NOW, "email", "m1")]), [(NOW, "email", "m1")], 0.5)
+                            for i in range(lo, lo + 100)])
+
+
+def test_commits_leave_checkpoints_to_the_thread_until_the_safety_limit(tmp_path, monkeypatch) -> None:
+    """Below SAFETY_PAGES no commit copies the log back (SQLite's default would past 1,000 pages, inside the
+    request that passes them); past it a commit does; the thread copies all of it."""
+    import serving.state
+
+    monkeypatch.setattr(serving.state, "CHECKPOINT_SECONDS", 3600.0)      # the thread waits: commits alone
+    state = SQLiteState(tmp_path / "state.db")
+    _log_many(state, 6000)
+    busy, log, copied = state.checkpoint()
+    assert busy == 0 and log > 1000 and copied == log                       # nothing was copied before
+    state.close()
+    assert not state._checkpointer.is_alive()
+
+    monkeypatch.setattr(serving.state, "SAFETY_PAGES", 200)
+    small = SQLiteState(tmp_path / "small.db")
+    _log_many(small, 6000)
+    busy, log, copied = small.checkpoint()
+    assert log < 1000                       # commits checkpointed themselves past 200 pages (the log restarted)
+    small.close()
+
+
+def test_the_thread_checkpoints_and_ends_with_its_store(tmp_path, monkeypatch) -> None:
+    import gc
+    import time
+
+    import serving.state
+
+    monkeypatch.setattr(serving.state, "CHECKPOINT_SECONDS", 0.05)
+    state = SQLiteState(tmp_path / "state.db")
+    _log_many(state, 3000)
+    deadline = time.monotonic() + 10
+    while getattr(state, "last_checkpoint", (0, 0, 0))[1] < 1000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    busy, log, copied = state.last_checkpoint
+    assert log > 1000 and copied == log
+    thread = state._checkpointer
+    del state
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
