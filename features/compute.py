@@ -16,7 +16,7 @@ import pandas as pd
 from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
-from nbm.arrays import Spread, distinct_rows, take
+from nbm.arrays import Spread, distinct_rows, prepend, take
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -157,7 +157,7 @@ class _Shared:
             new = (keys[1:] != keys[:-1]) | (time_code[1:] != time_code[:-1])
             n_runs = int(new.sum()) + 1
             if n_runs <= n // 2:
-                starts, run = np.r_[0, np.flatnonzero(new) + 1], np.cumsum(np.r_[False, new]).astype(np.int64)
+                starts, run = prepend(0, np.flatnonzero(new) + 1), np.cumsum(prepend(False, new)).astype(np.int64)
                 if n_runs <= n // 8:
                     self.first, self.inverse = starts, run
                     return
@@ -237,8 +237,8 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     out["user_lifecycle_stage"] = lifecycle_stage(cfg, out["user_days_since_signup"], out["user_days_since_visit"])
     act = cfg.activity
     ratio = out["user_visits_30d"] / (act.ideal_visits_per_week * 30 / 7)
-    out["user_activity_state"] = np.select([ratio >= act.power_ratio, ratio >= act.core_ratio,
-                                            ratio >= act.casual_ratio], [0, 1, 2], 3)
+    out["user_activity_state"] = np.where(ratio >= act.power_ratio, 0, np.where(
+        ratio >= act.core_ratio, 1, np.where(ratio >= act.casual_ratio, 2, 3)))
     recent = user_sums[30 * DAY_NS]
     implicit = 1 - np.exp(-(recent["visits"] + recent["opens"] + 2 * recent["clicks"] + 5 * recent["converts"]) / 10)
     n_ch = len(voc.channels)
@@ -366,7 +366,13 @@ def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: 
 
 def _zones(history: History, user: np.ndarray) -> np.ndarray:
     zones = history.timezone
-    return np.where(user < len(zones), zones[np.minimum(user, len(zones) - 1)], "UTC").astype(object)
+    if not len(zones):
+        return np.full(len(user), "UTC", dtype=object)
+    out = zones[np.minimum(user, len(zones) - 1)]          # a copy, of the zones' own str objects
+    unknown = user >= len(zones)
+    if unknown.any():
+        out[unknown] = "UTC"
+    return out
 
 
 def _profile(history: History, user: np.ndarray) -> dict[str, object]:
@@ -406,7 +412,7 @@ def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, me
     n_tags = len(history.vocabulary.tags)
     # A decision's messages share tags: look up each (user, as-of, tag) once. Rows come in runs of one
     # (user, as-of) — a decision's candidates — so a table (runs × tags) finds them without hashing.
-    run = np.cumsum(np.r_[False, (user[1:] != user[:-1]) | (t[1:] != t[:-1]) | (global_click[1:] != global_click[:-1])])
+    run = np.cumsum(prepend(False, (user[1:] != user[:-1]) | (t[1:] != t[:-1]) | (global_click[1:] != global_click[:-1])))
     n_runs = int(run[-1]) + 1
     if n_runs * n_tags <= 4 * len(q):
         cell = run[q] * n_tags + tag

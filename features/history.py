@@ -74,6 +74,11 @@ def _local_hour_weekday(seconds: int, timezone: str) -> tuple[int, int]:
 
 def local_time(times: np.ndarray, timezones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Local hour (0–23) and weekday (0 = Monday) of UTC instants (ns) in per-row IANA time zones."""
+    if len(times) <= FEW_INSTANTS:    # a few rows (a decision's distinct slots): one cached lookup each
+        local = [_local_hour_weekday(t // 10**9, str(tz))
+                 for t, tz in zip(np.asarray(times).tolist(), np.asarray(timezones).tolist())]
+        return (np.array([h for h, _ in local], dtype=np.int64).reshape(len(times)),
+                np.array([d for _, d in local], dtype=np.int64).reshape(len(times)))
     hour = np.zeros(len(times), dtype=np.int64)
     weekday = np.zeros(len(times), dtype=np.int64)
     for tz in pd.unique(timezones):  # a handful of time zones, each converted in one vectorised call

@@ -23,6 +23,7 @@ import pandas as pd
 from features.compute import DAY_NS, HOUR_NS, Candidates
 from features.pairs import PairContact, Pairs, expand_pairs, pair_contact, policy_on_rows
 from features.pipeline import FeatureStore
+from nbm.arrays import append, prepend, run_starts
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_policy_batch
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
@@ -88,7 +89,7 @@ def send_histories(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray, l
     hi = bounded_search(times, first, last, now)
     sizes = hi - lo
     group = np.repeat(np.arange(len(user_ids), dtype=np.int64), sizes)
-    take = np.repeat(lo - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+    take = np.repeat(lo - prepend(0, np.cumsum(sizes)[:-1]), sizes) + np.arange(int(sizes.sum()))
     return SendHistories(group, times[take], channels[take], messages[take])
 
 
@@ -207,8 +208,8 @@ def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
     n = len(group)
     if not n:
         return np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    sizes = np.diff(np.r_[starts, n])
+    starts = run_starts(group)
+    sizes = np.diff(append(starts, n))
     if sizes.max() <= k:
         return np.ones(n, dtype=bool)
     run = np.repeat(np.arange(len(starts)), sizes)

@@ -15,6 +15,33 @@ def distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), first
 
 
+def prepend(value, values: np.ndarray) -> np.ndarray:
+    """``np.r_[value, values]`` in ``values``' dtype, without ``np.r_``'s parsing (~10 µs a call, ~20 calls a
+    decision)."""
+    values = np.asarray(values)
+    out = np.empty(len(values) + 1, dtype=values.dtype)
+    out[0] = value
+    out[1:] = values
+    return out
+
+
+def append(values: np.ndarray, value) -> np.ndarray:
+    """``np.r_[values, value]`` in ``values``' dtype (see :func:`prepend`)."""
+    values = np.asarray(values)
+    out = np.empty(len(values) + 1, dtype=values.dtype)
+    out[:-1] = values
+    out[-1] = value
+    return out
+
+
+def run_starts(keys: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal ``keys`` starts: ``np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])``
+    (``[0]`` for one key or more; empty for none)."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64)
+    return prepend(0, np.flatnonzero(keys[1:] != keys[:-1]) + 1)
+
+
 class Spread:
     """A column given as ``values[index]`` without building it: a feature that many rows share.
 

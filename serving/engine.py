@@ -24,6 +24,7 @@ import pandas as pd
 from features.pipeline import FeatureStore
 from features.pairs import expand_pairs, pair_contact
 from features.replay import arm_decide, bounded_search
+from nbm.arrays import prepend
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
@@ -267,7 +268,7 @@ class Engine:
         lo = bounded_search(self._s_times, start, start + count, t - self.lookback_ns)
         hi = bounded_search(self._s_times, start, start + count, t)
         sizes = hi - lo
-        take = np.repeat(lo - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        take = np.repeat(lo - prepend(0, np.cumsum(sizes)[:-1]), sizes) + np.arange(int(sizes.sum()))
         parts = [(np.repeat(np.arange(n, dtype=np.int64), sizes), self._s_times[take], self._s_channels[take],
                   self._s_messages[take])]
         for i, c in enumerate(contacts):

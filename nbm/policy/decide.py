@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbm.arrays import take
+from nbm.arrays import append, run_starts, take
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import ContactDecision, SendHistories, SendHistory, apply_contact_policy_batch
 from nbm.policy.explore import Arms, Explorer
@@ -140,15 +140,15 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     values = expected[best_rows]
     pair_probability = np.zeros(len(best_rows))
     if len(best_rows):
-        starts = np.flatnonzero(np.r_[True, pair_group[1:] != pair_group[:-1]])
+        starts = run_starts(pair_group)
         groups_with_pairs = pair_group[starts]
         top = np.maximum.reduceat(values, starts)
         clears = top >= threshold
         reason[groups_with_pairs[~clears]] = "below_threshold"
-        keep = np.repeat(clears, np.diff(np.r_[starts, len(values)]))
+        keep = np.repeat(clears, np.diff(append(starts, len(values))))
         k_rows = best_rows[keep]
         if len(k_rows):
-            k_starts = np.flatnonzero(np.r_[True, group[k_rows][1:] != group[k_rows][:-1]])
+            k_starts = run_starts(group[k_rows])
             k_arms = None if arms is None else Arms(np.asarray(arms.successes)[k_rows], np.asarray(arms.failures)[k_rows])
             index, p, e = explorer.choose_batch(expected[k_rows], k_starts, rng, k_arms)
             decided = group[k_rows[k_starts]]
@@ -174,9 +174,9 @@ def _best_row_per_pair(rows: np.ndarray, pair: np.ndarray, expected: np.ndarray)
         return rows
     if (p[1:] < p[:-1]).any() or np.isnan(e).any():
         order = rows[np.lexsort((-e, p))]
-        return order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
-    starts = np.flatnonzero(np.r_[True, p[1:] != p[:-1]])
-    best = np.repeat(np.maximum.reduceat(e, starts), np.diff(np.r_[starts, len(p)]))
+        return order[run_starts(pair[order])]
+    starts = run_starts(p)
+    best = np.repeat(np.maximum.reduceat(e, starts), np.diff(append(starts, len(p))))
     first = np.minimum.reduceat(np.where(e == best, np.arange(len(p)), len(p)), starts)
     return rows[first]
 

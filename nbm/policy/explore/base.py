@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nbm.arrays import append, prepend
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -63,7 +65,7 @@ class Explorer(ABC):
             return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
         if not np.isfinite(values).all():
             raise ValueError("`values` must be finite")
-        ends = np.r_[starts[1:], len(values)]
+        ends = append(starts[1:], len(values))
         try:
             p = self.probabilities_batch(values, starts)
         except NotImplementedError:
@@ -74,7 +76,7 @@ class Explorer(ABC):
                     np.array([c.propensity_error for c in picks]))
         # Inverse CDF within each segment: one uniform per decision.
         cumulative = np.cumsum(p)
-        before = np.r_[0.0, cumulative][starts]
+        before = prepend(0.0, cumulative)[starts]
         total = cumulative[ends - 1] - before
         target = before + rng.random(len(starts)) * total
         index = np.searchsorted(cumulative, target, side="right")
@@ -89,7 +91,7 @@ class Explorer(ABC):
 
     def probabilities_batch(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """:meth:`probabilities` of every segment, concatenated (a loop unless a subclass vectorises it)."""
-        ends = np.r_[starts[1:], len(values)]
+        ends = append(starts[1:], len(values))
         return np.concatenate([self._probabilities(values[a:b]) for a, b in zip(starts, ends)]) if len(values) else values
 
     def probabilities(self, values: np.ndarray) -> np.ndarray:
@@ -102,12 +104,12 @@ class Explorer(ABC):
 
 def segment_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Each candidate's segment maximum (aligned with ``values``)."""
-    ends = np.r_[starts[1:], len(values)]
+    ends = append(starts[1:], len(values))
     return np.repeat(np.maximum.reduceat(values, starts), ends - starts)
 
 
 def segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    ends = np.r_[starts[1:], len(values)]
+    ends = append(starts[1:], len(values))
     return np.repeat(np.add.reduceat(values, starts), ends - starts)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nbm.arrays import append
 from nbm.policy.explore.base import Explorer, greedy_probabilities, greedy_probabilities_batch
 
 
@@ -19,6 +20,6 @@ class EpsilonGreedy(Explorer):
         return (1.0 - self.epsilon) * greedy_probabilities(values) + self.epsilon / len(values)
 
     def probabilities_batch(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        sizes = np.diff(np.r_[starts, len(values)])
+        sizes = np.diff(append(starts, len(values)))
         return ((1.0 - self.epsilon) * greedy_probabilities_batch(np.asarray(values, np.float64), starts)
                 + self.epsilon / np.repeat(sizes, sizes))
