@@ -21,7 +21,7 @@ from features.compute import DAY_NS, Candidates, lifecycle_stage
 from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.arrays import Spread
-from nbm.policy.contact import REASON_NAMES, ContactDecision, SendHistories, apply_contact_policy_batch
+from nbm.policy.contact import REASON_NAMES, ContactDecision, SendHistories, apply_contact_policy_batch, quiet_shifted
 from nbm.policy.eligibility import eligible_parts
 
 
@@ -228,21 +228,26 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
         empty = np.zeros((0, width))
         return PairContact(empty.astype(bool), empty.astype(np.int8), empty.astype(np.int64))
     channel_type, _, nobody_type, message_code = vocabulary_types(voc)
+    # The quiet hours move a send time by (decision, slot) alone: shifted once on the slot grid.
+    slot_times = pairs.slot_times.copy()
+    sg, ss = np.nonzero(slot_times >= 0)
+    slot_times[sg, ss] = quiet_shifted(sg, slot_times[sg, ss], pairs.timezones, policy)
     if pairs.n_groups < GRID_MIN_DECISIONS:
         p, s = np.nonzero(pairs.ok)
         every = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
-                               pairs.slot_times[pairs.group[p], s], pairs.timezones, histories)
+                               slot_times[pairs.group[p], s], pairs.timezones, histories, shifted=True)
         return PairContact.of_rows(every, pairs, p, s)
     # The grid: (decision, channel) cells that some pair uses × their slots.
     cell_key = np.unique(pairs.group * n_ch + pairs.channel_code)
     g = np.repeat(cell_key // n_ch, width)
     c = np.repeat(cell_key % n_ch, width)
     slot = np.tile(np.arange(width), len(cell_key))
-    at = pairs.slot_times[g, slot]
-    cell = np.flatnonzero(at >= 0)
-    grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], dtype=channel_type),
-                                      pd.Categorical.from_codes(np.full(len(cell), n_msg), dtype=nobody_type),
-                                      at[cell], pairs.timezones, histories, policy)
+    at = slot_times[g, slot]
+    cell = np.flatnonzero(pairs.slot_times[g, slot] >= 0)
+    grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], dtype=channel_type, validate=False),
+                                      pd.Categorical.from_codes(np.full(len(cell), n_msg), dtype=nobody_type,
+                                                                validate=False),
+                                      at[cell], pairs.timezones, histories, policy, shifted=True)
     allowed, code = np.zeros(len(g), dtype=bool), np.zeros(len(g), dtype=np.int8)
     send_at = at.copy()
     allowed[cell], code[cell], send_at[cell] = grid.allowed, grid.code, grid.send_at
@@ -260,18 +265,20 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
         a, s = np.nonzero(pairs.ok[again])
         p = again[a]
         own = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
-                             pairs.slot_times[pairs.group[p], s], pairs.timezones, histories)
+                             slot_times[pairs.group[p], s], pairs.timezones, histories, shifted=True)
         allowed[p, s], code[p, s], send_at[p, s] = own.allowed, own.code, own.send_at
     return PairContact(allowed, code, send_at)
 
 
 def policy_on_rows(store: FeatureStore, group: np.ndarray, channel_code: np.ndarray, message_code: np.ndarray,
-                   send_at: np.ndarray, timezones: np.ndarray, histories: SendHistories) -> ContactDecision:
-    """The contact policy on candidate rows given by vocabulary codes (categoricals: no hashing of ids)."""
+                   send_at: np.ndarray, timezones: np.ndarray, histories: SendHistories,
+                   shifted: bool = False) -> ContactDecision:
+    """The contact policy on candidate rows given by vocabulary codes (categoricals: no hashing of ids);
+    ``shifted``: ``send_at`` is already out of quiet hours (see ``apply_contact_policy_batch``)."""
     channel_type, message_type, _, _ = vocabulary_types(store.globals.vocabulary)
     return apply_contact_policy_batch(group, pd.Categorical.from_codes(channel_code, dtype=channel_type),
                                       pd.Categorical.from_codes(message_code, dtype=message_type), send_at,
-                                      timezones, histories, store.config.contact_policy)
+                                      timezones, histories, store.config.contact_policy, shifted=shifted)
 
 
 GRID_MIN_DECISIONS = 12

@@ -193,7 +193,8 @@ REASON_NAMES = np.array(["", *REASONS], dtype=object)
 
 def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Categorical,
                                messages: np.ndarray | pd.Categorical, send_at: np.ndarray, timezones: np.ndarray,
-                               histories: SendHistories, policy: ContactPolicyConfig) -> ContactDecision:
+                               histories: SendHistories, policy: ContactPolicyConfig,
+                               shifted: bool = False) -> ContactDecision:
     """:func:`apply_contact_policy` for the candidates of many decisions at once.
 
     ``group`` (int, per candidate) is the candidate's decision; ``timezones`` (per decision) its user's
@@ -202,14 +203,17 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
 
     The channel rules depend on (decision, channel, send time) only, so they are checked once per distinct
     triple (a decision of 100 messages × 3 channels × 6 slots has 18); the cooldown only for candidates
-    whose message the decision's user has been sent.
+    whose message the decision's user has been sent. ``shifted``: the send times are already out of quiet
+    hours (:func:`quiet_shifted` of the same decisions' zones; shifting is idempotent, so this only saves
+    the work).
     """
     group = np.asarray(group, np.int64)
     at = np.asarray(send_at, dtype=np.int64)
     n = len(at)
     if not n:
         return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at.copy(), np.zeros(0, np.int8))
-    at = _quiet_shifted(group, at, timezones, policy)
+    if not shifted:
+        at = _quiet_shifted(group, at, timezones, policy)
 
     h_times = np.asarray(histories.times, np.int64)
     h_group = np.asarray(histories.group, np.int64)
@@ -251,6 +255,12 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
         hit = by_message.count(m_key[maybe], at[maybe] - cooldown + 1, at[maybe] + cooldown) > 0
         reason[maybe[hit]] = REASONS.index("cooldown") + 1
     return ContactDecision(reason == 0, REASON_NAMES[reason], at, reason)
+
+
+def quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
+    """Send times ``at`` (of decisions ``group``, whose users' zones are ``timezones``) moved out of quiet hours:
+    what :func:`apply_contact_policy_batch` does first (for callers that shift a small grid of slots once)."""
+    return _quiet_shifted(np.asarray(group, np.int64), np.asarray(at, np.int64), timezones, policy)
 
 
 def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
