@@ -161,11 +161,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     weight = weight[pairs.message_code] if (weight != 1.0).any() else None      # per pair; none: all 1
     # Stage 1: each allowed pair at its allowed slot nearest the middle of the decision's slots (the first
     # such slot on a tie).
-    live = np.flatnonzero(allowed.any(axis=1))
-    middle = (pairs.n_slots[pairs.group[live]] // 2).astype(np.int16)
-    distance = np.where(allowed[live], np.abs(np.arange(width, dtype=np.int16)[None, :] - middle[:, None]),
-                        np.int16(width + 1))
-    ref_slot = distance.argmin(axis=1) if len(live) else np.zeros(0, np.int64)
+    live, ref_slot = reference_slots(allowed, pairs.n_slots[pairs.group] // 2)
     ref_rows = pairs.rows(live, ref_slot, spread_ids=True).rows
     base = None
     if len(live) <= RESLOT_MAX_ROWS:   # keep stage 1's columns: stage 2 only recomputes slot features
@@ -200,6 +196,27 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
                          store.config.contact_policy, explorer, rng, k=k, threshold=threshold,
                          arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s, spread_reasons=True))
     return ModelDecisions(scored, probability, slate.first, slate)
+
+
+def reference_slots(allowed: np.ndarray, middle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``allowed`` (rows × slots) with an allowed slot, and each one's allowed slot nearest its
+    ``middle`` (the first on a tie). Up to 8 slots a row is read as one byte, looked up in a table of
+    (middle, byte) → slot: a decision batch has ~150,000 rows, and a distance matrix with an argmin along
+    rows of 6 cost 10 ms where this costs 4."""
+    n, width = allowed.shape
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if width > 8:
+        live = np.flatnonzero(allowed.any(axis=1))
+        distance = np.where(allowed[live], np.abs(np.arange(width)[None, :] - middle[live][:, None]), width + 1)
+        return live, distance.argmin(axis=1)
+    bits = np.packbits(allowed, axis=1, bitorder="little")[:, 0]
+    live = np.flatnonzero(bits)
+    sets = ((np.arange(2 ** width)[:, None] >> np.arange(width)) & 1).astype(bool)        # byte → its slots
+    distance = np.where(sets[None], np.abs(np.arange(width)[None, None, :] - np.arange(width + 1)[:, None, None]),
+                        width + 1)
+    table = distance.argmin(axis=2)                                                        # (middle, byte) → slot
+    return live, table[np.minimum(middle[live], width), bits[live]]
 
 
 def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pandas as pd
 from features.candidates import expand
 from features.pairs import Pairs, expand_pairs
 from features.pipeline import FeatureStore
-from features.replay import top_per_group
+from features.replay import reference_slots, top_per_group
 
 HOUR = 3_600 * 10**9
 
@@ -48,3 +48,18 @@ def test_top_per_group_equals_a_stable_sort_per_group() -> None:
             key = np.where(np.isnan(value[rows]), -np.inf, value[rows])
             expected[rows[np.argsort(-key, kind="stable")[:k]]] = True
         np.testing.assert_array_equal(top_per_group(group, value, k), expected)
+
+
+def test_reference_slots_are_the_allowed_slot_nearest_the_middle_first_on_a_tie() -> None:
+    """Against a row-by-row search, for widths on both sides of the one-byte table (1–8 slots, then 9–10)."""
+    rng = np.random.default_rng(12)
+    for width in range(1, 11):
+        allowed = rng.random((400, width)) < rng.uniform(0.05, 0.9)
+        middle = rng.integers(0, width // 2 + 1, 400)
+        live, slot = reference_slots(allowed, middle)
+        expected_live = [i for i in range(400) if allowed[i].any()]
+        expected = [min(np.flatnonzero(allowed[i]), key=lambda s, m=middle[i]: (abs(s - m), s)) for i in expected_live]
+        np.testing.assert_array_equal(live, expected_live)
+        np.testing.assert_array_equal(slot, expected)
+    live, slot = reference_slots(np.zeros((0, 6), bool), np.zeros(0, np.int64))
+    assert len(live) == len(slot) == 0
