@@ -238,7 +238,11 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
                                slot_times[pairs.group[p], s], pairs.timezones, histories, shifted=True)
         return PairContact.of_rows(every, pairs, p, s)
     # The grid: (decision, channel) cells that some pair uses × their slots.
-    cell_key = np.unique(pairs.group * n_ch + pairs.channel_code)
+    # (A table of the n_groups × n_ch possible cells, not a sort of the ~150,000 pairs of a batch.)
+    pair_key = pairs.group * n_ch + pairs.channel_code
+    present = np.zeros(pairs.n_groups * n_ch, dtype=bool)
+    present[pair_key] = True
+    cell_key = np.flatnonzero(present)
     g = np.repeat(cell_key // n_ch, width)
     c = np.repeat(cell_key % n_ch, width)
     slot = np.tile(np.arange(width), len(cell_key))
@@ -251,7 +255,7 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
     allowed, code = np.zeros(len(g), dtype=bool), np.zeros(len(g), dtype=np.int8)
     send_at = at.copy()
     allowed[cell], code[cell], send_at[cell] = grid.allowed, grid.code, grid.send_at
-    of_pair = np.searchsorted(cell_key, pairs.group * n_ch + pairs.channel_code)
+    of_pair = (np.cumsum(present) - 1)[pair_key]                  # each pair's cell, in cell_key's order
     allowed = allowed.reshape(-1, width)[of_pair] & pairs.ok
     code = code.reshape(-1, width)[of_pair]
     send_at = send_at.reshape(-1, width)[of_pair]
@@ -260,7 +264,7 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
                             np.int64, len(histories.messages))
     known = h_message >= 0
     sent = np.unique(np.asarray(histories.group, np.int64)[known] * n_msg + h_message[known])
-    again = np.flatnonzero(np.isin(pairs.group * n_msg + pairs.message_code, sent)) if len(sent) else sent
+    again = np.flatnonzero(np.isin(pairs.group * n_msg + pairs.message_code, sent, kind="table")) if len(sent) else sent
     if len(again):
         a, s = np.nonzero(pairs.ok[again])
         p = again[a]
