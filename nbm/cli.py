@@ -248,11 +248,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         path = balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port)
         workers_file = balance.create(path, 2 * args.workers)     # room for restarted workers' numbers
         env["NBM_WORKERS_FILE"] = str(workers_file)
+    return _run_service(command, env, workers_file)
+
+
+def _run_service(command: list[str], env: dict[str, str], workers_file: Path | None) -> int:
+    """Run BentoML's server until it stops. A SIGTERM or SIGHUP sent to ``nbm serve`` alone (a process
+    manager's stop) is passed on to the server, which stops its workers, and ``nbm serve`` waits for it;
+    Ctrl-C reaches both (one process group). Either way the workers' file is removed at the end."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, env=env)
+    forward = lambda signum, frame: process.send_signal(signum)  # noqa: E731
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return subprocess.run(command, env=env).returncode
-    except KeyboardInterrupt:
-        return 0
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:        # the server got it too: give it time to stop its workers
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                return 0
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if process.poll() is None:           # an error here: do not leave the server behind
+            process.kill()
+            process.wait()
         if workers_file is not None:
             workers_file.unlink(missing_ok=True)
 

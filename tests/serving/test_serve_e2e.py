@@ -7,9 +7,12 @@ import collections
 import http.client
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
@@ -118,8 +121,29 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
         assert _keep_alive_spread(port, home, candidates[100:]) == [4, 4]
+        # A process manager's stop: SIGTERM to `nbm serve` alone. It passes it on, waits for the server and
+        # its workers, and removes the workers' file.
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        assert not workers_file(Path(home).resolve(), "127.0.0.1", port).exists()
+        deadline = time.monotonic() + 30
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(process.pid), "the server or a worker outlived `nbm serve`"
     finally:
-        stop_service(process)
+        if process.poll() is None or _group_alive(process.pid):
+            stop_service(process)
     logged = open_state(url)          # the store named by the configuration holds the decisions and feedback
     assert {a["decision_id"] for a in answers + [after]} <= set(logged.decision_log()["decision_id"])
     assert sent["event_id"] in set(logged.feedback_events()["event_id"])
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group ``nbm serve`` leads (its server, its workers) is still running."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
