@@ -122,7 +122,7 @@ class AsOfIndex:
     def _positions(self, keys: np.ndarray, times: np.ndarray, windows: tuple[int | None, ...] = (None,),
                    dedupe: bool = True) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """First position of each key, first at or after ``times``, and first at or after ``times − w``."""
-        keys, times = keys.astype(np.int64), times.astype(np.int64)
+        keys, times = np.asarray(keys, dtype=np.int64), np.asarray(times, dtype=np.int64)   # (no copies)
         if not len(times) or times.min() >= self.after:     # (no queries: nothing to search)
             return self._frozen_positions(keys, times, windows)
         if dedupe and len(times) > 1 and times[0] == times[-1] and (times == times[0]).all():

@@ -112,8 +112,17 @@ class ScoringArtifact:
         n = len(next(iter(frame.values()))) if isinstance(frame, dict) and frame else len(frame)
         indexes = self._category_indexes()
         out: list[np.ndarray | float | Spread] = []
+        plain_dict = isinstance(frame, dict)
         for name in self.features:
             raw = frame[name]
+            if name not in indexes and plain_dict:     # a numeric column of a dict (the service's): as it is
+                if not isinstance(raw, Spread):
+                    out.append(np.asarray(raw))
+                elif isinstance(raw.values, np.ndarray):
+                    out.append(raw)
+                else:
+                    out.append(Spread(np.asarray(raw.values), raw.index))
+                continue
             if isinstance(raw, Spread):     # the distinct values mapped, still spread over the rows
                 mapped = self._column(name, raw.values, len(raw.values), indexes)
                 out.append(mapped if np.ndim(mapped) == 0 else Spread(mapped, raw.index))

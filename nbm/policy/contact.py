@@ -260,7 +260,16 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
 def quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
     """Send times ``at`` (of decisions ``group``, whose users' zones are ``timezones``) moved out of quiet hours:
     what :func:`apply_contact_policy_batch` does first (for callers that shift a small grid of slots once)."""
-    return _quiet_shifted(np.asarray(group, np.int64), np.asarray(at, np.int64), timezones, policy)
+    group, at = np.asarray(group, np.int64), np.asarray(at, np.int64)
+    start, end = policy.quiet_hours_start, policy.quiet_hours_end
+    if start != end and len(at) <= FEW_TIMES:   # a decision's slots: one cached lookup each
+        zones = np.asarray(timezones, dtype=object)[group].tolist()
+        return np.array([_quiet_end(t, str(z), start, end) for t, z in zip(at.tolist(), zones)], dtype=np.int64)
+    return _quiet_shifted(group, at, timezones, policy)
+
+
+FEW_TIMES = 64
+"""Up to this many send times, :func:`quiet_shifted` looks each up (cached) instead of grouping them."""
 
 
 def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
