@@ -128,12 +128,22 @@ def _names(index: pd.Index) -> np.ndarray:
     return hit[1]
 
 
+FEW_DECISIONS = 16
+"""Up to this many decisions, :func:`slot_matrix` looks up each one's slots instead of grouping them."""
+
+
 def slot_matrix(now: np.ndarray, zones: np.ndarray, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
     """Slot instants per decision, (n, S) int64, −1 where a decision has fewer slots than S."""
     from features.candidates import slot_times
 
     width = len(slot_hours) * (int(np.ceil(horizon_hours / 24)) + 1)
     out = np.full((len(now), width), -1, dtype=np.int64)
+    if len(now) <= FEW_DECISIONS:     # the service's few decisions: each row's slots looked up (cached)
+        for i, (t, zone) in enumerate(zip(np.asarray(now).tolist(), np.asarray(zones, dtype=object).tolist())):
+            slots = slot_times(int(t), str(zone), slot_hours, horizon_hours)
+            out[i, : len(slots)] = slots
+        used = int((out >= 0).sum(axis=1).max()) if len(out) else 0
+        return out[:, :used]
     zone_codes, zone_names = pd.factorize(np.asarray(zones, dtype=object))
     times, time_codes = np.unique(now, return_inverse=True)
     n_zones = max(len(zone_names), 1)
