@@ -63,3 +63,15 @@ def test_reference_slots_are_the_allowed_slot_nearest_the_middle_first_on_a_tie(
         np.testing.assert_array_equal(slot, expected)
     live, slot = reference_slots(np.zeros((0, 6), bool), np.zeros(0, np.int64))
     assert len(live) == len(slot) == 0
+
+
+def test_slot_matrix_of_few_decisions_equals_the_grouped_path(monkeypatch) -> None:
+    import features.pairs
+    from features.pairs import slot_matrix
+
+    rng = np.random.default_rng(5)
+    zones = np.array(["Europe/Berlin", "Asia/Tokyo", "America/New_York", "UTC"], dtype=object)[rng.integers(0, 4, 12)]
+    now = pd.Timestamp("2026-10-24T18:00:00Z").value + rng.integers(0, 48, 12) * 1_800 * 10**9   # across a DST end
+    few = slot_matrix(now, zones, (9, 12, 18), 30.0)
+    monkeypatch.setattr(features.pairs, "FEW_DECISIONS", 0)
+    np.testing.assert_array_equal(few, slot_matrix(now, zones, (9, 12, 18), 30.0))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from nbm.config import ContactPolicyConfig
-from nbm.policy.contact import SendHistory, apply_contact_policy, shift_quiet_hours
+from nbm.policy.contact import SendHistory, apply_contact_policy, quiet_shifted, shift_quiet_hours
 
 NOW = pd.Timestamp("2026-10-14T12:00:00Z")  # a Wednesday, 12:00 UTC
 POLICY = ContactPolicyConfig(daily_cap_per_channel=1, weekly_cap_per_channel=2, weekly_cap_total=3,
@@ -125,3 +125,17 @@ def test_batch_equals_the_naive_rules(seed, categorical) -> None:
     np.testing.assert_array_equal(got.send_at, moved)
     np.testing.assert_array_equal(got.reason, reasons)
     np.testing.assert_array_equal(got.allowed, reasons == "")
+
+
+def test_quiet_shifted_is_the_per_zone_shift_for_few_and_many_times() -> None:
+    """The cached lookup of a few send times and the grouped path of many give what shift_quiet_hours gives
+    zone by zone, and shifting twice changes nothing (what `shifted=True` relies on)."""
+    rng = np.random.default_rng(21)
+    zones = np.array(["Europe/Berlin", "Asia/Tokyo", "America/New_York", "UTC"], dtype=object)
+    for n in (1, 7, 64, 65, 500):
+        group = rng.integers(0, len(zones), n)
+        at = NOW.value + rng.integers(-30, 30 * 24, n) * 3_600 * 10**9 + rng.integers(0, 3_600, n) * 10**9
+        got = quiet_shifted(group, at, zones, POLICY)
+        expected = np.array([shift_quiet_hours(np.array([t]), zones[g], 21, 8)[0] for g, t in zip(group, at)])
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(quiet_shifted(group, got, zones, POLICY), got)
