@@ -262,14 +262,15 @@ def _user_channel_block(history: History, rates: PopulationRates, uc: np.ndarray
                         strength: float, global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Features of the (user, channel) pair as of ``t``."""
     out: dict[str, np.ndarray] = {}
+    dense = history.user_channel.dense(uc)
     uc_sums = history.user_channel.window_totals(uc, t, ("sends", "opens", "clicks"),
-                                                 (DAY_NS, 7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS))
+                                                 (DAY_NS, 7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS), dense=dense)
     w30, w90 = uc_sums[30 * DAY_NS], uc_sums[90 * DAY_NS]
     out["uc_sends_30d"], out["uc_opens_30d"], out["uc_clicks_30d"] = w30["sends"], w30["opens"], w30["clicks"]
     for outcome in ("opens", "clicks"):
         prior = rates.rate(rates.channel, channel, t, outcome, global_rate[outcome], strength)
         out[f"uc_{outcome[:-1]}_rate"] = (w90[outcome] + strength * prior) / (w90["sends"] + strength)
-    out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t)) / HOUR_NS
+    out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t, dense=dense)) / HOUR_NS
     out["uc_contacts_24h"] = uc_sums[DAY_NS]["sends"]
     out["uc_contacts_7d"] = uc_sums[7 * DAY_NS]["sends"]
     return out
@@ -290,10 +291,12 @@ def _user_message_block(history: History, rates: PopulationRates, user: np.ndarr
                         um: np.ndarray, t: np.ndarray, global_click: np.ndarray, strength: float) -> dict[str, np.ndarray]:
     """Features of the (user, message) pair as of ``t``: what the user got of it, and their tag affinity."""
     known = message >= 0
-    wm = history.user_message.totals(um, t, ("sends", "engaged"))
+    dense = history.user_message.dense(um)            # looked up once for both queries
+    wm = history.user_message.totals(um, t, ("sends", "engaged"), dense=dense)
     return {
         "um_received": wm["sends"] * known,
-        "um_days_since_received": np.where(known, (t - history.user_message.last_time(um, t)) / DAY_NS, np.nan),
+        "um_days_since_received": np.where(known, (t - history.user_message.last_time(um, t, dense=dense)) / DAY_NS,
+                                           np.nan),
         "um_engaged": (wm["engaged"] > 0).astype(float) * known,
         "ug_click_affinity": _tag_affinity(history, rates, user, message, t, global_click, strength),
     }

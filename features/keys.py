@@ -28,6 +28,11 @@ class KeyedIndex:
         self.index = AsOfIndex(codes.astype(np.int64), times, weights, base, keep_times)
         self.names = tuple(weights)
 
+    def dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The index's own code of each key, and whether the history saw it: what every query looks up
+        first (a binary search in the sorted vocabulary), for a caller that asks twice about the same keys."""
+        return self._dense(keys)
+
     def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not len(self.vocabulary):
             return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
@@ -35,20 +40,24 @@ class KeyedIndex:
         return dense, self.vocabulary[dense] == keys
 
     def totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...] | None = None,
-               window_ns: int | None = None) -> dict[str, np.ndarray]:
-        """Sums over ``[t − window, t)`` per query; zeros for keys the history never saw."""
-        dense, known = self._dense(keys)
+               window_ns: int | None = None, dense: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Sums over ``[t − window, t)`` per query; zeros for keys the history never saw. ``dense``: what
+        :meth:`dense` gave for ``keys``."""
+        dense, known = self._dense(keys) if dense is None else dense
         out = self.index.totals(dense, times, names or self.names, window_ns)
         return {name: np.where(known, values, 0.0) for name, values in out.items()}
 
     def window_totals(self, keys: np.ndarray, times: np.ndarray, names: tuple[str, ...],
-                      windows: tuple[int | None, ...]) -> dict[int | None, dict[str, np.ndarray]]:
-        """Sums over several windows with one sort of the queries; zeros for unseen keys."""
-        dense, known = self._dense(keys)
+                      windows: tuple[int | None, ...], dense: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> dict[int | None, dict[str, np.ndarray]]:
+        """Sums over several windows with one sort of the queries; zeros for unseen keys (``dense``: see
+        :meth:`totals`)."""
+        dense, known = self._dense(keys) if dense is None else dense
         out = self.index.window_totals(dense, times, names, windows)
         return {w: {n: np.where(known, v, 0.0) for n, v in d.items()} for w, d in out.items()}
 
-    def last_time(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """Last event time (ns, float) before each query time; NaN when none."""
-        dense, known = self._dense(keys)
+    def last_time(self, keys: np.ndarray, times: np.ndarray,
+                  dense: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Last event time (ns, float) before each query time; NaN when none. ``dense``: see :meth:`totals`."""
+        dense, known = self._dense(keys) if dense is None else dense
         return np.where(known, self.index.last_time(dense, times), np.nan)
