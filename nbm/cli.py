@@ -225,6 +225,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UnusableInputError(f"`--data`: {str(args.data)!r} is not a directory")
     if not 1 <= args.workers <= 64:
         raise UsageError(f"`--workers` must lie in 1..64, got {args.workers}")
+    if not _port_free(args.host, args.port):   # before anything is written: a running service's files stay its own
+        raise UsageError(f"`--port`: {args.host}:{args.port} is already in use (another `nbm serve`?); "
+                         "choose another port or stop that server")
     from serving.registry import resolve_version
 
     if args.model.startswith("models:/") and resolve_version(args.model, config) is None:
@@ -249,6 +252,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers_file = balance.create(path, 2 * args.workers)     # room for restarted workers' numbers
         env["NBM_WORKERS_FILE"] = str(workers_file)
     return _run_service(command, env, workers_file)
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (bound as servers bind: with SO_REUSEADDR, which
+    a socket in TIME_WAIT does not block but a listening one does). An unresolvable host is left to the
+    server to report."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return True
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
 
 
 def _run_service(command: list[str], env: dict[str, str], workers_file: Path | None) -> int:

@@ -136,3 +136,23 @@ def test_the_installed_console_script_runs(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "does not exist" in done.stderr or "nope" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_on_a_port_in_use_exits_2_and_leaves_that_servers_files(tmp_path, capsys, monkeypatch) -> None:
+    """A second `nbm serve` on a busy port stops before it writes anything: the workers' file of the server
+    already there (named by host and port) is neither replaced nor removed."""
+    import socket
+
+    from serving.balance import create, workers_file
+
+    monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        theirs = create(workers_file((tmp_path / "home").resolve(), "127.0.0.1", port), 4)
+        before = theirs.read_bytes()
+        assert main(["serve", "--data", str(tmp_path), "--port", str(port), "--workers", "2"]) == 2
+        err = capsys.readouterr().err
+        assert f"127.0.0.1:{port} is already in use" in err and "Traceback" not in err
+        assert theirs.read_bytes() == before
