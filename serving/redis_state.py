@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.errors import UsageError
-from serving.state import PLANNED_GRACE_NS, Contacts
+from serving.state import PLANNED_GRACE_NS, Contacts, items_json
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _decision_row(d: dict, propensity: float | None) -> str:
     return json.dumps({"decision_id": d["decision_id"], "timestamp": d["_now"], "user_id": d["user_id"],
                        "propensity": propensity, "policy": d.get("_policy"), "arm": d.get("_arm"),
                        "model_version": d["model_version"], "explorer": d.get("_explorer"),
-                       "items": json.dumps(d["items"]), "reason": d.get("reason", ""),
+                       "items": items_json(d["items"]), "reason": d.get("reason", ""),
                        "experiment": d.get("_experiment")})
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from nbm.config import REDIS_SCHEMES
@@ -76,6 +77,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT, experiment TEXT
 );
 """
+
+
+def items_json(items: list[dict]) -> str:
+    """An answer's items as the decision log stores them: compact JSON (orjson: ~10× json.dumps, which
+    was ~2 % of a 500-decision batch)."""
+    return orjson.dumps(items).decode()
 
 
 @dataclass(frozen=True)
@@ -286,7 +293,7 @@ class SQLiteState:
     @staticmethod
     def _decision_row(d: dict, propensity: float | None) -> tuple:
         return (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
-                d["model_version"], d.get("_explorer"), json.dumps(d["items"]), d.get("reason", ""),
+                d["model_version"], d.get("_explorer"), items_json(d["items"]), d.get("reason", ""),
                 d.get("_experiment"))
 
 
