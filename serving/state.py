@@ -29,7 +29,6 @@ semantics, in Redis, for services on several machines. :func:`open_state` opens 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
