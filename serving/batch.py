@@ -41,10 +41,23 @@ def iso_utc(ns: int) -> str:
 
 def slate_items(md, start: int, stop: int) -> list[dict]:
     """The ``items`` of one decision: its rows ``start:stop`` of the model's slate, in the answer's shape."""
+    return every_slate_item(md, start, stop)
+
+
+def every_slate_item(md, start: int = 0, stop: int | None = None) -> list[dict]:
+    """The items of the slate's rows ``start:stop`` (all by default), in the answer's shape: each column
+    gathered once for all of them (a 500-decision batch sliced per decision cost ~2 % of the batch in numpy
+    scalars); the values are those of :func:`slate_items` (Python ``round`` to 6 places, the same strings)."""
     slate, rows = md.slate, md.scored.rows
-    return [{"message_id": str(rows.message_id[slate.row[j]]), "channel": str(rows.channel[slate.row[j]]),
-             "send_at": iso_utc(int(slate.send_at[j])), "score": round(float(md.probability[slate.row[j]]), 6),
-             "propensity": round(float(slate.propensity[j]), 6)} for j in range(start, stop)]
+    r = np.asarray(slate.row[start:stop], dtype=np.int64)
+    if not len(r):
+        return []
+    messages, channels = _texts(np.asarray(rows.message_id[r])), _texts(np.asarray(rows.channel[r]))
+    sends = [iso_utc(t) for t in np.asarray(slate.send_at[start:stop], dtype=np.int64).tolist()]
+    scores = [round(x, 6) for x in np.asarray(md.probability[r], dtype=float).tolist()]
+    propensities = [round(x, 6) for x in np.asarray(slate.propensity[start:stop], dtype=float).tolist()]
+    return [{"message_id": m, "channel": c, "send_at": t, "score": sc, "propensity": pr}
+            for m, c, t, sc, pr in zip(messages, channels, sends, scores, propensities)]
 
 
 @dataclass(frozen=True)

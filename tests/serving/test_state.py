@@ -6,6 +6,7 @@ compared with, operation by operation, on a seeded random sequence.
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 
@@ -211,8 +212,10 @@ def test_redis_agrees_with_sqlite_on_a_random_sequence(seed, tmp_path, redis_ser
 
 
 # -- several processes -------------------------------------------------------------------------------------
-def _race(url: str, worker: int, attempts: int) -> list[tuple[int, bool]]:
+def _race(url: str, worker: int, attempts: int, start=None) -> list[tuple[int, bool]]:
     store = open_state(url)
+    if start is not None:      # every process ready before any reserves: they race
+        start.wait(120)
     out = []
     for i in range(attempts):
         version = store.contacts("shared", NOW, LOOKBACK).version
@@ -223,8 +226,12 @@ def _race(url: str, worker: int, attempts: int) -> list[tuple[int, bool]]:
 
 def test_only_one_reservation_wins_per_version_across_processes(url) -> None:
     open_state(url)   # creates the schema before the processes race
-    with ProcessPoolExecutor(4) as pool:
-        results = [r for part in pool.map(_race, [url] * 4, range(4), [25] * 4) for r in part]
+    # Spawned, not forked: this process runs threads (the SQLite stores' checkpoint threads, tqdm's monitor),
+    # and a child forked while one of them holds a lock inside C code can hang on it.
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, ProcessPoolExecutor(4, mp_context=spawn) as pool:
+        start = manager.Barrier(4)
+        results = [r for part in pool.map(_race, [url] * 4, range(4), [25] * 4, [start] * 4) for r in part]
     wins = [version for version, ok in results if ok]
     assert len(wins) == len(set(wins)), "two decisions reserved on the same contact version"
     assert len(open_state(url).contacts("shared", NOW, LOOKBACK).times) == len(wins)
