@@ -14,7 +14,6 @@ compares revisions.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -42,12 +41,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=9, help="batches of random users for the median row")
     parser.add_argument("--world", type=Path, help="a world built by an earlier run (kept); default: a fresh one")
     args = parser.parse_args()
-    root = args.world or Path(tempfile.mkdtemp())
-    if not (root / "world" / "events.parquet").exists():
-        from serve import build_world
-        root.mkdir(parents=True, exist_ok=True)
-        build_world(root)
-    os.environ.update(NBM_HOME=str(root / "home"), MLFLOW_DISABLE_TELEMETRY="true")
+    from serve import prepared_world
+
+    root = prepared_world(args.world)
     from features.pipeline import FeatureStore
     from features.replay import contact_verdict, expand_many
     from nbm.config import load_config

@@ -16,7 +16,6 @@ file run against an older checkout (``PYTHONPATH=OLD_CHECKOUT python benchmarks/
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -39,15 +38,12 @@ def main() -> None:
     parser.add_argument("--together", type=int, default=4, help="requests decided together, the second size")
     parser.add_argument("--world", type=Path, help="a world built by an earlier run (kept); default: a fresh one")
     args = parser.parse_args()
-    root = args.world or Path(tempfile.mkdtemp())
-    if not (root / "world" / "events.parquet").exists():
-        from serve import build_world
-        root.mkdir(parents=True, exist_ok=True)
-        build_world(root)
-    os.environ.update(NBM_HOME=str(root / "home"), MLFLOW_DISABLE_TELEMETRY="true")
+    from serve import prepared_world
+
+    root = prepared_world(args.world)
     from features.candidates import expand
     from nbm.config import load_config
-    from serve import NOW
+    from serve import NOW, per_call_ms
     from serving.engine import Engine, EngineSettings
 
     config = load_config()
@@ -74,12 +70,8 @@ def main() -> None:
 
     rows = expand(engine.store, users[0], now)
     matrix = engine.model.artifact.matrix(engine.store.featurise_columns(rows))
-    floor = float("nan")
-    if engine.model.artifact.compiled is not None:
-        t = time.perf_counter()
-        for _ in range(200):
-            engine.model.artifact.compiled.predict(matrix)
-        floor = (time.perf_counter() - t) / 200 * 1e3
+    compiled = engine.model.artifact.compiled
+    floor = float("nan") if compiled is None else per_call_ms(lambda: compiled.predict(matrix))
     print(f"{len(rows):,} candidates a decision; floor: compiled booster alone on them {floor:.2f} ms; "
           f"code from {Path(Engine.__init__.__code__.co_filename).parents[1]}")
     for size in (1, args.together):

@@ -61,6 +61,26 @@ def build_world(root: Path) -> tuple[Path, Path, list[str]]:
     return data, home, users["user_id"].tolist()
 
 
+def prepared_world(root: Path | None) -> Path:
+    """``root`` (a new temporary directory when ``None``) holding :func:`build_world`'s world and model,
+    built when missing (``root/world``, ``root/home``), with ``NBM_HOME`` set to its home: what the
+    in-process benchmarks (``decision_batch.py``, ``decision_latency.py``) start from."""
+    root = root or Path(tempfile.mkdtemp())
+    if not (root / "world" / "events.parquet").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        build_world(root)
+    os.environ.update(NBM_HOME=str(root / "home"), MLFLOW_DISABLE_TELEMETRY="true")
+    return root
+
+
+def per_call_ms(call, calls: int = 200) -> float:
+    """Mean milliseconds of ``call()`` over ``calls`` calls."""
+    t = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - t) / calls * 1e3
+
+
 def load(port: int, path: str, bodies: list[bytes], concurrency: int, seconds: float,
          expect: int = 200, fresh: bool = False) -> dict[str, float]:
     """Send ``bodies`` with ``concurrency`` keep-alive connections; stop early after ``seconds``.
@@ -178,16 +198,9 @@ def main() -> None:
         sample = take(200)
         rows = expand(engine.store, sample[0], pd.Timestamp(NOW))
         matrix = engine.model.artifact.matrix(engine.store.featurise_columns(rows))
-        t = time.perf_counter()
-        for _ in range(200):
-            engine.model.artifact.booster.predict(matrix, num_threads=1)
-        predict_ms = (time.perf_counter() - t) / 200 * 1e3
-        compiled_ms = float("nan")
-        if engine.model.artifact.compiled is not None:
-            t = time.perf_counter()
-            for _ in range(200):
-                engine.model.artifact.compiled.predict(matrix)
-            compiled_ms = (time.perf_counter() - t) / 200 * 1e3
+        predict_ms = per_call_ms(lambda: engine.model.artifact.booster.predict(matrix, num_threads=1))
+        compiled = engine.model.artifact.compiled
+        compiled_ms = float("nan") if compiled is None else per_call_ms(lambda: compiled.predict(matrix))
         for u in take(30):   # warm-up
             engine.recommend(user_id=u, now=pd.Timestamp(NOW))
         t = time.perf_counter()

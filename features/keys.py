@@ -30,10 +30,8 @@ class KeyedIndex:
 
     def dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The index's own code of each key, and whether the history saw it: what every query looks up
-        first (a binary search in the sorted vocabulary), for a caller that asks twice about the same keys."""
-        return self._dense(keys)
-
-    def _dense(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first (a binary search in the sorted vocabulary); a caller that asks twice about the same keys
+        passes it to both queries."""
         if not len(self.vocabulary):
             return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
         dense = np.minimum(np.searchsorted(self.vocabulary, keys), len(self.vocabulary) - 1)
@@ -43,7 +41,7 @@ class KeyedIndex:
                window_ns: int | None = None, dense: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Sums over ``[t − window, t)`` per query; zeros for keys the history never saw. ``dense``: what
         :meth:`dense` gave for ``keys``."""
-        dense, known = self._dense(keys) if dense is None else dense
+        dense, known = self.dense(keys) if dense is None else dense
         out = self.index.totals(dense, times, names or self.names, window_ns)
         return {name: np.where(known, values, 0.0) for name, values in out.items()}
 
@@ -52,12 +50,12 @@ class KeyedIndex:
                       ) -> dict[int | None, dict[str, np.ndarray]]:
         """Sums over several windows with one sort of the queries; zeros for unseen keys (``dense``: see
         :meth:`totals`)."""
-        dense, known = self._dense(keys) if dense is None else dense
+        dense, known = self.dense(keys) if dense is None else dense
         out = self.index.window_totals(dense, times, names, windows)
         return {w: {n: np.where(known, v, 0.0) for n, v in d.items()} for w, d in out.items()}
 
     def last_time(self, keys: np.ndarray, times: np.ndarray,
                   dense: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Last event time (ns, float) before each query time; NaN when none. ``dense``: see :meth:`totals`."""
-        dense, known = self._dense(keys) if dense is None else dense
+        dense, known = self.dense(keys) if dense is None else dense
         return np.where(known, self.index.last_time(dense, times), np.nan)

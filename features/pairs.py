@@ -257,7 +257,7 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
     c = np.repeat(cell_key % n_ch, width)
     slot = np.tile(np.arange(width), len(cell_key))
     at = slot_times[g, slot]
-    cell = np.flatnonzero(pairs.slot_times[g, slot] >= 0)
+    cell = np.flatnonzero(at >= 0)                  # (shifting keeps a slot's time ≥ 0, a missing one −1)
     grid = apply_contact_policy_batch(g[cell], pd.Categorical.from_codes(c[cell], dtype=channel_type, validate=False),
                                       pd.Categorical.from_codes(np.full(len(cell), n_msg), dtype=nobody_type,
                                                                 validate=False),

@@ -39,15 +39,11 @@ def iso_utc(ns: int) -> str:
     return pd.Timestamp(int(ns), tz="UTC").isoformat().replace("+00:00", "Z")
 
 
-def slate_items(md, start: int, stop: int) -> list[dict]:
-    """The ``items`` of one decision: its rows ``start:stop`` of the model's slate, in the answer's shape."""
-    return every_slate_item(md, start, stop)
-
-
-def every_slate_item(md, start: int = 0, stop: int | None = None) -> list[dict]:
-    """The items of the slate's rows ``start:stop`` (all by default), in the answer's shape: each column
-    gathered once for all of them (a 500-decision batch sliced per decision cost ~2 % of the batch in numpy
-    scalars); the values are those of :func:`slate_items` (Python ``round`` to 6 places, the same strings)."""
+def slate_items(md, start: int = 0, stop: int | None = None) -> list[dict]:
+    """The ``items`` of the model's slate rows ``start:stop`` (all by default: slice them per decision), in
+    the answer's shape. Each column is gathered once for all of them (numpy scalars per item cost ~2 % of
+    a 500-decision batch); scores and propensities are Python ``round`` to 6 places.
+    """
     slate, rows = md.slate, md.scored.rows
     r = np.asarray(slate.row[start:stop], dtype=np.int64)
     if not len(r):
@@ -122,7 +118,8 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
                     md = arm_decide(store, artifact, pairs, hist, arm, chooser, rng, threshold, contact=contact, k=k)
                     suppressed = suppressed_by_decision(pairs, contact)
                     starts = np.searchsorted(md.slate.decision, np.arange(len(chunk) + 1))
-                    decided = [(slate_items(md, starts[i], starts[i + 1]), suppressed.get(i, []),
+                    every = slate_items(md)
+                    decided = [(every[starts[i]:starts[i + 1]], suppressed.get(i, []),
                                 str(md.batch.reason[i])) for i in range(len(chunk))]
                 for i, user, (chosen, blocked, reason) in zip(members, chunk, decided):
                     entry = {

@@ -32,7 +32,7 @@ from nbm.policy.contact import SendHistories
 from nbm.policy.assign import assign
 from nbm.policy.explore import EXPLORERS, Greedy
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
-from serving.batch import every_slate_item, suppressed_by_decision
+from serving.batch import slate_items, suppressed_by_decision
 from serving.registry import LoadedModel, load_model, resolve_version
 from serving.schemas import event_errors
 from serving.state import open_state
@@ -228,7 +228,7 @@ class Engine:
         starts = np.searchsorted(slate.decision, np.arange(n + 1))
         answers, reservations = [], []
         ids = decision_ids(n)
-        every_item = every_slate_item(md)        # the slate's rows are grouped by decision, in order
+        every_item = slate_items(md)             # the slate's rows are grouped by decision, in order
         for i, r in enumerate(requests):
             lo, hi = starts[i], starts[i + 1]
             items = every_item[lo:hi]

@@ -213,7 +213,7 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     if not n:
         return ContactDecision(np.zeros(0, bool), np.full(0, "", dtype=object), at.copy(), np.zeros(0, np.int8))
     if not shifted:
-        at = _quiet_shifted(group, at, timezones, policy)
+        at = quiet_shifted(group, at, timezones, policy)
 
     h_times = np.asarray(histories.times, np.int64)
     h_group = np.asarray(histories.group, np.int64)
@@ -257,24 +257,20 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
     return ContactDecision(reason == 0, REASON_NAMES[reason], at, reason)
 
 
-def quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
-    """Send times ``at`` (of decisions ``group``, whose users' zones are ``timezones``) moved out of quiet hours:
-    what :func:`apply_contact_policy_batch` does first (for callers that shift a small grid of slots once)."""
-    group, at = np.asarray(group, np.int64), np.asarray(at, np.int64)
-    start, end = policy.quiet_hours_start, policy.quiet_hours_end
-    if start != end and len(at) <= FEW_TIMES:   # a decision's slots: one cached lookup each
-        zones = np.asarray(timezones, dtype=object)[group].tolist()
-        return np.array([_quiet_end(t, str(z), start, end) for t, z in zip(at.tolist(), zones)], dtype=np.int64)
-    return _quiet_shifted(group, at, timezones, policy)
-
-
 FEW_TIMES = 64
 """Up to this many send times, :func:`quiet_shifted` looks each up (cached) instead of grouping them."""
 
 
-def _quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
-    """``at`` moved out of quiet hours in each row's decision's time zone, computed once per distinct
-    (time zone, send time): a batch of a million candidates has a few hundred."""
+def quiet_shifted(group: np.ndarray, at: np.ndarray, timezones: np.ndarray, policy: ContactPolicyConfig) -> np.ndarray:
+    """``at`` (send times of decisions ``group``, whose users' zones are ``timezones``) moved out of quiet
+    hours in each row's zone: what :func:`apply_contact_policy_batch` does first. A few times (a decision's
+    slots) are looked up one by one (cached); more are computed once per distinct (time zone, send time):
+    a batch of a million candidates has a few hundred."""
+    group, at = np.asarray(group, np.int64), np.asarray(at, np.int64)
+    start, end = policy.quiet_hours_start, policy.quiet_hours_end
+    if start != end and len(at) <= FEW_TIMES:
+        zones = np.asarray(timezones, dtype=object)[group].tolist()
+        return np.array([_quiet_end(t, str(z), start, end) for t, z in zip(at.tolist(), zones)], dtype=np.int64)
     zone_codes, zone_names = pd.factorize(np.asarray(timezones, dtype=object))
     at_codes = pd.factorize(at)[0].astype(np.int64)
     combo, first = distinct_rows(at_codes * max(len(zone_names), 1) + zone_codes[group])
