@@ -24,8 +24,9 @@ store each: a reader never sees half a value); a worker whose heartbeat is older
 taken as gone. The file has twice as many slots as workers (BentoML's arbiter may number a restarted
 worker past the count while the old one stops); a worker whose slot is past them serves without
 balancing. The heartbeats also tell :func:`serving.launch.start_service` that every worker has finished
-loading (BentoML's ``/readyz`` answers from whichever worker is ready first). Requests whose client port
-is 0 (uvicorn's rewrite of a proxy's ``X-Forwarded-For`` from loopback) are not counted.
+loading (BentoML's ``/readyz`` answers from whichever worker is ready first). Requests that came through a
+proxy are not counted (:func:`connection`): their client is the address the proxy forwarded, not a
+connection of this worker, and the proxy balances its own connections.
 """
 
 from __future__ import annotations
@@ -67,6 +68,22 @@ def create(path: Path, workers: int) -> Path:
 def read(path: Path) -> np.ndarray:
     """The slots of ``path``: (workers, 2) int64 (connections, heartbeat)."""
     return np.frombuffer(path.read_bytes(), dtype=np.int64).reshape(-1, SLOT)
+
+
+def connection(scope: dict) -> tuple | None:
+    """The connection an ASGI request ``scope`` came on, as ``(host, port)``; ``None`` when it came through a
+    proxy (an ``X-Forwarded-For`` header) or its client is unknown.
+
+    For a request from a trusted proxy uvicorn replaces the client by the address the header forwards — with
+    port 0, or (uvicorn 0.54 here) the port the header names — so a proxy's requests are not this worker's
+    connections: many of them would count as one, or one as many."""
+    client = scope.get("client")
+    if not client or not client[1]:
+        return None
+    for name, _ in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            return None
+    return tuple(client)
 
 
 def live_workers(path: Path, stale: float = STALE_S) -> int:
@@ -139,10 +156,8 @@ class ConnectionBalancer:
             self._file.close()
 
     def observe(self, client) -> bool:
-        """Count a request of connection ``client`` (its (host, port)); true: answer it with ``Connection: close``.
-
-        A client of port 0 is not a connection: uvicorn puts the address an ``X-Forwarded-For`` names there
-        (a proxy's requests from loopback), and many connections would count as one."""
+        """Count a request of connection ``client`` (its (host, port), :func:`connection`); true: answer it
+        with ``Connection: close``. ``None`` or a port of 0 (not a connection of this worker) counts nothing."""
         if client is None or client[1] == 0:
             return False
         now = self.clock()

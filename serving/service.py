@@ -32,7 +32,7 @@ import orjson
 from starlette.responses import Response
 
 from nbm.config import load_config
-from serving.balance import ConnectionBalancer
+from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
@@ -92,8 +92,7 @@ class NbmService:
         """Whether to close this request's connection after its answer (the worker has more than its share)."""
         if self.balancer is None:
             return False
-        client = ctx.request.client
-        return client is not None and self.balancer.observe(tuple(client))
+        return self.balancer.observe(connection(ctx.request.scope))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, ctx: bentoml.Context, **request) -> dict:

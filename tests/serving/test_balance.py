@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.balance import ConnectionBalancer, create, live_workers, read, workers_file
+from serving.balance import ConnectionBalancer, connection, create, live_workers, read, workers_file
 
 S = 10**9
 
@@ -169,3 +169,40 @@ def test_forwarded_clients_are_not_connections(tmp_path) -> None:
     a, _ = _workers(tmp_path, 2, clock)
     assert _round(a, [("203.0.113.7", 0)] * 50, clock) == []
     assert a.slots[0, 0] == 0
+
+
+@pytest.mark.parametrize(("scope", "expected"), [
+    ({"client": ("127.0.0.1", 51234), "headers": [(b"host", b"x")]}, ("127.0.0.1", 51234)),
+    ({"client": ("203.0.113.7", 0), "headers": []}, None),                               # an older uvicorn's rewrite
+    ({"client": ("203.0.113.7", 4711), "headers": [(b"x-forwarded-for", b"203.0.113.7:4711")]}, None),
+    ({"client": ("127.0.0.1", 51234), "headers": [(b"x-forwarded-for", b"203.0.113.7")]}, None),
+    ({"client": None, "headers": []}, None),
+    ({"headers": []}, None),
+])
+def test_connection_of_a_request(scope, expected) -> None:
+    assert connection(scope) == expected
+
+
+def test_proxied_requests_through_the_uvicorn_middleware_are_not_counted(tmp_path) -> None:
+    """uvicorn's ProxyHeadersMiddleware (trusting loopback) turns ``X-Forwarded-For: ip:port`` into the client;
+    one proxy connection carrying 50 end clients' requests counts as nothing, not as 50 connections."""
+    import asyncio
+
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    clock = Clock()
+    a, _ = _workers(tmp_path, 2, clock)
+    seen: list = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(scope["client"])
+        a.observe(connection(scope))
+
+    middleware = ProxyHeadersMiddleware(app, trusted_hosts="127.0.0.1")
+    for i in range(50):
+        scope = {"type": "http", "scheme": "http", "client": ("127.0.0.1", 40000),
+                 "headers": [(b"x-forwarded-for", f"203.0.113.{i}:{5000 + i}".encode())]}
+        asyncio.run(middleware(scope, None, None))
+        clock.now += S // 1000
+    assert seen[0] != ("127.0.0.1", 40000)        # the middleware did rewrite the client
+    assert a.slots[0, 0] == 0 and a._seen == {}
