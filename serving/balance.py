@@ -156,9 +156,9 @@ class ConnectionBalancer:
             self._file.close()
 
     def observe(self, client) -> bool:
-        """Count a request of connection ``client`` (its (host, port), :func:`connection`); true: answer it
-        with ``Connection: close``. ``None`` or a port of 0 (not a connection of this worker) counts nothing."""
-        if client is None or client[1] == 0:
+        """Count a request of connection ``client`` (what :func:`connection` gives for it); true: answer it
+        with ``Connection: close``. ``None`` (not a connection of this worker) counts nothing."""
+        if client is None:
             return False
         now = self.clock()
         with self._lock:

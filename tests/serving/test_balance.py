@@ -167,7 +167,7 @@ def test_forwarded_clients_are_not_connections(tmp_path) -> None:
     """uvicorn gives a proxy's forwarded requests the end client's address and port 0."""
     clock = Clock()
     a, _ = _workers(tmp_path, 2, clock)
-    assert _round(a, [("203.0.113.7", 0)] * 50, clock) == []
+    assert _round(a, [connection({"client": ("203.0.113.7", 0), "headers": []})] * 50, clock) == []
     assert a.slots[0, 0] == 0
 
 
