@@ -213,6 +213,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import json
     import os
     import subprocess
 
@@ -221,6 +222,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     config = load_config(args.config)
+    if args.data is None:
+        args.data = config.home.expanduser() / "demo"
+        if not args.data.is_dir():
+            raise UnusableInputError(f"`--data` not given, and the embedded demo world {str(args.data)!r} does not exist: "
+                                     "pass --data DIR, or build the demo with `make run` (or `nbm simulate --out "
+                                     f"{args.data}` and `nbm train --data {args.data}`)")
     if not Path(args.data).is_dir():
         raise UnusableInputError(f"`--data`: {str(args.data)!r} is not a directory")
     if not 1 <= args.workers <= 64:
@@ -239,9 +246,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
            "NBM_HOME": str(config.home.expanduser().resolve())}
     if args.config:
         env["NBM_CONFIG"] = str(Path(args.config).resolve())
-    print(f"nbm serve: http://{args.host}:{args.port} (model {args.model}, {args.workers} worker(s)); try:\n"
-          f"  curl -s -X POST http://{args.host}:{args.port}/recommend -H 'content-type: application/json' "
-          f"-d '{{\"user_id\": \"{args.example_user}\"}}'", file=sys.stderr, flush=True)
+    print(f"nbm serve: starting on http://{args.host}:{args.port} (data {args.data}, model {args.model}, "
+          f"{args.workers} worker(s))", file=sys.stderr, flush=True)
+    example = args.example_user or _example_user(Path(args.data)) or "u000001"
+    body = json.dumps({"user_id": example}).replace("'", "'\\''")          # quoted for a POSIX shell
+    ready_line = (f"nbm serve: ready on http://{args.host}:{args.port}; try:\n"
+                  f"  curl -s -X POST http://{args.host}:{args.port}/recommend -H 'content-type: application/json' "
+                  f"-d '{body}'")
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", args.host,
                "--port", str(args.port)]
     workers_file = None
@@ -251,7 +262,44 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         path = balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port)
         workers_file = balance.create(path, 2 * args.workers)     # room for restarted workers' numbers
         env["NBM_WORKERS_FILE"] = str(workers_file)
-    return _run_service(command, env, workers_file)
+    return _run_service(command, env, workers_file, (args.host, args.port, ready_line))
+
+
+def _example_user(data: Path) -> str | None:
+    """A user of ``data`` with a consent (so the printed example gets an answer with an item), read from the
+    first rows of its users table; ``None`` when there is none to read cheaply."""
+    path = data / "users.parquet"
+    if not path.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["user_id", "consent"]):
+            for user, consent in zip(batch.column("user_id").to_pylist(), batch.column("consent").to_pylist()):
+                if user and consent:
+                    return str(user)
+            return None
+    except Exception:  # noqa: BLE001 — only an example: a table it cannot read falls back to the default id
+        return None
+    return None
+
+
+def _announce_when_ready(process, host: str, port: int, line: str) -> None:
+    """Print ``line`` (the example request) once ``/readyz`` answers, so that it works when it appears."""
+    import time
+    import urllib.request
+
+    probe = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+    url = f"http://[{probe}]:{port}/readyz" if ":" in probe else f"http://{probe}:{port}/readyz"
+    while process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    print(line, file=sys.stderr, flush=True)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -273,14 +321,20 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _run_service(command: list[str], env: dict[str, str], workers_file: Path | None) -> int:
+def _run_service(command: list[str], env: dict[str, str], workers_file: Path | None,
+                 announce: tuple[str, int, str] | None = None) -> int:
     """Run BentoML's server until it stops. A SIGTERM or SIGHUP sent to ``nbm serve`` alone (a process
     manager's stop) is passed on to the server, which stops its workers, and ``nbm serve`` waits for it;
-    Ctrl-C reaches both (one process group). Either way the workers' file is removed at the end."""
+    Ctrl-C reaches both (one process group). Either way the workers' file is removed at the end.
+    ``announce`` (host, port, line): ``line`` is printed once the server answers ``/readyz``."""
     import signal
     import subprocess
+    import threading
 
     process = subprocess.Popen(command, env=env)
+    if announce is not None:
+        threading.Thread(target=_announce_when_ready, args=(process, *announce), name="nbm-serve-ready",
+                         daemon=True).start()
     forward = lambda signum, frame: process.send_signal(signum)  # noqa: E731
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -453,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
                          description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")
-    srv.add_argument("--data", type=Path, required=True, help="data directory: the users, catalog and history served")
+    srv.add_argument("--data", type=Path, help="data directory: the users, catalog and history served (default: "
+                                                "the embedded demo world, NBM_HOME/demo, that `make run` builds)")
     srv.add_argument("--model", default="models:/nbm-ranker@champion",
                      help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -464,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
     srv.add_argument("--reload-seconds", type=float, default=60.0,
                      help="how often to check whether the registry alias moved (default 60)")
-    srv.add_argument("--example-user", default="u000001", help=argparse.SUPPRESS)
+    srv.add_argument("--example-user", help=argparse.SUPPRESS)     # default: a user of --data with a consent
     srv.set_defaults(handler=_cmd_serve)
 
     exp = sub.add_parser("export-log", parents=[common], help="the service's decision log and feedback as a data directory",

@@ -142,6 +142,8 @@ class Engine:
         unknown = sorted(set(channels or ()) - self.channels)
         if unknown:
             raise BadRequest("channels", f"unknown channel(s) {unknown}; configured: {sorted(self.channels)}")
+        if channels is not None and not channels:
+            raise BadRequest("channels", "is empty; leave it out to consider every channel")
         if candidates is not None and not candidates:
             raise BadRequest("candidates", "is empty; leave it out to consider every message")
 
@@ -213,6 +215,8 @@ class Engine:
         if any(r.get("channels") or r.get("candidates") for r in requests):
             pairs = pairs.take(np.flatnonzero(self._requested(requests, pairs)))
         contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
+        if any(c.lost for c in contacts):
+            pairs = pairs.take(np.flatnonzero(~self._lost(requests, pairs, contacts, t)))
         histories = self._histories(users, contacts, t)
         contact = pair_contact(self.store, pairs, histories)
         explorer = self.explorer if explore else self.greedy
@@ -258,6 +262,21 @@ class Engine:
                 table[i, found[found >= 0]] = True
             keep &= table[pairs.group, np.where(codes >= 0, codes, len(index))]
         return keep
+
+    def _lost(self, requests: list[dict], pairs, contacts: list, t: np.ndarray) -> np.ndarray:
+        """Which candidate pairs are on a channel their user unsubscribed from or bounced on by feedback (the
+        state store's ``lost``; the snapshot's own are not candidates at all). A request with ``now`` counts
+        the losses up to its time, as replay does; one decided at the server's clock counts every loss the
+        service knows of, whatever its timestamp (a campaign engine's clock may run ahead of the server's)."""
+        channels = self.store.globals.vocabulary.channels
+        table = np.zeros((len(requests), len(channels) + 1), dtype=bool)      # a last column for unknown codes
+        for i, (r, c) in enumerate(zip(requests, contacts)):
+            for channel, at in c.lost.items():
+                code = channels.get_indexer([channel])[0]
+                if code >= 0 and (r.get("now") is None or at <= t[i]):
+                    table[i, code] = True
+        codes = pairs.channel_code
+        return table[pairs.group, np.where(codes >= 0, codes, len(channels))]
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

@@ -12,6 +12,8 @@ across any number of worker processes and machines:
 * ``{prefix}events`` — feedback by ``event_id`` (``HSETNX``: a second delivery is a duplicate);
   ``{prefix}dsend:{decision}`` — a decision's planned items and first item, so that a ``send`` replaces
   its planned item and an outcome without message or channel is credited to the decision's item.
+* ``{prefix}lost:{user}`` — per channel, the earliest ``unsubscribe`` or ``bounce`` reported for the user
+  (the channel is not eligible from then on).
 * ``{prefix}arms:impressions`` / ``{prefix}arms:successes`` — the explorer's statistics per (message, channel).
 * ``{prefix}decisions`` — the decision log by ``decision_id``.
 
@@ -53,13 +55,13 @@ redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 
-# KEYS: events, impressions, successes, seq, then per event (sends, ver, dsend).
+# KEYS: events, impressions, successes, seq, then per event (sends, ver, dsend, lost).
 # ARGV: target, then per event (event_id, row, event_type, at, channel, message, decision_id).
 _FEEDBACK = """
 local accepted, duplicates = 0, 0
 local n = (#ARGV - 1) / 7
 for i = 0, n - 1 do
-  local a, k = 2 + 7 * i, 5 + 3 * i
+  local a, k = 2 + 7 * i, 5 + 4 * i
   local kind, at, ch, msg, dec = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   if redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1]) == 0 then
     duplicates = duplicates + 1
@@ -79,6 +81,9 @@ for i = 0, n - 1 do
       redis.call('ZADD', KEYS[k], at, member)
       redis.call('INCR', KEYS[k + 1])
       redis.call('HINCRBY', KEYS[2], cjson.encode({msg, ch}), 1)
+    elseif (kind == 'unsubscribe' or kind == 'bounce') and ch ~= '' then
+      local old = redis.call('HGET', KEYS[k + 3], ch)
+      if (not old) or tonumber(at) < tonumber(old) then redis.call('HSET', KEYS[k + 3], ch, at) end
     elseif kind == ARGV[1] then
       if (msg == '' or ch == '') and dec ~= '' then
         local item = redis.call('HGET', KEYS[k + 2], 'sent') or redis.call('HGET', KEYS[k + 2], 'first')
@@ -154,24 +159,26 @@ class RedisState:
             # Scores are doubles (±256 ns at these magnitudes): take a margin, then filter on the exact time.
             pipe.zrangebyscore(self._key("sends", str(user)), int(t) - lookback_ns - 10**6, "+inf")
             pipe.get(self._key("ver", str(user)))
+            pipe.hgetall(self._key("lost", str(user)))
         replies = pipe.execute()
         out = []
         for i, t in enumerate(now):
             start, grace = int(t) - lookback_ns, int(t) - PLANNED_GRACE_NS
             rows = []
-            for member in replies[2 * i]:
+            for member in replies[3 * i]:
                 _, at, channel, message, _, planned = json.loads(member)
                 at = int(at)
                 if at >= start and (planned == "0" or at >= grace):
                     rows.append((at, channel, message))
             rows.sort(key=lambda r: r[0])
-            version = int(replies[2 * i + 1] or 0)
+            version = int(replies[3 * i + 1] or 0)
+            lost = {channel.decode(): int(at) for channel, at in replies[3 * i + 2].items()}
             if not rows:
-                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version))
+                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version, lost))
                 continue
             at, channel, message = zip(*rows)
             out.append(Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object),
-                                version))
+                                version, lost))
         return out
 
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
@@ -213,7 +220,7 @@ class RedisState:
         for e in events:
             decision = e.get("decision_id") or ""
             keys += [self._key("sends", e["user_id"]), self._key("ver", e["user_id"]),
-                     self._key("dsend", decision or "-")]
+                     self._key("dsend", decision or "-"), self._key("lost", e["user_id"])]
             row = {c: e.get(c) for c in _EVENT_COLUMNS}
             row["received_at"] = now
             args += [e["event_id"], json.dumps(row), e["event_type"], str(int(e["timestamp"])), e.get("channel") or "",

@@ -8,13 +8,32 @@ reason, the good ones are stored.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_BATCH = 10_000
 MAX_EVENTS = 10_000
+EARLIEST, LATEST = pd.Timestamp("1678-01-01T00:00:00Z"), pd.Timestamp("2262-01-01T00:00:00Z")
+"""The times the service decides at or stores: pandas keeps times as 64-bit nanoseconds since 1970 (1677-09-22
+to 2262-04-11), and a decision reaches days before and after its time (the contact look-back, the send slots)."""
+
+
+def _in_range(value: datetime | None) -> datetime | None:
+    """``value`` if it lies in [EARLIEST, LATEST) — otherwise a 400 naming the field, not an overflow later."""
+    if value is None:
+        return value
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    if not EARLIEST.to_pydatetime() <= aware < LATEST.to_pydatetime():
+        raise ValueError(f"{value.isoformat()} is outside the supported range {EARLIEST.date()} to {LATEST.date()}")
+    return value
+    try:
+        pd.Timestamp(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).as_unit("ns")
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+        raise ValueError(f"{value.isoformat()} is outside the supported range {TIME_RANGE}") from None
+    return value
 
 
 class RecommendRequest(BaseModel):
@@ -34,6 +53,8 @@ class RecommendRequest(BaseModel):
         if not value.strip():
             raise ValueError("must not be blank")
         return value.strip()
+
+    _now_in_range = field_validator("now")(_in_range)
 
 
 class BatchRequest(BaseModel):
@@ -63,6 +84,8 @@ class FeedbackEvent(BaseModel):
     propensity: float | None = Field(None, gt=0, le=1)
     value: float | None = Field(None, ge=0)
 
+    _timestamp_in_range = field_validator("timestamp")(_in_range)
+
 
 def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The validated event as a dict (timestamps aware), or ``None`` and the reason naming the field."""
@@ -75,7 +98,5 @@ def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     out = event.model_dump()
     stamp = out["timestamp"]
     if stamp.tzinfo is None:
-        from datetime import timezone
-
         out["timestamp"] = stamp.replace(tzinfo=timezone.utc)
     return out, ""

@@ -14,6 +14,9 @@ semantics, in Redis, for services on several machines. :func:`open_state` opens 
   for the same user meanwhile, the caller decides again on the fresh history.
 * **Feedback** — ``events`` keyed by ``event_id`` (a second delivery is counted as a duplicate, not
   applied twice); committed with ``synchronous = FULL`` before the answer returns.
+* **Channels lost** — ``lost``: per (user, channel), the earliest ``unsubscribe`` or ``bounce`` reported
+  by ``/feedback``; from then on the channel is not eligible for that user (:class:`Contacts` ``.lost``), as
+  one in the data directory's events is not.
 * **Explorer statistics** — ``arms``: per (message, channel), impressions and successes (the model's
   target outcome), for Thompson sampling.
 * **Decision log** — ``decisions``: every answer, empty ones included, in the columns of the data
@@ -33,7 +36,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -55,6 +58,10 @@ SAFETY_PAGES = 20_000
 """Log pages (4 KiB each) past which a commit checkpoints itself, as SQLite does past 1,000 by default."""
 """A planned item counts until this long after its send time unless a ``send`` event confirms it."""
 
+LOSS_TYPES = ("unsubscribe", "bounce")
+"""Feedback after which a channel is no longer the user's (the data contract's rule for consent)."""
+LOST_UPSERT = ("INSERT INTO lost (user_id, channel, at) VALUES (?, ?, ?) ON CONFLICT (user_id, channel) "
+               "DO UPDATE SET at = MIN(at, excluded.at)")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -66,6 +73,9 @@ CREATE INDEX IF NOT EXISTS sends_decision ON sends (decision_id);
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, event_type TEXT NOT NULL,
     message_id TEXT, channel TEXT, decision_id TEXT, propensity REAL, value REAL, received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lost (
+    user_id TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user_id, channel)
 );
 CREATE TABLE IF NOT EXISTS arms (
     message_id TEXT NOT NULL, channel TEXT NOT NULL, impressions INTEGER NOT NULL DEFAULT 0,
@@ -86,12 +96,14 @@ def items_json(items: list[dict]) -> str:
 
 @dataclass(frozen=True)
 class Contacts:
-    """One user's sends known to the service (times int64 ns, sorted), and the version they were read at."""
+    """One user's sends known to the service (times int64 ns, sorted), the version they were read at, and
+    the channels the user has unsubscribed from or bounced on by feedback (channel → earliest time, ns)."""
 
     times: np.ndarray
     channels: np.ndarray
     messages: np.ndarray
     version: int
+    lost: dict[str, int] = field(default_factory=dict)
 
 
 class StateStore(Protocol):
@@ -129,7 +141,12 @@ class SQLiteState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as db:
+            had_lost = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lost'").fetchone()
             db.executescript(SCHEMA)
+            if not had_lost:       # a state file from before `lost`: the losses among its stored feedback
+                db.execute("INSERT INTO lost (user_id, channel, at) SELECT user_id, channel, MIN(timestamp) FROM events "
+                           f"WHERE event_type IN {LOSS_TYPES} AND channel IS NOT NULL GROUP BY user_id, channel "
+                           "ON CONFLICT (user_id, channel) DO UPDATE SET at = MIN(at, excluded.at)")
             columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
             if "experiment" not in columns:      # a state file written before experiments were logged
                 db.execute("ALTER TABLE decisions ADD COLUMN experiment TEXT")
@@ -189,13 +206,15 @@ class SQLiteState:
             "SELECT at, channel, message_id FROM sends WHERE user_id = ? AND at >= ? "
             "AND (planned = 0 OR at >= ?) ORDER BY at", (user_id, now - lookback_ns, now - PLANNED_GRACE_NS)).fetchall()
         version = db.execute("SELECT COALESCE(MAX(id), 0) FROM sends WHERE user_id = ?", (user_id,)).fetchone()[0]
+        lost = dict(db.execute("SELECT channel, at FROM lost WHERE user_id = ?", (user_id,)).fetchall())
         if not rows:
-            return Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), int(version))
+            return Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), int(version), lost)
         at, channel, message = zip(*rows)
-        return Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object), int(version))
+        return Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object), int(version),
+                        lost)
 
     def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]:
-        """:meth:`contacts` for several users: two queries per ``QUERY_CHUNK`` users, in one read transaction
+        """:meth:`contacts` for several users: three queries per ``QUERY_CHUNK`` users, in one read transaction
         (each user's sends and version agree)."""
         users, now = [str(u) for u in users], [int(t) for t in now]
         if len(users) == 1:
@@ -203,6 +222,7 @@ class SQLiteState:
         db = self._connect()
         found: dict[str, list[tuple[int, str, str, int]]] = {}
         versions: dict[str, int] = {}
+        lost: dict[str, dict[str, int]] = {}
         earliest: dict[str, int] = {}
         for user, t in zip(users, now):
             earliest[user] = min(t, earliest.get(user, t))
@@ -219,19 +239,22 @@ class SQLiteState:
                     found.setdefault(user, []).append((at, channel, message, planned))
                 versions.update(db.execute(f"SELECT user_id, MAX(id) FROM sends WHERE user_id IN ({marks}) "
                                            f"GROUP BY user_id", chunk).fetchall())
+                for user, channel, at in db.execute(f"SELECT user_id, channel, at FROM lost WHERE user_id IN ({marks})",
+                                                    chunk):
+                    lost.setdefault(user, {})[channel] = at
         finally:
             db.execute("COMMIT")
         out = []
         for user, t in zip(users, now):
             start, grace = t - lookback_ns, t - PLANNED_GRACE_NS
             rows = [r for r in found.get(user, ()) if r[0] >= start and (not r[3] or r[0] >= grace)]
-            version = int(versions.get(user) or 0)
+            version, gone = int(versions.get(user) or 0), dict(lost.get(user, {}))
             if not rows:
-                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version))
+                out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version, gone))
                 continue
             at, channel, message, _ = zip(*rows)
             out.append(Contacts(np.asarray(at, np.int64), np.asarray(channel, object), np.asarray(message, object),
-                                version))
+                                version, gone))
         return out
 
     def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
@@ -336,6 +359,8 @@ class SQLiteState:
                                                         e.get("decision_id"), e["event_id"]))
             db.execute("INSERT INTO arms (message_id, channel, impressions) VALUES (?, ?, 1) ON CONFLICT "
                        "(message_id, channel) DO UPDATE SET impressions = impressions + 1", (e["message_id"], e["channel"]))
+        elif kind in LOSS_TYPES and e.get("channel"):
+            db.execute(LOST_UPSERT, (e["user_id"], e["channel"], e["timestamp"]))
         elif kind == target:
             message, channel = e.get("message_id"), e.get("channel")
             if (message is None or channel is None) and e.get("decision_id"):

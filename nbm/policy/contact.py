@@ -1,7 +1,6 @@
 """The contact policy: caps, gaps, cooldowns and quiet hours, applied to the candidates of one decision.
 
-Rules (``[contact_policy]`` in the configuration, documented in ``docs/contact-policy.md`` when the
-service lands):
+Rules (``[contact_policy]`` in the configuration, documented in ``docs/contact-policy.md``):
 
 * **quiet hours** — a send time inside the user's local quiet hours moves to the end of them (it is not
   dropped); the other rules are checked at the moved time;

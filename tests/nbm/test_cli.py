@@ -156,3 +156,11 @@ def test_serve_on_a_port_in_use_exits_2_and_leaves_that_servers_files(tmp_path, 
         err = capsys.readouterr().err
         assert f"127.0.0.1:{port} is already in use" in err and "Traceback" not in err
         assert theirs.read_bytes() == before
+
+
+def test_serve_without_data_and_without_the_demo_world_exits_2_saying_how_to_build_it(tmp_path, capsys,
+                                                                                        monkeypatch) -> None:
+    monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
+    assert main(["serve", "--port", "3999"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "home" / "demo") in err and "make run" in err and "Traceback" not in err

@@ -12,6 +12,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,11 @@ def _post(port: int, path: str, body: dict) -> dict:
                                      headers={"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+        return response.status, response.read().decode()
 
 
 def _check_caps(items: list[dict]) -> None:
@@ -120,6 +127,10 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
+        for route in ("/healthz", "/livez", "/readyz"):
+            assert _get(port, route)[0] == 200, route
+        status, metrics = _get(port, "/metrics")       # Prometheus text, with the scoring routes' requests
+        assert status == 200 and "# TYPE" in metrics and 'endpoint="/recommend"' in metrics, metrics[:2000]
         assert _keep_alive_spread(port, home, candidates[100:]) == [4, 4]
         # A process manager's stop: SIGTERM to `nbm serve` alone. It passes it on, waits for the server and
         # its workers, and removes the workers' file.
@@ -147,3 +158,41 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@pytest.mark.slow
+def test_nbm_serve_without_data_serves_the_demo_world_and_its_printed_example_works(served_world) -> None:
+    """`nbm serve` alone (the CLI contract's form) serves NBM_HOME/demo, and prints, once it is ready, a curl
+    line that — run as printed, by a shell — gets an answer."""
+    import shlex
+
+    data, home = served_world
+    demo = home / "demo"
+    if not demo.exists():
+        demo.symlink_to(data.resolve(), target_is_directory=True)
+    port = free_port()
+    env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen([sys.executable, "-m", "nbm.cli", "serve", "--port", str(port)], env=env,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()   # keep the pipe drained
+    try:
+        deadline = time.monotonic() + 180
+        while not any("ready on" in line for line in lines) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.2)
+        ready = next(i for i, line in enumerate(lines) if "ready on" in line)
+        assert str(demo) in "".join(lines[:ready]), lines[:ready]      # it said which data it serves
+        example = lines[ready + 1].strip()
+        assert example.startswith("curl ") and f"127.0.0.1:{port}/recommend" in example
+        if shutil.which("curl"):
+            out = subprocess.run(["sh", "-c", example], capture_output=True, text=True, timeout=60, check=True).stdout
+        else:   # the same request from the printed words
+            words = shlex.split(example)
+            out = json.dumps(_post(port, "/recommend", json.loads(words[words.index("-d") + 1])))
+        answer = json.loads(out)
+        assert {"decision_id", "user_id", "items", "suppressed"} <= set(answer), answer
+        users = pd.read_parquet(data / "users.parquet")
+        assert answer["user_id"] in set(users.loc[users["consent"].map(len) > 0, "user_id"])
+    finally:
+        stop_service(process)

@@ -50,11 +50,15 @@ INVALID = [
     ('{"user_id": "u1", "channels": ["fax"]}', "channels", None),
     ('{"user_id": "u1", "channels": "email"}', "channels", None),
     ('{"user_id": "u1", "now": "yesterday"}', "now", None),
+    ('{"user_id": "u1", "now": "9999-12-31T00:00:00Z"}', "now", None),    # past what 64-bit nanoseconds hold
+    ('{"user_id": "u1", "now": "0001-01-01T00:00:00"}', "now", None),
+    ('{"user_id": "u1", "now": "2262-03-01T00:00:00Z"}', "now", None),    # holdable, but its slots are not
     ('{"user_id": "u1", "explore": "perhaps"}', "explore", None),
     ('{"user_id": "u1", "k": NaN}', "k", None),
     ('{"user_id": "u1", "colour": "red"}', "colour", None),
     ('{"user_id": "   "}', "user_id", None),
     ('{"user_id": "u1", "candidates": []}', "candidates", None),
+    ('{"user_id": "u1", "channels": []}', "channels", None),
     ("[]", "", None),
 ]
 
@@ -165,6 +169,9 @@ def test_feedback_is_idempotent_and_rejects_bad_rows_only(client, served_world) 
         {"event_id": "fb-5", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "convert",
          "value": -5.0},
         "not an object",
+        {"event_id": "fb-7", "timestamp": "9999-01-01T00:00:00Z", "user_id": user, "event_type": "visit"},
+        {"event_id": "fb-8", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "convert",
+         "value": float("nan")},
     ]
     r = client.post("/feedback", content=json.dumps({"events": events}, allow_nan=True),
                     headers={"content-type": "application/json"})
@@ -172,13 +179,18 @@ def test_feedback_is_idempotent_and_rejects_bad_rows_only(client, served_world) 
     body = r.json()
     assert body["accepted"] == 1 and body["duplicates"] == 0
     reasons = {x["index"]: x["error"] for x in body["rejected"]}
-    assert set(reasons) == {1, 2, 3, 4, 5}
+    assert set(reasons) == {1, 2, 3, 4, 5, 6, 7}
     assert "timestamp" in reasons[1] and "message_id" in reasons[2] and "channel" in reasons[3]
     assert "value" in reasons[4] and "event" in reasons[5]
+    assert "timestamp" in reasons[6] and "supported range" in reasons[6] and "value" in reasons[7]
     again = client.post("/feedback", json={"events": events[:1]}).json()
     assert again == {"accepted": 0, "duplicates": 1, "rejected": []}
     assert client.post("/feedback", json={"events": []}).status_code == 400
     assert client.post("/feedback", json={"rows": []}).status_code == 400
+    for malformed in ("not json", '{"events": [}', "[]"):
+        for route in ("/feedback", "/recommend_batch"):
+            r = client.post(route, content=malformed, headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (route, malformed, r.status_code, r.text)
 
 
 def test_a_reported_send_counts_for_the_caps_at_once(client, served_world) -> None:
@@ -203,9 +215,58 @@ def test_a_reported_send_counts_for_the_caps_at_once(client, served_world) -> No
         assert other["message_id"] != item["message_id"]
 
 
+def test_an_unsubscribe_or_a_bounce_by_feedback_takes_the_channel_away_at_once(client, served_world) -> None:
+    """recommend → the user unsubscribes from one of the answer's channels and bounces on another → no later
+    answer uses either, at a later `now` or at the server's clock, while the other channels still come."""
+    for user in _users(served_world, 120)[60:]:
+        first = client.post("/recommend", json={"user_id": user, "now": NOW, "explore": False, "k": 3}).json()
+        if len({i["channel"] for i in first["items"]}) >= 2:
+            break
+    else:
+        pytest.skip("no user with items on two channels")
+    unsubscribed, bounced = first["items"][0]["channel"], first["items"][1]["channel"]
+    events = [{"event_id": f"unsub-{user}", "timestamp": "2026-10-31T12:00:00Z", "user_id": user,
+               "event_type": "unsubscribe", "channel": unsubscribed},
+              {"event_id": f"bounce-{user}", "timestamp": "2026-10-31T13:00:00Z", "user_id": user,
+               "event_type": "bounce", "channel": bounced, "message_id": first["items"][1]["message_id"]}]
+    assert client.post("/feedback", json={"events": events}).json()["accepted"] == 2
+    used = set()
+    for day in range(2, 12):            # days apart: the caps of one answer do not hold the next
+        now = (pd.Timestamp(NOW) + pd.Timedelta(days=7 * day)).isoformat()
+        for body in ({"user_id": user, "now": now, "k": 3}, {"user_id": user, "k": 3}):
+            used |= {i["channel"] for i in client.post("/recommend", json=body).json()["items"]}
+    assert used, "no later answer had items: the test proves nothing"
+    assert not used & {unsubscribed, bounced}, used
+
+
+def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() -> None:
+    """Engine._lost on a table of cases: a loss after a request's `now` does not count for it (replay's view
+    of the past); a request without `now` counts every loss the store knows; other channels and users are kept."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from serving.engine import Engine
+    from serving.state import Contacts
+
+    channels = pd.Index(["email", "push", "sms"])
+    engine = SimpleNamespace(store=SimpleNamespace(globals=SimpleNamespace(vocabulary=SimpleNamespace(channels=channels))))
+    empty = np.zeros(0)
+    t = np.array([100, 100, 100], dtype=np.int64)
+    requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}]
+    contacts = [Contacts(empty, empty, empty, 0, {"sms": 100, "push": 101, "fax": 1}),
+                Contacts(empty, empty, empty, 0, {"push": 10**18}), Contacts(empty, empty, empty, 0)]
+    pairs = SimpleNamespace(group=np.repeat([0, 1, 2], 4), channel_code=np.tile([0, 1, 2, -1], 3))
+    lost = Engine._lost(engine, requests, pairs, contacts, t)
+    assert lost.tolist() == [False, False, True, False,     # sms at its `now` counts, push after it does not
+                             False, True, False, False,     # the server's clock: a future push loss counts
+                             False, False, False, False]
+
+
 def test_health_endpoints(client) -> None:
-    assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").status_code == 200
+    # /livez and /metrics need BentoML's server around the app (its metrics client): test_serve_e2e.py.
+    for route in ("/healthz", "/readyz"):
+        assert client.get(route).status_code == 200, route
 
 
 def test_every_decision_is_in_the_decision_log(client, served_world) -> None:

@@ -140,6 +140,37 @@ def test_an_outcome_without_message_is_credited_to_its_decisions_item(store) -> 
     assert store.arms() == {("m7", "push"): (1, 0)}       # neither an unknown decision nor a non-target counts
 
 
+def _loss(event_id: str, user: str, at: int, channel: str, kind: str = "unsubscribe") -> dict:
+    return {"event_id": event_id, "timestamp": at, "user_id": user, "event_type": kind, "channel": channel,
+            "message_id": "m1" if kind == "bounce" else None}
+
+
+def test_an_unsubscribe_or_a_bounce_loses_the_channel_from_its_earliest_time(store, url) -> None:
+    version = store.contacts("u", NOW, LOOKBACK).version
+    events = [_loss("x1", "u", NOW - DAY, "sms"), _loss("x2", "u", NOW, "sms", "bounce"),
+              _loss("x3", "u", NOW - HOUR_NS, "email", "bounce"), _loss("x4", "v", NOW, "push")]
+    assert store.feedback(events) == (4, 0)
+    c = store.contacts("u", NOW, LOOKBACK)
+    assert c.lost == {"sms": NOW - DAY, "email": NOW - HOUR_NS}
+    assert len(c.times) == 0 and c.version == version      # a loss is no send: it changes no cap
+    assert store.feedback([_loss("x5", "u", NOW - 2 * DAY, "sms"), events[0]]) == (1, 1)
+    many = store.contacts_many(["u", "v", "w"], [NOW, NOW, NOW], LOOKBACK)
+    assert [m.lost for m in many] == [{"sms": NOW - 2 * DAY, "email": NOW - HOUR_NS}, {"push": NOW}, {}]
+    assert open_state(url).contacts("u", NOW, LOOKBACK).lost == many[0].lost       # kept across a restart
+    assert store.arms() == {}                                                     # no impression either
+
+
+def test_a_state_file_from_before_losses_were_kept_finds_them_in_its_feedback(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    SQLiteState(path).feedback([_loss("x1", "u", NOW - DAY, "sms"), _loss("x2", "u", NOW - 2 * DAY, "sms", "bounce"),
+                                _send("s1", "u", NOW - DAY)])
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE lost")      # as the file was before the table existed
+    assert SQLiteState(path).contacts("u", NOW, LOOKBACK).lost == {"sms": NOW - 2 * DAY}
+
+
 # -- SQLite as the reference ------------------------------------------------------------------------------
 def _apply(store, ops: list[tuple]) -> list:
     """Run ``ops`` on ``store``; what each returned (versions replaced by whether they changed)."""
@@ -149,7 +180,7 @@ def _apply(store, ops: list[tuple]) -> list:
         if kind == "read":
             _, user, t = op
             c = store.contacts(user, t, LOOKBACK)
-            out.append((c.times.tolist(), c.channels.tolist(), c.messages.tolist()))
+            out.append((c.times.tolist(), c.channels.tolist(), c.messages.tolist(), sorted(c.lost.items())))
             versions[user] = (versions.get(user, (None, None))[1], c.version)
         elif kind == "reserve":
             _, user, stale, decision, items = op
@@ -177,6 +208,7 @@ def _random_ops(seed: int, n: int = 150) -> list[tuple]:
         elif r < 0.65:
             items = [(t + int(rng.integers(0, DAY)), channels[rng.integers(3)], messages[rng.integers(3)])
                      for _ in range(int(rng.integers(0, 3)))]
+            items = list({(c, m): (at, c, m) for at, c, m in items}.values())   # an answer's items are distinct pairs
             d = _decision(user, t, [{"message_id": m, "channel": c} for _, c, m in items])
             decisions.append((d["decision_id"], user, items))
             ops.append(("reserve", user, bool(rng.random() < 0.3), d, items))
@@ -191,6 +223,9 @@ def _random_ops(seed: int, n: int = 150) -> list[tuple]:
                     else:
                         events.append({"event_id": f"e{event}", "timestamp": t, "user_id": u,
                                        "event_type": "convert", "decision_id": did, "value": 3.0})
+                elif rng.random() < 0.15:
+                    events.append(_loss(f"e{event}", user, t, channels[rng.integers(3)],
+                                        ("unsubscribe", "bounce")[rng.integers(2)]))
                 else:
                     events.append(_send(f"e{event}", user, t, messages[rng.integers(3)], channels[rng.integers(3)]))
                 if rng.random() < 0.2 and event:   # a redelivery
