@@ -367,8 +367,8 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     since = parse_time(args.since, "--since")
     counts = export_log(open_state(config.state_url), args.out, since, args.format)
-    print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out}",
-          file=sys.stderr)
+    print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out} "
+          f"({counts['propensities_filled']:,} reported sends given the propensity their answer had)", file=sys.stderr)
     return 0
 
 

@@ -143,6 +143,9 @@ DECISIONS = Table(
         Column("policy", "string", False, "Name of the policy that decided (e.g. `rules+eps0.1`, a model version)."),
         Column("arm", "string", False, "Experiment arm of the user when the decision was taken."),
         Column("experiment", "string", False, "Name of the experiment the arm belongs to (`nbm ab --experiment`)."),
+        Column("model_version", "string", False, "Version of the model that scored the decision (`nbm export-log`)."),
+        Column("explorer", "string", False, "How the policy chose among its candidates (e.g. `epsilon_greedy`)."),
+        Column("items", "string", False, "The answer's items as JSON (message, channel, send time, score, propensity each)."),
     ),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -244,8 +245,6 @@ def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() ->
     of the past); a request without `now` counts every loss the store knows; other channels and users are kept."""
     from types import SimpleNamespace
 
-    import numpy as np
-
     from serving.engine import Engine
     from serving.state import Contacts
 
@@ -289,14 +288,33 @@ def test_the_decision_log_exports_as_a_data_directory(client, served_world, tmp_
 
     _, home = served_world
     os.environ["NBM_HOME"] = str(home)
-    client.post("/recommend", json={"user_id": _users(served_world, 2)[1], "now": NOW})
+    for user in _users(served_world, 100)[80:]:
+        answer = client.post("/recommend", json={"user_id": user, "now": NOW, "k": 2}).json()
+        if answer["items"]:
+            break
+    item = answer["items"][-1]
+    # The campaign engine reports the send without echoing its propensity, and one the service did not answer.
+    sends = [{"event_id": f"x-{answer['decision_id']}", "timestamp": item["send_at"], "user_id": user,
+              "event_type": "send", "message_id": item["message_id"], "channel": item["channel"],
+              "decision_id": answer["decision_id"]},
+             {"event_id": f"y-{answer['decision_id']}", "timestamp": item["send_at"], "user_id": user,
+              "event_type": "send", "message_id": item["message_id"],
+              "channel": next(c for c in ("email", "sms", "push") if c != item["channel"]),
+              "decision_id": answer["decision_id"]}]
+    assert client.post("/feedback", json={"events": sends}).json()["accepted"] == 2
     assert main(["export-log", "--out", str(tmp_path)]) == 0
     decisions, problems = validate_decisions(read_raw_table(tmp_path / "decisions.parquet"))
     assert len(decisions) >= 1 and sum(len(p) for p in problems) == 0
     logged = SQLiteState.from_url(load_config().state_url)
     assert sorted(decisions["decision_id"]) == sorted(logged.decision_log()["decision_id"])
+    row = decisions.set_index("decision_id").loc[answer["decision_id"]]
+    assert (row["model_version"], row["explorer"]) == (answer["model_version"], "epsilon_greedy")
+    assert json.loads(row["items"]) == answer["items"]
     events = read_raw_table(tmp_path / "events.parquet")
     assert sorted(events["event_id"]) == sorted(logged.feedback_events()["event_id"])
+    propensity = events.set_index("event_id")["propensity"]
+    assert propensity[sends[0]["event_id"]] == item["propensity"]          # the answer's, to the bit
+    assert np.isnan(propensity[sends[1]["event_id"]])                      # not an item of that answer
 
 
 def test_batch_scoring_and_the_service_take_the_same_greedy_decision(served_world, tmp_path) -> None:
