@@ -114,6 +114,17 @@ class ArbitrationConfig(_Section):
                          for m, t in zip(message_ids, topics)], dtype=float)
 
 
+class ExplorerConfig(_Section):
+    """The explorers' settings; which explorer decides is named by ``--explorer`` (``nbm serve``, ``nbm recommend``)."""
+
+    epsilon: float = Field(0.1, ge=0, le=1, description="epsilon_greedy: share of decisions that choose uniformly "
+                                                         "among the allowed (message, channel) pairs")
+    temperature: float = Field(0.2, gt=0, description="softmax: probability ∝ exp(value / (temperature × the largest "
+                                                       "value)); 0.1 is sharp, 1 mild")
+    thompson_samples: int = Field(2000, ge=1, le=100_000, description="thompson: posterior draws that estimate the "
+                                                                      "propensity (standard error ≤ 0.5/√samples)")
+
+
 class ActivityConfig(_Section):
     """Activity states against an ideal visit frequency: visits in the last 30 days / ideal."""
 
@@ -192,6 +203,7 @@ class NbmConfig(_Section):
     validation: ValidationConfig = ValidationConfig()
     contact_policy: ContactPolicyConfig = ContactPolicyConfig()
     arbitration: ArbitrationConfig = ArbitrationConfig()
+    explorer: ExplorerConfig = ExplorerConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     activity: ActivityConfig = ActivityConfig()
     features: FeatureConfig = FeatureConfig()

@@ -2,7 +2,8 @@
 
 The same candidates, contact policy and ``decide`` as the service (vectorised over users:
 :mod:`features.replay`, :func:`nbm.policy.decide.decide_slate`), with the contact history taken from the
-events of the data directory. One JSON line per decision, in the shape of the ``/recommend`` answer plus
+events of the data directory (and, for Thompson sampling, the explorer's statistics from its sends and
+their attributed outcomes). One JSON line per decision, in the shape of the ``/recommend`` answer plus
 ``now``. Decision ids are derived from (user, now, model version), so running the same campaign twice
 writes the same ids.
 """
@@ -21,12 +22,13 @@ import pandas as pd
 from features.pipeline import FeatureStore
 from features.pairs import expand_pairs, pair_contact
 from features.replay import arm_decide, send_histories
+from nbm.attribution import attribute
 from nbm.policy.contact import REASON_NAMES
-from nbm.config import NbmConfig
+from nbm.config import AttributionConfig, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError
 from nbm.policy.assign import assign
-from nbm.policy.explore import EXPLORERS
+from nbm.policy.explore import EXPLORERS, make_explorer
 
 CHUNK = 20_000
 NAMESPACE = uuid.UUID("6f1c1d1e-8a7b-4e0c-9a55-6e626d2d6e62")
@@ -81,13 +83,34 @@ def read_user_list(path: Path) -> np.ndarray:
     return frame["user_id"].dropna().astype(str).to_numpy(dtype=object)
 
 
+def history_arms(events: pd.DataFrame, attribution: AttributionConfig, target: str, now: int
+                 ) -> dict[tuple[str, str], tuple[int, int]]:
+    """Thompson sampling's statistics from a data directory's events as of ``now`` (int64 ns), as the service
+    keeps them from ``/feedback``: per (message, channel), its sends before ``now`` (impressions) and how
+    many of them have an outcome of the model's ``target`` before ``now`` attributed to them (successes,
+    by decision id or window, ``nbm.attribution``); (successes, impressions − successes)."""
+    past = events[events["timestamp"].to_numpy(dtype="int64") < now]
+    if not len(past):
+        return {}
+    position = attribute(past, attribution).to_numpy()
+    kind = past["event_type"].to_numpy(dtype=object)
+    success = np.zeros(len(past), dtype=bool)
+    success[position[(kind == target) & (position >= 0)]] = True
+    sends = kind == "send"
+    frame = pd.DataFrame({"message": past["message_id"].to_numpy(dtype=object)[sends],
+                          "channel": past["channel"].to_numpy(dtype=object)[sends], "success": success[sends]})
+    counts = frame.groupby(["message", "channel"], sort=False)["success"].agg(["size", "sum"])
+    return {(str(m), str(c)): (int(won), int(n - won)) for (m, c), n, won in
+            zip(counts.index, counts["size"], counts["sum"])}
+
+
 def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: str, now: pd.Timestamp,
                   out: Path, users: np.ndarray | None = None, k: int = 1, explorer: str = "greedy",
                   threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
     """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write JSONL."""
     if explorer not in EXPLORERS:
         raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
-    chooser = EXPLORERS[explorer]()
+    chooser = make_explorer(explorer, config.explorer)
     ids = dataset.users["user_id"].to_numpy(dtype=object) if users is None else \
         dataset.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
     asked = ids if users is None else np.asarray(users, dtype=object)
@@ -95,6 +118,7 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     store = FeatureStore.build(dataset, config)
     lookback = max(7.0, config.contact_policy.message_cooldown_days) + 1.0
     rng = np.random.default_rng(seed)
+    statistics = history_arms(dataset.events, config.attribution, artifact.target, t) if explorer == "thompson" else None
     reasons: dict[str, int] = {}
     with_items = items = 0
     stamp = iso_utc(t)
@@ -115,7 +139,8 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
                     pairs = expand_pairs(store, chunk, nows)
                     hist = send_histories(store, chunk, nows, lookback)
                     contact = pair_contact(store, pairs, hist)
-                    md = arm_decide(store, artifact, pairs, hist, arm, chooser, rng, threshold, contact=contact, k=k)
+                    md = arm_decide(store, artifact, pairs, hist, arm, chooser, rng, threshold, contact=contact, k=k,
+                                    arms=statistics if arm == "model" else None)
                     suppressed = suppressed_by_decision(pairs, contact)
                     starts = np.searchsorted(md.slate.decision, np.arange(len(chunk) + 1))
                     every = slate_items(md)

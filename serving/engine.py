@@ -30,7 +30,7 @@ from nbm.dataset import load_dataset
 from nbm.errors import UsageError
 from nbm.policy.contact import SendHistories
 from nbm.policy.assign import assign
-from nbm.policy.explore import EXPLORERS, Greedy
+from nbm.policy.explore import EXPLORERS, Greedy, make_explorer
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 from serving.batch import slate_items, suppressed_by_decision
 from serving.registry import LoadedModel, load_model, resolve_version
@@ -73,7 +73,7 @@ class Engine:
             raise UsageError(f"unknown explorer {settings.explorer!r}; expected one of {sorted(EXPLORERS)}")
         self.config = config
         self.settings = settings
-        self.explorer = EXPLORERS[settings.explorer]()
+        self.explorer = make_explorer(settings.explorer, config.explorer)
         self.greedy = Greedy()
         self.dataset, _ = load_dataset(settings.data, config)
         self.store = FeatureStore.build(self.dataset, config).freeze()

@@ -8,4 +8,17 @@ from nbm.policy.explore.thompson import Thompson
 
 EXPLORERS: dict[str, type[Explorer]] = {cls.name: cls for cls in (Greedy, EpsilonGreedy, Softmax, Thompson)}
 
-__all__ = ["EXPLORERS", "Arms", "Choice", "EpsilonGreedy", "Explorer", "Greedy", "Softmax", "Thompson"]
+
+def make_explorer(name: str, settings=None) -> Explorer:
+    """The explorer named ``name`` with the parameters of ``settings`` (``NbmConfig.explorer``: ε, temperature,
+    Thompson's samples); the classes' defaults without it."""
+    if name not in EXPLORERS:
+        raise ValueError(f"unknown explorer {name!r}; expected one of {sorted(EXPLORERS)}")
+    if settings is None:
+        return EXPLORERS[name]()
+    parameters = {"epsilon_greedy": {"epsilon": settings.epsilon}, "softmax": {"temperature": settings.temperature},
+                  "thompson": {"samples": settings.thompson_samples}}
+    return EXPLORERS[name](**parameters.get(name, {}))
+
+
+__all__ = ["EXPLORERS", "Arms", "Choice", "EpsilonGreedy", "Explorer", "Greedy", "Softmax", "Thompson", "make_explorer"]

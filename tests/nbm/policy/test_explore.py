@@ -76,3 +76,26 @@ def test_thompson_propensity_estimates_match_frequencies() -> None:
 def test_invalid_settings_name_the_field(cls, kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         cls(**kwargs)
+
+
+def test_explorers_take_their_parameters_from_the_configuration(tmp_path) -> None:
+    from nbm.config import load_config
+    from nbm.errors import NbmError
+    from nbm.policy.explore import make_explorer
+
+    path = tmp_path / "nbm.toml"
+    path.write_text("[explorer]\nepsilon = 0.3\ntemperature = 0.5\nthompson_samples = 400\n")
+    settings = load_config(path).explorer
+    epsilon = make_explorer("epsilon_greedy", settings)
+    assert epsilon.epsilon == 0.3 and make_explorer("epsilon_greedy").epsilon == 0.1
+    np.testing.assert_allclose(epsilon.probabilities(VALUES), [0.06, 0.41, 0.06, 0.41, 0.06])
+    assert make_explorer("softmax", settings).temperature == 0.5
+    assert make_explorer("thompson", settings).samples == 400
+    assert make_explorer("greedy", settings).name == "greedy"
+    with pytest.raises(ValueError, match="unknown explorer"):
+        make_explorer("boltzmann", settings)
+    for bad, field in (("epsilon = 1.5", "epsilon"), ("temperature = 0", "temperature"),
+                       ("thompson_samples = 0", "thompson_samples")):
+        path.write_text(f"[explorer]\n{bad}\n")
+        with pytest.raises(NbmError, match=field):
+            load_config(path)
