@@ -43,12 +43,19 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 def _check_caps(items: list[dict]) -> None:
-    """Default contact policy: 1 per channel per day, 12 h between any two, 5 a week in total."""
+    """The default contact policy, rule by rule, on items that all lie within one week: per channel 1 a day
+    and 3 a week, 5 a week in total, 12 h between any two, no message twice within 7 days."""
+    from nbm.config import ContactPolicyConfig
+
+    policy = ContactPolicyConfig()
     times = [(pd.Timestamp(i["send_at"]), i["channel"], i["message_id"]) for i in items]
-    assert len(times) <= 5
+    assert not times or max(t for t, _, _ in times) - min(t for t, _, _ in times) < pd.Timedelta(days=7)
+    assert len(times) <= policy.weekly_cap_total
+    per_channel = collections.Counter(c for _, c, _ in times)
+    assert max(per_channel.values(), default=0) <= policy.weekly_cap_per_channel, per_channel
     for (a, ca, ma), (b, cb, mb) in combinations(times, 2):
-        assert abs(a - b) >= pd.Timedelta(hours=12), (a, b)
-        assert not (ca == cb and abs(a - b) < pd.Timedelta(hours=24))
+        assert abs(a - b) >= pd.Timedelta(hours=policy.min_gap_hours), (a, b)
+        assert not (ca == cb and abs(a - b) < pd.Timedelta(hours=24)) or policy.daily_cap_per_channel > 1
         assert ma != mb   # cooldown 7 days
 
 
