@@ -44,7 +44,8 @@ def iso_utc(ns: int) -> str:
 def slate_items(md, start: int = 0, stop: int | None = None) -> list[dict]:
     """The ``items`` of the model's slate rows ``start:stop`` (all by default: slice them per decision), in
     the answer's shape. Each column is gathered once for all of them (numpy scalars per item cost ~2 % of
-    a 500-decision batch); scores and propensities are Python ``round`` to 6 places.
+    a 500-decision batch); scores and propensities are Python ``round`` to 6 places. An item whose propensity
+    is an estimate (Thompson sampling) also carries ``propensity_error``, the estimate's standard error.
     """
     slate, rows = md.slate, md.scored.rows
     r = np.asarray(slate.row[start:stop], dtype=np.int64)
@@ -54,8 +55,14 @@ def slate_items(md, start: int = 0, stop: int | None = None) -> list[dict]:
     sends = [iso_utc(t) for t in np.asarray(slate.send_at[start:stop], dtype=np.int64).tolist()]
     scores = [round(x, 6) for x in np.asarray(md.probability[r], dtype=float).tolist()]
     propensities = [round(x, 6) for x in np.asarray(slate.propensity[start:stop], dtype=float).tolist()]
-    return [{"message_id": m, "channel": c, "send_at": t, "score": sc, "propensity": pr}
-            for m, c, t, sc, pr in zip(messages, channels, sends, scores, propensities)]
+    items = [{"message_id": m, "channel": c, "send_at": t, "score": sc, "propensity": pr}
+             for m, c, t, sc, pr in zip(messages, channels, sends, scores, propensities)]
+    error = None if slate.propensity_error is None else np.asarray(slate.propensity_error[start:stop], dtype=float)
+    if error is not None and (error > 0).any():       # an estimated propensity (Thompson): its standard error
+        for item, e in zip(items, error.tolist()):
+            if e > 0:
+                item["propensity_error"] = round(e, 6)
+    return items
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,8 @@ def suppressed_pairs(candidates: ScoredCandidates, batch: BatchDecision, rows: n
 
 @dataclass(frozen=True)
 class Slate:
-    """Up to ``k`` items per decision: ``items`` rows are (decision, candidate row, send_at, propensity, rank)."""
+    """Up to ``k`` items per decision: ``items`` rows are (decision, candidate row, send_at, propensity, rank),
+    and ``propensity_error``, the standard error of each propensity (0 where it is exact; Thompson's estimate)."""
 
     decision: np.ndarray
     row: np.ndarray
@@ -227,6 +228,7 @@ class Slate:
     propensity: np.ndarray
     rank: np.ndarray
     first: BatchDecision
+    propensity_error: np.ndarray | None = None
 
 
 def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
@@ -258,7 +260,8 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         if not len(decided):
             break
         rows = keep[b.chosen[decided]]
-        parts.append((decided, rows, b.send_at[b.chosen[decided]], b.propensity[decided], np.full(len(decided), rank)))
+        parts.append((decided, rows, b.send_at[b.chosen[decided]], b.propensity[decided], np.full(len(decided), rank),
+                      b.propensity_error[decided]))
         if rank + 1 == k:
             break
         # The chosen pairs leave; their sends count for the next pick (and only decisions that chose go on).
@@ -276,7 +279,8 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         contact = None
     if not parts:
         e = np.zeros(0, np.int64)
-        return Slate(e, e, e, np.zeros(0), e, first)
-    cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
+        return Slate(e, e, e, np.zeros(0), e, first, np.zeros(0))
+    cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     order = np.lexsort((cols[4], cols[0]))
-    return Slate(*(c[order] for c in cols), first)
+    *columns, error = (c[order] for c in cols)
+    return Slate(*columns, first, error)

@@ -70,3 +70,13 @@ def test_batch_thompson_decides_with_the_history_arms(served_world, tmp_path, mo
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     items = [i for line in lines for i in line["items"]]
     assert items and all(0 < i["propensity"] <= 1 for i in items)
+    # Each estimated propensity states its standard error: √(p(1 − p)/samples), at most 0.5/√samples.
+    samples = config.explorer.thompson_samples
+    for i in items:
+        expected_error = np.sqrt(i["propensity"] * (1 - i["propensity"]) / samples)
+        assert i["propensity_error"] == pytest.approx(expected_error, abs=2e-6)
+        assert i["propensity_error"] <= 0.5 / np.sqrt(samples) + 1e-6
+    greedy = tmp_path / "greedy.jsonl"
+    batch.recommend_all(dataset, config, model.artifact, model.version, now, greedy, users=users, explorer="greedy")
+    exact = [i for line in map(json.loads, greedy.read_text().splitlines()) for i in line["items"]]
+    assert exact and not any("propensity_error" in i for i in exact)      # exact propensities state none
