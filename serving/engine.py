@@ -266,14 +266,15 @@ class Engine:
     def _lost(self, requests: list[dict], pairs, contacts: list, t: np.ndarray) -> np.ndarray:
         """Which candidate pairs are on a channel their user unsubscribed from or bounced on by feedback (the
         state store's ``lost``; the snapshot's own are not candidates at all). A request with ``now`` counts
-        the losses up to its time, as replay does; one decided at the server's clock counts every loss the
+        the losses strictly before its time, as the snapshot and replay do; one decided at the server's clock counts every loss the
         service knows of, whatever its timestamp (a campaign engine's clock may run ahead of the server's)."""
         channels = self.store.globals.vocabulary.channels
+        codes_of = {str(c): i for i, c in enumerate(channels)}
         table = np.zeros((len(requests), len(channels) + 1), dtype=bool)      # a last column for unknown codes
         for i, (r, c) in enumerate(zip(requests, contacts)):
             for channel, at in c.lost.items():
-                code = channels.get_indexer([channel])[0]
-                if code >= 0 and (r.get("now") is None or at <= t[i]):
+                code = codes_of.get(channel, -1)
+                if code >= 0 and (r.get("now") is None or at < t[i]):      # strictly before, as the snapshot counts
                     table[i, code] = True
         codes = pairs.channel_code
         return table[pairs.group, np.where(codes >= 0, codes, len(channels))]

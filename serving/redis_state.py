@@ -123,6 +123,26 @@ class RedisState:
         self._reserve = self._redis.register_script(_RESERVE)
         self._feedback = self._redis.register_script(_FEEDBACK)
         self.durable = self._check_durability()
+        self._backfill_losses()
+
+    def _backfill_losses(self) -> None:
+        """Once per database (``{prefix}lost:ready``): the losses among feedback stored before losses were kept
+        (a store written by an older nbm), as SQLite finds them when it opens an older file."""
+        if not self._redis.set(self._key("lost", "ready"), "1", nx=True):
+            return
+        earliest: dict[tuple[str, str], int] = {}
+        for _, row in self._redis.hscan_iter(self._key("events"), count=1000):
+            e = json.loads(row)
+            if e.get("event_type") in ("unsubscribe", "bounce") and e.get("channel"):
+                key = (str(e["user_id"]), str(e["channel"]))
+                earliest[key] = min(int(e["timestamp"]), earliest.get(key, int(e["timestamp"])))
+        if earliest:
+            pipe = self._redis.pipeline(transaction=False)
+            for (user, channel), at in earliest.items():
+                pipe.eval("local old = redis.call('HGET', KEYS[1], ARGV[1]) if (not old) or tonumber(ARGV[2]) < "
+                          "tonumber(old) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end", 1,
+                          self._key("lost", user), channel, str(at))
+            pipe.execute()
 
     @classmethod
     def from_url(cls, url: str) -> RedisState:
@@ -172,7 +192,7 @@ class RedisState:
                     rows.append((at, channel, message))
             rows.sort(key=lambda r: r[0])
             version = int(replies[3 * i + 1] or 0)
-            lost = {channel.decode(): int(at) for channel, at in replies[3 * i + 2].items()}
+            lost = {_text(channel): int(at) for channel, at in replies[3 * i + 2].items()}
             if not rows:
                 out.append(Contacts(np.zeros(0, np.int64), np.zeros(0, object), np.zeros(0, object), version, lost))
                 continue
@@ -266,6 +286,11 @@ def _decision_row(d: dict, propensity: float | None) -> str:
                        "model_version": d["model_version"], "explorer": d.get("_explorer"),
                        "items": items_json(d["items"]), "reason": d.get("reason", ""),
                        "experiment": d.get("_experiment")})
+
+
+def _text(value: bytes | str) -> str:
+    """A reply as text (bytes unless the URL asks for ``decode_responses``)."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _redact(url: str) -> str:

@@ -29,11 +29,6 @@ def _in_range(value: datetime | None) -> datetime | None:
     if not EARLIEST.to_pydatetime() <= aware < LATEST.to_pydatetime():
         raise ValueError(f"{value.isoformat()} is outside the supported range {EARLIEST.date()} to {LATEST.date()}")
     return value
-    try:
-        pd.Timestamp(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).as_unit("ns")
-    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
-        raise ValueError(f"{value.isoformat()} is outside the supported range {TIME_RANGE}") from None
-    return value
 
 
 class RecommendRequest(BaseModel):

@@ -141,12 +141,22 @@ class SQLiteState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as db:
-            had_lost = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lost'").fetchone()
+            # A state file from before `lost`: the table and the losses among its stored feedback in one
+            # transaction (a crash between them would leave the table without its backfill for good).
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "events" in tables and "lost" not in tables:
+                    db.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS lost"):SCHEMA.index(");", SCHEMA.index(
+                        "CREATE TABLE IF NOT EXISTS lost")) + 2])
+                    db.execute("INSERT INTO lost (user_id, channel, at) SELECT user_id, channel, MIN(timestamp) FROM "
+                               f"events WHERE event_type IN {LOSS_TYPES} AND channel IS NOT NULL GROUP BY user_id, "
+                               "channel ON CONFLICT (user_id, channel) DO UPDATE SET at = MIN(at, excluded.at)")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             db.executescript(SCHEMA)
-            if not had_lost:       # a state file from before `lost`: the losses among its stored feedback
-                db.execute("INSERT INTO lost (user_id, channel, at) SELECT user_id, channel, MIN(timestamp) FROM events "
-                           f"WHERE event_type IN {LOSS_TYPES} AND channel IS NOT NULL GROUP BY user_id, channel "
-                           "ON CONFLICT (user_id, channel) DO UPDATE SET at = MIN(at, excluded.at)")
             columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
             if "experiment" not in columns:      # a state file written before experiments were logged
                 db.execute("ALTER TABLE decisions ADD COLUMN experiment TEXT")

@@ -134,11 +134,11 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
         after = _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 3})
         _check_caps(items + after["items"])             # what was planned before the restart still counts
         assert _post(port, "/feedback", {"events": [sent]}) == {"accepted": 0, "duplicates": 1, "rejected": []}
+        assert _keep_alive_spread(port, home, candidates[100:]) == [4, 4]
         for route in ("/healthz", "/livez", "/readyz"):
             assert _get(port, route)[0] == 200, route
         status, metrics = _get(port, "/metrics")       # Prometheus text, with the scoring routes' requests
         assert status == 200 and "# TYPE" in metrics and 'endpoint="/recommend"' in metrics, metrics[:2000]
-        assert _keep_alive_spread(port, home, candidates[100:]) == [4, 4]
         # A process manager's stop: SIGTERM to `nbm serve` alone. It passes it on, waits for the server and
         # its workers, and removes the workers' file.
         os.kill(process.pid, signal.SIGTERM)

@@ -253,11 +253,11 @@ def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() ->
     empty = np.zeros(0)
     t = np.array([100, 100, 100], dtype=np.int64)
     requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}]
-    contacts = [Contacts(empty, empty, empty, 0, {"sms": 100, "push": 101, "fax": 1}),
+    contacts = [Contacts(empty, empty, empty, 0, {"sms": 99, "push": 100, "fax": 1}),
                 Contacts(empty, empty, empty, 0, {"push": 10**18}), Contacts(empty, empty, empty, 0)]
     pairs = SimpleNamespace(group=np.repeat([0, 1, 2], 4), channel_code=np.tile([0, 1, 2, -1], 3))
     lost = Engine._lost(engine, requests, pairs, contacts, t)
-    assert lost.tolist() == [False, False, True, False,     # sms at its `now` counts, push after it does not
+    assert lost.tolist() == [False, False, True, False,     # sms before its `now` counts, push at it does not
                              False, True, False, False,     # the server's clock: a future push loss counts
                              False, False, False, False]
 

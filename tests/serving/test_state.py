@@ -368,3 +368,17 @@ def test_the_thread_checkpoints_and_ends_with_its_store(tmp_path, monkeypatch) -
     gc.collect()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_redis_store_from_before_losses_were_kept_finds_them_in_its_feedback(tmp_path, redis_server) -> None:
+    import redis
+
+    url = _url("redis", tmp_path, redis_server)
+    store = open_state(url)
+    store.feedback([_loss("x1", "u", NOW - DAY, "sms"), _loss("x2", "u", NOW - 2 * DAY, "sms", "bounce"),
+                    _send("s1", "u", NOW - DAY)])
+    raw = redis.Redis.from_url(redis_server)
+    raw.delete(store._key("lost", "u"), store._key("lost", "ready"))      # as an older nbm left the database
+    assert open_state(url).contacts("u", NOW, LOOKBACK).lost == {"sms": NOW - 2 * DAY}
+    raw.delete(store._key("lost", "u"))
+    assert open_state(url).contacts("u", NOW, LOOKBACK).lost == {}        # once per database, not every open
