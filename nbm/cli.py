@@ -274,31 +274,23 @@ def _example_user(data: Path) -> str | None:
     try:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["user_id", "consent"]):
-            for user, consent in zip(batch.column("user_id").to_pylist(), batch.column("consent").to_pylist()):
-                if user and consent:
-                    return str(user)
-            return None
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["user_id", "consent"]), None)
     except Exception:  # noqa: BLE001 — only an example: a table it cannot read falls back to the default id
         return None
-    return None
+    users = [] if batch is None else zip(batch.column("user_id").to_pylist(), batch.column("consent").to_pylist())
+    return next((str(user) for user, consent in users if user and consent), None)
 
 
 def _announce_when_ready(process, host: str, port: int, line: str) -> None:
     """Print ``line`` (the example request) once ``/readyz`` answers, so that it works when it appears."""
     import time
-    import urllib.request
 
-    probe = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
-    url = f"http://[{probe}]:{port}/readyz" if ":" in probe else f"http://{probe}:{port}/readyz"
+    from serving.launch import is_ready
+
     while process.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    print(line, file=sys.stderr, flush=True)
-                    return
-        except OSError:
-            pass
+        if is_ready(port, host):
+            print(line, file=sys.stderr, flush=True)
+            return
         time.sleep(0.5)
 
 

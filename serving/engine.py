@@ -80,6 +80,7 @@ class Engine:
         self.model: LoadedModel = load_model(settings.model, config)
         self.state = open_state(config.state_url)
         self.channels = frozenset(config.channels)
+        self._channel_codes = {str(c): i for i, c in enumerate(self.store.globals.vocabulary.channels)}
         self.messages = frozenset(self.dataset.messages["message_id"].astype(str))
         self.lookback_ns = int((max(7.0, config.contact_policy.message_cooldown_days) + 1.0) * DAY_NS)
         self._snapshot_sends()
@@ -212,11 +213,14 @@ class Engine:
         t = np.array([clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value) for r in requests],
                      dtype=np.int64)
         pairs = expand_pairs(self.store, users, t)
-        if any(r.get("channels") or r.get("candidates") for r in requests):
-            pairs = pairs.take(np.flatnonzero(self._requested(requests, pairs)))
         contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
+        keep = self._requested(requests, pairs) if any(r.get("channels") or r.get("candidates") for r in requests) \
+            else None
         if any(c.lost for c in contacts):
-            pairs = pairs.take(np.flatnonzero(~self._lost(requests, pairs, contacts, t)))
+            kept = ~self._lost(requests, pairs, contacts, t)
+            keep = kept if keep is None else keep & kept
+        if keep is not None:                  # one copy of the pairs for the request filters and the losses
+            pairs = pairs.take(np.flatnonzero(keep))
         histories = self._histories(users, contacts, t)
         contact = pair_contact(self.store, pairs, histories)
         explorer = self.explorer if explore else self.greedy
@@ -268,16 +272,15 @@ class Engine:
         state store's ``lost``; the snapshot's own are not candidates at all). A request with ``now`` counts
         the losses strictly before its time, as the snapshot and replay do; one decided at the server's clock counts every loss the
         service knows of, whatever its timestamp (a campaign engine's clock may run ahead of the server's)."""
-        channels = self.store.globals.vocabulary.channels
-        codes_of = {str(c): i for i, c in enumerate(channels)}
-        table = np.zeros((len(requests), len(channels) + 1), dtype=bool)      # a last column for unknown codes
+        n_channels = len(self._channel_codes)
+        table = np.zeros((len(requests), n_channels + 1), dtype=bool)      # a last column for unknown codes
         for i, (r, c) in enumerate(zip(requests, contacts)):
             for channel, at in c.lost.items():
-                code = codes_of.get(channel, -1)
+                code = self._channel_codes.get(channel, -1)
                 if code >= 0 and (r.get("now") is None or at < t[i]):      # strictly before, as the snapshot counts
                     table[i, code] = True
         codes = pairs.channel_code
-        return table[pairs.group, np.where(codes >= 0, codes, len(channels))]
+        return table[pairs.group, np.where(codes >= 0, codes, n_channels)]
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

@@ -21,7 +21,8 @@ from serving.state import StateStore
 
 def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet") -> dict[str, int]:
     """Write ``decisions`` and ``events`` (rows at or after ``since``) to ``out``; the row counts."""
-    decisions = state.decision_log()
+    log = state.decision_log()
+    decisions = log
     events = state.feedback_events()
     if since is not None:
         decisions = decisions[decisions["timestamp"] >= since]
@@ -30,7 +31,7 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     contract = decisions[["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "experiment",
                           "model_version", "explorer", "items"]]
-    events, filled = answered_propensities(events, state.decision_log() if since is not None else decisions)
+    events, filled = answered_propensities(events, log)     # a send may name a decision taken before `since`
     write_table(contract.reset_index(drop=True), out, "decisions", file_format)
     write_table(events.reset_index(drop=True), out, "events", file_format)
     return {"decisions": len(contract), "events": len(events), "propensities_filled": filled}

@@ -46,18 +46,27 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
     return process
 
 
+def is_ready(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``/readyz`` on ``host:port`` answers 200 now (a server bound to all addresses is asked on
+    loopback)."""
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://[{probe}]:{port}/readyz" if ":" in probe else f"http://{probe}:{port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def wait_ready(process: subprocess.Popen, port: int, timeout: float = 180.0, what: str = "the server"
                ) -> subprocess.Popen:
     """``process`` once ``/readyz`` on 127.0.0.1:PORT answers 200; stopped, and an error, when it exits or
     ``timeout`` passes first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
+        if is_ready(port):
+            return process
+        time.sleep(0.5)
     stop_service(process)
     raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s")
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.errors import UsageError
-from serving.state import PLANNED_GRACE_NS, Contacts, items_json
+from serving.state import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ end
 return {accepted, duplicates}
 """
 
+# KEYS: lost.  ARGV: channel, at — the earliest loss per channel (the rule _FEEDBACK applies), for the backfill.
+_LOST_EARLIEST = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (not old) or tonumber(ARGV[2]) < tonumber(old) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+"""
+
 _DECISION_COLUMNS = ["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "model_version",
                      "explorer", "items", "reason", "experiment"]
 _EVENT_COLUMNS = ["event_id", "timestamp", "user_id", "event_type", "message_id", "channel", "decision_id",
@@ -133,15 +139,14 @@ class RedisState:
         earliest: dict[tuple[str, str], int] = {}
         for _, row in self._redis.hscan_iter(self._key("events"), count=1000):
             e = json.loads(row)
-            if e.get("event_type") in ("unsubscribe", "bounce") and e.get("channel"):
+            if e.get("event_type") in LOSS_TYPES and e.get("channel"):
                 key = (str(e["user_id"]), str(e["channel"]))
                 earliest[key] = min(int(e["timestamp"]), earliest.get(key, int(e["timestamp"])))
         if earliest:
+            script = self._redis.register_script(_LOST_EARLIEST)
             pipe = self._redis.pipeline(transaction=False)
             for (user, channel), at in earliest.items():
-                pipe.eval("local old = redis.call('HGET', KEYS[1], ARGV[1]) if (not old) or tonumber(ARGV[2]) < "
-                          "tonumber(old) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end", 1,
-                          self._key("lost", user), channel, str(at))
+                script(keys=[self._key("lost", user)], args=[channel, str(at)], client=pipe)
             pipe.execute()
 
     @classmethod

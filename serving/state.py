@@ -60,8 +60,14 @@ SAFETY_PAGES = 20_000
 
 LOSS_TYPES = ("unsubscribe", "bounce")
 """Feedback after which a channel is no longer the user's (the data contract's rule for consent)."""
-LOST_UPSERT = ("INSERT INTO lost (user_id, channel, at) VALUES (?, ?, ?) ON CONFLICT (user_id, channel) "
-               "DO UPDATE SET at = MIN(at, excluded.at)")
+LOST_TABLE = """CREATE TABLE IF NOT EXISTS lost (
+    user_id TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user_id, channel)
+);"""
+_EARLIEST = " ON CONFLICT (user_id, channel) DO UPDATE SET at = MIN(at, excluded.at)"
+LOST_UPSERT = "INSERT INTO lost (user_id, channel, at) VALUES (?, ?, ?)" + _EARLIEST
+LOST_BACKFILL = ("INSERT INTO lost (user_id, channel, at) SELECT user_id, channel, MIN(timestamp) FROM events "
+                 f"WHERE event_type IN {LOSS_TYPES} AND channel IS NOT NULL GROUP BY user_id, channel" + _EARLIEST)
+"""The losses among stored feedback, for a state file written before ``lost`` existed."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sends (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -74,9 +80,7 @@ CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, event_type TEXT NOT NULL,
     message_id TEXT, channel TEXT, decision_id TEXT, propensity REAL, value REAL, received_at INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS lost (
-    user_id TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user_id, channel)
-);
+""" + LOST_TABLE + """
 CREATE TABLE IF NOT EXISTS arms (
     message_id TEXT NOT NULL, channel TEXT NOT NULL, impressions INTEGER NOT NULL DEFAULT 0,
     successes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (message_id, channel)
@@ -147,11 +151,8 @@ class SQLiteState:
             try:
                 tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "events" in tables and "lost" not in tables:
-                    db.execute(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS lost"):SCHEMA.index(");", SCHEMA.index(
-                        "CREATE TABLE IF NOT EXISTS lost")) + 2])
-                    db.execute("INSERT INTO lost (user_id, channel, at) SELECT user_id, channel, MIN(timestamp) FROM "
-                               f"events WHERE event_type IN {LOSS_TYPES} AND channel IS NOT NULL GROUP BY user_id, "
-                               "channel ON CONFLICT (user_id, channel) DO UPDATE SET at = MIN(at, excluded.at)")
+                    db.execute(LOST_TABLE)
+                    db.execute(LOST_BACKFILL)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

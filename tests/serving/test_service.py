@@ -248,8 +248,7 @@ def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() ->
     from serving.engine import Engine
     from serving.state import Contacts
 
-    channels = pd.Index(["email", "push", "sms"])
-    engine = SimpleNamespace(store=SimpleNamespace(globals=SimpleNamespace(vocabulary=SimpleNamespace(channels=channels))))
+    engine = SimpleNamespace(_channel_codes={"email": 0, "push": 1, "sms": 2})      # the vocabulary's codes
     empty = np.zeros(0)
     t = np.array([100, 100, 100], dtype=np.int64)
     requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}]
