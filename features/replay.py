@@ -9,8 +9,13 @@ the calibrated probability of each candidate. The decision itself is :func:`nbm.
 Scoring every (message × channel × slot) of every decision costs ~300 rows a decision; :func:`model_decide`
 scores in two stages instead: every (message, channel) pair that the contact policy allows at one
 reference slot (the allowed slot nearest the middle of the day's slots), then every allowed slot of each
-decision's ``top_pairs`` best pairs, and decides among those. With the default ``top_pairs`` the greedy
-choice equals full enumeration in almost every decision (a test measures the agreement).
+decision's ``top_pairs`` best pairs, and decides among those. A pick outside the top pairs (an
+explorer's, or a later item's of a slate once the earlier ones rule the top pairs out) has its other
+allowed slots scored after the choice, so every item is sent at its pair's best allowed slot by the model
+(``tests/serving/test_send_time.py`` checks every item against full enumeration). The greedy first pick
+is always a top pair: a pair outside them is worth no more at its reference slot than the top ones.
+``ModelDecisions.batch`` (what off-policy evaluation reads) keeps such a pick at its reference slot;
+``ModelDecisions.slate`` holds each item's own send time and score.
 """
 
 from __future__ import annotations
@@ -148,7 +153,9 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
 
     The decision sees every allowed (message, channel) pair: the ``top_pairs`` best at every allowed slot,
     the others at their reference slot — so an explorer explores over all of them, and the greedy choice is
-    the one full enumeration makes whenever the best pair ranks among the top at the reference slot.
+    the one full enumeration makes whenever the best pair ranks among the top at the reference slot. A
+    chosen pair outside the top is sent at its best allowed slot: its other slots are scored after the
+    choice (``decide_slate``'s ``reslot``), judged with the decision's earlier items.
     ``candidates`` are :class:`Pairs` (or the rows of ``expand_many``); ``contact`` is the contact policy's
     verdict on them, computed when not given; ``weight`` the business weight of each message (by code in
     the vocabulary), by default the configured ones (``[arbitration]``); ``arms`` maps (message, channel) to Thompson
@@ -192,9 +199,33 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     scored = pairs.rows(p, s, spread_ids=True)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
                                   scored.value, None if weight is None else weight[p], pair=p)
+    # A pick outside the top pairs (an explorer's, or a later rank's once caps rule the top out) is sent at
+    # its best allowed slot too: its other slots are scored after the choice (``decide_slate``'s ``reslot``).
+    full = np.zeros(len(pairs.group), dtype=bool)
+    full[live[top]] = True
+    stage1 = np.full(len(pairs.group), -1, dtype=np.int64)
+    stage1[live] = np.arange(len(live))
+
+    def reslot(chosen: np.ndarray):
+        chosen_pair = p[chosen]
+        need = np.flatnonzero(~full[chosen_pair])
+        if not len(need):
+            return None
+        o, slot = np.nonzero(allowed[chosen_pair[need]])
+        owner, pair = need[o], chosen_pair[need[o]]
+        extra = pairs.rows(pair, slot, spread_ids=True)
+        if base is not None:
+            extra_probability = artifact.score(store.reslot_columns(base, stage1[pair], extra.rows))
+        else:
+            extra_probability = score(store, artifact, extra.rows, patch=patch)
+        return owner, ScoredCandidates(extra.rows.message_id, extra.rows.channel, extra.rows.send_at,
+                                       extra_probability, extra.value, None if weight is None else weight[pair]), \
+            contact.rows(pair, slot)
+
     slate = decide_slate(scored.group, pairs.n_groups, candidates, histories, pairs.timezones,
                          store.config.contact_policy, explorer, rng, k=k, threshold=threshold,
-                         arms=None if arms is None else _arm_rows(store, arms, scored.rows), contact=contact.rows(p, s, spread_reasons=True))
+                         arms=None if arms is None else _arm_rows(store, arms, scored.rows),
+                         contact=contact.rows(p, s, spread_reasons=True), reslot=reslot)
     return ModelDecisions(scored, probability, slate.first, slate)
 
 
@@ -380,7 +411,7 @@ def arm_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pairs
     probability = np.full(len(ex), np.nan)
     if len(chosen):
         probability[chosen] = score(store, artifact, ex.take(chosen).rows, patch=patch)
-    return replace(md, probability=probability)
+    return replace(md, probability=probability, slate=replace(md.slate, score=probability[chosen]))
 
 
 def hour_bucket(times: np.ndarray) -> np.ndarray:

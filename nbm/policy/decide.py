@@ -15,6 +15,7 @@ same code. Feature computation and scoring happen before, in the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,7 +221,11 @@ def suppressed_pairs(candidates: ScoredCandidates, batch: BatchDecision, rows: n
 @dataclass(frozen=True)
 class Slate:
     """Up to ``k`` items per decision: ``items`` rows are (decision, candidate row, send_at, propensity, rank),
-    and ``propensity_error``, the standard error of each propensity (0 where it is exact; Thompson's estimate)."""
+    and ``propensity_error``, the standard error of each propensity (0 where it is exact; Thompson's estimate).
+
+    ``row`` names the item's (message, channel) by one of its candidate rows; ``send_at`` is the item's own
+    send time and ``score`` its probability there — the row's own unless a ``reslot`` moved it (see
+    :func:`decide_slate`)."""
 
     decision: np.ndarray
     row: np.ndarray
@@ -229,18 +234,32 @@ class Slate:
     rank: np.ndarray
     first: BatchDecision
     propensity_error: np.ndarray | None = None
+    score: np.ndarray | None = None
+
+
+Reslot = Callable[[np.ndarray], "tuple[np.ndarray, ScoredCandidates, ContactDecision] | None"]
+"""Given chosen candidate rows, the other send slots of those whose pair was scored at one slot only:
+``(owner, extra, verdict)`` — per extra row the position of its chosen row in the given ones (sorted, each
+owner's rows in slot order, its chosen slot among them), the extra rows scored, and the contact policy's
+verdict on them before any pick of the decision. ``None`` when every chosen pair has all its slots."""
 
 
 def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
                  timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
                  k: int = 1, threshold: float = 0.0, arms: Arms | None = None,
-                 contact: ContactDecision | None = None) -> Slate:
+                 contact: ContactDecision | None = None, reslot: Reslot | None = None) -> Slate:
     """``k`` items per decision, chosen one after another by :func:`decide_batch`.
 
     After each pick the chosen (message, channel) leaves the candidates and its send joins the user's
     history, so the contact policy judges the next pick with it (two items never break a cap or the
     minimum gap together). Each item's propensity is its probability given the items before it; the
     slate's probability is their product. ``k = 1`` is exactly :func:`decide_batch`.
+
+    ``reslot``: when the candidates hold some pairs at one send slot only (two-stage scoring), a pick of
+    such a pair is sent at its best allowed slot by the model, found after the choice: ``reslot`` scores
+    the pair's other slots, the contact policy judges them with the decision's earlier picks, and the
+    best allowed one by expected value (the earliest on a tie) is the item's send time and score. The
+    pick's propensity is unchanged: the send time is a function of the chosen pair.
     """
     group = np.asarray(group, np.int64)
     keep = np.arange(len(group))
@@ -260,8 +279,12 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         if not len(decided):
             break
         rows = keep[b.chosen[decided]]
-        parts.append((decided, rows, b.send_at[b.chosen[decided]], b.propensity[decided], np.full(len(decided), rank),
-                      b.propensity_error[decided]))
+        at = b.send_at[b.chosen[decided]].copy()
+        probability = np.asarray(take(candidates.probability, rows), dtype=float).copy()
+        if reslot is not None:
+            _reslot(reslot, rows, decided, at, probability, rank, hist, timezones, policy)
+        parts.append((decided, rows, at, b.propensity[decided], np.full(len(decided), rank),
+                      b.propensity_error[decided], probability))
         if rank + 1 == k:
             break
         # The chosen pairs leave; their sends count for the next pick (and only decisions that chose go on).
@@ -270,7 +293,6 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         keep = keep[still]
         cm = np.asarray(take(candidates.message_id, rows), dtype=object)
         cc = np.asarray(take(candidates.channel, rows), dtype=object)
-        at = b.send_at[b.chosen[decided]]
         merged_group = np.concatenate([hist.group, decided])
         order = np.lexsort((np.concatenate([hist.times, at]), merged_group))
         hist = SendHistories(merged_group[order], np.concatenate([hist.times, at])[order],
@@ -279,8 +301,32 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         contact = None
     if not parts:
         e = np.zeros(0, np.int64)
-        return Slate(e, e, e, np.zeros(0), e, first, np.zeros(0))
-    cols = [np.concatenate([p[i] for p in parts]) for i in range(6)]
+        return Slate(e, e, e, np.zeros(0), e, first, np.zeros(0), np.zeros(0))
+    cols = [np.concatenate([p[i] for p in parts]) for i in range(7)]
     order = np.lexsort((cols[4], cols[0]))
-    *columns, error = (c[order] for c in cols)
-    return Slate(*columns, first, error)
+    *columns, error, score = (c[order] for c in cols)
+    return Slate(*columns, first, error, score)
+
+
+def _reslot(reslot: Reslot, rows: np.ndarray, decided: np.ndarray, at: np.ndarray, probability: np.ndarray,
+            rank: int, hist: SendHistories, timezones: np.ndarray, policy: ContactPolicyConfig) -> None:
+    """Move the picks ``rows`` (of decisions ``decided``) whose pair had one slot scored to its best allowed
+    slot: ``at`` and ``probability`` are updated in place (see :func:`decide_slate`)."""
+    more = reslot(rows)
+    if more is None:
+        return
+    owner, extra, verdict = more
+    if not len(owner):
+        return
+    if rank > 0:     # the earlier picks of the decision are in ``hist`` now: judge the slots again with them
+        verdict = apply_contact_policy_batch(decided[owner], extra.channel, extra.message_id, extra.send_at,
+                                             timezones, hist, policy)
+    weight = 1.0 if extra.weight is None else np.asarray(extra.weight, dtype=float)
+    expected = np.asarray(extra.probability, dtype=float) * np.asarray(extra.value, dtype=float) * weight
+    ok = np.flatnonzero(np.asarray(verdict.allowed, dtype=bool))
+    if not len(ok):
+        return
+    best = _best_row_per_pair(ok, np.asarray(owner, dtype=np.int64), expected)
+    o = np.asarray(owner, dtype=np.int64)[best]
+    at[o] = np.asarray(verdict.send_at, dtype=np.int64)[best]
+    probability[o] = np.asarray(extra.probability, dtype=float)[best]
