@@ -4,8 +4,9 @@ The greedy decision of ``features.replay.model_decide`` (every allowed pair at i
 every allowed slot of the best ``top_pairs`` pairs) against full enumeration (every allowed
 (message, channel, slot) scored, the best expected value taken), on ``--decisions`` users decided as of
 one time. Printed per ``top_pairs``: the share of decisions whose choice has the best expected value, the
-share of the best expected value attained (summed over decisions), the worst decision's ratio, and the
-seconds of the decision batch beside full enumeration's (scoring every row, same run).
+share of the best expected value attained (summed over decisions), the worst decision's ratio, the scored
+rows each decision chose among, and the seconds of the decision batch beside full enumeration's (scoring
+every row from scratch, same run).
 
     .venv/bin/python benchmarks/two_stage.py [--world DIR] [--decisions 500] [--top 4 8 16]
     NBM_HOME=HOME .venv/bin/python benchmarks/two_stage.py --data DIR     # another world (its champion)
@@ -72,7 +73,8 @@ def main() -> None:
           f"{len(p) / max(len(decided), 1):.0f} allowed (pair, slot) rows and "
           f"{np.unique(p).size / max(len(decided), 1):.0f} allowed pairs a decision")
     print(f"full enumeration: {full_seconds:.3f} s ({full_seconds / len(users) * 1e3:.2f} ms a decision)")
-    print(f"{'top_pairs':>9s} {'best found':>10s} {'value kept':>10s} {'worst':>7s} {'seconds':>8s} {'ms/decision':>11s}")
+    print(f"{'top_pairs':>9s} {'best found':>10s} {'value kept':>10s} {'worst':>7s} {'rows seen':>9s} {'seconds':>8s} "
+          f"{'ms/decision':>11s}")
     for top in args.top:
         start = time.perf_counter()
         md = model_decide(store, artifact, pairs, hist, Greedy(), np.random.default_rng(0), top_pairs=top,
@@ -84,7 +86,8 @@ def main() -> None:
                        * weight[_pair_index(pairs, md, np.maximum(rows, 0))], 0.0)
         found = np.isclose(got, best, rtol=1e-6, atol=0.0)
         ratio = np.divide(got, best, out=np.ones_like(best), where=best > 0)
-        print(f"{top:9d} {found.mean():10.1%} {got.sum() / best.sum():10.2%} {ratio.min():7.3f} {seconds:8.3f} "
+        seen = len(md.scored.group) / len(users)          # scored rows the decision chose among, a decision
+        print(f"{top:9d} {found.mean():10.1%} {got.sum() / best.sum():10.2%} {ratio.min():7.3f} {seen:9.0f} {seconds:8.3f} "
               f"{seconds / len(users) * 1e3:11.2f}")
 
 

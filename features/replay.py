@@ -34,8 +34,6 @@ from nbm.policy.contact import ContactDecision, SendHistories, apply_contact_pol
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
 from nbm.policy.explore import Arms, Explorer, Greedy, Softmax
 
-TOP_PAIRS = 4
-"""Pairs per decision scored at every slot in :func:`model_decide`'s second stage."""
 RESLOT_MAX_ROWS = 1_000_000
 """Up to this many stage-1 rows, their feature columns are kept and reused for stage 2."""
 
@@ -146,7 +144,7 @@ class ModelDecisions:
 
 def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pairs | Expanded,
                  histories: SendHistories, explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
-                 top_pairs: int = TOP_PAIRS, weight: np.ndarray | None = None,
+                 top_pairs: int | None = None, weight: np.ndarray | None = None,
                  contact: PairContact | ContactDecision | None = None, k: int = 1, arms: dict | None = None,
                  patch=None) -> ModelDecisions:
     """The model's decision policy for every decision of ``candidates`` (two-stage scoring, then ``decide_slate``).
@@ -158,7 +156,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     choice (``decide_slate``'s ``reslot``), judged with the decision's earlier items.
     ``candidates`` are :class:`Pairs` (or the rows of ``expand_many``); ``contact`` is the contact policy's
     verdict on them, computed when not given; ``weight`` the business weight of each message (by code in
-    the vocabulary), by default the configured ones (``[arbitration]``); ``arms`` maps (message, channel) to Thompson
+    the vocabulary), by default the configured ones (``[arbitration]``, as is ``top_pairs``); ``arms`` maps (message, channel) to Thompson
     sampling's (successes, failures); ``patch`` see :func:`score`.
     """
     pairs, contact = _as_pairs(store, candidates, histories, contact)
@@ -180,7 +178,7 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
         ref_probability = score(store, artifact, ref_rows, patch=patch)
     ref_value = ref_probability * pairs.value[live] * (1.0 if weight is None else weight[live])
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
-    top_pairs = max(top_pairs, k + 3)
+    top_pairs = max(store.config.arbitration.top_pairs if top_pairs is None else top_pairs, k + 3)
     top = top_per_group(pairs.group[live], ref_value, top_pairs)
     # Stage 2: every allowed slot of those pairs; the other pairs keep their reference slot.
     top_index = np.flatnonzero(top)

@@ -89,7 +89,8 @@ class LifecycleConfig(_Section):
 
 
 class ArbitrationConfig(_Section):
-    """Business weights: the decision ranks allowed candidates by probability × message value × weight.
+    """Business weights: the decision ranks allowed candidates by probability × message value × weight; and
+    how wide two-stage scoring searches (``top_pairs``).
 
     A message's weight is its own (``message_weights``) when it has one, else its topic's
     (``topic_weights``), else 1. A weight of 0 keeps a message from being chosen while it stays
@@ -98,6 +99,10 @@ class ArbitrationConfig(_Section):
 
     message_weights: dict[str, float] = Field(default_factory=dict, description="weight per message id")
     topic_weights: dict[str, float] = Field(default_factory=dict, description="weight per topic")
+    top_pairs: int = Field(8, ge=1, le=10_000, description="two-stage scoring: the (message, channel) pairs per "
+                           "decision, best at their reference slot, that are scored at every allowed slot (at least "
+                           "k + 3); more finds full enumeration's best more often, at more rows scored "
+                           "(benchmarks/two_stage.py)")
 
     @field_validator("message_weights", "topic_weights")
     @classmethod
