@@ -55,9 +55,21 @@ redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 1
 """
 
+# Exact ``a < b`` of two times (int64 ns as Python writes them: decimal, no leading zeros). Lua's numbers are
+# doubles, which tell apart only times ~256 ns apart; SQLite keeps the exact earliest loss, and so must this.
+_BEFORE = """
+local function before(a, b)
+  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
+  if na ~= nb then return na end
+  if na then a, b = b:sub(2), a:sub(2) end
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+"""
+
 # KEYS: events, impressions, successes, seq, then per event (sends, ver, dsend, lost).
 # ARGV: target, then per event (event_id, row, event_type, at, channel, message, decision_id).
-_FEEDBACK = """
+_FEEDBACK = _BEFORE + """
 local accepted, duplicates = 0, 0
 local n = (#ARGV - 1) / 7
 for i = 0, n - 1 do
@@ -83,7 +95,7 @@ for i = 0, n - 1 do
       redis.call('HINCRBY', KEYS[2], cjson.encode({msg, ch}), 1)
     elseif (kind == 'unsubscribe' or kind == 'bounce') and ch ~= '' then
       local old = redis.call('HGET', KEYS[k + 3], ch)
-      if (not old) or tonumber(at) < tonumber(old) then redis.call('HSET', KEYS[k + 3], ch, at) end
+      if (not old) or before(at, old) then redis.call('HSET', KEYS[k + 3], ch, at) end
     elseif kind == ARGV[1] then
       if (msg == '' or ch == '') and dec ~= '' then
         local item = redis.call('HGET', KEYS[k + 2], 'sent') or redis.call('HGET', KEYS[k + 2], 'first')
@@ -100,9 +112,9 @@ return {accepted, duplicates}
 """
 
 # KEYS: lost.  ARGV: channel, at — the earliest loss per channel (the rule _FEEDBACK applies), for the backfill.
-_LOST_EARLIEST = """
+_LOST_EARLIEST = _BEFORE + """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (not old) or tonumber(ARGV[2]) < tonumber(old) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if (not old) or before(ARGV[2], old) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 """
 
 _DECISION_COLUMNS = ["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "model_version",

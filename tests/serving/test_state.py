@@ -160,6 +160,16 @@ def test_an_unsubscribe_or_a_bounce_loses_the_channel_from_its_earliest_time(sto
     assert store.arms() == {}                                                     # no impression either
 
 
+def test_the_earliest_loss_is_exact_to_the_nanosecond(store) -> None:
+    """Times 1 ns apart (a double tells apart only ~256 ns here), before 1970 too; then the backfill's rule."""
+    old = -pd.Timestamp("1950-01-01T00:00:00Z").value            # a time before the epoch, negated
+    steps = [("e1", NOW + 3, NOW + 3), ("e2", NOW + 1, NOW + 1), ("e3", NOW + 2, NOW + 1),
+             ("e4", -old + 1, -old + 1), ("e5", -old - 1, -old - 1), ("e6", -old, -old - 1)]
+    for event_id, at, earliest in steps:
+        assert store.feedback([_loss(event_id, "u", at, "sms")]) == (1, 0)
+        assert store.contacts("u", NOW, LOOKBACK).lost == {"sms": earliest}, event_id
+
+
 def test_a_state_file_from_before_losses_were_kept_finds_them_in_its_feedback(tmp_path) -> None:
     import sqlite3
 
@@ -382,3 +392,6 @@ def test_a_redis_store_from_before_losses_were_kept_finds_them_in_its_feedback(t
     assert open_state(url).contacts("u", NOW, LOOKBACK).lost == {"sms": NOW - 2 * DAY}
     raw.delete(store._key("lost", "u"))
     assert open_state(url).contacts("u", NOW, LOOKBACK).lost == {}        # once per database, not every open
+    store.feedback([_loss("y1", "w", NOW + 3, "sms"), _loss("y2", "w", NOW + 1, "sms")])    # exact, as feedback is
+    raw.delete(store._key("lost", "w"), store._key("lost", "ready"))
+    assert open_state(url).contacts("w", NOW, LOOKBACK).lost == {"sms": NOW + 1}
