@@ -1,5 +1,5 @@
-"""`nbm serve` as a subprocess with 2 workers: concurrent requests never break a cap; state survives a restart;
-keep-alive connections end up spread evenly over the workers."""
+"""`nbm serve` as a subprocess with 2 workers: concurrent requests for one user, decided by both workers at
+once, never break a cap; state survives a restart; keep-alive connections end up spread evenly over the workers."""
 
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ def _split(port: int) -> list[int] | None:
     return sorted(collections.Counter(re.findall(r"pid=(\d+)", out)).values())
 
 
-def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
-    """Eight keep-alive connections, one request each a round (as a campaign engine's pool sends them):
-    the workers' counts of keep-alive connections once they are 4 and 4 — and so are the connections each
-    worker process holds (``ss``) — (the workers close connections of the one above its share until they
-    are; serving/balance.py), or the last counts seen."""
+def _spread_connections(port: int, home, users: list[str], rounds: int = 60):
+    """Eight keep-alive connections, one request each a round (as a campaign engine's pool sends them),
+    until the workers' counts of keep-alive connections are 4 and 4 — and so are the connections each worker
+    process holds (``ss``) — (the workers close connections of the one above its share until they are;
+    serving/balance.py): the connections (open) and the last counts seen."""
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(8)]
     path = workers_file(Path(home).resolve(), "127.0.0.1", port)
     users = itertools.cycle(users)
@@ -80,18 +80,29 @@ def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
     try:
         for _ in range(rounds):
             for connection in connections:
-                connection.request("POST", "/recommend", json.dumps({"user_id": next(users), "now": NOW}),
-                                   {"content-type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                assert response.status == 200
+                assert _ask(connection, {"user_id": next(users), "now": NOW})[0] == 200
             slots = read(path)
             counts = sorted(slots[slots[:, 1] > 0, 0].tolist())
             if counts == [4, 4] and _split(port) in ([4, 4], None):
-                return counts
-    finally:
+                break
+    except BaseException:
         for connection in connections:
             connection.close()
+        raise
+    return connections, counts
+
+
+def _ask(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict]:
+    connection.request("POST", "/recommend", json.dumps(body), {"content-type": "application/json"})
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
+    """:func:`_spread_connections`' last counts (its connections closed)."""
+    connections, counts = _spread_connections(port, home, users, rounds)
+    for connection in connections:
+        connection.close()
     return counts
 
 
@@ -114,9 +125,29 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
             probe = _post(port, "/recommend", {"user_id": user, "now": "2026-10-28T00:00:00Z", "k": 2})
             if len(probe["items"]) == 2:
                 break
-        with ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda _: _post(port, "/recommend", {"user_id": user, "now": NOW, "k": 2}),
-                                    range(24)))
+        # The concurrent requests for one user go over eight keep-alive connections that the workers hold
+        # four and four (``ss``), each kept for the whole burst: both workers decide for that user at once.
+        connections, counts = _spread_connections(port, home, candidates[200:])
+        try:
+            assert counts == [4, 4] and _split(port) in ([4, 4], None), (counts, _split(port))
+            sockets = [c.sock for c in connections]
+            barrier = threading.Barrier(len(connections))
+
+            def burst(connection) -> list[dict]:
+                barrier.wait()
+                out = []
+                for _ in range(3):
+                    status, answer = _ask(connection, {"user_id": user, "now": NOW, "k": 2})
+                    assert status == 200
+                    out.append(answer)
+                return out
+
+            with ThreadPoolExecutor(len(connections)) as pool:
+                answers = [a for part in pool.map(burst, connections) for a in part]
+            assert [c.sock for c in connections] == sockets, "a connection moved during the burst"
+        finally:
+            for connection in connections:
+                connection.close()
         items = [i for a in answers for i in a["items"]]
         assert len(items) >= 2, "the concurrent requests got nothing: the test proves nothing"
         _check_caps(items)
