@@ -12,8 +12,9 @@ reference slot (the allowed slot nearest the middle of the day's slots), then ev
 decision's ``top_pairs`` best pairs, and decides among those. A pick outside the top pairs (an
 explorer's, or a later item's of a slate once the earlier ones rule the top pairs out) has its other
 allowed slots scored after the choice, so every item is sent at its pair's best allowed slot by the model
-(``tests/serving/test_send_time.py`` checks every item against full enumeration). The greedy first pick
-is always a top pair: a pair outside them is worth no more at its reference slot than the top ones.
+(``tests/serving/test_send_time.py`` checks every item's score, and its send time where one slot is
+clearly best, against full enumeration). The greedy first pick is a top pair unless more than
+``top_pairs`` pairs tie for the best value: a pair outside them is worth no more at its reference slot.
 ``ModelDecisions.batch`` (what off-policy evaluation reads) keeps such a pick at its reference slot;
 ``ModelDecisions.slate`` holds each item's own send time and score.
 """

@@ -68,12 +68,13 @@ def _truth(store, pairs, hist, full, pair: int, earlier: list[tuple[int, str, st
                                          np.full(len(slots), message, dtype=object), pairs.slot_times[g, slots],
                                          pairs.timezones[[g]], one, store.config.contact_policy)
     allowed = np.flatnonzero(np.asarray(verdict.allowed, dtype=bool))
-    assert len(allowed), "an item was sent at a slot the contact policy forbids"
+    assert len(allowed), "no slot of an item's pair is allowed"
     probability = np.array([full[pair, int(slots[i])] for i in allowed])
     expected = probability * float(pairs.value[pair])
     best = int(np.argmax(expected))
     runner_up = np.sort(expected)[-2] if len(expected) > 1 else -np.inf
-    return int(np.asarray(verdict.send_at)[allowed[best]]), probability[best], expected[best], runner_up
+    sends = np.asarray(verdict.send_at)[allowed]
+    return int(sends[best]), probability[best], expected[best], runner_up, set(sends.tolist())
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -98,8 +99,9 @@ def test_every_pick_is_sent_at_its_pairs_best_allowed_slot(world, k) -> None:
         earlier: list[tuple[int, str, str]] = []
         for j in items:
             q = int(pair[j])
-            send, probability, expected, runner_up = _truth(store, pairs, hist, full, q, earlier)
+            send, probability, expected, runner_up, allowed_sends = _truth(store, pairs, hist, full, q, earlier)
             np.testing.assert_allclose(slate.score[j], probability, rtol=1e-7)
+            assert int(slate.send_at[j]) in allowed_sends, (d, j)     # an allowed send time, ties or not
             if expected - runner_up > 1e-7 * expected:        # a clear best slot: its send time exactly
                 assert int(slate.send_at[j]) == send, (d, j)
             moved += int(slate.send_at[j]) != reference_send[q]

@@ -134,7 +134,7 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
             barrier = threading.Barrier(len(connections))
 
             def burst(connection) -> list[dict]:
-                barrier.wait()
+                barrier.wait(timeout=60)
                 out = []
                 for _ in range(3):
                     status, answer = _ask(connection, {"user_id": user, "now": NOW, "k": 2})
