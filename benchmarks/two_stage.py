@@ -59,11 +59,11 @@ def main() -> None:
     pairs = expand_pairs(store, users, t)
     hist = send_histories(store, users, t, 8.0)
     contact = pair_contact(store, pairs, hist)
-    weight = store.history.catalog_arrays["weight"][pairs.message_code]
+    weight = store.history.catalog_arrays["weight"]                   # per message code
 
     start = time.perf_counter()
     p, s = np.nonzero(contact.allowed)                 # sorted by pair, so by decision
-    expected = score(store, artifact, pairs.rows(p, s).rows) * pairs.value[p] * weight[p]
+    expected = score(store, artifact, pairs.rows(p, s).rows) * pairs.value[p] * weight[pairs.message_code[p]]
     full_seconds = time.perf_counter() - start
     group = pairs.group[p]
     decided = np.unique(group)
@@ -81,25 +81,14 @@ def main() -> None:
                           contact=contact)
         seconds = time.perf_counter() - start
         b = md.batch
-        rows = b.chosen[decided]
-        got = np.where(rows >= 0, md.probability[np.maximum(rows, 0)] * md.scored.value[np.maximum(rows, 0)]
-                       * weight[_pair_index(pairs, md, np.maximum(rows, 0))], 0.0)
+        rows = np.maximum(b.chosen[decided], 0)
+        got = np.where(b.chosen[decided] >= 0, md.probability[rows] * md.scored.value[rows]
+                       * weight[md.scored.rows.message_code[rows]], 0.0)
         found = np.isclose(got, best, rtol=1e-6, atol=0.0)
         ratio = np.divide(got, best, out=np.ones_like(best), where=best > 0)
         seen = len(md.scored.group) / len(users)          # scored rows the decision chose among, a decision
         print(f"{top:9d} {found.mean():10.1%} {got.sum() / best.sum():10.2%} {ratio.min():7.3f} {seen:9.0f} {seconds:8.3f} "
               f"{seconds / len(users) * 1e3:11.2f}")
-
-
-def _pair_index(pairs, md, rows: np.ndarray) -> np.ndarray:
-    """The pair (index into ``pairs``) of scored rows ``rows``: pairs are sorted by (decision, message,
-    channel), so a search on that key."""
-    width = np.int64(len(pairs.channels) + 1)
-    depth = np.int64(len(pairs.messages) + 1) * width
-    key = pairs.group.astype(np.int64) * depth + pairs.message_code * width + pairs.channel_code
-    r = md.scored
-    want = r.group[rows].astype(np.int64) * depth + r.rows.message_code[rows] * width + r.rows.channel_code[rows]
-    return np.searchsorted(key, want)
 
 
 if __name__ == "__main__":

@@ -200,21 +200,17 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
                                   scored.value, None if weight is None else weight[p], pair=p)
     # A pick outside the top pairs (an explorer's, or a later rank's once caps rule the top out) is sent at
     # its best allowed slot too: its other slots are scored after the choice (``decide_slate``'s ``reslot``).
-    full = np.zeros(len(pairs.group), dtype=bool)
-    full[live[top]] = True
-    stage1 = np.full(len(pairs.group), -1, dtype=np.int64)
-    stage1[live] = np.arange(len(live))
-
     def reslot(chosen: np.ndarray):
         chosen_pair = p[chosen]
-        need = np.flatnonzero(~full[chosen_pair])
+        position = np.searchsorted(live, chosen_pair)         # a chosen pair's row in stage 1 (``live`` is sorted)
+        need = np.flatnonzero(~top[position])
         if not len(need):
             return None
         o, slot = np.nonzero(allowed[chosen_pair[need]])
         owner, pair = need[o], chosen_pair[need[o]]
         extra = pairs.rows(pair, slot, spread_ids=True)
         if base is not None:
-            extra_probability = artifact.score(store.reslot_columns(base, stage1[pair], extra.rows))
+            extra_probability = artifact.score(store.reslot_columns(base, position[need[o]], extra.rows))
         else:
             extra_probability = score(store, artifact, extra.rows, patch=patch)
         return owner, ScoredCandidates(extra.rows.message_id, extra.rows.channel, extra.rows.send_at,

@@ -53,8 +53,7 @@ def slate_items(md, start: int = 0, stop: int | None = None) -> list[dict]:
         return []
     messages, channels = _texts(np.asarray(rows.message_id[r])), _texts(np.asarray(rows.channel[r]))
     sends = [iso_utc(t) for t in np.asarray(slate.send_at[start:stop], dtype=np.int64).tolist()]
-    score = md.probability[r] if slate.score is None else slate.score[start:stop]     # at the item's send time
-    scores = [round(x, 6) for x in np.asarray(score, dtype=float).tolist()]
+    scores = [round(x, 6) for x in np.asarray(slate.score[start:stop], dtype=float).tolist()]   # at its send time
     propensities = [round(x, 6) for x in np.asarray(slate.propensity[start:stop], dtype=float).tolist()]
     items = [{"message_id": m, "channel": c, "send_at": t, "score": sc, "propensity": pr}
              for m, c, t, sc, pr in zip(messages, channels, sends, scores, propensities)]

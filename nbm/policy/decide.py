@@ -199,8 +199,8 @@ def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, po
     if not len(slate.row):
         return Decision([], suppressed, str(batch.reason[0]))
     items = [Item(str(candidates.message_id[r]), str(candidates.channel[r]), pd.Timestamp(int(t), tz="UTC"),
-                  float(candidates.probability[r]), float(p))
-             for r, t, p in zip(slate.row, slate.send_at, slate.propensity)]
+                  float(score), float(p))
+             for r, t, score, p in zip(slate.row, slate.send_at, slate.score, slate.propensity)]
     return Decision(items, suppressed, "", float(batch.propensity_error[0]))
 
 
@@ -316,6 +316,7 @@ def _reslot(reslot: Reslot, rows: np.ndarray, decided: np.ndarray, at: np.ndarra
     if more is None:
         return
     owner, extra, verdict = more
+    owner = np.asarray(owner, dtype=np.int64)
     if not len(owner):
         return
     if rank > 0:     # the earlier picks of the decision are in ``hist`` now: judge the slots again with them
@@ -326,7 +327,7 @@ def _reslot(reslot: Reslot, rows: np.ndarray, decided: np.ndarray, at: np.ndarra
     ok = np.flatnonzero(np.asarray(verdict.allowed, dtype=bool))
     if not len(ok):
         return
-    best = _best_row_per_pair(ok, np.asarray(owner, dtype=np.int64), expected)
-    o = np.asarray(owner, dtype=np.int64)[best]
+    best = _best_row_per_pair(ok, owner, expected)
+    o = owner[best]
     at[o] = np.asarray(verdict.send_at, dtype=np.int64)[best]
     probability[o] = np.asarray(extra.probability, dtype=float)[best]
