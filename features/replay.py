@@ -13,10 +13,10 @@ decision's ``top_pairs`` best pairs, and decides among those. A pick outside the
 explorer's, or a later item's of a slate once the earlier ones rule the top pairs out) has its other
 allowed slots scored after the choice, so every item is sent at its pair's best allowed slot by the model
 (``tests/serving/test_send_time.py`` checks every item's score, and its send time where one slot is
-clearly best, against full enumeration). The greedy first pick is a top pair unless more than
-``top_pairs`` pairs tie for the best value: a pair outside them is worth no more at its reference slot.
-``ModelDecisions.batch`` (what off-policy evaluation reads) keeps such a pick at its reference slot;
-``ModelDecisions.slate`` holds each item's own send time and score.
+clearly best, against full enumeration). The greedy first pick is always a top pair when its value is
+positive (pairs tied with the ``top_pairs``-th best value are all kept), scored at every allowed slot, so
+``ModelDecisions.batch`` (what off-policy evaluation reads) has the greedy item's own send time; ``ModelDecisions.slate`` holds every
+item's own send time and score.
 """
 
 from __future__ import annotations
@@ -246,8 +246,11 @@ def reference_slots(allowed: np.ndarray, middle: np.ndarray) -> tuple[np.ndarray
 
 
 def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
-    """Bool per row: among the ``k`` highest ``value`` of its group (``group`` sorted; a tie goes to the
-    earlier row). One partition per group in a (groups × largest group) table, not a sort of every row."""
+    """Bool per row: among the ``k`` highest ``value`` of its group (``group`` sorted), and every row tied
+    with the group's k-th highest when that value is positive — so a greedy choice, which draws between
+    tied rows, never falls outside. Rows tied at a value ≤ 0 (worth nothing at any slot) go to the
+    earlier row, up to ``k``. One partition per group in a (groups × largest group) table, not a sort of
+    every row."""
     n = len(group)
     if not n:
         return np.zeros(0, dtype=bool)
@@ -262,7 +265,7 @@ def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
     kth = -np.partition(-table, k - 1, axis=1)[:, k - 1:k]           # each group's k-th highest value
     above = table > kth
     tied = table == kth
-    room = k - above.sum(axis=1, keepdims=True)                         # ties that still fit, earliest first
+    room = np.where(kth > 0, table.shape[1], k - above.sum(axis=1, keepdims=True))   # ties kept: all, or earliest
     chosen = above | (tied & (np.cumsum(tied, axis=1) <= room))
     return chosen[run, position]
 

@@ -36,18 +36,28 @@ def test_pairs_expand_to_every_candidate_expand_finds(dataset, config) -> None:
     np.testing.assert_array_equal(p_again, p)
 
 
-def test_top_per_group_equals_a_stable_sort_per_group() -> None:
-    """The k best of each group (ties to the earlier row) against sorting each group on its own."""
+def test_top_per_group_equals_a_stable_sort_per_group_with_positive_ties_kept() -> None:
+    """The k best of each group against sorting each group on its own: every row tied with the k-th value
+    is kept when that value is positive; at a value ≤ 0 ties go to the earlier row, k in all."""
     rng = np.random.default_rng(2)
     for k in (1, 3, 7):
-        group = np.sort(rng.integers(0, 40, 900))
-        value = rng.choice([0.1, 0.2, 0.3, 0.5, np.nan], len(group), p=[0.3, 0.3, 0.2, 0.15, 0.05])
-        expected = np.zeros(len(group), dtype=bool)
-        for g in np.unique(group):
-            rows = np.flatnonzero(group == g)
-            key = np.where(np.isnan(value[rows]), -np.inf, value[rows])
-            expected[rows[np.argsort(-key, kind="stable")[:k]]] = True
-        np.testing.assert_array_equal(top_per_group(group, value, k), expected)
+        for levels in ([0.1, 0.2, 0.3, 0.5, np.nan], [0.0, 0.0, 0.3, 0.5, np.nan], [-0.1, 0.0, 0.0, 0.2, np.nan]):
+            group = np.sort(rng.integers(0, 40, 900))
+            value = rng.choice(levels, len(group), p=[0.3, 0.3, 0.2, 0.15, 0.05])
+            expected = np.zeros(len(group), dtype=bool)
+            for g in np.unique(group):
+                rows = np.flatnonzero(group == g)
+                key = np.where(np.isnan(value[rows]), -np.inf, value[rows])
+                ranked = rows[np.argsort(-key, kind="stable")]
+                expected[ranked[:k]] = True
+                if len(rows) > k and key.max() > -np.inf:
+                    kth = np.sort(key)[::-1][k - 1]
+                    if kth > 0:
+                        expected[rows[key == kth]] = True
+            got = top_per_group(group, value, k)
+            np.testing.assert_array_equal(got, expected)
+            if levels[0] > 0:                 # positive ties at the k-th value are common here: kept, more than k
+                assert (np.bincount(group, weights=got) > k).any()
 
 
 def test_reference_slots_are_the_allowed_slot_nearest_the_middle_first_on_a_tie() -> None:

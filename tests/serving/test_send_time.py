@@ -147,3 +147,35 @@ def test_the_greedy_pick_needs_no_reslot_so_off_policy_evaluation_reads_the_answ
         best = max(full[a, s] * float(pairs.value[a]) for a in np.flatnonzero(pairs.group == g)
                    for s in np.flatnonzero(contact.allowed[a]))
         assert slate.score[j] * float(pairs.value[q]) <= best * (1 + 1e-7)
+
+
+class _Flat:
+    """A model that gives every candidate the same probability: with weights of 1 / value, every
+    (message, channel, slot) of a decision ties for the best expected value."""
+
+    def __init__(self, artifact) -> None:
+        self.artifact = artifact
+
+    def score(self, columns) -> np.ndarray:
+        return np.full(len(next(iter(columns.values()))), 0.05)
+
+
+def test_a_greedy_pick_among_more_tied_pairs_than_top_pairs_is_still_at_its_scored_slot(world) -> None:
+    """More pairs tie for the best value than ``top_pairs``: all of them are kept for stage 2, so a greedy
+    draw between them (its propensity shared) never lands on a pair scored at one slot only, and
+    ``md.batch`` (what off-policy evaluation reads) has the answer's send time."""
+    from features.replay import model_decide
+    from nbm.policy.explore import Greedy
+
+    store, artifact, pairs, hist, contact, full = world
+    n_codes = int(pairs.message_code.max()) + 1
+    weight = np.ones(n_codes)
+    weight[pairs.message_code] = 1.0 / np.maximum(pairs.value, 1e-9)
+    md = model_decide(store, _Flat(artifact), pairs, hist, Greedy(), np.random.default_rng(3), top_pairs=2,
+                      weight=weight, contact=contact)
+    b, slate = md.batch, md.slate
+    allowed_pairs = np.bincount(pairs.group[contact.allowed.any(axis=1)], minlength=pairs.n_groups)
+    assert len(slate.row) >= 60 and (allowed_pairs[slate.decision] > 4).mean() > 0.9   # more tie than the 4 kept (k + 3)
+    np.testing.assert_array_equal(b.chosen[slate.decision], slate.row)
+    np.testing.assert_array_equal(b.send_at[b.chosen[slate.decision]], slate.send_at)
+    assert (slate.propensity < 0.5).mean() > 0.9          # the draw is between many tied rows
