@@ -92,10 +92,15 @@ def _spread_connections(port: int, home, users: list[str], rounds: int = 60):
     return connections, counts
 
 
-def _ask(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict]:
+def _ask(connection: http.client.HTTPConnection, body: dict) -> tuple[int, dict | str]:
+    """A `/recommend` on ``connection``: the status and the answer (its text when it is not JSON)."""
     connection.request("POST", "/recommend", json.dumps(body), {"content-type": "application/json"})
     response = connection.getresponse()
-    return response.status, json.loads(response.read())
+    text = response.read()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, text.decode(errors="replace")
 
 
 def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
@@ -104,6 +109,40 @@ def _keep_alive_spread(port: int, home, users: list[str], rounds: int = 60):
     for connection in connections:
         connection.close()
     return counts
+
+
+def _user_with_two_items(port: int, users) -> str:
+    """The next of ``users`` who gets two items (asked days before the burst: its plan has expired by then)."""
+    for user in users:
+        if len(_post(port, "/recommend", {"user_id": user, "now": "2026-10-28T00:00:00Z", "k": 2})["items"]) == 2:
+            return user
+    raise AssertionError("no user gets two items")
+
+
+def _burst_on_both_workers(port: int, home, user: str, spread_users: list[str]) -> tuple[list[dict], bool]:
+    """Three requests for ``user`` on each of eight keep-alive connections at once, the workers holding four
+    and four: the answers, and whether every connection stayed on its socket for the whole burst."""
+    connections, counts = _spread_connections(port, home, spread_users)
+    try:
+        assert counts == [4, 4] and _split(port) in ([4, 4], None), (counts, _split(port))
+        sockets = [c.sock for c in connections]
+        barrier = threading.Barrier(len(connections))
+
+        def burst(connection) -> list[dict]:
+            barrier.wait(timeout=60)
+            out = []
+            for _ in range(3):
+                status, answer = _ask(connection, {"user_id": user, "now": NOW, "k": 2})
+                assert status == 200, (status, answer)
+                out.append(answer)
+            return out
+
+        with ThreadPoolExecutor(len(connections)) as pool:
+            answers = [a for part in pool.map(burst, connections) for a in part]
+        return answers, [c.sock for c in connections] == sockets
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 @pytest.mark.slow
@@ -121,34 +160,21 @@ def test_two_workers_hold_the_caps_and_state_survives_a_restart(backend, served_
     port = free_port()
     process = start_service(data, home, port, workers=2, explorer="greedy", env=env)
     try:
-        for user in candidates[:80]:     # a user who gets something (asked days before: its plan has expired)
-            probe = _post(port, "/recommend", {"user_id": user, "now": "2026-10-28T00:00:00Z", "k": 2})
-            if len(probe["items"]) == 2:
-                break
         # The concurrent requests for one user go over eight keep-alive connections that the workers hold
         # four and four (``ss``), each kept for the whole burst: both workers decide for that user at once.
-        connections, counts = _spread_connections(port, home, candidates[200:])
-        try:
-            assert counts == [4, 4] and _split(port) in ([4, 4], None), (counts, _split(port))
-            sockets = [c.sock for c in connections]
-            barrier = threading.Barrier(len(connections))
-
-            def burst(connection) -> list[dict]:
-                barrier.wait(timeout=60)
-                out = []
-                for _ in range(3):
-                    status, answer = _ask(connection, {"user_id": user, "now": NOW, "k": 2})
-                    assert status == 200
-                    out.append(answer)
-                return out
-
-            with ThreadPoolExecutor(len(connections)) as pool:
-                answers = [a for part in pool.map(burst, connections) for a in part]
-            assert [c.sock for c in connections] == sockets, "a connection moved during the burst"
-        finally:
-            for connection in connections:
-                connection.close()
-        items = [i for a in answers for i in a["items"]]
+        # Should a worker close one mid-burst all the same (serving/balance.py closes a connection of a worker
+        # above its share; a stall of 1.6 s or 3 s between the spread and the burst did not make one here),
+        # the burst proves less: it is run again for another user, at most three in all, and every burst's
+        # items are checked against the caps all the same.
+        probes = iter(candidates[:80])
+        for _ in range(3):
+            user = _user_with_two_items(port, probes)
+            answers, held = _burst_on_both_workers(port, home, user, candidates[200:])
+            items = [i for a in answers for i in a["items"]]
+            _check_caps(items)
+            if held:
+                break
+        assert held, "a connection moved during every burst: the workers never decided together"
         assert len(items) >= 2, "the concurrent requests got nothing: the test proves nothing"
         _check_caps(items)
         first = next(a for a in answers if a["items"])
