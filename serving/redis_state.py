@@ -63,7 +63,11 @@ local function before(a, b)
   if na ~= nb then return na end
   if na then a, b = b:sub(2), a:sub(2) end
   if #a ~= #b then return #a < #b end
-  return a < b
+  for i = 1, #a do      -- byte by byte: Lua's string < follows the server's collation locale
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return false
 end
 """
 
