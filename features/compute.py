@@ -220,6 +220,24 @@ def _broadcast(values, inverse: np.ndarray, spread: bool = False):
     return np.asarray(values)[inverse]
 
 
+def lost_channels(history: History, user: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(users × channels of the vocabulary) bool: the user unsubscribed from or bounced on the channel before ``t``."""
+    n_ch = len(history.vocabulary.channels)
+    every = np.arange(n_ch)
+    return history.user_channel.totals(pair(np.repeat(user, n_ch), np.tile(every, len(user)), n_ch),
+                                       np.repeat(t, n_ch), ("lost",))["lost"].reshape(len(user), n_ch) > 0
+
+
+def consented_channels(history: History, user: np.ndarray) -> np.ndarray:
+    """(users × channels of the vocabulary) bool: the channels in each user's consent (none for a new user)."""
+    return np.asarray(_profile(history, user)["consent"], dtype=bool)
+
+
+def channel_loss_features(consent: np.ndarray, lost: np.ndarray) -> dict[str, np.ndarray]:
+    """The user features that the channels lost (``lost``, users × channels) decide."""
+    return {"user_unsubscribed_channels": lost.sum(axis=1), "user_consented_channels": (consent & ~lost).sum(axis=1)}
+
+
 def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, object]:
     """Features of the user alone as of ``t`` (plus ``_``-named parts other blocks need)."""
     cfg, voc = history.config, history.vocabulary
@@ -242,15 +260,12 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     recent = user_sums[30 * DAY_NS]
     implicit = 1 - np.exp(-(recent["visits"] + recent["opens"] + 2 * recent["clicks"] + 5 * recent["converts"]) / 10)
     n_ch = len(voc.channels)
-    every = np.arange(n_ch)
-    lost = history.user_channel.totals(pair(np.repeat(user, n_ch), np.tile(every, len(user)), n_ch),
-                                       np.repeat(t, n_ch), ("lost",))["lost"].reshape(len(user), n_ch) > 0
+    lost = lost_channels(history, user, t)
     explicit = 0.5 * profile["completeness"] + 0.5 * profile["consent"].sum(axis=1) / n_ch
     out["user_engagement_explicit"] = explicit
     out["user_engagement_implicit"] = implicit
     out["user_engagement_score"] = 0.3 * explicit + 0.7 * implicit
-    out["user_unsubscribed_channels"] = lost.sum(axis=1)
-    out["user_consented_channels"] = (profile["consent"] & ~lost).sum(axis=1)
+    out.update(channel_loss_features(profile["consent"], lost))
     out["time_hours_since_contact"] = (t - history.last["send"].last_time(user, t)) / HOUR_NS
     out["_sends_7d"] = user_sums[7 * DAY_NS]["sends"]
     out["_opens_90d"], out["_sends_90d"] = user_sums[90 * DAY_NS]["opens"], user_sums[90 * DAY_NS]["sends"]

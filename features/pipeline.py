@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from nbm.attribution import send_outcomes
-from features.compute import Candidates, featurise, featurise_columns, reslot_columns
+from features.compute import (Candidates, channel_loss_features, consented_channels, featurise, featurise_columns,
+                              lost_channels, reslot_columns)
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from nbm.config import NbmConfig
@@ -73,6 +74,13 @@ class FeatureStore:
 
     def reslot_columns(self, base: dict[str, np.ndarray], base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:
         return reslot_columns(self.history, self.globals.rates, base, base_index, rows)
+
+    def channel_losses(self, user_code: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(users × channels of the vocabulary) bool twice: each user's consent, and the channels the user
+        unsubscribed from or bounced on before ``t`` by the history."""
+        return consented_channels(self.history, user_code), lost_channels(self.history, user_code, t)
+
+    loss_features = staticmethod(channel_loss_features)
 
     def training_set(self) -> pd.DataFrame:
         """One row per logged send: ids, graded label, revenue, propensity, ranking group, features."""

@@ -6,7 +6,8 @@ alias, and opens the state store. Each ``/recommend`` then costs one candidate e
 two-stage scoring (every allowed (message, channel) at a reference slot, then every slot of the best
 pairs: what offline replay evaluates), one ``decide_slate()``, one read of the state store and one write;
 ``/recommend_batch`` does the same for all its requests at once. Sends known only to the state store (reported by ``/feedback`` or planned by earlier
-answers) count for the contact policy at once, and patch the contact-recency features of the snapshot.
+answers) count for the contact policy at once, and patch the contact-recency features of the snapshot;
+unsubscribes and bounces reported by feedback take the channel away and patch the channel-loss features.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ RESERVE_ATTEMPTS = 5
 PATCHED = ("time_hours_since_contact", "user_contacts_7d", "uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d",
            "um_received", "um_days_since_received")
 """Features that sends unknown to the snapshot (feedback, planned items) change at once."""
+LOSS_PATCHED = ("user_unsubscribed_channels", "user_consented_channels")
+"""Features that unsubscribes and bounces unknown to the snapshot (feedback) change at once."""
 BASELINE_EXPLORERS = {"rules": "greedy", "random": "uniform", "holdout": "none"}
 """What the decision log's ``explorer`` says for the arms other than ``model``."""
 
@@ -227,8 +230,14 @@ class Engine:
         arms = self.state.arms() if explorer.name == "thompson" and kind == "model" else None
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
-        state_sends = {u: (c, int(ti)) for u, c, ti in zip(users, contacts, t) if len(c.times) and (c.times < ti).any()}
-        patch = (lambda columns, rows: self._patch_many(columns, rows, state_sends)) if state_sends else None
+        # What the snapshot lacks, by (user, time): sends before the time, and channels lost by feedback.
+        known = {}
+        for r, u, c, ti in zip(requests, users, contacts, t):
+            sends = len(c.times) and (c.times < ti).any()
+            lost = self._counted_losses(r, c, int(ti))
+            if sends or lost:
+                known[str(u), int(ti)] = (c if sends else None, lost)
+        patch = (lambda columns, rows: self._patch_many(columns, rows, known)) if known else None
         md = arm_decide(self.store, model.artifact, pairs, histories, kind, explorer, rng, self.settings.threshold,
                         contact=contact, k=k, arms=arms, patch=patch)
         suppressed = suppressed_by_decision(pairs, contact)
@@ -275,12 +284,15 @@ class Engine:
         n_channels = len(self._channel_codes)
         table = np.zeros((len(requests), n_channels + 1), dtype=bool)      # a last column for unknown codes
         for i, (r, c) in enumerate(zip(requests, contacts)):
-            for channel, at in c.lost.items():
-                code = self._channel_codes.get(channel, -1)
-                if code >= 0 and (r.get("now") is None or at < t[i]):      # strictly before, as the snapshot counts
-                    table[i, code] = True
+            table[i, self._counted_losses(r, c, int(t[i]))] = True
         codes = pairs.channel_code
         return table[pairs.group, np.where(codes >= 0, codes, n_channels)]
+
+    def _counted_losses(self, request: dict, contacts, t: int) -> list[int]:
+        """The codes of the channels the state store's losses count for a decision at ``t`` (see :meth:`_lost`)."""
+        return [code for channel, at in contacts.lost.items()
+                if (code := self._channel_codes.get(channel, -1)) >= 0
+                and (request.get("now") is None or at < t)]          # strictly before, as the snapshot counts
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the
@@ -305,23 +317,36 @@ class Engine:
         return SendHistories(group[order].astype(np.int64), times[order].astype(np.int64),
                              channels[order].astype(object), messages[order].astype(object))
 
-    def _patch_many(self, columns: dict[str, np.ndarray], rows, state_sends: dict) -> None:
-        """:meth:`_patch` for the candidates of every user with sends the snapshot lacks (one pass over rows)."""
-        codes, uniques = pd.factorize(np.asarray(rows.user_id, dtype=object))
+    def _patch_many(self, columns: dict[str, np.ndarray], rows, known: dict) -> None:
+        """The features of the candidates of every decision that the state store knows more of (``known``:
+        (user, time) → (contacts with sends before the time or ``None``, codes of channels lost by
+        feedback)): :meth:`_patch` for the sends, the channel-loss features for the losses. One pass over rows."""
+        user, users = pd.factorize(np.asarray(rows.user_id, dtype=object))
+        at, times = pd.factorize(np.asarray(rows.as_of, dtype=np.int64))
+        codes, uniques = pd.factorize(user.astype(np.int64) * len(times) + at)     # (user, time), three hashes of ints
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-        position = {u: i for i, u in enumerate(uniques)}
-        patched = {name: np.array(columns[name], dtype=np.float32) for name in PATCHED}   # writable copies, once
+        position = {(str(users[u // len(times)]), int(times[u % len(times)])): i for i, u in enumerate(uniques)}
+        names = PATCHED + (LOSS_PATCHED if any(lost for _, lost in known.values()) else ())
+        patched = {name: np.array(columns[name], dtype=np.float32) for name in names}   # writable copies, once
         channels, messages = np.asarray(rows.channel, dtype=object), np.asarray(rows.message_id, dtype=object)
-        for user, (contacts, t) in state_sends.items():
-            i = position.get(user)
+        for key, (contacts, lost) in known.items():
+            i = position.get(key)
             if i is None:
                 continue
             idx = order[bounds[i]:bounds[i + 1]]
-            sub = {name: values[idx] for name, values in patched.items()}
-            self._patch(sub, channels[idx], messages[idx], contacts, t)
-            for name, values in sub.items():
-                patched[name][idx] = values
+            if contacts is not None:
+                sub = {name: patched[name][idx] for name in PATCHED}
+                self._patch(sub, channels[idx], messages[idx], contacts, key[1])
+                for name, values in sub.items():
+                    patched[name][idx] = values
+            if lost:
+                user = rows.user_code[idx[:1]] if rows.user_code is not None else \
+                    self.store.history.user_codes(np.array([key[0]], dtype=object))
+                consent, lost_before = self.store.channel_losses(user, np.array([key[1]], dtype=np.int64))
+                lost_before[0, lost] = True
+                for name, value in self.store.loss_features(consent, lost_before).items():
+                    patched[name][idx] = value[0]
         columns.update(patched)
 
     def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm,
