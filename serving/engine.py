@@ -341,9 +341,9 @@ class Engine:
                 for name, values in sub.items():
                     patched[name][idx] = values
             if lost:
-                user = rows.user_code[idx[:1]] if rows.user_code is not None else \
+                code = rows.user_code[idx[:1]] if rows.user_code is not None else \
                     self.store.history.user_codes(np.array([key[0]], dtype=object))
-                consent, lost_before = self.store.channel_losses(user, np.array([key[1]], dtype=np.int64))
+                consent, lost_before = self.store.channel_losses(code, np.array([key[1]], dtype=np.int64))
                 lost_before[0, lost] = True
                 for name, value in self.store.loss_features(consent, lost_before).items():
                     patched[name][idx] = value[0]
