@@ -26,6 +26,12 @@ MAX_KEYS = int(np.iinfo(np.int64).max >> SPAN_BITS)
 NEVER = np.iinfo(np.int64).max
 
 
+def ms_offset(times, base: int):
+    """Whole milliseconds of ``times`` (ns) since ``base``, clamped to a key's segment: what the indexes
+    compare. An event counts for a query when its offset is below the query's (strictly before it)."""
+    return np.clip((times - base) // MS, 0, SPAN - 1)
+
+
 class AsOfIndex:
     """Cumulative sums of named weights per integer key.
 
@@ -110,8 +116,7 @@ class AsOfIndex:
         return start, stop, firsts
 
     def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
-        offset = np.clip((times - self.base) // MS, 0, SPAN - 1)
-        return keys * SPAN + offset
+        return keys * SPAN + ms_offset(times, self.base)
 
     def _search(self, packed: np.ndarray, order: np.ndarray) -> np.ndarray:
         """``searchsorted`` of queries visited in ``order`` (sorted queries search ~4× faster)."""

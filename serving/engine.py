@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.asof import ms_offset
 from features.pipeline import FeatureStore
 from features.pairs import expand_pairs, pair_contact
 from features.replay import arm_decide, bounded_search
@@ -290,9 +291,10 @@ class Engine:
 
     def _counted_losses(self, request: dict, contacts, t: int) -> list[int]:
         """The codes of the channels the state store's losses count for a decision at ``t`` (see :meth:`_lost`)."""
+        base = self.store.history.base
         return [code for channel, at in contacts.lost.items()
                 if (code := self._channel_codes.get(channel, -1)) >= 0
-                and (request.get("now") is None or at < t)]          # strictly before, as the snapshot counts
+                and (request.get("now") is None or ms_offset(at, base) < ms_offset(t, base))]  # as the snapshot counts
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

@@ -242,24 +242,29 @@ def test_an_unsubscribe_or_a_bounce_by_feedback_takes_the_channel_away_at_once(c
 
 def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() -> None:
     """Engine._lost on a table of cases: a loss after a request's `now` does not count for it (replay's view
-    of the past); a request without `now` counts every loss the store knows; other channels and users are kept."""
+    of the past), nor one in the same millisecond (the snapshot compares whole milliseconds); a request
+    without `now` counts every loss the store knows; other channels and users are kept."""
     from types import SimpleNamespace
 
     from serving.engine import Engine
     from serving.state import Contacts
 
-    engine = SimpleNamespace(_channel_codes={"email": 0, "push": 1, "sms": 2})      # the vocabulary's codes
+    ms = 10**6
+    engine = SimpleNamespace(_channel_codes={"email": 0, "push": 1, "sms": 2},      # the vocabulary's codes
+                             store=SimpleNamespace(history=SimpleNamespace(base=0)))
     engine._counted_losses = lambda *a: Engine._counted_losses(engine, *a)
     empty = np.zeros(0)
-    t = np.array([100, 100, 100], dtype=np.int64)
-    requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}]
-    contacts = [Contacts(empty, empty, empty, 0, {"sms": 99, "push": 100, "fax": 1}),
-                Contacts(empty, empty, empty, 0, {"push": 10**18}), Contacts(empty, empty, empty, 0)]
-    pairs = SimpleNamespace(group=np.repeat([0, 1, 2], 4), channel_code=np.tile([0, 1, 2, -1], 3))
+    t = np.array([100 * ms + 700, 100 * ms, 100 * ms, 100 * ms + 900], dtype=np.int64)
+    requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}, {"now": "explicit"}]
+    contacts = [Contacts(empty, empty, empty, 0, {"sms": 99 * ms + 999_999, "push": 100 * ms, "fax": 1}),
+                Contacts(empty, empty, empty, 0, {"push": 10**18}), Contacts(empty, empty, empty, 0),
+                Contacts(empty, empty, empty, 0, {"email": 100 * ms + 100})]
+    pairs = SimpleNamespace(group=np.repeat([0, 1, 2, 3], 4), channel_code=np.tile([0, 1, 2, -1], 4))
     lost = Engine._lost(engine, requests, pairs, contacts, t)
-    assert lost.tolist() == [False, False, True, False,     # sms before its `now` counts, push at it does not
+    assert lost.tolist() == [False, False, True, False,     # sms before its `now`'s millisecond counts, push in it not
                              False, True, False, False,     # the server's clock: a future push loss counts
-                             False, False, False, False]
+                             False, False, False, False,
+                             False, False, False, False]    # 0.8 ms before, in the same millisecond: not before it
 
 
 def test_health_endpoints(client) -> None:
