@@ -240,7 +240,9 @@ class History:
     def _profile_arrays(self, dataset: Dataset) -> None:
         """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
         messages = dataset.messages.set_index(dataset.messages["message_id"].astype(str)).reindex(self.vocabulary.messages)
-        start = messages["start_at"]
+        # In nanoseconds whatever unit the caller's frame holds (pandas 3 makes microseconds of many inputs).
+        start = pd.to_datetime(messages["start_at"], utc=True).dt.as_unit("ns")
+        end = pd.to_datetime(messages["end_at"], utc=True).dt.as_unit("ns")
         self.catalog_arrays = {
             "start_at": np.where(start.notna(), start.to_numpy(dtype="int64", na_value=0), np.nan),
             "value": messages["value"].to_numpy(dtype=float),
@@ -250,7 +252,7 @@ class History:
         }
         channels = self.vocabulary.channels
         self.catalog_arrays["start_ns"] = start.to_numpy(dtype="int64", na_value=np.iinfo(np.int64).min)
-        self.catalog_arrays["end_ns"] = messages["end_at"].to_numpy(dtype="int64", na_value=np.iinfo(np.int64).max)
+        self.catalog_arrays["end_ns"] = end.to_numpy(dtype="int64", na_value=np.iinfo(np.int64).max)
         self.message_channels = _membership(messages["channels"], channels)
         stages = _membership(messages["lifecycle_stages"], pd.Index(LIFECYCLE_STAGES))
         stages[~stages.any(axis=1)] = True  # no targeting: every stage

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.asof import ms_offset
+from features.asof import MS
 from features.pipeline import FeatureStore
 from features.pairs import expand_pairs, pair_contact
 from features.replay import arm_decide, bounded_search
@@ -294,7 +294,9 @@ class Engine:
         base = self.store.history.base
         return [code for channel, at in contacts.lost.items()
                 if (code := self._channel_codes.get(channel, -1)) >= 0
-                and (request.get("now") is None or ms_offset(at, base) < ms_offset(t, base))]  # as the snapshot counts
+                and (request.get("now") is None or (at - base) // MS < (t - base) // MS)]
+        # (Whole milliseconds, as the snapshot compares, but not clipped to its indexes' span: a loss before a
+        # `now` earlier than the snapshot's base, or ~17 years after it, still counts.)
 
     def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
         """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the

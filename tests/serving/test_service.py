@@ -243,7 +243,8 @@ def test_an_unsubscribe_or_a_bounce_by_feedback_takes_the_channel_away_at_once(c
 def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() -> None:
     """Engine._lost on a table of cases: a loss after a request's `now` does not count for it (replay's view
     of the past), nor one in the same millisecond (the snapshot compares whole milliseconds); a request
-    without `now` counts every loss the store knows; other channels and users are kept."""
+    without `now` counts every loss the store knows; other channels and users are kept. Times outside the
+    snapshot indexes' span (before their base, or ~17.4 years after it) compare as they are, not clipped."""
     from types import SimpleNamespace
 
     from serving.engine import Engine
@@ -254,17 +255,23 @@ def test_losses_count_as_of_an_explicit_now_and_always_at_the_servers_clock() ->
                              store=SimpleNamespace(history=SimpleNamespace(base=0)))
     engine._counted_losses = lambda *a: Engine._counted_losses(engine, *a)
     empty = np.zeros(0)
-    t = np.array([100 * ms + 700, 100 * ms, 100 * ms, 100 * ms + 900], dtype=np.int64)
-    requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}, {"now": "explicit"}]
+    span = 2**39 * ms                                    # the indexes' span of whole milliseconds after base
+    t = np.array([100 * ms + 700, 100 * ms, 100 * ms, 100 * ms + 900, -5 * ms, span + 10 * ms], dtype=np.int64)
+    requests = [{"now": "explicit"}, {"now": None}, {"now": "explicit"}, {"now": "explicit"}, {"now": "explicit"},
+                {"now": "explicit"}]
     contacts = [Contacts(empty, empty, empty, 0, {"sms": 99 * ms + 999_999, "push": 100 * ms, "fax": 1}),
                 Contacts(empty, empty, empty, 0, {"push": 10**18}), Contacts(empty, empty, empty, 0),
-                Contacts(empty, empty, empty, 0, {"email": 100 * ms + 100})]
-    pairs = SimpleNamespace(group=np.repeat([0, 1, 2, 3], 4), channel_code=np.tile([0, 1, 2, -1], 4))
+                Contacts(empty, empty, empty, 0, {"email": 100 * ms + 100}),
+                Contacts(empty, empty, empty, 0, {"email": -10 * ms, "sms": -5 * ms + 1}),
+                Contacts(empty, empty, empty, 0, {"push": span + 2 * ms, "sms": span + 10 * ms})]
+    pairs = SimpleNamespace(group=np.repeat([0, 1, 2, 3, 4, 5], 4), channel_code=np.tile([0, 1, 2, -1], 6))
     lost = Engine._lost(engine, requests, pairs, contacts, t)
     assert lost.tolist() == [False, False, True, False,     # sms before its `now`'s millisecond counts, push in it not
                              False, True, False, False,     # the server's clock: a future push loss counts
                              False, False, False, False,
-                             False, False, False, False]    # 0.8 ms before, in the same millisecond: not before it
+                             False, False, False, False,    # 0.8 ms before, in the same millisecond: not before it
+                             True, False, False, False,     # before base: email 5 ms before `now` counts, sms after not
+                             False, True, False, False]     # past the span: push 8 ms before counts, sms at `now` not
 
 
 def test_health_endpoints(client) -> None:
