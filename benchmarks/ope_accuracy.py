@@ -12,8 +12,13 @@ censoring cut of ``training.policy_eval``); the script prints how many, and for 
 standard error of its IPS estimate (std of the IPS terms / √n) beside the errors: what "within 10 %" can
 mean at this log size. ``--epsilon`` sets the logging policy's uniform exploration (the default world: 0.1).
 
+nbm's quiet hours are off here by default (``--quiet-hours 0,0``): the world's logging policy sends at
+every slot hour of the next 24 hours, 21:00 included, and nbm's own (21, 8) move the policies' 21:00 slots
+to an 08:00 the log never sends at (the next day's, for users whose 00:00 UTC is outside local 08–21). No
+estimator that reweights the log sees those sends (positivity); ``--quiet-hours 21,8`` shows by how much.
+
     .venv/bin/python benchmarks/ope_accuracy.py [--users 50000] [--days 60] [--decisions 150000] \
-        [--test-days 7] [--epsilon 0.1] [--seed 0]
+        [--test-days 7] [--epsilon 0.1] [--quiet-hours 0,0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -45,8 +50,12 @@ def main() -> None:
     parser.add_argument("--objectives", default="binary,lambdarank")
     parser.add_argument("--test-days", type=float, default=7.0, help="days of the test window")
     parser.add_argument("--epsilon", type=float, default=0.1, help="the logging policy's uniform exploration")
+    parser.add_argument("--quiet-hours", default="0,0", help="nbm's quiet hours START,END (equal: none)")
     args = parser.parse_args()
     config = load_config(environ={})
+    start, end = (int(h) for h in args.quiet_hours.split(","))
+    config = config.model_copy(update={"contact_policy": config.contact_policy.model_copy(
+        update={"quiet_hours_start": start, "quiet_hours_end": end})})
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data

@@ -3,8 +3,11 @@
 Eligibility is :func:`nbm.policy.eligibility.eligible` (the message is live over the slot, targets the user's
 lifecycle stage, allows the channel; the user consents to the channel and has not unsubscribed from or
 bounced on it); this module gathers its arrays from the feature indexes. Slots are the configured local hours (``features.slot_hours``) within
-``features.horizon_hours`` after the decision. Contact-policy rules (caps, quiet hours) belong to the
-decision policy, not here. Vectorised: no Python loop per candidate.
+``features.horizon_hours`` after the decision, moved out of the user's quiet hours
+(``contact_policy.quiet_hours_*``, :func:`out_of_quiet_hours`) before anything else: a candidate's send time
+is where it will be sent, so the message's live window is checked, and the model scores, at the moved time;
+slots that land on the same instant become one. The other contact-policy rules (caps, gaps, cooldowns)
+belong to the decision policy, not here. Vectorised: no Python loop per candidate.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 from features.compute import DAY_NS, HOUR_NS, Candidates, lifecycle_stage
 from features.keys import pair
 from features.pipeline import FeatureStore
+from nbm.policy.contact import quiet_shifted
 from nbm.policy.eligibility import eligible
 
 
@@ -33,6 +37,25 @@ def slot_times(now: int, timezone: str, slot_hours: tuple[int, ...], horizon_hou
     if values is None:
         return _slot_times_pandas(now, timezone, slot_hours, horizon_hours)   # DST change at a slot
     return values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))]
+
+
+def out_of_quiet_hours(slots: np.ndarray, zones: np.ndarray, policy) -> np.ndarray:
+    """Slot instants (n, S; −1 past a decision's last) moved out of each decision's local quiet hours
+    (``zones[i]``, ``policy`` a ``ContactPolicyConfig``), sorted per decision, with slots that land on the
+    same instant merged: (n, S') with S' ≤ S, left-packed, −1 padded. Without quiet hours, ``slots``."""
+    slots = np.asarray(slots, dtype=np.int64)
+    if policy.quiet_hours_start == policy.quiet_hours_end or not slots.size:
+        return slots
+    g, s = np.nonzero(slots >= 0)
+    moved = np.full(slots.shape, np.iinfo(np.int64).max, dtype=np.int64)
+    moved[g, s] = quiet_shifted(g, slots[g, s], np.asarray(zones, dtype=object), policy)
+    moved.sort(axis=1)
+    keep = moved != np.iinfo(np.int64).max
+    keep[:, 1:] &= moved[:, 1:] != moved[:, :-1]
+    rows, cols = np.nonzero(keep)
+    out = np.full((len(slots), int(keep.sum(axis=1).max()) if len(rows) else 0), -1, dtype=np.int64)
+    out[rows, (np.cumsum(keep, axis=1) - 1)[rows, cols]] = moved[rows, cols]
+    return out
 
 
 @lru_cache(maxsize=4096)
@@ -77,7 +100,8 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
     code = history.user_codes(np.array([user_id], dtype=object))
     row = history.users.get_indexer([user_id])[0]
     timezone = str(history.user_frame["timezone"].iloc[row]) if row >= 0 else "UTC"
-    slots = slot_times(t, timezone, cfg.features.slot_hours, cfg.features.horizon_hours)
+    slots = out_of_quiet_hours(slot_times(t, timezone, cfg.features.slot_hours, cfg.features.horizon_hours)[None, :],
+                               np.array([timezone], dtype=object), cfg.contact_policy)[0]
 
     consent = history.consent_matrix[row].copy() if row >= 0 else np.zeros(len(voc.channels), dtype=bool)
     lost = history.user_channel.totals(pair(np.repeat(code, len(voc.channels)), np.arange(len(voc.channels)),

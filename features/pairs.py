@@ -17,11 +17,12 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from features.candidates import out_of_quiet_hours
 from features.compute import DAY_NS, Candidates, lifecycle_stage
 from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.arrays import Spread
-from nbm.policy.contact import REASON_NAMES, ContactDecision, SendHistories, apply_contact_policy_batch, quiet_shifted
+from nbm.policy.contact import REASON_NAMES, ContactDecision, SendHistories, apply_contact_policy_batch
 from nbm.policy.eligibility import eligible_parts
 
 
@@ -32,7 +33,9 @@ class Pairs:
     Per pair: ``group`` (its decision), ``message_code`` and ``channel_code`` (into the vocabulary),
     ``value`` (the message's business value) and ``ok`` (bool, one column per slot: eligible at its
     decision's slot ``s``). Per decision: ``user_ids``, ``user_code`` (the history's), ``now``,
-    ``timezones`` and ``slot_times`` (slot instants, −1 past a decision's last slot).
+    ``timezones`` and ``slot_times`` (send instants, −1 past a decision's last slot): the configured slots
+    already moved out of the user's quiet hours (:func:`features.candidates.out_of_quiet_hours`), so that
+    ``ok``, the features and the contact policy all see the time the message would be sent.
     """
 
     group: np.ndarray
@@ -168,7 +171,8 @@ def expand_pairs(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> 
     row = np.where(known, code, -1)
     zones = np.full(n, "UTC", dtype=object)
     zones[known] = history.timezone[row[known]]
-    slots = slot_matrix(now, zones, cfg.features.slot_hours, cfg.features.horizon_hours)    # (n, S)
+    slots = out_of_quiet_hours(slot_matrix(now, zones, cfg.features.slot_hours, cfg.features.horizon_hours),
+                               zones, cfg.contact_policy)                # (n, S): send times, out of quiet hours
 
     consent = np.zeros((n, n_ch), dtype=bool)
     consent[known] = history.consent_matrix[row[known]]
@@ -238,10 +242,8 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
         empty = np.zeros((0, width))
         return PairContact(empty.astype(bool), empty.astype(np.int8), empty.astype(np.int64))
     channel_type, _, nobody_type, message_code = vocabulary_types(voc)
-    # The quiet hours move a send time by (decision, slot) alone: shifted once on the slot grid.
-    slot_times = pairs.slot_times.copy()
-    sg, ss = np.nonzero(slot_times >= 0)
-    slot_times[sg, ss] = quiet_shifted(sg, slot_times[sg, ss], pairs.timezones, policy)
+    # The slot grid is already out of quiet hours (expand_pairs moved it before the window check and scoring).
+    slot_times = pairs.slot_times
     if pairs.n_groups < GRID_MIN_DECISIONS:
         p, s = np.nonzero(pairs.ok)
         every = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],

@@ -443,7 +443,8 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
     if sim_config is not None:
         from training.simulated import true_values
 
-        truth, seen = true_values(sim_config, frame, replayed.actions)
+        quiet = (config.contact_policy.quiet_hours_start, config.contact_policy.quiet_hours_end)
+        truth, seen = true_values(sim_config, frame, replayed.actions, quiet_hours=quiet)
         values = {k: PolicyValue(**{**v.__dict__, "true_value": truth.get(k, float("nan"))}) for k, v in values.items()}
     return PolicyReport(logged, replayed, values, truth, seen, time.perf_counter() - began)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.compute import Candidates
+from features.compute import HOUR_NS, Candidates
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
@@ -89,7 +89,7 @@ def _links(world) -> pd.DataFrame:
 
 
 def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame],
-                uniform: bool = True) -> tuple[dict[str, float], int]:
+                uniform: bool = True, quiet_hours: tuple[int, int] | None = None) -> tuple[dict[str, float], int]:
     """The *true* expected revenue per decision of policies' choices at the logged decisions of a simulated world.
 
     The world of ``config`` (``world.json`` of ``nbm simulate``) is rebuilt and its logging policy played
@@ -97,7 +97,10 @@ def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame
     ``now``) the ground truth judges, in the state of that morning, each policy's actions
     (``actions[name]``: ``decision`` (row of ``decisions``), ``message_id``, ``channel``, ``send_at``,
     ``probability``) and, with ``uniform``, the mean over every eligible (message, channel, slot).
-    This is exactly what the off-policy estimates estimate. Returns the values and the number of
+    ``quiet_hours`` (``(start, end)`` local hours, nbm's ``contact_policy.quiet_hours_*``) gives the
+    uniform policy nbm's slots: each slot in quiet hours moved to their end, slots landing on the same
+    instant counted once, a message a candidate only at the moved times inside its live window
+    (:func:`features.candidates.out_of_quiet_hours`). This is exactly what the off-policy estimates estimate. Returns the values and the number of
     decisions the world recognised (a mismatch means the data is not this world's log).
     """
     from nbm.simulate.generate import environment_for, logging_policy
@@ -133,7 +136,7 @@ def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame
             positions = np.searchsorted(ctx.users, users[today])
             positions = positions[(positions < ctx.k) & (ctx.users[np.minimum(positions, ctx.k - 1)] == users[today])]
             for rows in np.array_split(positions, max(1, len(positions) // USER_CHUNK)):
-                totals["uniform"] += _uniform_truth(ctx, rows)
+                totals["uniform"] += _uniform_truth(ctx, rows, quiet_hours)
 
     last = int(now.max()) if len(now) else env.now - 1
     while env.now <= last:
@@ -142,18 +145,42 @@ def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame
     return {name: total / n for name, total in totals.items()}, seen[0]
 
 
-def _uniform_truth(ctx: DecisionContext, rows: np.ndarray) -> float:
-    """Sum over users ``rows`` of the mean true expected revenue of their eligible (message, channel, slot)."""
-    env = ctx.environment
-    eligible = ctx.eligible(rows)
-    r, m, c = np.nonzero(eligible)
+def _uniform_truth(ctx: DecisionContext, rows: np.ndarray, quiet_hours: tuple[int, int] | None = None) -> float:
+    """Sum over users ``rows`` of the mean true expected revenue of their eligible (message, channel, slot)
+    (:func:`uniform_actions`)."""
+    r, m, c, at = uniform_actions(ctx, rows, quiet_hours)
     if not len(r):
         return 0.0
-    users = ctx.users[rows]
-    n_slots = len(ctx.slot_hours)
-    total = np.zeros(len(rows))
-    for slot in range(n_slots):
-        send_at = env.send_time(users[r], slot)
-        np.add.at(total, r, env.respond(users[r], m, c, send_at).expected_revenue)
-    count = np.bincount(r, minlength=len(rows)) * n_slots
+    revenue = ctx.environment.respond(ctx.users[rows][r], m, c, at).expected_revenue
+    count = np.bincount(r, minlength=len(rows))
+    total = np.bincount(r, weights=revenue, minlength=len(rows))
     return float((total[count > 0] / count[count > 0]).sum())
+
+
+def uniform_actions(ctx: DecisionContext, rows: np.ndarray, quiet_hours: tuple[int, int] | None = None):
+    """The uniform policy's actions for users ``rows`` of ``ctx``: (row position, message, channel, send time)
+    arrays, one entry per eligible (message, channel) and slot.
+
+    With ``quiet_hours`` a slot whose local hour is in them is sent at their end (the world's fixed
+    offset of the day, as :meth:`Environment.send_time`); a user's slots that land on the same instant
+    are one slot, and a (message, slot) counts where the message is live at the send time (a message that
+    starts tomorrow morning is a candidate at a slot moved there, as it is in nbm)."""
+    env, cat = ctx.environment, ctx.catalog
+    # ctx.eligible less its `live` (all day today): a moved slot may be past a message's end or after a start.
+    targeted = cat.stages[:, ctx.stage[rows]].T
+    r, m, c = np.nonzero(targeted[:, :, None] & cat.channels[None, :, :] & ctx.consent[rows][:, None, :])
+    users = ctx.users[rows]
+    hours = np.asarray(ctx.slot_hours, dtype=np.int64)
+    send = np.stack([env.send_time(users, slot) for slot in range(len(hours))], axis=1)        # (rows, slots)
+    distinct = np.ones(send.shape, dtype=bool)
+    if quiet_hours is not None and quiet_hours[0] != quiet_hours[1]:
+        start, end = quiet_hours
+        quiet = (hours >= start) | (hours < end) if start > end else (hours >= start) & (hours < end)
+        send = np.sort(send + np.where(quiet, np.mod(end - hours, 24) * HOUR_NS, 0)[None, :], axis=1)
+        distinct[:, 1:] = send[:, 1:] != send[:, :-1]
+    parts = []
+    for slot in range(len(hours)):
+        at = send[r, slot]
+        ok = distinct[r, slot] & (cat.start_at[m] <= at) & (at < cat.end_at[m])
+        parts.append((r[ok], m[ok], c[ok], at[ok]))
+    return tuple(np.concatenate([p[j] for p in parts]) if parts else np.zeros(0, dtype=np.int64) for j in range(4))

@@ -85,3 +85,53 @@ def test_slot_matrix_of_few_decisions_equals_the_grouped_path(monkeypatch) -> No
     few = slot_matrix(now, zones, (9, 12, 18), 30.0)
     monkeypatch.setattr(features.pairs, "FEW_DECISIONS", 0)
     np.testing.assert_array_equal(few, slot_matrix(now, zones, (9, 12, 18), 30.0))
+
+
+def test_out_of_quiet_hours_equals_shifting_each_decisions_slots_then_merging_equal_ones() -> None:
+    """Against ``shift_quiet_hours`` on each decision's slots, then the distinct instants in order; quiet
+    hours that wrap midnight or not, zones on both sides of a DST end, and none (``start == end``)."""
+    from features.candidates import out_of_quiet_hours
+    from features.pairs import slot_matrix
+    from nbm.config import ContactPolicyConfig
+    from nbm.policy.contact import shift_quiet_hours
+
+    rng = np.random.default_rng(8)
+    zones = np.array(["Europe/Berlin", "Asia/Tokyo", "America/New_York", "UTC"], dtype=object)[rng.integers(0, 4, 60)]
+    now = pd.Timestamp("2026-10-24T18:00:00Z").value + rng.integers(0, 96, 60) * 1_800 * 10**9
+    slots = slot_matrix(now, zones, (6, 8, 10, 12, 15, 18, 21, 23), 36.0)
+    merged = 0
+    for start, end in ((21, 8), (22, 7), (1, 5), (9, 9)):
+        policy = ContactPolicyConfig(quiet_hours_start=start, quiet_hours_end=end)
+        got = out_of_quiet_hours(slots, zones, policy)
+        for i in range(len(now)):
+            mine = slots[i][slots[i] >= 0]
+            expected = np.unique(shift_quiet_hours(mine, str(zones[i]), start, end)) if start != end else mine
+            row = got[i][got[i] >= 0]
+            np.testing.assert_array_equal(row, expected)
+            assert (got[i][len(row):] == -1).all()
+            merged += len(mine) - len(row)
+        if start == end:
+            assert got is slots
+    assert merged > 100                  # slots did land on the same instant: the merge was exercised
+
+
+def test_a_slot_the_quiet_hours_move_past_the_messages_end_is_not_a_candidate(dataset, config) -> None:
+    """Every message ends at 23:00 local of the day of the decision (14:00 local): the 21:00 slot moves to
+    08:00 the next day, after the end, so only the 15:00 and 18:00 slots are candidates — in ``expand_pairs``
+    and the one-user ``expand`` alike — and every candidate's send time is out of quiet hours."""
+    import dataclasses
+
+    users = dataset.users[dataset.users["consent"].map(len) > 0]
+    user, zone = users["user_id"].iloc[0], str(users["timezone"].iloc[0])
+    day = pd.Timestamp("2026-10-28", tz=zone)
+    now, end = (day + pd.Timedelta(hours=14)).tz_convert("UTC"), (day + pd.Timedelta(hours=23)).tz_convert("UTC")
+    messages = dataset.messages.assign(end_at=end)
+    messages["start_at"] = messages["start_at"].where(messages["start_at"] <= now, now)
+    store = FeatureStore.build(dataclasses.replace(dataset, messages=messages), config)
+    ex, _, _ = expand_pairs(store, np.array([user], dtype=object), np.array([now.value])).expanded()
+    one = expand(store, user, now)
+    assert len(ex) > 10
+    for send in (np.asarray(ex.rows.send_at), np.asarray(one.send_at)):
+        local = pd.to_datetime(send, utc=True).tz_convert(zone)
+        assert set(local.hour) == {15, 18}, sorted(set(local.hour))
+        assert (send < end.value).all()
