@@ -74,6 +74,8 @@ class EnginePolicy(Policy):
             asked = [i for i, r in enumerate(requests) if r["channels"]]    # nobody to reach: no decision asked
             answers = self.engine.recommend_many([requests[i] for i in asked]) if asked else []
             for i, answer in zip(asked, answers):
+                if "error" in answer:            # serving.engine.unreserved: no decision was taken
+                    continue
                 position = lo + i
                 self.ids[env.decisions + position] = answer["decision_id"]
                 if not answer["items"]:

@@ -50,6 +50,28 @@ BASELINE_EXPLORERS = {"rules": "greedy", "random": "uniform", "holdout": "none"}
 """What the decision log's ``explorer`` says for the arms other than ``model``."""
 
 
+UNRESERVED = "could not reserve the decision: the user's contacts kept changing (retry)"
+
+
+def unreserved(user_id: str) -> dict:
+    """The answer to a request whose reservation lost ``RESERVE_ATTEMPTS + 1`` times to other writers for its
+    user: ``{"user_id", "error"}``, nothing decided, logged or planned (503 on ``/recommend``; in a
+    ``/recommend_batch``'s results in its place)."""
+    return {"user_id": user_id, "error": UNRESERVED}
+
+
+def _rounds(users: list[str]) -> list[list[int]]:
+    """Request positions in rounds, each user at most once a round, a user's n-th request in round n."""
+    seen: dict[str, int] = {}
+    rounds: list[list[int]] = []
+    for i, u in enumerate(users):
+        n = seen[u] = seen.get(u, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
+
+
 class BadRequest(ValueError):
     """A request that is well-formed JSON but names something the service does not know (→ 400)."""
 
@@ -159,33 +181,48 @@ class Engine:
         return self.recommend_many([dict(user_id=user_id, k=k, channels=channels, candidates=candidates, now=now,
                                          explore=explore, arm=arm)])[0]
 
-    def recommend_many(self, requests: list[dict], attempt: int = 0) -> list[dict]:
+    def recommend_many(self, requests: list[dict]) -> list[dict]:
         """Decisions for many requests at once (vectorised), each logged and reserved; in request order.
 
-        A decision whose reservation fails (another worker wrote for the same user meanwhile) is taken
-        again on the fresh contacts.
+        A user asked for more than once is decided once per round, in request order: its second request
+        after its first is reserved, on the contacts the first planned (all of one round's decisions read
+        the state store before any is reserved, so two of one user in a round would always lose one). A
+        decision whose reservation fails (another worker wrote for the same user meanwhile) is taken again
+        on the fresh contacts, up to ``RESERVE_ATTEMPTS`` times; one still unreserved then is answered
+        :func:`unreserved` (→ 503 on ``/recommend``), nothing of it logged or planned.
         """
         for r in requests:
             self.validate(r.get("channels"), r.get("candidates"))
         self.maybe_reload()
-        answers: list[dict | None] = [None] * len(requests)
         requests = self._with_arms(requests)
-        groups: dict[tuple[int, bool, str], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True)), r["_kind"]), []).append(i)
-        retry: list[int] = []
-        for (k, explore, kind), members in groups.items():
-            decide = self._holdout if kind == "holdout" else self._decide
-            for i, answer in zip(members, decide([requests[j] for j in members], k, explore, kind)):
-                if answer is None:
-                    retry.append(i)
-                else:
-                    answers[i] = answer
-        if retry:
-            if attempt >= RESERVE_ATTEMPTS:
-                raise RuntimeError(f"could not reserve {len(retry)} decision(s) after {RESERVE_ATTEMPTS} attempts")
-            for i, answer in zip(retry, self.recommend_many([requests[j] for j in retry], attempt + 1)):
+        answers: list[dict | None] = [None] * len(requests)
+        for members in _rounds([self.canonical(r["user_id"]) for r in requests]):
+            for i, answer in zip(members, self._reserved([requests[j] for j in members])):
                 answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def _reserved(self, requests: list[dict]) -> list[dict]:
+        """Answers to requests of distinct users, each reserved, retried or :func:`unreserved`."""
+        answers: list[dict | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        for _ in range(RESERVE_ATTEMPTS + 1):
+            groups: dict[tuple[int, bool, str], list[int]] = {}
+            for i in pending:
+                r = requests[i]
+                groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True)), r["_kind"]), []).append(i)
+            retry: list[int] = []
+            for (k, explore, kind), members in groups.items():
+                decide = self._holdout if kind == "holdout" else self._decide
+                for i, answer in zip(members, decide([requests[j] for j in members], k, explore, kind)):
+                    if answer is None:
+                        retry.append(i)
+                    else:
+                        answers[i] = answer
+            pending = retry
+            if not pending:
+                break
+        for i in pending:
+            answers[i] = unreserved(requests[i]["user_id"])
         return answers  # type: ignore[return-value]
 
     def _with_arms(self, requests: list[dict]) -> list[dict]:

@@ -63,6 +63,7 @@ def _tracing() -> dict:
 
 
 CLOSE = {"connection": "close"}
+RETRY = {"retry-after": "1"}
 
 
 def _json(body: dict, close: bool = False) -> Response:
@@ -101,6 +102,10 @@ class NbmService:
         except BadRequest as exc:
             raise _bad(exc) from None
         answer = await self.batcher.submit(request)
+        if "error" in answer:           # unreserved: the user's contacts kept changing under other writers
+            # (BentoML sets a route's status and extra headers from its context, over the Response's own.)
+            ctx.response.status_code = 503
+            ctx.response.metadata.update(RETRY)
         return _json(answer, self._close(ctx))
 
     @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)

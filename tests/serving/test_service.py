@@ -115,10 +115,10 @@ def test_health_is_answered_during_a_long_batch(client, served_world, monkeypatc
     started = threading.Event()
     decide = Engine.recommend_many
 
-    def slow(self, requests, attempt=0):
+    def slow(self, requests):
         started.set()
         time.sleep(0.1)
-        return decide(self, requests, attempt)
+        return decide(self, requests)
 
     monkeypatch.setattr(Engine, "recommend_many", slow)
     users = _users(served_world, 60)[-6:]
@@ -369,3 +369,75 @@ def test_decision_ids_are_distinct_version_4_uuids() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.hex, parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
+
+
+def test_copies_of_one_user_in_a_batch_are_decided_in_turn(served_world, tmp_path) -> None:
+    """Eight requests for one user in one call (a campaign's retries, or one micro-batch), caps loose
+    enough that each may send: each is decided after the one before is reserved, on the contacts it
+    planned — every copy reserved and logged, no message twice (the 7-day cooldown), no item over its
+    channel's daily cap of 3 counting the earlier copies' items (alone, every copy would take the same
+    best pair). Before, all copies read the same
+    contacts, one reservation won per attempt, and the sixth retry raised (the whole micro-batch a 500)."""
+    import os
+
+    from nbm.config import load_config
+    from serving.engine import Engine, EngineSettings
+
+    data, home = served_world
+    os.environ["NBM_HOME"] = str(home)
+    config = load_config().model_copy(update={"state_url": f"sqlite:///{tmp_path / 'copies.db'}"})
+    loose = config.contact_policy.model_copy(update={"daily_cap_per_channel": 3, "weekly_cap_per_channel": 50,
+                                                     "weekly_cap_total": 100, "min_gap_hours": 0.0})
+    engine = Engine(config.model_copy(update={"contact_policy": loose}), EngineSettings(data=data, explorer="greedy"))
+    for user in _users(served_world, 300)[200:]:
+        answers = engine.recommend_many([{"user_id": user, "now": pd.Timestamp(NOW), "explore": False}] * 8)
+        items = [i for a in answers for i in a["items"]]
+        if len(items) >= 6:
+            break
+    else:
+        pytest.skip("no user with six messages to send")
+    assert [a["user_id"] for a in answers] == [user] * 8 and all("error" not in a for a in answers)
+    assert len({i["message_id"] for i in items}) == len(items)
+    day = pd.Timedelta(hours=24)
+    for j, item in enumerate(items):    # the cap counts the earlier answers' items within 24 h either side
+        at = pd.Timestamp(item["send_at"])
+        assert sum(i["channel"] == item["channel"] and abs(pd.Timestamp(i["send_at"]) - at) < day
+                   for i in items[:j]) < 3, (j, items)
+    assert len({a["decision_id"] for a in answers}) == 8
+    planned = engine.state.contacts_many([user], [pd.Timestamp(NOW).value], engine.lookback_ns)[0]
+    assert len(planned.times) == len(items)
+
+
+def test_a_decision_that_cannot_be_reserved_is_a_503_on_its_own(client, served_world, monkeypatch) -> None:
+    """A reservation lost RESERVE_ATTEMPTS + 1 times (other writers for the user, each time): that request
+    alone is answered — 503 with Retry-After on /recommend, an `error` in its place in a batch's results —
+    and nothing of it is logged."""
+    from serving.engine import RESERVE_ATTEMPTS, UNRESERVED, Engine
+
+    calls = []
+    real = Engine._decide
+    lost = set(_users(served_world, 260)[250:252])
+
+    def contended(self, requests, k, explore, kind="model"):
+        calls.append(len(requests))
+        kept = [r for r in requests if r["user_id"] not in lost]
+        it = iter(real(self, kept, k, explore, kind) if kept else [])
+        return [None if r["user_id"] in lost else next(it) for r in requests]
+
+    monkeypatch.setattr(Engine, "_decide", contended)
+    before = _decision_log(served_world)["user_id"].value_counts()
+    first, second = sorted(lost)
+    response = client.post("/recommend", json={"user_id": first, "now": NOW})
+    assert response.status_code == 503 and response.headers["retry-after"] == "1", (response.text, calls)
+    assert response.json() == {"user_id": first, "error": UNRESERVED}
+    assert len(calls) == RESERVE_ATTEMPTS + 1
+    other = _users(served_world, 262)[261]
+    batch = client.post("/recommend_batch", json={"requests": [{"user_id": other, "now": NOW},
+                                                               {"user_id": second, "now": NOW}]})
+    assert batch.status_code == 200
+    good, bad = batch.json()["results"]
+    assert good["user_id"] == other and "decision_id" in good
+    assert bad == {"user_id": second, "error": UNRESERVED}
+    after = _decision_log(served_world)["user_id"].value_counts()
+    grew = after.sub(before, fill_value=0)
+    assert grew.get(other, 0) == 1 and grew.reindex(sorted(lost)).fillna(0).eq(0).all(), grew[grew > 0]
