@@ -1,13 +1,15 @@
 """Benchmark of the service (issue 6): /recommend latency and throughput, /recommend_batch decisions per second.
 
-Builds a world whose users each have 100 eligible messages × 3 channels (× 6 slots = 1,800 candidates),
+Builds a world whose users each have 100 eligible messages × 3 channels (× 6 slots = 1,800 candidates, or
+1,500 where the 21:00 slot, moved out of quiet hours, lands on the user's next 08:00 slot; the floors' user
+is one of those),
 registers a model in a temporary NBM_HOME, then — on 127.0.0.1 only, each level bounded in requests and
 seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, 2 workers at concurrency 8
 with the batching of concurrent calls off (``NBM_MAX_BATCH=1``), /recommend_batch one and two requests at a
 time (a new connection each), and the HTTP path alone (a request refused by validation).
 Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
 ``decide()``, state store: what the service wraps) one request at a time and 1, 4, 8, 32 together, LightGBM
-``Booster.predict`` and the compiled booster alone on 1,800 rows, and a plain FastAPI/uvicorn app calling the
+``Booster.predict`` and the compiled booster alone on one decision's rows, and a plain FastAPI/uvicorn app calling the
 same engine (in its own process, like the service).
 
     .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10]
