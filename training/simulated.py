@@ -19,6 +19,7 @@ from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import build_dataset
+from nbm.policy.contact import in_quiet_hours
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.policies import Policy
 
@@ -175,12 +176,12 @@ def uniform_actions(ctx: DecisionContext, rows: np.ndarray, quiet_hours: tuple[i
     distinct = np.ones(send.shape, dtype=bool)
     if quiet_hours is not None and quiet_hours[0] != quiet_hours[1]:
         start, end = quiet_hours
-        quiet = (hours >= start) | (hours < end) if start > end else (hours >= start) & (hours < end)
-        send = np.sort(send + np.where(quiet, np.mod(end - hours, 24) * HOUR_NS, 0)[None, :], axis=1)
+        moved = np.where(in_quiet_hours(hours, start, end), np.mod(end - hours, 24) * HOUR_NS, 0)
+        send = np.sort(send + moved[None, :], axis=1)
         distinct[:, 1:] = send[:, 1:] != send[:, :-1]
     parts = []
     for slot in range(len(hours)):
         at = send[r, slot]
         ok = distinct[r, slot] & (cat.start_at[m] <= at) & (at < cat.end_at[m])
         parts.append((r[ok], m[ok], c[ok], at[ok]))
-    return tuple(np.concatenate([p[j] for p in parts]) if parts else np.zeros(0, dtype=np.int64) for j in range(4))
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))     # slot_hours is never empty

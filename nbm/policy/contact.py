@@ -86,14 +86,19 @@ def shift_quiet_hours(send_at: np.ndarray, timezone: str, start: int, end: int) 
     return moved[inverse.reshape(-1)]
 
 
+def in_quiet_hours(hour, start: int, end: int):
+    """Whether local ``hour`` (an int or an int array) lies in quiet hours ``[start, end)``, which may wrap
+    midnight (``start > end``); none when ``start == end``."""
+    return (hour >= start) | (hour < end) if start > end else (hour >= start) & (hour < end)
+
+
 @lru_cache(maxsize=65536)
 def _quiet_end(t: int, timezone: str, start: int, end: int) -> int:
     """``t`` (ns), or the end of the local quiet hours it falls in (cached: the slots repeat all day)."""
     zone = _zone(timezone)
     local = datetime.fromtimestamp(t // 10**9, zone)
     hour = local.hour
-    quiet = (hour >= start or hour < end) if start > end else (start <= hour < end)
-    if not quiet:
+    if not in_quiet_hours(hour, start, end):
         return t
     day = local.date() if hour < end else local.date() + timedelta(days=1)
     return int(datetime(day.year, day.month, day.day, end, tzinfo=zone).timestamp()) * 10**9

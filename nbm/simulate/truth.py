@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from nbm.policy.contact import in_quiet_hours
 from nbm.simulate.catalog import Catalog
 from nbm.simulate.config import SimConfig
 from nbm.simulate.population import TIMEZONES, Population
@@ -87,9 +88,7 @@ class GroundTruth:
         return np.mod(utc_hour + self.utc_offset_hours(users, at_ns), 24.0)
 
     def is_quiet(self, local_hour: np.ndarray) -> np.ndarray:
-        start, end = self.config.quiet_hours
-        hour = np.floor(local_hour)
-        return (hour >= start) | (hour < end) if start > end else (hour >= start) & (hour < end)
+        return in_quiet_hours(np.floor(local_hour), *self.config.quiet_hours)
 
     def respond(
         self,
