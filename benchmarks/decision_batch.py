@@ -45,7 +45,8 @@ def main() -> None:
 
     root = prepared_world(args.world)
     from features.pipeline import FeatureStore
-    from features.replay import contact_verdict, expand_many
+    from decision.contact import contact_verdict
+    from decision.pairs import expand_many
     from nbm.config import load_config
     from nbm.dataset import load_dataset
     from nbm.policy.contact import SendHistories

@@ -41,7 +41,7 @@ def main() -> None:
     from serve import prepared_world
 
     root = prepared_world(args.world)
-    from features.candidates import expand
+    from decision.candidates import expand
     from nbm.config import load_config
     from serve import NOW, per_call_ms
     from serving.engine import Engine, EngineSettings

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.candidates import expand
+from decision.candidates import expand
 from features.compute import Candidates
 from features.pipeline import FeatureStore, build_training_set
 from nbm.config import NbmConfig, load_config

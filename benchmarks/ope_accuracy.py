@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import build_training_set
-from nbm.commands.simulate import read_world_manifest, world_manifest, write_world
 from nbm.config import load_config
 from nbm.dataset import load_dataset
 from nbm.simulate import SimConfig, simulate
+from nbm.simulate.manifest import read_world_manifest, world_manifest, write_world
 from training.fit import RankerParams, fit_ranker, time_split
 from training.policy_eval import evaluate_policies
 

@@ -1,6 +1,6 @@
 """Could an exact pair search be cheap? Upper bounds on a pair's best slot, against two-stage scoring's choice.
 
-Two-stage scoring (``features.replay.model_decide``) scores every allowed (message, channel) pair at one
+Two-stage scoring (``decision.scoring.model_decide``) scores every allowed (message, channel) pair at one
 reference slot and only the best ``top_pairs`` at every allowed slot, so a pair outside the top whose best
 slot beats the choice is missed. An exact search could skip every pair whose *upper bound* over its slots
 is below the value found. This measures, on ``--decisions`` users decided as of one time, how many pairs
@@ -89,9 +89,11 @@ def main() -> None:
     else:
         data = args.data
     from features.compute import SLOT_FEATURES
-    from features.pairs import expand_pairs, pair_contact
+    from decision.contact import pair_contact
+    from decision.pairs import expand_pairs
     from features.pipeline import FeatureStore
-    from features.replay import model_decide, reference_slots, score, send_histories, top_per_group
+    from decision.histories import send_histories
+    from decision.scoring import model_decide, reference_slots, score, top_per_group
     from nbm.artifact import TIE_BREAK
     from nbm.config import load_config
     from nbm.dataset import load_dataset

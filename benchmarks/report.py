@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from experiments.audience import analyze
 from experiments.audience_command import write_outputs
 from experiments.audience_report import render_html
-from nbm.commands.simulate import write_world
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.simulate import SimConfig, simulate
+from nbm.simulate.manifest import write_world
 
 TARGET_SECONDS = 120.0
 ID_COLUMNS = {"users": ("user_id",), "events": ("event_id", "user_id", "decision_id"),

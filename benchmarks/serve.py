@@ -192,7 +192,7 @@ def main() -> None:
 
         # Floors, in this process.
         os.environ.update(NBM_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
-        from features.candidates import expand
+        from decision.candidates import expand
         from nbm.config import load_config
         from serving.engine import Engine, EngineSettings
 

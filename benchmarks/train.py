@@ -25,7 +25,7 @@ import lightgbm as lgb
 from features.pipeline import build_training_set
 from nbm.config import load_config
 from nbm.dataset import load_dataset
-from training.evaluate import evaluate
+from training.metrics import evaluate
 from training.fit import RankerParams, feature_columns, fit_ranker, lightgbm_datasets, time_split
 
 SENDS_PER_USER_60D = 16.6  # measured: 100k users × 60 days ≈ 1.66M sends

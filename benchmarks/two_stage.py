@@ -1,6 +1,6 @@
 """How often two-stage scoring finds the (message, channel, slot) that full enumeration finds, and at what cost.
 
-The greedy decision of ``features.replay.model_decide`` (every allowed pair at its reference slot, then
+The greedy decision of ``decision.scoring.model_decide`` (every allowed pair at its reference slot, then
 every allowed slot of the best ``top_pairs`` pairs) against full enumeration (every allowed
 (message, channel, slot) scored, the best expected value taken), on ``--decisions`` users decided as of
 one time. Printed per ``top_pairs``: the share of decisions whose choice has the best expected value, the
@@ -40,9 +40,11 @@ def main() -> None:
         data = prepared_world(args.world) / "world"
     else:
         data = args.data
-    from features.pairs import expand_pairs, pair_contact
+    from decision.contact import pair_contact
+    from decision.pairs import expand_pairs
     from features.pipeline import FeatureStore
-    from features.replay import model_decide, score, send_histories
+    from decision.histories import send_histories
+    from decision.scoring import model_decide, score
     from nbm.config import load_config
     from nbm.dataset import load_dataset
     from nbm.policy.explore import Greedy

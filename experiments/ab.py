@@ -23,6 +23,7 @@ from experiments import stats
 from nbm.config import ARMS, LIFECYCLE_STAGES, ExperimentConfig, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
+from nbm.lifecycle import stages_at
 
 DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
@@ -297,18 +298,10 @@ def _add_segments(users: pd.DataFrame, dataset: Dataset, config: NbmConfig, by: 
                   notes: list[str]) -> dict[str, list[str]]:
     """Add the segment columns to ``users``; return each segment's values in display order."""
     profiles = dataset.users.set_index("user_id").reindex(users.index)
-    first = users["first_t"].to_numpy()
-    signup = _ns(profiles["signup_at"])
-    since_signup = np.where(signup != NAT, (first - np.where(signup != NAT, signup, 0)) / DAY_NS, np.nan)
-    visits = dataset.events.loc[dataset.events["event_type"] == "visit", ["user_id", "timestamp"]]
-    pos, t = users.index.get_indexer(visits["user_id"]), _ns(visits["timestamp"])
-    before = (pos >= 0) & (t <= first[np.maximum(pos, 0)])
-    last = pd.Series(t[before]).groupby(pos[before]).max()
-    last_visit = np.full(len(users), NAT)
-    last_visit[last.index.to_numpy()] = last.to_numpy()
-    # differences in int64 nanoseconds first: a float of an epoch time would blur the exact day boundaries
-    since_visit = np.where(last_visit != NAT, (first - np.where(last_visit != NAT, last_visit, 0)) / DAY_NS, np.inf)
-    users["lifecycle"] = np.asarray(LIFECYCLE_STAGES, dtype=object)[config.lifecycle.stages(since_signup, since_visit)]
+    # the stage the decision path saw at the user's first decision: nbm.lifecycle's, from activity before it
+    stage = stages_at(dataset.events, dataset.users, users.index.to_numpy(dtype=object),
+                      users["first_t"].to_numpy(), config.lifecycle)
+    users["lifecycle"] = np.asarray(LIFECYCLE_STAGES, dtype=object)[stage]
     codes, names = preferred_channel(profiles, config)
     users["channel"] = np.asarray(names, dtype=object)[codes]
     segments = {ALL: [ALL], "lifecycle": list(LIFECYCLE_STAGES), "channel": [*config.channels, NO_CHANNEL]}
@@ -472,7 +465,7 @@ def _daily(users: pd.DataFrame, window_events: pd.DataFrame, arms: list[str], co
     """Per day, on all data up to that day's end: each per-user metric's fixed-horizon and mSPRT comparison."""
     day0 = start - start % DAY_NS
     days = (end - day0) // DAY_NS + 1
-    code = users["arm"].cat.codes.to_numpy()
+    code = users["arm"].cat.codes.to_numpy().astype(np.int64)   # int8 codes × days overflow past 63 days
     entry = (users["first_t"].to_numpy() - day0) // DAY_NS
     event_day = (window_events["t"].to_numpy() - day0) // DAY_NS
     event_pos, kinds = window_events["pos"].to_numpy(), window_events["event_type"].to_numpy()

@@ -2,12 +2,13 @@
 
 Weeks run from ``start`` in steps of 7 days; the last one ends at ``end`` (it may be shorter). Instant ``k`` is
 the start of week ``k`` (instant ``W`` is ``end``). At each instant every user has a lifecycle stage and an
-activity state, from the visits strictly before it (the history before ``start`` counts):
+activity state, from the events strictly before it (the history before ``start`` counts):
 
-* stage: days since signup < ``new_days`` → ``new``; else days since the last visit ≤ ``at_risk_after_days``
-  → ``active``; ≤ ``dormant_after_days`` → ``at_risk``; else, or no visit, ``dormant``;
-* activity: visits in the 30 days before the instant ÷ (``ideal_visits_per_week`` × 30/7) ≥ ``power_ratio``
-  → ``power``, ≥ ``core_ratio`` → ``core``, ≥ ``casual_ratio`` → ``casual``, else ``low``.
+* stage (:mod:`nbm.lifecycle`, the features' and the decisions' definition): days since signup < ``new_days``
+  → ``new``; else days since the last activity — a visit, click or conversion — ≤ ``at_risk_after_days``
+  → ``active``; ≤ ``dormant_after_days`` → ``at_risk``; else, or no activity, ``dormant``;
+* activity state (visits only): visits in the 30 days before the instant ÷ (``ideal_visits_per_week`` × 30/7)
+  ≥ ``power_ratio`` → ``power``, ≥ ``core_ratio`` → ``core``, ≥ ``casual_ratio`` → ``casual``, else ``low``.
 
 Stage and state counts are taken at each week's end among users signed up before it; transitions go from a
 week's start to its end among users signed up before its start. KPIs of week ``k`` segment its users (signed up
@@ -32,7 +33,8 @@ from nbm.attribution import attribute
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
-from nbm.report import ValidationReport
+from nbm.lifecycle import stages_at
+from nbm.validation_report import ValidationReport
 from nbm.schema import EVENT_TYPES
 
 WEEK_NS = 7 * DAY_NS
@@ -127,7 +129,7 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
     if unknown:
         notes.append(f"{unknown:,} events of users not in the `users` table are left out")
     cells = _Cells(pos, kind, t_all, events, instants, len(users), config.channels)
-    stage, activity = states_at(users, cells, instants, config)
+    stage, activity = states_at(events, users, cells, instants, config)
     signup = _ns(users["signup_at"])
     signed_up = (signup == NAT)[:, None] | (signup[:, None] < instants[None, :])
 
@@ -164,14 +166,14 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
 
 
 def _history_notes(first_event: int, t0: int, t1: int, config: NbmConfig) -> list[str]:
-    """Warnings for weeks that see less history than the thresholds need: a user without a visit since the
+    """Warnings for weeks that see less history than the thresholds need: a user without activity since the
     events begin counts as dormant, and activity states count the visits of the 30 days before."""
     notes = []
     day = lambda t: f"{pd.Timestamp(t, tz='UTC'):%Y-%m-%d}"   # noqa: E731
     dormant_from = first_event + int(config.lifecycle.dormant_after_days * DAY_NS)
     if t0 < dormant_from:
         notes.append(f"the events begin on {day(first_event)}: until {day(min(dormant_from, t1))} a user with no "
-                     f"visit in the data is `dormant` for lack of history (the threshold is "
+                     f"activity in the data is `dormant` for lack of history (the threshold is "
                      f"{config.lifecycle.dormant_after_days:g} days), so the dormant share is overstated there")
     activity_from = first_event + 30 * DAY_NS
     if t0 < activity_from:
@@ -212,28 +214,29 @@ class _Cells:
                            minlength=self.n_users * self.n_weeks).reshape(self.n_users, self.n_weeks)
 
 
-def states_at(users: pd.DataFrame, cells: _Cells, instants: np.ndarray,
+def states_at(events: pd.DataFrame, users: pd.DataFrame, cells: _Cells, instants: np.ndarray,
               config: NbmConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Lifecycle stage and activity state codes, ``(n_users, len(instants))``, from the visits before each instant.
+    """Lifecycle stage and activity state codes, ``(n_users, len(instants))``, from the events strictly before
+    each instant.
 
-    Codes index :data:`LIFECYCLE_STAGES` and :data:`ACTIVITY_STATES`. Differences are taken in int64 nanoseconds
-    before dividing, so a visit exactly ``at_risk_after_days`` before is still ``active``.
+    Codes index :data:`LIFECYCLE_STAGES` and :data:`ACTIVITY_STATES`. The stage is :func:`nbm.lifecycle.stages_at`
+    — the definition of the features and the decisions: days since the last activity (a visit, click or
+    conversion), taken in int64 nanoseconds, so that a visit exactly ``at_risk_after_days`` before is still
+    ``active``. The activity state counts visits alone (:func:`activity_states_at`).
     """
+    n, k = cells.n_users, len(instants)
+    ids = np.repeat(users["user_id"].to_numpy(dtype=object), k)
+    stage = stages_at(events, users, ids, np.tile(instants, n), config.lifecycle).reshape(n, k)
+    return stage, activity_states_at(cells, instants, config)
+
+
+def activity_states_at(cells: _Cells, instants: np.ndarray, config: NbmConfig) -> np.ndarray:
+    """Activity state codes (into :data:`ACTIVITY_STATES`), ``(n_users, len(instants))``: the *visits* of the 30
+    days before each instant against ``[activity]``'s ideal frequency — visits alone, unlike the activity
+    (visit, click or conversion) of the lifecycle stage."""
     n, k = cells.n_users, len(instants)
     visit = cells.of("visit", in_period=False)
     pos, t = cells.pos[visit], cells.t[visit]
-    # bucket b: instants[b-1] <= t < instants[b]; a visit counts for instant j when b <= j
-    bucket = np.searchsorted(instants, t, side="right")
-    before = bucket < k
-    last = pd.Series(t[before]).groupby(pos[before] * k + bucket[before]).max()
-    last_visit = np.full(n * k, NAT)
-    last_visit[last.index.to_numpy()] = last.to_numpy()
-    last_visit = np.maximum.accumulate(last_visit.reshape(n, k), axis=1)
-    since_visit = np.where(last_visit != NAT, (instants[None, :] - last_visit) / DAY_NS, np.inf)
-    signup = _ns(users["signup_at"])[:, None]
-    since_signup = np.where(signup != NAT, (instants[None, :] - np.where(signup != NAT, signup, 0)) / DAY_NS, np.inf)
-    stage = config.lifecycle.stages(since_signup, since_visit).astype(np.int8)
-
     # visits in [instant − 30 d, instant): counts below each of the 2k sorted thresholds, in one bincount
     thresholds = np.r_[instants - ACTIVITY_WINDOW_DAYS * DAY_NS, instants]
     order = np.argsort(thresholds, kind="stable")
@@ -245,9 +248,8 @@ def states_at(users: pd.DataFrame, cells: _Cells, instants: np.ndarray,
     visits = below[:, rank[k:]] - below[:, rank[:k]]
     ratio = visits / (config.activity.ideal_visits_per_week * ACTIVITY_WINDOW_DAYS / 7)
     ac = config.activity
-    activity = np.select([ratio >= ac.power_ratio, ratio >= ac.core_ratio, ratio >= ac.casual_ratio], [0, 1, 2],
-                         3).astype(np.int8)
-    return stage, activity
+    return np.select([ratio >= ac.power_ratio, ratio >= ac.core_ratio, ratio >= ac.casual_ratio], [0, 1, 2],
+                     3).astype(np.int8)
 
 
 # ---------------------------------------------------------------------------------------------- sections

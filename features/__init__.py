@@ -2,6 +2,6 @@
 
 ``declarations`` lists every feature; ``pipeline.FeatureStore`` indexes a dataset's history and builds
 the training set, the online snapshot and candidate features through one function
-(``compute.featurise``); ``candidates.expand`` lists the eligible actions of a decision. See
-``docs/features.md``.
+(``compute.featurise``). Which candidates a decision has, and the decision itself, are the ``decision``
+package's (``decision.candidates.expand``, ``decision.decide.decide_many``). See ``docs/features.md``.
 """

@@ -17,6 +17,8 @@ from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LI
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
 from nbm.arrays import Spread, distinct_rows, prepend, take
+from nbm.config import NbmConfig
+from nbm.lifecycle import stage_codes
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -377,9 +379,10 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
     return out
 
 
-def lifecycle_stage(config, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:
-    """Stage codes (new 0, active 1, at_risk 2, dormant 3) by the configured thresholds; no activity = dormant."""
-    return config.lifecycle.stages(days_since_signup, days_since_activity)
+def lifecycle_stage(config: NbmConfig, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:
+    """Stage codes (new 0, active 1, at_risk 2, dormant 3) of the features and the decision path: the one rule,
+    :func:`nbm.lifecycle.stage_codes`, on the days since the last activity (``History.last["activity"]``)."""
+    return stage_codes(config.lifecycle, days_since_signup, days_since_activity)
 
 
 def _zones(history: History, user: np.ndarray) -> np.ndarray:

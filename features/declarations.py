@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from nbm.lifecycle import LIFECYCLE_STAGES
+
 Entity = Literal["user", "message", "user×channel", "user×topic", "user×tag", "user×message", "user×hour", "time"]
 Kind = Literal["float", "category"]
 
@@ -43,8 +45,8 @@ FEATURES: tuple[Feature, ...] = (
     _f("user_days_since_click", "user", "all history", "Days since the last click."),
     _f("user_days_since_convert", "user", "all history", "Days since the last conversion."),
     _f("user_lifecycle_stage", "user", "all history",
-       "new (within `lifecycle.new_days` of signup), active, at_risk or dormant (days since activity against "
-       "`lifecycle.at_risk_after_days` and `dormant_after_days`).", "category"),
+       "new (within `lifecycle.new_days` of signup), active, at_risk or dormant (days since the last visit, click "
+       "or conversion against `lifecycle.at_risk_after_days` and `dormant_after_days`; nbm.lifecycle).", "category"),
     _f("user_activity_state", "user", "30 days",
        "power / core / casual / low: visits in 30 days against `activity.ideal_visits_per_week`.", "category"),
     _f("user_engagement_explicit", "user", "profile",
@@ -95,7 +97,7 @@ FEATURES: tuple[Feature, ...] = (
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 CATEGORICAL: tuple[str, ...] = tuple(f.name for f in FEATURES if f.kind == "category")
-LIFECYCLE_CODES = ("new", "active", "at_risk", "dormant")
+LIFECYCLE_CODES = LIFECYCLE_STAGES
 ACTIVITY_CODES = ("power", "core", "casual", "low")
 
 

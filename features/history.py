@@ -21,6 +21,7 @@ from nbm.attribution import attribute
 from features.keys import KeyedIndex, pair
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
+from nbm.lifecycle import activity_events
 from nbm.schema import EVENT_TYPES, TABLES
 
 DAY_NS = 86_400 * 10**9
@@ -193,7 +194,8 @@ class History:
         message = codes_in(events["message_id"], vocabulary.messages)
         topic = np.where(message >= 0, vocabulary.message_topic[np.maximum(message, 0)], -1)
         is_ = event_masks(events)
-        activity = is_["visit"] | is_["click"] | is_["convert"]
+        # Activity of the lifecycle stage (features and decisions alike): the types nbm.lifecycle names.
+        activity = np.logical_or.reduce([is_[kind] for kind in activity_events(config.lifecycle)])
         revenue = np.where(is_["convert"], events["value"].fillna(0.0).to_numpy(), 0.0)
         self.timezone = self._timezones(user)
         self._profile_arrays(dataset)

@@ -79,7 +79,7 @@ def _cmd_simulate_ab(args: argparse.Namespace) -> int:
         experiment = ExperimentConfig(name="ab")
     config = config.model_copy(update={"experiment": experiment})
     days = 14 if args.days is None else args.days
-    from serving.abtest import run_ab_simulation
+    from serving.ab_simulation import run_ab_simulation
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"A/B test {experiment.name!r}: {days} days", total=days)
@@ -103,7 +103,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from nbm.config import load_config
     from serving.registry import load_model
-    from training.offline import evaluate_model, print_evaluation, write_evaluation
+    from training.evaluate import evaluate_model, print_evaluation, write_evaluation
 
     config = load_config(args.config)
     loaded = load_model(args.model, config)
@@ -189,7 +189,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from nbm.commands.options import parse_time
     from nbm.config import load_config
     from nbm.dataset import load_dataset
-    from serving.batch import read_user_list, recommend_all
+    from serving.batch_scoring import read_user_list, recommend_all
     from serving.registry import load_model
 
     config = load_config(args.config)
@@ -213,9 +213,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import json
     import os
-    import subprocess
 
     from nbm.config import load_config
     from nbm.errors import UnusableInputError, UsageError
@@ -232,7 +230,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UnusableInputError(f"`--data`: {str(args.data)!r} is not a directory")
     if not 1 <= args.workers <= 64:
         raise UsageError(f"`--workers` must lie in 1..64, got {args.workers}")
-    if not _port_free(args.host, args.port):   # before anything is written: a running service's files stay its own
+    from serving.launch import port_free, serve
+
+    if not port_free(args.host, args.port):   # before anything is written: a running service's files stay its own
         raise UsageError(f"`--port`: {args.host}:{args.port} is already in use (another `nbm serve`?); "
                          "choose another port or stop that server")
     from serving.registry import resolve_version
@@ -240,114 +240,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.model.startswith("models:/") and resolve_version(args.model, config) is None:
         raise UnusableInputError(f"no registered model at {args.model} in {config.mlflow_tracking_uri} "
                                  "(train one with `nbm train`)")
-    env = {**os.environ, "NBM_DATA": str(Path(args.data).resolve()), "NBM_MODEL": args.model,
-           "NBM_EXPLORER": args.explorer, "NBM_THRESHOLD": str(args.threshold),
-           "NBM_RELOAD_SECONDS": str(args.reload_seconds), "NBM_WORKERS": str(args.workers),
-           "NBM_HOME": str(config.home.expanduser().resolve())}
-    if args.config:
-        env["NBM_CONFIG"] = str(Path(args.config).resolve())
-    print(f"nbm serve: starting on http://{args.host}:{args.port} (data {args.data}, model {args.model}, "
-          f"{args.workers} worker(s))", file=sys.stderr, flush=True)
-    example = args.example_user or _example_user(Path(args.data)) or "u000001"
-    body = json.dumps({"user_id": example}).replace("'", "'\\''")          # quoted for a POSIX shell
-    ready_line = (f"nbm serve: ready on http://{args.host}:{args.port}; try:\n"
-                  f"  curl -s -X POST http://{args.host}:{args.port}/recommend -H 'content-type: application/json' "
-                  f"-d '{body}'")
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", args.host,
-               "--port", str(args.port)]
-    workers_file = None
-    if args.workers > 1:   # the workers' shared file: connection counts and heartbeats (serving/balance.py)
-        from serving import balance
-
-        path = balance.workers_file(Path(env["NBM_HOME"]), args.host, args.port)
-        workers_file = balance.create(path, 2 * args.workers)     # room for restarted workers' numbers
-        env["NBM_WORKERS_FILE"] = str(workers_file)
-    return _run_service(command, env, workers_file, (args.host, args.port, ready_line))
-
-
-def _example_user(data: Path) -> str | None:
-    """A user of ``data`` with a consent (so the printed example gets an answer with an item), read from the
-    first rows of its users table; ``None`` when there is none to read cheaply."""
-    path = data / "users.parquet"
-    if not path.is_file():
-        return None
-    try:
-        import pyarrow.parquet as pq
-
-        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["user_id", "consent"]), None)
-    except Exception:  # noqa: BLE001 — only an example: a table it cannot read falls back to the default id
-        return None
-    users = [] if batch is None else zip(batch.column("user_id").to_pylist(), batch.column("consent").to_pylist())
-    return next((str(user) for user, consent in users if user and consent), None)
-
-
-def _announce_when_ready(process, host: str, port: int, line: str) -> None:
-    """Print ``line`` (the example request) once ``/readyz`` answers, so that it works when it appears."""
-    import time
-
-    from serving.launch import is_ready
-
-    while process.poll() is None:
-        if is_ready(port, host):
-            print(line, file=sys.stderr, flush=True)
-            return
-        time.sleep(0.5)
-
-
-def _port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on ``host:port`` now (bound as servers bind: with SO_REUSEADDR, which
-    a socket in TIME_WAIT does not block but a listening one does). An unresolvable host is left to the
-    server to report."""
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except OSError:
-        return True
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError:
-            return False
-    return True
-
-
-def _run_service(command: list[str], env: dict[str, str], workers_file: Path | None,
-                 announce: tuple[str, int, str] | None = None) -> int:
-    """Run BentoML's server until it stops. A SIGTERM or SIGHUP sent to ``nbm serve`` alone (a process
-    manager's stop) is passed on to the server, which stops its workers, and ``nbm serve`` waits for it;
-    Ctrl-C reaches both (one process group). Either way the workers' file is removed at the end.
-    ``announce`` (host, port, line): ``line`` is printed once the server answers ``/readyz``."""
-    import signal
-    import subprocess
-    import threading
-
-    process = subprocess.Popen(command, env=env)
-    if announce is not None:
-        threading.Thread(target=_announce_when_ready, args=(process, *announce), name="nbm-serve-ready",
-                         daemon=True).start()
-    forward = lambda signum, frame: process.send_signal(signum)  # noqa: E731
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:        # the server got it too: give it time to stop its workers
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                return 0
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if process.poll() is None:           # an error here: do not leave the server behind
-            process.kill()
-            process.wait()
-        if workers_file is not None:
-            workers_file.unlink(missing_ok=True)
+    return serve(args.data, args.model, host=args.host, port=args.port, workers=args.workers, explorer=args.explorer,
+                 threshold=args.threshold, reload_seconds=args.reload_seconds, home=config.home,
+                 config_path=args.config, example=args.example_user)
 
 
 def _cmd_export_log(args: argparse.Namespace) -> int:

@@ -23,8 +23,9 @@ from nbm.errors import UsageError
 CONFIG_FILE = "nbm.toml"
 DEFAULT_CHANNELS = ("email", "sms", "push", "in_app", "wechat")
 LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
+"""Lifecycle stages by code (new 0, active 1, at_risk 2, dormant 3); the definition is :mod:`nbm.lifecycle`."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-"""``state_url`` schemes of the Redis state store (serving/redis_state.py); ``sqlite:///`` is the other."""
+"""``state_url`` schemes of the Redis state store (serving/state/redis.py); ``sqlite:///`` is the other."""
 
 
 class _Section(BaseModel):
@@ -63,20 +64,13 @@ class ContactPolicyConfig(_Section):
 
 
 class LifecycleConfig(_Section):
-    """Thresholds of the lifecycle stages, in days."""
+    """Thresholds of the lifecycle stages, in days; the rule and what counts as activity (a visit, click or
+    conversion) are :mod:`nbm.lifecycle`'s."""
 
     new_days: float = Field(30.0, gt=0, description="a user is `new` this long after signup")
-    at_risk_after_days: float = Field(21.0, gt=0, description="no visit for this long: `at_risk`")
-    dormant_after_days: float = Field(60.0, gt=0, description="no visit for this long: `dormant`")
-
-    def stages(self, days_since_signup: np.ndarray, days_since_visit: np.ndarray) -> np.ndarray:
-        """Stage codes into :data:`LIFECYCLE_STAGES` (new 0, active 1, at_risk 2, dormant 3): ``new`` before
-        ``new_days`` after signup, then by the days since the last visit; NaN (no visit) is ``dormant``. The
-        one rule of the features, the simulator and the reports."""
-        visit = np.asarray(days_since_visit)
-        # Nested np.where: np.select's argument handling costs more than the comparisons on a decision's row.
-        return np.where(np.asarray(days_since_signup) < self.new_days, 0,
-                        np.where(visit <= self.at_risk_after_days, 1, np.where(visit <= self.dormant_after_days, 2, 3)))
+    at_risk_after_days: float = Field(21.0, gt=0, description="no activity (visit, click or conversion) for "
+                                                              "longer than this: `at_risk`")
+    dormant_after_days: float = Field(60.0, gt=0, description="no activity for longer than this: `dormant`")
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:

@@ -15,7 +15,7 @@ from nbm.config import NbmConfig
 from nbm.errors import UnusableInputError
 from nbm.identity import IdentityResolution, resolve_identities
 from nbm.io import find_table, read_raw_table
-from nbm.report import ValidationReport, problems_frame
+from nbm.validation_report import ValidationReport, problems_frame
 from nbm.schema import TABLES
 from nbm.validate import (check_columns, validate_decisions, validate_events, validate_links, validate_messages,
                           validate_users)

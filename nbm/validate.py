@@ -16,7 +16,7 @@ import pandas as pd
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.errors import UnusableInputError
 from nbm.parse import numeric_or_text, parse_floats, parse_lists, parse_strings, parse_timestamps
-from nbm.report import ValidationReport, problems_frame
+from nbm.validation_report import ValidationReport, problems_frame
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES, TABLES, Table
 
 

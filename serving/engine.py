@@ -1,13 +1,14 @@
-"""The decision engine behind the service: model, feature snapshot, state store and ``decide()``.
+"""The decision engine behind the service: model, feature snapshot, state store, and the one decision path.
 
 Built once per worker process: it loads the data directory (validated, identities resolved), builds the
-feature indexes (the online snapshot: every user's history as of the load), loads the model by registry
-alias, and opens the state store. Each ``/recommend`` then costs one candidate expansion, one
-two-stage scoring (every allowed (message, channel) at a reference slot, then every slot of the best
-pairs: what offline replay evaluates), one ``decide_slate()``, one read of the state store and one write;
-``/recommend_batch`` does the same for all its requests at once. Sends known only to the state store (reported by ``/feedback`` or planned by earlier
-answers) count for the contact policy at once, and patch the contact-recency features of the snapshot;
-unsubscribes and bounces reported by feedback take the channel away and patch the channel-loss features.
+feature indexes (the online snapshot: every user's history as of the load) and the index of its sends,
+loads the model by registry alias, and opens the state store. Each ``/recommend`` then costs one read of
+the state store, one :func:`decision.decide.decide_many` (candidate expansion, contact verdicts, two-stage
+scoring, the arm's choice: what offline replay evaluates) and one write; ``/recommend_batch`` does the same
+for all its requests at once. What is the service's own stays here: sends known only to the state store
+(reported by ``/feedback`` or planned by earlier answers) count for the contact policy at once and patch
+the contact-recency features of the snapshot; unsubscribes and bounces reported by feedback take the
+channel away (``keep``) and patch the channel-loss features; answers are reserved, retried, or refused.
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from decision.answer import Answer
+from decision.decide import HOLDOUT, Decisions, decide_many
+from decision.histories import SendIndex, lookback_ns
 from features.asof import MS
 from features.pipeline import FeatureStore
-from features.pairs import expand_pairs, pair_contact
-from features.replay import arm_decide, bounded_search
-from nbm.arrays import prepend
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
-from nbm.policy.contact import SendHistories
 from nbm.policy.assign import assign
 from nbm.policy.explore import EXPLORERS, Greedy, make_explorer
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
-from serving.batch import slate_items, suppressed_by_decision
 from serving.registry import LoadedModel, load_model, resolve_version
 from serving.schemas import event_errors
 from serving.state import open_state
@@ -108,8 +107,9 @@ class Engine:
         self.channels = frozenset(config.channels)
         self._channel_codes = {str(c): i for i, c in enumerate(self.store.globals.vocabulary.channels)}
         self.messages = frozenset(self.dataset.messages["message_id"].astype(str))
-        self.lookback_ns = int((max(7.0, config.contact_policy.message_cooldown_days) + 1.0) * DAY_NS)
-        self._snapshot_sends()
+        self.lookback_ns = lookback_ns(config.contact_policy)
+        self.sends = SendIndex.of(self.dataset.events)           # the snapshot's sends, by (user, time)
+        self._canonical = self.dataset.identity.canonical.to_dict() if len(self.dataset.identity.canonical) else {}
         self._rng = np.random.default_rng(settings.seed)
         self._rng_lock = threading.Lock()
         self._checked = time.monotonic()
@@ -118,23 +118,6 @@ class Engine:
         # (full collections over millions of long-lived objects were the p99 pauses).
         gc.collect()
         gc.freeze()
-
-    # -- set-up ------------------------------------------------------------------------------------
-    def _snapshot_sends(self) -> None:
-        events = self.dataset.events
-        sends = events[events["event_type"].to_numpy(dtype=object) == "send"]
-        users = sends["user_id"].to_numpy(dtype=object)
-        order = np.lexsort((sends["timestamp"].to_numpy(dtype="int64"), pd.factorize(users)[0]))
-        users = users[order]
-        self._s_times = sends["timestamp"].to_numpy(dtype="int64")[order]
-        self._s_channels = sends["channel"].to_numpy(dtype=object)[order]
-        self._s_messages = sends["message_id"].to_numpy(dtype=object)[order]
-        # The sends are grouped by user: each user's run starts at its first index and has its count.
-        unique, first, count = (np.unique(users.astype(str), return_index=True, return_counts=True)
-                                if len(order) else (np.zeros(0, str), np.zeros(0, int), np.zeros(0, int)))
-        self._s_index = dict(zip(unique.tolist(), first.tolist()))
-        self._s_count = dict(zip(unique.tolist(), count.tolist()))
-        self._canonical = self.dataset.identity.canonical.to_dict() if len(self.dataset.identity.canonical) else {}
 
     def canonical(self, user_id: str) -> str:
         return self._canonical.get(user_id, user_id)
@@ -212,8 +195,7 @@ class Engine:
                 groups.setdefault((int(r.get("k") or 1), bool(r.get("explore", True)), r["_kind"]), []).append(i)
             retry: list[int] = []
             for (k, explore, kind), members in groups.items():
-                decide = self._holdout if kind == "holdout" else self._decide
-                for i, answer in zip(members, decide([requests[j] for j in members], k, explore, kind)):
+                for i, answer in zip(members, self._decide([requests[j] for j in members], k, explore, kind)):
                     if answer is None:
                         retry.append(i)
                     else:
@@ -236,36 +218,26 @@ class Engine:
         arms = assign([self.canonical(r["user_id"]) for r in requests], self.config.experiment)
         return [{**r, "_kind": arm, "arm": arm} for r, arm in zip(requests, arms)]
 
-    def _holdout(self, requests: list[dict], k: int, explore: bool, kind: str) -> list[dict | None]:
-        """The holdout arm: nothing is sent, and the decision is logged (propensity 1)."""
-        version = self.model.version
-        clock = time.time_ns()
-        answers = [self._answer(decision_id, r["user_id"], version,
-                                clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value), [], [],
-                                "holdout", explore, r["arm"], kind) for r, decision_id in zip(requests, decision_ids(len(requests)))]
-        self.state.log_decisions([(a, 1.0) for a in answers])
-        return [_public(a) for a in answers]
-
     def _decide(self, requests: list[dict], k: int, explore: bool, kind: str = "model") -> list[dict | None]:
+        """One group of requests (distinct users, one ``k``, explore flag and arm) decided by
+        :func:`~decision.decide.decide_many`, then reserved (the holdout: logged); ``None`` for a request whose
+        reservation lost to another writer (retried by :meth:`_reserved`)."""
         model = self.model
         n = len(requests)
         users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
         clock = time.time_ns()
         t = np.array([clock if r.get("now") is None else int(pd.Timestamp(r["now"]).value) for r in requests],
                      dtype=np.int64)
-        pairs = expand_pairs(self.store, users, t)
-        contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
-        keep = self._requested(requests, pairs) if any(r.get("channels") or r.get("candidates") for r in requests) \
-            else None
-        if any(c.lost for c in contacts):
-            kept = ~self._lost(requests, pairs, contacts, t)
-            keep = kept if keep is None else keep & kept
-        if keep is not None:                  # one copy of the pairs for the request filters and the losses
-            pairs = pairs.take(np.flatnonzero(keep))
-        histories = self._histories(users, contacts, t)
-        contact = pair_contact(self.store, pairs, histories)
         explorer = self.explorer if explore else self.greedy
-        arms = self.state.arms() if explorer.name == "thompson" and kind == "model" else None
+        if kind == HOLDOUT:                   # nothing is sent, and the decision is logged (propensity 1)
+            decided = Decisions.nothing(n, HOLDOUT)
+            answers = self._answers(decided, requests, t, explore, kind)
+            self.state.log_decisions([(a, 1.0) for a in answers])
+            return [a.public() for a in answers]
+        contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
+        histories = self.sends.histories(users, t, self.lookback_ns,
+                                         extra=[(c.times, c.channels, c.messages) for c in contacts])
+        statistics = self.state.explorer_statistics() if explorer.name == "thompson" and kind == "model" else None
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
         # What the snapshot lacks, by (user, time): sends before the time, and channels lost by feedback.
@@ -276,25 +248,35 @@ class Engine:
             if sends or lost:
                 known[str(u), int(ti)] = (c if sends else None, lost)
         patch = (lambda columns, rows: self._patch_many(columns, rows, known)) if known else None
-        md = arm_decide(self.store, model.artifact, pairs, histories, kind, explorer, rng, self.settings.threshold,
-                        contact=contact, k=k, arms=arms, patch=patch)
-        suppressed = suppressed_by_decision(pairs, contact)
-        slate = md.slate
-        starts = np.searchsorted(slate.decision, np.arange(n + 1))
-        answers, reservations = [], []
-        ids = decision_ids(n)
-        every_item = slate_items(md)             # the slate's rows are grouped by decision, in order
-        for i, r in enumerate(requests):
-            lo, hi = starts[i], starts[i + 1]
-            items = every_item[lo:hi]
-            answer = self._answer(ids[i], r["user_id"], model.version, int(t[i]), items,
-                                  suppressed.get(i, []), str(md.batch.reason[i]), explore, r.get("arm"), kind)
-            propensity = float(np.prod(slate.propensity[lo:hi])) if items else 1.0
-            planned = [(int(slate.send_at[j]), item["channel"], item["message_id"]) for j, item in zip(range(lo, hi), items)]
-            answers.append(answer)
-            reservations.append((str(users[i]), contacts[i].version, answer, planned, propensity))
-        reserved = self.state.reserve_many(reservations)      # one transaction (SQLite) or round trip (Redis)
-        return [_public(a) if ok else None for a, ok in zip(answers, reserved)]
+        keep = lambda pairs: self._keep(requests, pairs, contacts, t)      # noqa: E731
+        decided = decide_many(self.store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
+                              threshold=self.settings.threshold, keep=keep, statistics=statistics, patch=patch)
+        answers = self._answers(decided, requests, t, explore, kind)
+        reserved = self.state.reserve_many([(str(u), c.version, a, a.planned, a.propensity)      # one transaction
+                                            for u, c, a in zip(users, contacts, answers)])      # or round trip
+        return [a.public() if ok else None for a, ok in zip(answers, reserved)]
+
+    def _answers(self, decided: Decisions, requests: list[dict], t: np.ndarray, explore: bool,
+                 kind: str) -> list[Answer]:
+        """The answers of ``decided``, named (random decision ids) and labelled for the decision log."""
+        version = self.model.version
+        if kind == "model":
+            explorer, policy = (self.explorer.name if explore else "greedy"), f"nbm-ranker/{version}"
+        else:
+            explorer, policy = BASELINE_EXPLORERS[kind], kind
+        experiment = self.config.experiment.name or None
+        return [decided.answer(i, decision_id, r["user_id"], version, int(t[i]), r.get("arm"), experiment, explorer,
+                               policy) for i, (r, decision_id) in enumerate(zip(requests, decision_ids(len(requests))))]
+
+    def _keep(self, requests: list[dict], pairs, contacts: list, t: np.ndarray) -> np.ndarray | None:
+        """Which candidate pairs stay: a request's ``channels`` and ``candidates`` filters, less the channels
+        lost by feedback (``None``: all)."""
+        keep = self._requested(requests, pairs) if any(r.get("channels") or r.get("candidates") for r in requests) \
+            else None
+        if any(c.lost for c in contacts):
+            kept = ~self._lost(requests, pairs, contacts, t)
+            keep = kept if keep is None else keep & kept
+        return keep
 
     def _requested(self, requests: list[dict], pairs) -> np.ndarray:
         """Which candidate pairs each request's ``channels`` and ``candidates`` filters keep (one table lookup
@@ -335,29 +317,6 @@ class Engine:
         # (Whole milliseconds, as the snapshot compares, but not clipped to its indexes' span: a loss before a
         # `now` earlier than the snapshot's base, or ~17 years after it, still counts.)
 
-    def _histories(self, users: np.ndarray, contacts: list, t: np.ndarray) -> SendHistories:
-        """Each decision's contact history, grouped by decision: the snapshot's sends before its time (the
-        data may run past a `now` in the past) and the state store's (which may plan sends after it)."""
-        n = len(users)
-        start = np.array([self._s_index.get(u, 0) for u in users.tolist()], dtype=np.int64)
-        count = np.array([self._s_count.get(u, 0) for u in users.tolist()], dtype=np.int64)
-        # Each user's sends are one sorted run of the snapshot: the window [t − lookback, t) is a sub-run.
-        lo = bounded_search(self._s_times, start, start + count, t - self.lookback_ns)
-        hi = bounded_search(self._s_times, start, start + count, t)
-        sizes = hi - lo
-        take = np.repeat(lo - prepend(0, np.cumsum(sizes)[:-1]), sizes) + np.arange(int(sizes.sum()))
-        parts = [(np.repeat(np.arange(n, dtype=np.int64), sizes), self._s_times[take], self._s_channels[take],
-                  self._s_messages[take])]
-        for i, c in enumerate(contacts):
-            if len(c.times):
-                parts.append((np.full(len(c.times), i, dtype=np.int64), c.times, c.channels, c.messages))
-        group, times, channels, messages = (np.concatenate([p[j] for p in parts]) for j in range(4))
-        if not len(group):
-            return SendHistories.empty()
-        order = np.lexsort((times, group))
-        return SendHistories(group[order].astype(np.int64), times[order].astype(np.int64),
-                             channels[order].astype(object), messages[order].astype(object))
-
     def _patch_many(self, columns: dict[str, np.ndarray], rows, known: dict) -> None:
         """The features of the candidates of every decision that the state store knows more of (``known``:
         (user, time) → (contacts with sends before the time or ``None``, codes of channels lost by
@@ -389,20 +348,6 @@ class Engine:
                 for name, value in self.store.loss_features(consent, lost_before).items():
                     patched[name][idx] = value[0]
         columns.update(patched)
-
-    def _answer(self, decision_id, user_id, version, t, items, suppressed, reason, explore, arm,
-                kind: str = "model") -> dict:
-        answer = {"decision_id": decision_id, "user_id": user_id, "model_version": version, "items": items,
-                  "suppressed": suppressed, "_now": t, "_arm": arm, "_experiment": self.config.experiment.name or None}
-        if kind == "model":
-            answer.update(_explorer=self.explorer.name if explore else "greedy", _policy=f"nbm-ranker/{version}")
-        else:
-            answer.update(_explorer=BASELINE_EXPLORERS[kind], _policy=kind)
-        if arm is not None:
-            answer["arm"] = arm
-        if not items:
-            answer["reason"] = reason
-        return answer
 
     @staticmethod
     def _patch(frame: dict[str, np.ndarray], cand_channel: np.ndarray, cand_message: np.ndarray, contacts,
@@ -471,6 +416,3 @@ def decision_ids(n: int) -> list[str]:
     text = raw.tobytes().hex()
     return [text[32 * i: 32 * i + 32] for i in range(n)]
 
-
-def _public(answer: dict) -> dict:
-    return {k: v for k, v in answer.items() if not k.startswith("_")}

@@ -1,21 +1,136 @@
-"""Start ``nbm serve`` as a subprocess on a free loopback port, wait until it is ready, stop it.
+"""Run the scoring service: the supervision behind ``nbm serve``, and helpers that start ``nbm serve`` for tests.
 
-For the end-to-end tests and ``benchmarks/serve.py``: the service runs in its own process group, so that
-stopping it stops BentoML's workers too.
+:func:`serve` runs BentoML's server for ``nbm serve`` and supervises it: the settings passed to the workers
+as environment variables, the workers' shared file (:mod:`serving.balance`), the example request printed
+once the service answers, signals passed on, the workers' file removed at the end.
+
+:func:`start_service`, :func:`wait_ready` and :func:`stop_service` start ``nbm serve`` as a subprocess on a
+free loopback port, wait until it is ready and stop it, for the end-to-end tests and ``benchmarks/serve.py``:
+the service runs in its own process group, so that stopping it stops BentoML's workers too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from serving.balance import live_workers, workers_file
+from serving import balance
+
+
+def serve(data: Path, model: str, *, host: str, port: int, workers: int, explorer: str, threshold: float,
+          reload_seconds: float, home: Path, config_path: Path | None = None, example: str | None = None) -> int:
+    """Run the service on ``host:port`` until it stops; returns BentoML's exit code (0 after Ctrl-C).
+
+    ``data``, ``model``, ``explorer``, ``threshold``, ``reload_seconds`` and ``config_path`` (the
+    configuration file, if any) reach each of the ``workers`` through the environment, with ``home`` (the
+    state's directory). The printed example request asks for ``example``, by default a user of ``data`` with
+    a consent (:func:`example_user`). The arguments are taken as checked: the data directory exists, the port
+    is free (:func:`port_free`), the model resolves.
+    """
+    env = {**os.environ, "NBM_DATA": str(Path(data).resolve()), "NBM_MODEL": model,
+           "NBM_EXPLORER": explorer, "NBM_THRESHOLD": str(threshold),
+           "NBM_RELOAD_SECONDS": str(reload_seconds), "NBM_WORKERS": str(workers),
+           "NBM_HOME": str(Path(home).expanduser().resolve())}
+    if config_path:
+        env["NBM_CONFIG"] = str(Path(config_path).resolve())
+    print(f"nbm serve: starting on http://{host}:{port} (data {data}, model {model}, "
+          f"{workers} worker(s))", file=sys.stderr, flush=True)
+    example = example or example_user(Path(data)) or "u000001"
+    body = json.dumps({"user_id": example}).replace("'", "'\\''")          # quoted for a POSIX shell
+    ready_line = (f"nbm serve: ready on http://{host}:{port}; try:\n"
+                  f"  curl -s -X POST http://{host}:{port}/recommend -H 'content-type: application/json' "
+                  f"-d '{body}'")
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", host,
+               "--port", str(port)]
+    shared_file = None
+    if workers > 1:   # the workers' shared file: connection counts and heartbeats (serving/balance.py)
+        path = balance.workers_file(Path(env["NBM_HOME"]), host, port)
+        shared_file = balance.create(path, 2 * workers)     # room for restarted workers' numbers
+        env["NBM_WORKERS_FILE"] = str(shared_file)
+    return _supervise(command, env, shared_file, (host, port, ready_line))
+
+
+def example_user(data: Path) -> str | None:
+    """A user of ``data`` with a consent (so the printed example gets an answer with an item), read from the
+    first rows of its users table; ``None`` when there is none to read cheaply."""
+    path = data / "users.parquet"
+    if not path.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=1024, columns=["user_id", "consent"]), None)
+    except Exception:  # noqa: BLE001 — only an example: a table it cannot read falls back to the default id
+        return None
+    users = [] if batch is None else zip(batch.column("user_id").to_pylist(), batch.column("consent").to_pylist())
+    return next((str(user) for user, consent in users if user and consent), None)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (bound as servers bind: with SO_REUSEADDR, which
+    a socket in TIME_WAIT does not block but a listening one does). An unresolvable host is left to the
+    server to report."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return True
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+def _supervise(command: list[str], env: dict[str, str], workers_file: Path | None,
+               announce: tuple[str, int, str] | None = None) -> int:
+    """Run BentoML's server until it stops. A SIGTERM or SIGHUP sent to ``nbm serve`` alone (a process
+    manager's stop) is passed on to the server, which stops its workers, and ``nbm serve`` waits for it;
+    Ctrl-C reaches both (one process group). Either way the workers' file is removed at the end.
+    ``announce`` (host, port, line): ``line`` is printed once the server answers ``/readyz``."""
+    process = subprocess.Popen(command, env=env)
+    if announce is not None:
+        threading.Thread(target=_announce_when_ready, args=(process, *announce), name="nbm-serve-ready",
+                         daemon=True).start()
+    forward = lambda signum, frame: process.send_signal(signum)  # noqa: E731
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:        # the server got it too: give it time to stop its workers
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if process.poll() is None:           # an error here: do not leave the server behind
+            process.kill()
+            process.wait()
+        if workers_file is not None:
+            workers_file.unlink(missing_ok=True)
+
+
+def _announce_when_ready(process: subprocess.Popen, host: str, port: int, line: str) -> None:
+    """Print ``line`` (the example request) once ``/readyz`` answers, so that it works when it appears."""
+    while process.poll() is None:
+        if is_ready(port, host):
+            print(line, file=sys.stderr, flush=True)
+            return
+        time.sleep(0.5)
 
 
 def free_port() -> int:
@@ -37,11 +152,11 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
     began = time.monotonic()
     wait_ready(process, port, timeout, "nbm serve")
     if workers > 1:   # /readyz answers from the first worker ready: wait for every worker's heartbeat
-        path = workers_file(Path(home).expanduser().resolve(), "127.0.0.1", port)
-        while live_workers(path) < workers:
+        path = balance.workers_file(Path(home).expanduser().resolve(), "127.0.0.1", port)
+        while balance.live_workers(path) < workers:
             if process.poll() is not None or time.monotonic() - began > timeout:
                 stop_service(process)
-                raise RuntimeError(f"nbm serve: {live_workers(path)} of {workers} workers ready in {timeout:.0f} s")
+                raise RuntimeError(f"nbm serve: {balance.live_workers(path)} of {workers} workers ready in {timeout:.0f} s")
             time.sleep(0.1)
     return process
 

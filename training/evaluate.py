@@ -1,87 +1,119 @@
-"""Offline metrics of a scoring artifact on the test window: ranking, calibration, importance (with plots)."""
+"""``nbm evaluate``: a candidate model's offline metrics and policy value from the logs, before an A/B test.
+
+The data directory's training set is split by time as ``nbm train`` splits it; on the test window the
+candidate's predictions are scored (AUC, log loss, calibration, NDCG) and every logged decision is
+replayed (:mod:`training.policy_eval`): the candidate's decision policy and the baselines (uniform,
+popular, lifecycle rules), valued by SNIPS and doubly robust — the candidate's calibrated P(convert) ×
+value as the direct model — with seeded bootstrap intervals and the effective sample size. For a
+simulated world the ground truth's value of each policy is shown beside the estimates.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-matplotlib.use("Agg")  # files only: no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import log_loss, ndcg_score, roc_auc_score  # noqa: E402
+from features.pipeline import build_training_set
+from nbm.artifact import ScoringArtifact
+from nbm.config import NbmConfig
+from nbm.dataset import load_dataset
+from nbm.errors import UnusableInputError
+from training.fit import time_split
+from training.metrics import evaluate
+from training.policy_eval import PolicyReport, censoring_note, evaluate_policies
 
-from nbm.artifact import ScoringArtifact  # noqa: E402
-from training.fit import target_of  # noqa: E402
+METRICS = ("test_rows", "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
+           "test_mean_prediction")
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    """Metrics (name → value) and figures (file name → matplotlib figure)."""
-
+class OfflineEvaluation:
+    model: str
     metrics: dict[str, float]
-    figures: dict[str, plt.Figure]
+    report: PolicyReport
+
+    def to_dict(self) -> dict:
+        clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
+        return {"model": self.model, "metrics": {k: clean(v) for k, v in self.metrics.items()},
+                "scope": self.report.logged.scope, "decisions": int(len(self.report.logged.frame)),
+                "censored_decisions": int(self.report.logged.censored),
+                "outcome_horizon_hours": clean(float(self.report.logged.horizon_hours)),
+                "logged_mean_reward": clean(float(self.report.logged.frame["reward"].mean()))
+                if len(self.report.logged.frame) else None,
+                "policies": {name: {k: clean(v) for k, v in asdict(v).items()}
+                             for name, v in self.report.values.items()}}
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Mean |observed − predicted| over equal-count bins of the prediction, weighted by bin size."""
-    if not len(p):
-        return float("nan")
-    order = np.argsort(p, kind="stable")
-    error = 0.0
-    for chunk in np.array_split(order, bins):
-        if len(chunk):
-            error += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
-    return error / len(p)
+def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, model: str, test_days: float = 7,
+                   max_decisions: int | None = 50_000, seed: int = 0, console: Console | None = None
+                   ) -> OfflineEvaluation:
+    """Offline metrics and off-policy value of ``artifact`` (named ``model``) on the last ``test_days``."""
+    from nbm.simulate.manifest import read_world_manifest
+
+    console = console or Console(stderr=True)
+    with console.status("loading and validating the data…"):
+        dataset, _ = load_dataset(data, config)
+    if not len(dataset.events):
+        raise UnusableInputError(f"no valid events in {data}")
+    with console.status(f"building the evaluation set ({len(dataset.events):,} events)…"):
+        rows = build_training_set(dataset, config)
+    split = time_split(rows, valid_days=min(7.0, test_days), test_days=test_days)
+    evaluation = evaluate(artifact, split.test)
+    history_rows = pd.concat([split.train, split.valid], ignore_index=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("replaying the test window's decisions", total=None)
+        report = evaluate_policies(dataset, config, history_rows, split.test, split.test_start, {"model": artifact},
+                                   artifact, max_decisions=max_decisions, seed=seed,
+                                   sim_config=read_world_manifest(data),
+                                   progress=lambda k, n: bar.update(task, completed=k, total=n))
+    metrics = {k: float(v) for k, v in evaluation.metrics.items() if k in METRICS}
+    return OfflineEvaluation(model, metrics, report)
 
 
-def mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
-    """Mean NDCG@k over ranking groups with at least two sends and some positive label."""
-    frame = pd.DataFrame({"group": rows["group"].to_numpy(), "label": rows["label"].to_numpy(), "score": scores})
-    values = [ndcg_score([g["label"].to_numpy()], [g["score"].to_numpy()], k=k)
-              for _, g in frame.groupby("group", sort=False) if len(g) > 1 and g["label"].max() > 0]
-    return float(np.mean(values)) if values else float("nan")
+def print_evaluation(console: Console, result: OfflineEvaluation) -> None:
+    table = Table(title=f"nbm evaluate: {result.model}", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in METRICS:
+        value = result.metrics.get(name, float("nan"))
+        table.add_row(name, f"{value:,.0f}" if name.endswith("rows") else f"{value:.4f}")
+    console.print(table)
+    print_policy_values(console, result.report, ips=True)
 
 
-def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5)) -> Evaluation:
-    """AUC, log loss, ECE and NDCG@k on ``test``; a reliability plot and a feature-importance plot."""
-    p = artifact.score(test)
-    y = target_of(test, artifact.target)
-    metrics = {
-        "test_rows": float(len(test)),
-        "test_positive_rate": float(y.mean()) if len(y) else float("nan"),
-        "test_mean_prediction": float(p.mean()) if len(p) else float("nan"),
-        "test_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-        "test_log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else float("nan"),
-        "test_ece": expected_calibration_error(p, y),
-    }
-    for k in ks:
-        metrics[f"test_ndcg_at_{k}"] = mean_ndcg(test, p, k)
-    return Evaluation(metrics, {"reliability.png": _reliability(p, y), "importance.png": _importance(artifact)})
+def print_policy_values(console: Console, report: PolicyReport, ips: bool = False) -> None:
+    """The off-policy values of ``report`` as a table (``nbm evaluate``, and ``nbm train`` without IPS), its
+    censoring note, and a warning for policies that few logged decisions support."""
+    values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
+                         f"logged decisions, scope: {report.logged.scope})")
+    columns = ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI") + (("IPS",) if ips else ()) + ("ESS", "true value")
+    for column in columns:
+        values.add_column(column, justify="left" if column == "policy" else "right")
+    for v in report.values.values():
+        values.add_row(v.policy, f"{v.snips:.4f}", f"[{v.snips_low:.4f}, {v.snips_high:.4f}]", f"{v.dr:.4f}",
+                       f"[{v.dr_low:.4f}, {v.dr_high:.4f}]", *((f"{v.ips:.4f}",) if ips else ()), f"{v.ess:,.0f}",
+                       "—" if not math.isfinite(v.true_value) else f"{v.true_value:.4f}")
+    if len(report.logged.frame):
+        values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", *([""] * (len(columns) - 2)))
+    console.print(values)
+    if (line := censoring_note(report.logged)):
+        console.print(line)
+    low = [v.policy for v in report.values.values() if v.ess < 100]
+    if low:
+        console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): their "
+                      "SNIPS/DR estimates and their bootstrap intervals are unreliable; compare them on logs that "
+                      "explore more (the service's own decision log)[/yellow]")
 
 
-def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5, 5))
-    order = np.argsort(p, kind="stable")
-    chunks = [c for c in np.array_split(order, bins) if len(c)]
-    ax.plot([0, max(p.max(initial=0), 1e-3)], [0, max(p.max(initial=0), 1e-3)], color="grey", lw=1, ls="--",
-            label="perfect")
-    ax.plot([p[c].mean() for c in chunks], [y[c].mean() for c in chunks], marker="o", label="model")
-    ax.set_xlabel("predicted probability (bin mean)")
-    ax.set_ylabel("observed rate")
-    ax.set_title("Reliability on the test window")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def _importance(artifact: ScoringArtifact, top: int = 25) -> plt.Figure:
-    gain = artifact.booster.feature_importance(importance_type="gain")
-    order = np.argsort(gain)[::-1][:top][::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1))
-    ax.barh(np.asarray(artifact.features)[order], gain[order])
-    ax.set_xlabel("total gain")
-    ax.set_title("Feature importance")
-    fig.tight_layout()
-    return fig
+def write_evaluation(result: OfflineEvaluation, out: Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")

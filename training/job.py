@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -25,14 +24,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.pipeline import build_training_set
-from nbm.commands.simulate import read_world_manifest
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
-from training.evaluate import evaluate
+from nbm.simulate.manifest import read_world_manifest
+from training.evaluate import print_policy_values
 from training.fit import RankerParams, fit_ranker, time_split
-from training.policy_eval import (Difference, PolicyReport, censoring_note, dr_terms, evaluate_policies,
-                                  paired_difference, policy_metrics)
+from training.metrics import evaluate
+from training.policy_eval import (Difference, PolicyReport, dr_terms, evaluate_policies, paired_difference,
+                                  policy_metrics)
 from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
 from training.tune import tune
 
@@ -188,21 +188,5 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
                   + f" ({gate.reason})")
     console.print(table)
     if report is not None:
-        values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
-                             f"logged decisions, scope: {report.logged.scope})")
-        for column in ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI", "ESS", "true value"):
-            values.add_column(column, justify="left" if column == "policy" else "right")
-        for v in report.values.values():
-            values.add_row(v.policy, f"{v.snips:.4f}", f"[{v.snips_low:.4f}, {v.snips_high:.4f}]", f"{v.dr:.4f}",
-                           f"[{v.dr_low:.4f}, {v.dr_high:.4f}]", f"{v.ess:,.0f}",
-                           "—" if not np.isfinite(v.true_value) else f"{v.true_value:.4f}")
-        values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", "", "", "", "", "")
-        console.print(values)
-        if (line := censoring_note(report.logged)):
-            console.print(line)
-        low = [v.policy for v in report.values.values() if v.ess < 100]
-        if low:
-            console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): "
-                          "their SNIPS/DR estimates and their bootstrap intervals are unreliable; compare them on "
-                          "logs that explore more (the service's own decision log)[/yellow]")
+        print_policy_values(console, report)
     console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")

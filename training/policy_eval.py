@@ -1,7 +1,8 @@
 """The value of decision policies on the test window, off-policy, from the logged propensities.
 
 Every logged decision of the test window is replayed: each policy decides for the same user as of the
-same time, with the same contact history (:mod:`features.replay`, :func:`nbm.policy.decide.decide_batch`),
+same time, with the same contact history, through the decision path the service runs
+(:func:`decision.decide.decide_many`),
 and its probability of the logged action gives the importance weight. The reward of a decision is the
 revenue attributed to its send (0 when it sent nothing). Policies:
 
@@ -35,15 +36,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nbm.attribution import GRADE, attribute
+from decision.arms import BASELINES, PriorityPolicy, local_hours, rank
+from decision.decide import decide_many, eligible_candidates
+from decision.histories import SendIndex, lookback_ns
+from decision.pairs import CandidateRows
+from decision.scoring import score
+from features.compute import HOUR_NS
 from features.pipeline import FeatureStore
-from features.pairs import expand_pairs, pair_contact
-from features.replay import (Expanded, hour_bucket, local_hours, model_decide, rank, rules_priority, score,
-                             send_histories)
 from nbm.artifact import ScoringArtifact
+from nbm.attribution import GRADE, attribute
 from nbm.dataset import Dataset
 from nbm.ope import BanditLog, estimate
-from nbm.policy.decide import ScoredCandidates, decide_batch
 from nbm.policy.explore import Greedy
 
 POLICIES = ("model", "uniform", "popular", "rules")
@@ -220,19 +223,18 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
     q_target = {k: np.zeros(n) for k in names}
     actions = {k: PolicyActions() for k in names if k != "uniform"}
     rng = np.random.default_rng(seed)
-    lookback = max(7.0, store.config.contact_policy.message_cooldown_days) + 1.0
+    sends = SendIndex.of(store.dataset.events)
+    lookback = lookback_ns(store.config.contact_policy)
     popular = popularity(store, history_rows)
+    priority_baselines = (PriorityPolicy("popular", lambda _, ex: popular(ex), Greedy()), BASELINES["rules"])
     for a in range(0, n, CHUNK):
         part = frame.iloc[a:a + CHUNK]
-        pairs = expand_pairs(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"))
-        hist = send_histories(store, part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64"),
-                              lookback)
+        users, now = part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64")
+        hist = sends.histories(users, now, lookback)
         logged_key = _logged_keys(part, a)
-        pair_verdict = pair_contact(store, pairs, hist)
-        ex, p_row, s_row = pairs.expanded()
-        contact = pair_verdict.rows(p_row, s_row)
+        eligible = eligible_candidates(store, users, now, hist)       # every policy decides over the same
         for name, artifact in artifacts.items():
-            md = model_decide(store, artifact, pairs, hist, Greedy(), rng, threshold, contact=pair_verdict)
+            md = decide_many(store, artifact, users, now, hist, rng, threshold=threshold, eligible=eligible).model
             b = md.batch
             rows = b.pair_row[b.pair_probability > 0]
             p = b.pair_probability[b.pair_probability > 0]
@@ -243,23 +245,28 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
             np.add.at(q_target[name], a + md.scored.group[rows], p * q_rows * md.scored.value[rows])
             target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
         if baselines:
+            ex = eligible.pairs.expanded()[0]
             _uniform(store, reward_model, ex, part, a, logged_key, target["uniform"], q_target["uniform"], rng)
-            for name, priority in (("popular", popular(ex)), ("rules", rules_priority(store, ex))):
-                cands = ScoredCandidates(ex.rows.message_id, ex.rows.channel, ex.rows.send_at, priority, np.ones(len(ex)))
-                b = decide_batch(ex.group, ex.n_groups, cands, hist, ex.timezones, store.config.contact_policy,
-                                 Greedy(), rng, threshold=-np.inf, contact=contact)
+            for policy in priority_baselines:
+                # Greedy on a priority; the reward model's P of the chosen rows is their ``probability``.
+                md = decide_many(store, reward_model, users, now, hist, rng, arm=policy, eligible=eligible).model
+                b = md.batch
                 rows = b.chosen[b.chosen >= 0]
-                acts = _acts(ex, rows, b.send_at[rows], np.ones(len(rows)), a)
-                actions[name].add(*acts)
-                q_rows = score(store, reward_model, ex.take(rows).rows) * ex.value[rows]
-                q_target[name][a + ex.group[rows]] = q_rows
-                target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
+                acts = _acts(md.scored, rows, b.send_at[rows], np.ones(len(rows)), a)
+                actions[policy.name].add(*acts)
+                q_target[policy.name][a + md.scored.group[rows]] = md.probability[rows] * md.scored.value[rows]
+                target[policy.name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
         if progress is not None:
             progress(min(a + CHUNK, n), n)
     return Replay(target, q_target, {k: v.frame() for k, v in actions.items()})
 
 
-def _acts(ex: Expanded, rows: np.ndarray, send_at: np.ndarray, p: np.ndarray, offset: int):
+def hour_bucket(times: np.ndarray) -> np.ndarray:
+    """Send times to the hour (a logged send at 10:07 is the 10:00 slot's action)."""
+    return np.asarray(times, dtype=np.int64) // HOUR_NS
+
+
+def _acts(ex: CandidateRows, rows: np.ndarray, send_at: np.ndarray, p: np.ndarray, offset: int):
     return (offset + ex.group[rows], ex.rows.message_id[rows], ex.rows.channel[rows], send_at, p)
 
 
@@ -286,7 +293,7 @@ def _probability_of_logged(part: pd.DataFrame, offset: int, logged: pd.DataFrame
     return out
 
 
-def _uniform(store, reward_model, ex: Expanded, part, offset, logged, target, q_target, rng) -> None:
+def _uniform(store, reward_model, ex: CandidateRows, part, offset, logged, target, q_target, rng) -> None:
     """Uniform over every eligible (message, channel, slot): exact π, sampled q̂ (mean of UNIFORM_SAMPLE draws)."""
     size = np.bincount(ex.group, minlength=ex.n_groups)
     rows = pd.DataFrame({"decision": offset + ex.group, "message_id": ex.rows.message_id,
@@ -320,7 +327,7 @@ def popularity(store: FeatureStore, history_rows: pd.DataFrame):
     channel_rank = rank(rate_channel.reindex(voc.channels).fillna(0.0).to_numpy())
     hour_rank = rank(rate_hour.reindex(np.arange(24, dtype=float)).fillna(0.0).to_numpy())
 
-    def priority(ex: Expanded) -> np.ndarray:
+    def priority(ex: CandidateRows) -> np.ndarray:
         # Lexicographic: message first, then channel, then hour (each term below the previous one's step).
         return (message_rank[ex.rows.message_code] * 1e6 + channel_rank[ex.rows.channel_code] * 1e3
                 + hour_rank[local_hours(ex)] + 1.0)

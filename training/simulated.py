@@ -1,12 +1,11 @@
 """A trained model acting in the simulated world, so its *true* value can be compared with baselines.
 
-:class:`ModelPolicy` decides like the service will: every day, for every live user, it featurises the
-eligible (message × channel) candidates from the log so far, scores them with the scoring artifact,
-weighs the calibrated probability by the message's value, and sends the best one — at the best of the
-slot hours — when that expected value clears ``threshold``. It is greedy (propensity 1).
-
-Two stages keep it affordable: all (message, channel) pairs are scored at one slot (the user's most
-visited local hour so far), then the winner's slots are compared.
+:class:`ModelPolicy` decides as the service does — :func:`decision.decide.decide_many`, the one decision
+path: every day, for every live user, the eligible candidates as of that morning (features from the log
+so far), the contact policy on the user's past sends, two-stage scoring by the scoring artifact, the
+greedy choice of calibrated probability × message value × weight, and nothing when it does not clear
+``threshold``. Its items are played at the world's slot of their local hour
+(:meth:`nbm.simulate.context.DecisionContext.actions_at`); greedy, so propensity 1.
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.compute import HOUR_NS, Candidates
+from decision.decide import decide_many
+from decision.histories import SendIndex, lookback_ns
+from features.compute import HOUR_NS
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
@@ -25,7 +26,8 @@ from nbm.simulate.policies import Policy
 
 
 class ModelPolicy(Policy):
-    """Greedy on calibrated probability × message value; nothing when the best value is ≤ ``threshold``."""
+    """nbm's greedy decision (:func:`decision.decide.decide_many`); nothing when the best value is below
+    ``threshold``."""
 
     name = "model"
 
@@ -33,6 +35,7 @@ class ModelPolicy(Policy):
         self.artifact = artifact
         self.config = config
         self.threshold = threshold
+        self.moved = 0            # items sent the next morning (quiet hours), played at today's slot of that hour
 
     def _act(self, ctx: DecisionContext, rng: np.random.Generator) -> Actions:
         env = ctx.environment
@@ -41,39 +44,18 @@ class ModelPolicy(Policy):
                   "links": _links(world)}
         dataset, _ = build_dataset(tables, self.config, now=pd.Timestamp(ctx.now, tz="UTC"))
         store = FeatureStore.build(dataset, self.config)
-
-        eligible = ctx.eligible()                                        # (k, m, c)
-        rows, m, c = np.nonzero(eligible)
-        if not len(rows):
+        users = world.population.user_ids[ctx.users]
+        now = np.full(ctx.k, ctx.now, dtype=np.int64)
+        histories = SendIndex.of(dataset.events).histories(users, now, lookback_ns(self.config.contact_policy))
+        decided = decide_many(store, self.artifact, users, now, histories, rng, threshold=self.threshold)
+        slate, rows = decided.model.slate, decided.model.scored.rows
+        if not len(slate.row):
             return Actions.empty()
-        users = ctx.users[rows]
-        n_slots = len(ctx.slot_hours)
-        # Stage 1: every pair at the middle slot; stage 2: the best pair at every slot.
-        middle = np.full(len(rows), n_slots // 2)
-        value = self._value(store, ctx, users, m, c, env.send_time(users, middle))
-        order = np.lexsort((-value, rows))
-        first = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
-        best_rows, best_m, best_c = rows[first], m[first], c[first]
-        u = np.repeat(ctx.users[best_rows], n_slots)
-        slots = np.tile(np.arange(n_slots), len(best_rows))
-        by_slot = self._value(store, ctx, u, np.repeat(best_m, n_slots), np.repeat(best_c, n_slots),
-                              env.send_time(u, slots)).reshape(len(best_rows), n_slots)
-        slot = by_slot.argmax(axis=1)
-        top = by_slot[np.arange(len(best_rows)), slot]
-        send = top > self.threshold
-        return Actions(ctx.users[best_rows[send]], best_m[send], best_c[send], slot[send], np.ones(int(send.sum())))
-
-    def _value(self, store: FeatureStore, ctx: DecisionContext, users: np.ndarray, messages: np.ndarray,
-               channels: np.ndarray, send_at: np.ndarray) -> np.ndarray:
-        world = ctx.environment.world
-        rows = Candidates(
-            user_id=world.population.user_ids[users],
-            message_id=world.catalog.table["message_id"].to_numpy(dtype=object)[messages],
-            channel=np.asarray(world.config.channels, dtype=object)[channels],
-            as_of=np.full(len(users), ctx.now, dtype=np.int64), send_at=send_at.astype(np.int64),
-        )
-        probability = self.artifact.score(store.featurise(rows))
-        return probability * world.catalog.value[messages]
+        actions, _, moved = ctx.actions_at(slate.decision, np.asarray(rows.message_id[slate.row], dtype=object),
+                                           np.asarray(rows.channel[slate.row], dtype=object), slate.send_at,
+                                           np.ones(len(slate.row)))
+        self.moved += moved
+        return actions
 
 
 def _users(world) -> pd.DataFrame:
@@ -101,7 +83,7 @@ def true_values(config, decisions: pd.DataFrame, actions: dict[str, pd.DataFrame
     ``quiet_hours`` (``(start, end)`` local hours, nbm's ``contact_policy.quiet_hours_*``) gives the
     uniform policy nbm's slots: each slot in quiet hours moved to their end, slots landing on the same
     instant counted once, a message a candidate only at the moved times inside its live window
-    (:func:`features.candidates.out_of_quiet_hours`). This is exactly what the off-policy estimates estimate. Returns the values and the number of
+    (:func:`decision.candidates.out_of_quiet_hours`). This is exactly what the off-policy estimates estimate. Returns the values and the number of
     decisions the world recognised (a mismatch means the data is not this world's log).
     """
     from nbm.simulate.generate import environment_for, logging_policy

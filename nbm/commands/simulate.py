@@ -8,18 +8,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from nbm.commands.options import parse_time
-from nbm.errors import UsageError
 from nbm.simulate import MessyRates, SimConfig, SimulatedData, simulate
+from nbm.simulate.manifest import MANIFEST, WORLD, world_manifest, write_world
 from nbm.simulate.messy import inject
-
-MANIFEST = "injected.json"
-WORLD = "world.json"
-"""What ``nbm simulate`` was asked for; with it, the world and its ground truth can be rebuilt exactly."""
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -42,41 +37,6 @@ def run_simulate(args: argparse.Namespace) -> int:
         (Path(args.out) / WORLD).write_text(json.dumps(world_manifest(config), indent=2) + "\n")
     print_summary(console, data, written, time.perf_counter() - began, manifest)
     return 0
-
-
-def world_manifest(config: SimConfig) -> dict:
-    """The arguments that rebuild ``config`` (see :func:`read_world_manifest`)."""
-    return {"users": config.n_users, "days": config.n_days, "seed": config.seed,
-            "start": config.period_start.isoformat(), "epsilon": config.epsilon, "messy": config.messy is not None}
-
-
-def read_world_manifest(directory: Path) -> SimConfig | None:
-    """The simulation that wrote ``directory``, or ``None`` when it was not written by ``nbm simulate``."""
-    path = Path(directory) / WORLD
-    if not path.is_file():
-        return None
-    spec = json.loads(path.read_text())
-    return SimConfig(n_users=int(spec["users"]), n_days=int(spec["days"]), seed=int(spec["seed"]),
-                     start=pd.Timestamp(spec["start"]), epsilon=float(spec["epsilon"]),
-                     messy=MessyRates() if spec.get("messy") else None)
-
-
-def write_world(tables: dict[str, pd.DataFrame], out: Path, file_format: str) -> list[Path]:
-    """Write the four tables to ``out`` (created if needed), replacing tables of the other format."""
-    from nbm.io import write_table
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"`--out`: {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    other = "csv" if file_format == "parquet" else "parquet"
-    paths = []
-    for name, frame in tables.items():
-        (out / f"{name}.{other}").unlink(missing_ok=True)
-        paths.append(write_table(frame, out, name, file_format))
-    (out / MANIFEST).unlink(missing_ok=True)
-    (out / WORLD).unlink(missing_ok=True)
-    return paths
 
 
 def print_summary(console: Console, data: SimulatedData, written: list[Path], seconds: float, manifest) -> None:

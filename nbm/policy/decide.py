@@ -24,7 +24,7 @@ import pandas as pd
 from nbm.arrays import append, run_starts, take
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import ContactDecision, SendHistories, SendHistory, apply_contact_policy_batch
-from nbm.policy.explore import Arms, Explorer
+from nbm.policy.explore import Explorer, ThompsonStatistics
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class BatchDecision:
 
 def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
                  timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
-                 threshold: float = 0.0, arms: Arms | None = None,
+                 threshold: float = 0.0, statistics: ThompsonStatistics | None = None,
                  contact: ContactDecision | None = None) -> BatchDecision:
     """Decide for ``n_groups`` users at once: ``group`` (per candidate row, sorted) names the decision.
 
@@ -150,8 +150,8 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         k_rows = best_rows[keep]
         if len(k_rows):
             k_starts = run_starts(group[k_rows])
-            k_arms = None if arms is None else Arms(np.asarray(arms.successes)[k_rows], np.asarray(arms.failures)[k_rows])
-            index, p, e = explorer.choose_batch(expected[k_rows], k_starts, rng, k_arms)
+            k_statistics = None if statistics is None else statistics.take(k_rows)
+            index, p, e = explorer.choose_batch(expected[k_rows], k_starts, rng, k_statistics)
             decided = group[k_rows[k_starts]]
             chosen[decided] = k_rows[index]
             propensity[decided] = p
@@ -183,9 +183,10 @@ def _best_row_per_pair(rows: np.ndarray, pair: np.ndarray, expected: np.ndarray)
 
 
 def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, policy: ContactPolicyConfig,
-           explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0, arms: Arms | None = None,
+           explorer: Explorer, rng: np.random.Generator, threshold: float = 0.0,
+           statistics: ThompsonStatistics | None = None,
            k: int = 1) -> Decision:
-    """Decide for one user; see the module docstring. ``arms`` (per candidate row) feed Thompson sampling.
+    """Decide for one user; see the module docstring. ``statistics`` (per candidate row) feed Thompson sampling.
 
     With ``k > 1``, up to ``k`` items (distinct message × channel) chosen one after another
     (:func:`decide_slate`); each item's propensity is conditional on the items before it.
@@ -193,7 +194,7 @@ def decide(candidates: ScoredCandidates, history: SendHistory, timezone: str, po
     if not len(candidates):
         return Decision([], [], "no_eligible_candidate")
     slate = decide_slate(np.zeros(len(candidates), np.int64), 1, candidates, SendHistories.single(history),
-                         np.array([timezone], dtype=object), policy, explorer, rng, k, threshold, arms)
+                         np.array([timezone], dtype=object), policy, explorer, rng, k, threshold, statistics)
     batch = slate.first
     suppressed = suppressed_pairs(candidates, batch, np.arange(len(candidates)))
     if not len(slate.row):
@@ -246,7 +247,7 @@ verdict on them before any pick of the decision. ``None`` when every chosen pair
 
 def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates, histories: SendHistories,
                  timezones: np.ndarray, policy: ContactPolicyConfig, explorer: Explorer, rng: np.random.Generator,
-                 k: int = 1, threshold: float = 0.0, arms: Arms | None = None,
+                 k: int = 1, threshold: float = 0.0, statistics: ThompsonStatistics | None = None,
                  contact: ContactDecision | None = None, reslot: Reslot | None = None) -> Slate:
     """``k`` items per decision, chosen one after another by :func:`decide_batch`.
 
@@ -271,8 +272,7 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
             *(take(getattr(candidates, f), keep) for f in ("message_id", "channel", "send_at", "probability", "value")),
             *(None if getattr(candidates, f) is None else take(getattr(candidates, f), keep) for f in ("weight", "pair")))
         b = decide_batch(group if rank == 0 else group[keep], n_groups, sub, hist, timezones, policy, explorer, rng,
-                         threshold, arms if (arms is None or rank == 0) else
-                         Arms(np.asarray(arms.successes)[keep], np.asarray(arms.failures)[keep]),
+                         threshold, statistics if (statistics is None or rank == 0) else statistics.take(keep),
                          contact if rank == 0 else None)
         first = b if first is None else first
         decided = np.flatnonzero(b.chosen >= 0)

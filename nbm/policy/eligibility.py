@@ -4,7 +4,7 @@ A candidate is eligible when the message is live at the slot (``start ≤ send <
 lifecycle stage (no targeting: every stage), allows the channel, and the user consents to the channel and
 has not unsubscribed from or bounced on it; the request's ``channels`` and ``candidates`` filters come on
 top. Pure array logic over the catalog and the users' state, vectorised over decisions; the feature
-pipeline gathers the arrays (``features.candidates.expand``, ``features.replay.expand_many``).
+pipeline gathers the arrays (``decision.candidates.expand``, ``decision.pairs.expand_many``).
 """
 
 from __future__ import annotations

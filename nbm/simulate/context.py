@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from nbm.simulate.catalog import Catalog
+
+DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
 if TYPE_CHECKING:
     from nbm.simulate.environment import Environment
@@ -57,6 +60,34 @@ class DecisionContext:
         cat = self.catalog
         targeted = cat.stages[:, self.stage[rows]].T & self.live[None, :]          # (r, m)
         return targeted[:, :, None] & cat.channels[None, :, :] & self.consent[rows][:, None, :]
+
+    def actions_at(self, rows: np.ndarray, message_ids: np.ndarray, channels: np.ndarray, send_at: np.ndarray,
+                   propensity: np.ndarray) -> tuple[Actions, np.ndarray, int]:
+        """Answers that name a send instant (an nbm decision's items) as the world's actions.
+
+        ``rows`` are positions of users in this context, each with a message id, a channel and ``send_at``
+        (int64 ns). An instant is played at the world's slot of the same local hour today; one whose local
+        hour is no slot hour is dropped, and one outside today (quiet hours moved it to tomorrow morning) is
+        played at today's slot of its hour and counted as ``moved``. The world's own check (liveness,
+        stage, consent) has the last word. Returns (the actions, the positions of ``rows`` kept, moved).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        world = self.environment.world
+        catalog = pd.Index(world.catalog.table["message_id"].astype(str))
+        message = catalog.get_indexer(np.asarray(message_ids, dtype=str))
+        channel = pd.Index(list(world.config.channels)).get_indexer(np.asarray(channels, dtype=str))
+        at = np.asarray(send_at, dtype=np.int64)
+        offset = world.truth.utc_offset_hours(self.users[rows], np.full(len(rows), self.now))
+        local = np.round(((at - self.now) / HOUR_NS + offset) % 24).astype(np.int64) % 24
+        slot_of_hour = np.full(24, -1, dtype=np.int64)
+        slot_of_hour[np.asarray(self.slot_hours, dtype=np.int64)] = np.arange(len(self.slot_hours))
+        slot = slot_of_hour[local]
+        moved = int(((slot < 0) | (at < self.now) | (at >= self.now + DAY_NS)).sum())
+        ok = (slot >= 0) & (message >= 0) & (channel >= 0)
+        ok[ok] = self.eligible(rows[ok])[np.arange(int(ok.sum())), message[ok], channel[ok]]
+        keep = np.flatnonzero(ok)
+        return (Actions(self.users[rows[keep]], message[keep], channel[keep], slot[keep],
+                        np.asarray(propensity, dtype=float)[keep]), keep, moved)
 
     def n_eligible_actions(self) -> np.ndarray:
         """Number of eligible (message, channel, slot) actions of every user, int (k,).

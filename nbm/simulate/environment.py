@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.config import LifecycleConfig
+from nbm.lifecycle import stage_codes
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.eventlog import EventLog, EventType
 from nbm.simulate.outcomes import play_organic, play_sends
@@ -95,7 +96,7 @@ class Environment:
         users = np.flatnonzero(pop.signup_at < now)
         since_signup = (now - pop.signup_at[users]) / DAY_NS
         since_visit = (now - s.last_visit[users]) / DAY_NS
-        stage = self.lifecycle.stages(since_signup, since_visit)
+        stage = stage_codes(self.lifecycle, since_signup, since_visit)
         never = s.last_contact[users] == np.iinfo(np.int64).min
         since_contact = np.where(never, np.inf, (now - s.last_contact[users]) / DAY_NS)
         return DecisionContext(

@@ -17,7 +17,8 @@
   effect). Revenue per conversion = the user's spend level (lognormal) × noise, so the pre-period predicts it.
 * lifecycle: 15 % signed up < 20 days before entry (new), 2 % exactly 30 days (not new); last visit before
   entry 2–20 days (active), 25–55 (at risk), 70–120 (dormant) or never; some exactly 21 or 60 days (the
-  boundaries: active, at risk); 30 % also visit after entry, which must not change their stage. Nobody
+  boundaries: active, at risk); 30 % also visit after entry, which must not change their stage. Clicks and
+  conversions before entry are activity too (``nbm.lifecycle``) and make some of them more recent. Nobody
   consents to ``in_app`` or ``wechat`` (empty segments).
 * a second experiment ``other-test`` decides for 200 users, with sends carrying its own ids.
 * user attribute ``tier`` includes the value :data:`SCRIPT` (to check escaping) and ``age`` is numeric.

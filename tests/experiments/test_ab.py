@@ -46,7 +46,7 @@ def naive_per_user(tables: dict[str, pd.DataFrame], config: NbmConfig | None = N
     end, ids, decisions = mine["timestamp"].max(), set(mine["decision_id"]), Counter(mine["user_id"])
     fields = ["sends", *COUNTED.values(), "revenue"]
     users = {u: {"arm": next(iter(a)), "decisions": decisions[u], **{f: 0 for f in fields},
-                 **{"pre_" + f: 0 for f in fields}, "last_visit": None} for u, a in arms.items() if len(a) == 1}
+                 **{"pre_" + f: 0 for f in fields}, "last_activity": None} for u, a in arms.items() if len(a) == 1}
     for e in tables["events"].itertuples():
         user = users.get(e.user_id)
         if user is None:
@@ -56,9 +56,9 @@ def naive_per_user(tables: dict[str, pd.DataFrame], config: NbmConfig | None = N
         if e.event_type == "send":
             user["sends"] += e.decision_id in ids or (pd.isna(e.decision_id) and inside)
             user["pre_sends"] += before
-        elif e.event_type == "visit" and e.timestamp <= start:
-            user["last_visit"] = max(user["last_visit"] or e.timestamp, e.timestamp)
-        elif e.event_type in COUNTED:
+        if e.event_type in ("visit", "click", "convert") and e.timestamp < start:  # the lifecycle's activity
+            user["last_activity"] = max(user["last_activity"] or e.timestamp, e.timestamp)
+        if e.event_type in COUNTED:
             for prefix, counted in (("", inside), ("pre_", before)):
                 if counted:
                     user[prefix + COUNTED[e.event_type]] += 1
@@ -67,12 +67,12 @@ def naive_per_user(tables: dict[str, pd.DataFrame], config: NbmConfig | None = N
     lc = config.lifecycle
     for user_id, user in users.items():
         start, profile = first[user_id], profiles.loc[user_id]
-        since_visit = (start - user["last_visit"]).total_seconds() / 86_400 if user["last_visit"] else None
+        since_activity = (start - user["last_activity"]).total_seconds() / 86_400 if user["last_activity"] else None
         if (start - profile["signup_at"]).total_seconds() / 86_400 < lc.new_days:
             user["lifecycle"] = "new"
-        elif since_visit is not None and since_visit <= lc.at_risk_after_days:
+        elif since_activity is not None and since_activity <= lc.at_risk_after_days:
             user["lifecycle"] = "active"
-        elif since_visit is not None and since_visit <= lc.dormant_after_days:
+        elif since_activity is not None and since_activity <= lc.dormant_after_days:
             user["lifecycle"] = "at_risk"
         else:
             user["lifecycle"] = "dormant"

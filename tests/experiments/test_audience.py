@@ -19,11 +19,11 @@ from statsmodels.stats.proportion import proportion_confint
 
 from experiments.audience import ACTIVITY_STATES, FIGURE_COLUMNS, KPIS, WEEKDAYS, analyze
 from experiments.audience_command import run_report
-from nbm.commands.simulate import write_world
 from nbm.config import LIFECYCLE_STAGES, LifecycleConfig, NbmConfig
 from nbm.dataset import build_dataset
 from nbm.errors import UsageError
 from nbm.simulate import SimConfig, simulate
+from nbm.simulate.manifest import write_world
 
 DAY = pd.Timedelta(days=1)
 SCRIPT = "<script>alert('x')</script>"
@@ -67,6 +67,7 @@ class NaiveReference:
         self.instants = [min(report.start + 7 * k * DAY, report.end) for k in range(len(report.weeks) + 1)]
         self.users = {u.user_id: u for u in dataset.users.itertuples()}
         self.visits = defaultdict(list)
+        self.activity_times = defaultdict(list)  # the lifecycle's activity: visits, clicks and conversions
         self.events = []
         for e in dataset.events.itertuples():
             if e.user_id not in self.users:
@@ -74,6 +75,8 @@ class NaiveReference:
             self.events.append(e)
             if e.event_type == "visit":
                 self.visits[e.user_id].append(e.timestamp)
+            if e.event_type in ("visit", "click", "convert"):
+                self.activity_times[e.user_id].append(e.timestamp)
 
     def signed_up(self, user, instant) -> bool:
         return pd.isna(user.signup_at) or user.signup_at < instant
@@ -82,7 +85,7 @@ class NaiveReference:
         lc = self.config.lifecycle
         if not pd.isna(user.signup_at) and (instant - user.signup_at) / DAY < lc.new_days:
             return "new"
-        before = [t for t in self.visits[user.user_id] if t < instant]
+        before = [t for t in self.activity_times[user.user_id] if t < instant]
         if not before:
             return "dormant"
         days = (instant - max(before)) / DAY

@@ -10,9 +10,9 @@ import subprocess
 import pytest
 
 from experiments.audience_command import run_report
-from nbm.commands.simulate import write_world
 from nbm.config import NbmConfig
 from nbm.simulate import SimConfig, simulate
+from nbm.simulate.manifest import write_world
 
 BROWSER_TIMEOUT_S = 60
 # Injected into a copy of the page (the report itself carries no script): counts images that failed to decode.

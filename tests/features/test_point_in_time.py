@@ -167,7 +167,7 @@ def test_attribute_categories_are_the_same_in_every_partition(dataset, config) -
 
 def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
     """Stage 2 of two-stage scoring copies a candidate's columns and recomputes only the slot features."""
-    from features.candidates import expand
+    from decision.candidates import expand
     from features.compute import reslot_columns
     from features.pipeline import FeatureStore
     from nbm.config import NbmConfig
@@ -197,7 +197,7 @@ def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
 
 
 def test_slot_times_equal_the_pandas_rules_across_dst_changes() -> None:
-    from features.candidates import _slot_times_pandas, slot_times
+    from decision.candidates import _slot_times_pandas, slot_times
 
     zones = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "America/Sao_Paulo", "Pacific/Chatham"]
     for t in pd.date_range("2026-01-01", "2027-01-01", freq="29h", tz="UTC").asi8:
@@ -225,7 +225,7 @@ def test_local_time_is_the_same_for_few_and_many_instants() -> None:
 def test_shared_blocks_equal_featurising_each_row_alone(dataset, config) -> None:
     """Many decisions at two times (rows sharing users, pairs, messages, slots): the columns computed once
     per distinct key and broadcast equal those of each row featurised on its own."""
-    from features.replay import expand_many
+    from decision.pairs import expand_many
 
     store = FeatureStore.build(dataset, config)
     users = dataset.users["user_id"].to_numpy(dtype=object)[:40]
@@ -246,7 +246,7 @@ def test_shared_blocks_equal_featurising_each_row_alone(dataset, config) -> None
 def test_candidates_in_runs_featurise_as_the_same_rows_shuffled(dataset, config) -> None:
     """Rows grouped by decision share their user's features run by run (features/compute.py, ``_Shared``);
     the same rows in random order (no runs, shared by hashing) give the same columns."""
-    from features.replay import expand_many
+    from decision.pairs import expand_many
 
     store = FeatureStore.build(dataset, config)
     users = dataset.users["user_id"].to_numpy(dtype=object)[:12]
@@ -264,7 +264,7 @@ def test_candidates_in_runs_featurise_as_the_same_rows_shuffled(dataset, config)
 def test_a_message_outside_the_catalog_shares_nothing_with_the_first_message(dataset, config) -> None:
     """Rows of one decision whose message is unknown (code −1) beside rows of the catalog's first message
     (code 0): shared blocks keep them apart, each featurises as it does alone."""
-    from features.replay import expand_many
+    from decision.pairs import expand_many
 
     store = FeatureStore.build(dataset, config)
     user = dataset.users["user_id"].to_numpy(dtype=object)[:1]

@@ -39,8 +39,8 @@ def test_simulate_writes_the_tables_and_validates_clean(clean_world: Path, capsy
 
 
 def test_decision_log_covers_every_send_with_its_propensity(clean_world: Path) -> None:
-    from nbm.commands.simulate import read_world_manifest
     from nbm.dataset import load_dataset
+    from nbm.simulate.manifest import read_world_manifest
 
     dataset, _ = load_dataset(clean_world, load_config(environ={}))
     decisions = dataset.decisions.set_index("decision_id")

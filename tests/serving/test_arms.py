@@ -55,9 +55,13 @@ def test_each_decision_serves_and_logs_the_users_assigned_arm(engine, users) -> 
 
 
 def _decide(served_world, arm: str, draws: int = 1, seed: int = 0):
-    """One user's candidates decided ``draws`` times by ``arm`` (features.replay.arm_decide)."""
+    """One user's candidates decided ``draws`` times by ``arm`` (decision.arms.arm_decide)."""
     from features.pipeline import FeatureStore
-    from features.replay import arm_decide, contact_verdict, expand_many, rules_priority, score, send_histories
+    from decision.arms import arm_decide, rules_priority
+    from decision.contact import contact_verdict
+    from decision.histories import send_histories
+    from decision.pairs import expand_many
+    from decision.scoring import score
     from nbm.dataset import load_dataset
     from nbm.policy.explore import Greedy
     from serving.registry import load_model
@@ -106,7 +110,7 @@ def test_the_rules_arm_takes_the_highest_priority_allowed_candidate_and_reports_
 
 def test_batch_scoring_assigns_the_same_arms(served_world, tmp_path, users) -> None:
     from nbm.dataset import load_dataset
-    from serving.batch import recommend_all
+    from serving.batch_scoring import recommend_all
     from serving.registry import load_model
 
     data, home = served_world
@@ -126,7 +130,7 @@ def test_batch_scoring_assigns_the_same_arms(served_world, tmp_path, users) -> N
 
 def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
     """`channels` and `candidates` of each request of a batch, against a per-request isin written out."""
-    from features.pairs import expand_pairs
+    from decision.pairs import expand_pairs
 
     rng = np.random.default_rng(8)
     chosen = [engine.canonical(u) for u in users[:30]]
@@ -157,9 +161,11 @@ def test_request_filters_keep_what_the_naive_rule_keeps(engine, users) -> None:
 def test_business_weights_rank_by_probability_times_value_times_weight(served_world) -> None:
     """``[arbitration]`` weights: a topic's weight favours its messages, a message's own weight replaces its
     topic's, a weight of 0 keeps a message out of the choice (the greedy model arm, 60 users)."""
-    from features.pairs import expand_pairs, pair_contact
+    from decision.contact import pair_contact
+    from decision.pairs import expand_pairs
     from features.pipeline import FeatureStore
-    from features.replay import model_decide, send_histories
+    from decision.histories import send_histories
+    from decision.scoring import model_decide
     from nbm.config import ArbitrationConfig
     from nbm.dataset import load_dataset
     from nbm.policy.explore import Greedy

@@ -41,15 +41,16 @@ NOW = (T0 + 40 * DAY).value
     ("convert", {("m1", "email"): (2, 1), ("m2", "sms"): (0, 1)}),
     ("click", {("m1", "email"): (0, 3), ("m2", "sms"): (1, 0)}),
 ])
-def test_history_arms_count_sends_and_their_attributed_target_outcomes_as_of_now(target, expected) -> None:
-    from serving.batch import history_arms
+def test_history_statistics_count_sends_and_their_attributed_target_outcomes_as_of_now(target, expected) -> None:
+    from serving.batch_scoring import history_statistics
 
-    assert history_arms(EVENTS, AttributionConfig(), target, NOW) == expected
-    assert history_arms(EVENTS, AttributionConfig(), target, T0.value) == {}       # nothing before the first send
+    assert history_statistics(EVENTS, AttributionConfig(), target, NOW) == expected
+    assert history_statistics(EVENTS, AttributionConfig(), target, T0.value) == {}       # nothing before the first send
 
 
-def test_batch_thompson_decides_with_the_history_arms(served_world, tmp_path, monkeypatch) -> None:
-    import serving.batch as batch
+def test_batch_thompson_decides_with_the_history_statistics(served_world, tmp_path, monkeypatch) -> None:
+    import decision.decide
+    import serving.batch_scoring as batch
     from nbm.dataset import load_dataset
     from serving.registry import load_model
 
@@ -58,15 +59,16 @@ def test_batch_thompson_decides_with_the_history_arms(served_world, tmp_path, mo
     dataset, _ = load_dataset(data, config)
     model = load_model("models:/nbm-ranker@champion", config)
     now = pd.Timestamp("2026-10-29T00:00:00Z")
-    expected = batch.history_arms(dataset.events, config.attribution, model.artifact.target, now.value)
+    expected = batch.history_statistics(dataset.events, config.attribution, model.artifact.target, now.value)
     assert sum(s for s, _ in expected.values()) > 0 and sum(f for _, f in expected.values()) > 0
     seen = []
-    decide = batch.arm_decide
-    monkeypatch.setattr(batch, "arm_decide", lambda *a, **kw: seen.append(kw.get("arms")) or decide(*a, **kw))
+    decide = decision.decide.arm_decide
+    monkeypatch.setattr(decision.decide, "arm_decide",
+                        lambda *a, **kw: seen.append(kw.get("statistics")) or decide(*a, **kw))
     out = tmp_path / "thompson.jsonl"
     users = dataset.users["user_id"].to_numpy(dtype=object)[:60]
     batch.recommend_all(dataset, config, model.artifact, model.version, now, out, users=users, explorer="thompson")
-    assert seen and all(arms == expected for arms in seen)
+    assert seen and all(statistics == expected for statistics in seen)
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     items = [i for line in lines for i in line["items"]]
     assert items and all(0 < i["propensity"] <= 1 for i in items)

@@ -16,9 +16,11 @@ NOW = pd.Timestamp("2026-10-29T00:00:00Z")
 def world(served_world):
     """Store, model, 40 users' decisions ×3 (pairs, histories, contact verdict) and every allowed (pair, slot)
     scored from scratch."""
-    from features.pairs import expand_pairs, pair_contact
+    from decision.contact import pair_contact
+    from decision.pairs import expand_pairs
     from features.pipeline import FeatureStore
-    from features.replay import score, send_histories
+    from decision.histories import send_histories
+    from decision.scoring import score
     from nbm.dataset import load_dataset
     from serving.registry import load_model
 
@@ -81,7 +83,7 @@ def _truth(store, pairs, hist, full, pair: int, earlier: list[tuple[int, str, st
 def test_every_pick_is_sent_at_its_pairs_best_allowed_slot(world, k) -> None:
     """A uniform explorer (ε = 1) picks pairs outside the top ones nearly every time; at ``k = 3`` the later
     picks' slots must also respect the earlier ones (minimum gap, daily caps)."""
-    from features.replay import model_decide, reference_slots
+    from decision.scoring import model_decide, reference_slots
     from nbm.policy.explore import EpsilonGreedy
 
     store, artifact, pairs, hist, contact, full = world
@@ -115,9 +117,9 @@ def test_every_pick_is_sent_at_its_pairs_best_allowed_slot(world, k) -> None:
 
 def test_the_answer_reports_the_score_at_the_items_send_time(world) -> None:
     """``slate_items`` (what `/recommend` and `nbm recommend` print) gives each item its reslotted score."""
-    from features.replay import model_decide
+    from decision.scoring import model_decide
     from nbm.policy.explore import EpsilonGreedy
-    from serving.batch import slate_items
+    from decision.answer import slate_items
 
     store, artifact, pairs, hist, contact, full = world
     md = model_decide(store, artifact, pairs, hist, EpsilonGreedy(1.0), np.random.default_rng(5), contact=contact)
@@ -131,7 +133,7 @@ def test_the_answer_reports_the_score_at_the_items_send_time(world) -> None:
 def test_the_greedy_pick_needs_no_reslot_so_off_policy_evaluation_reads_the_answers_send_time(world) -> None:
     """Off-policy evaluation reads ``md.batch`` (the greedy pick at its best scored slot): a greedy first pick
     is always a top pair, scored at every slot, so the answer's item is the same, never moved."""
-    from features.replay import model_decide
+    from decision.scoring import model_decide
     from nbm.policy.explore import Greedy
 
     store, artifact, pairs, hist, contact, full = world
@@ -164,7 +166,7 @@ def test_a_greedy_pick_among_more_tied_pairs_than_top_pairs_is_still_at_its_scor
     """More pairs tie for the best value than ``top_pairs``: all of them are kept for stage 2, so a greedy
     draw between them (its propensity shared) never lands on a pair scored at one slot only, and
     ``md.batch`` (what off-policy evaluation reads) has the answer's send time."""
-    from features.replay import model_decide
+    from decision.scoring import model_decide
     from nbm.policy.explore import Greedy
 
     store, artifact, pairs, hist, contact, full = world
@@ -185,9 +187,9 @@ def test_every_item_is_scored_at_the_instant_it_is_sent_inside_its_messages_wind
     """Each item's score is the model's probability of its (message, channel) featurised at the item's own
     send time — slots the quiet hours moved (21:00 → 08:00 the next day) included — and that send time lies
     in the message's live window. Scored from scratch on one row per item, not through the slot grid."""
-    from features.candidates import slot_times
+    from decision.candidates import slot_times
     from features.compute import Candidates
-    from features.replay import model_decide, score
+    from decision.scoring import model_decide, score
     from nbm.policy.explore import EpsilonGreedy
 
     store, artifact, pairs, hist, contact, full = world

@@ -335,7 +335,7 @@ def test_batch_scoring_and_the_service_take_the_same_greedy_decision(served_worl
 
     from nbm.config import load_config
     from nbm.dataset import load_dataset
-    from serving.batch import recommend_all
+    from serving.batch_scoring import recommend_all
     from serving.engine import Engine, EngineSettings
 
     data, home = served_world

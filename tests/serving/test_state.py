@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from decision.answer import Answer
 from serving.state import HOUR_NS, PLANNED_GRACE_NS, SQLiteState, open_state
 
 DAY = 24 * HOUR_NS
@@ -38,9 +39,8 @@ def store(url):
     return open_state(url)
 
 
-def _decision(user: str, now: int = NOW, items: list | None = None, arm: str | None = "model") -> dict:
-    return {"decision_id": uuid.uuid4().hex, "user_id": user, "model_version": "3", "_now": now,
-            "_policy": "nbm-ranker/3", "_arm": arm, "_explorer": "greedy", "items": items or [], "reason": ""}
+def _decision(user: str, now: int = NOW, items: list | None = None, arm: str | None = "model") -> Answer:
+    return Answer(uuid.uuid4().hex, user, "3", items or [], [], "", now, arm, None, "greedy", "nbm-ranker/3")
 
 
 def _send(event_id: str, user: str, at: int, message: str = "m1", channel: str = "email",
@@ -67,7 +67,7 @@ def test_reserve_plans_items_and_a_stale_version_writes_nothing(store) -> None:
     assert not store.reserve("u", v0, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)   # another decision won
     assert len(store.contacts("u", NOW, LOOKBACK).times) == 2
     log = store.decision_log()
-    assert log["decision_id"].tolist() == [first["decision_id"]]      # the losing decision is not logged
+    assert log["decision_id"].tolist() == [first.decision_id]      # the losing decision is not logged
     assert store.reserve("u", c.version, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)
     # Another user's writes do not change this user's version.
     before = store.contacts("u", NOW, LOOKBACK).version
@@ -105,12 +105,12 @@ def test_a_send_replaces_its_planned_item_and_feeds_the_explorer(store) -> None:
     assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d,
                          [(at, "email", "m1"), (at + 12 * HOUR_NS, "sms", "m2")], 0.25)
     v = store.contacts("u", NOW, LOOKBACK).version
-    assert store.feedback([_send("s1", "u", at + 60 * 10**9, decision=d["decision_id"])]) == (1, 0)
+    assert store.feedback([_send("s1", "u", at + 60 * 10**9, decision=d.decision_id)]) == (1, 0)
     c = store.contacts("u", NOW, LOOKBACK)
     assert c.version != v
     assert c.times.tolist() == [at + 60 * 10**9, at + 12 * HOUR_NS]     # the send, and the other planned item
     assert c.messages.tolist() == ["m1", "m2"]
-    assert store.arms() == {("m1", "email"): (0, 1)}
+    assert store.explorer_statistics() == {("m1", "email"): (0, 1)}
 
 
 def test_feedback_is_idempotent_by_event_id(store) -> None:
@@ -120,7 +120,7 @@ def test_feedback_is_idempotent_by_event_id(store) -> None:
     assert store.feedback(events) == (2, 0)
     assert store.feedback(events) == (0, 2)
     assert store.feedback([events[0], _send("s2", "u", NOW - HOUR_NS)]) == (1, 1)
-    assert store.arms() == {("m1", "email"): (1, 1)}
+    assert store.explorer_statistics() == {("m1", "email"): (1, 1)}
     assert len(store.contacts("u", NOW, LOOKBACK).times) == 2
     read = store.feedback_events()
     assert read["event_id"].tolist() == ["s1", "c1", "s2"]
@@ -132,12 +132,12 @@ def test_an_outcome_without_message_is_credited_to_its_decisions_item(store) -> 
     d = _decision("u")
     assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d, [(NOW, "push", "m7")], 1.0)
     convert = {"event_id": "c1", "timestamp": NOW + HOUR_NS, "user_id": "u", "event_type": "convert",
-               "decision_id": d["decision_id"]}
+               "decision_id": d.decision_id}
     assert store.feedback([convert]) == (1, 0)
-    assert store.arms() == {("m7", "push"): (1, 0)}       # planned only: a success without an impression yet
+    assert store.explorer_statistics() == {("m7", "push"): (1, 0)}       # planned only: a success without an impression yet
     other = {**convert, "event_id": "c2", "decision_id": "unknown"}
     assert store.feedback([other, {**convert, "event_id": "o1", "event_type": "open"}]) == (2, 0)
-    assert store.arms() == {("m7", "push"): (1, 0)}       # neither an unknown decision nor a non-target counts
+    assert store.explorer_statistics() == {("m7", "push"): (1, 0)}       # neither an unknown decision nor a non-target counts
 
 
 def _loss(event_id: str, user: str, at: int, channel: str, kind: str = "unsubscribe") -> dict:
@@ -157,7 +157,7 @@ def test_an_unsubscribe_or_a_bounce_loses_the_channel_from_its_earliest_time(sto
     many = store.contacts_many(["u", "v", "w"], [NOW, NOW, NOW], LOOKBACK)
     assert [m.lost for m in many] == [{"sms": NOW - 2 * DAY, "email": NOW - HOUR_NS}, {"push": NOW}, {}]
     assert open_state(url).contacts("u", NOW, LOOKBACK).lost == many[0].lost       # kept across a restart
-    assert store.arms() == {}                                                     # no impression either
+    assert store.explorer_statistics() == {}                                                     # no impression either
 
 
 def test_the_earliest_loss_is_exact_to_the_nanosecond(store) -> None:
@@ -200,7 +200,7 @@ def _apply(store, ops: list[tuple]) -> list:
         else:
             _, events = op
             out.append(store.feedback(events))
-    out += [store.arms(), store.decision_log().to_dict("list"),
+    out += [store.explorer_statistics(), store.decision_log().to_dict("list"),
             store.feedback_events().to_dict("list")]
     return out
 
@@ -220,7 +220,7 @@ def _random_ops(seed: int, n: int = 150) -> list[tuple]:
                      for _ in range(int(rng.integers(0, 3)))]
             items = list({(c, m): (at, c, m) for at, c, m in items}.values())   # an answer's items are distinct pairs
             d = _decision(user, t, [{"message_id": m, "channel": c} for _, c, m in items])
-            decisions.append((d["decision_id"], user, items))
+            decisions.append((d.decision_id, user, items))
             ops.append(("reserve", user, bool(rng.random() < 0.3), d, items))
         else:
             events = []
@@ -297,7 +297,7 @@ def test_the_redis_scripts_time_order_is_exact_on_int64_times(redis_server) -> N
     near and far apart, negative, the int64 ends, equal."""
     import redis
 
-    from serving.redis_state import _BEFORE
+    from serving.state.redis import _BEFORE
 
     rng = np.random.default_rng(31)
     a = rng.integers(-(2 ** 63), 2 ** 63 - 1, 2_000, dtype=np.int64, endpoint=True)
@@ -321,7 +321,7 @@ def test_redis_without_fsync_on_every_write_is_reported(redis_server, caplog) ->
     client = redis.Redis.from_url(redis_server)
     client.config_set("appendfsync", "everysec")
     try:
-        with caplog.at_level("WARNING", logger="serving.redis_state"):
+        with caplog.at_level("WARNING", logger="serving.state.redis"):
             assert not open_state(redis_server).durable
         assert "appendfsync everysec" in caplog.text and "can be lost" in caplog.text
     finally:
@@ -330,9 +330,9 @@ def test_redis_without_fsync_on_every_write_is_reported(redis_server, caplog) ->
 
 def test_many_at_once_equals_one_at_a_time(store, monkeypatch) -> None:
     """contacts_many and reserve_many (one transaction or round trip) give what the single calls give."""
-    import serving.state
+    import serving.state.sqlite
 
-    monkeypatch.setattr(serving.state, "QUERY_CHUNK", 3)        # several chunks, a user in two of them
+    monkeypatch.setattr(serving.state.sqlite, "QUERY_CHUNK", 3)        # several chunks, a user in two of them
     rng = np.random.default_rng(4)
     users = [f"u{i}" for i in range(7)]
     store.feedback([_send(f"s{i}", users[i % 7], NOW - int(rng.integers(0, 10 * DAY)), f"m{i % 4}") for i in range(40)])
@@ -363,9 +363,9 @@ def _log_many(state: SQLiteState, n: int) -> None:
 def test_commits_leave_checkpoints_to_the_thread_until_the_safety_limit(tmp_path, monkeypatch) -> None:
     """Below SAFETY_PAGES no commit copies the log back (SQLite's default would past 1,000 pages, inside the
     request that passes them); past it a commit does; the thread copies all of it."""
-    import serving.state
+    import serving.state.sqlite
 
-    monkeypatch.setattr(serving.state, "CHECKPOINT_SECONDS", 3600.0)      # the thread waits: commits alone
+    monkeypatch.setattr(serving.state.sqlite, "CHECKPOINT_SECONDS", 3600.0)      # the thread waits: commits alone
     state = SQLiteState(tmp_path / "state.db")
     _log_many(state, 6000)
     busy, log, copied = state.checkpoint()
@@ -373,7 +373,7 @@ def test_commits_leave_checkpoints_to_the_thread_until_the_safety_limit(tmp_path
     state.close()
     assert not state._checkpointer.is_alive()
 
-    monkeypatch.setattr(serving.state, "SAFETY_PAGES", 200)
+    monkeypatch.setattr(serving.state.sqlite, "SAFETY_PAGES", 200)
     small = SQLiteState(tmp_path / "small.db")
     _log_many(small, 6000)
     busy, log, copied = small.checkpoint()
@@ -385,9 +385,9 @@ def test_the_thread_checkpoints_and_ends_with_its_store(tmp_path, monkeypatch) -
     import gc
     import time
 
-    import serving.state
+    import serving.state.sqlite
 
-    monkeypatch.setattr(serving.state, "CHECKPOINT_SECONDS", 0.05)
+    monkeypatch.setattr(serving.state.sqlite, "CHECKPOINT_SECONDS", 0.05)
     state = SQLiteState(tmp_path / "state.db")
     _log_many(state, 3000)
     deadline = time.monotonic() + 10

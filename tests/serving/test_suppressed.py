@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from nbm.policy.contact import REASON_NAMES
-from serving.batch import suppressed_by_decision
+from decision.answer import suppressed_by_decision
 
 
 def test_suppressed_entries_match_a_row_by_row_reference() -> None:

@@ -14,7 +14,7 @@ from nbm.artifact import Calibrator, ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import build_dataset
 from nbm.simulate import SimConfig, simulate
-from training.evaluate import mean_ndcg
+from training.metrics import mean_ndcg
 from training.fit import RankerParams, fit_calibrator, fit_ranker, target_of, time_split
 
 

@@ -18,10 +18,10 @@ def evaluate_on_simulated_world(directory: Path, n_users: int, n_days: int, seed
     targets' 21:00 slots to an 08:00 the log never sends at (the next day's, for users whose 00:00 UTC is
     outside local 08–21), which no estimator that reweights the log can see (positivity)."""
     from features.pipeline import build_training_set
-    from nbm.commands.simulate import read_world_manifest, world_manifest, write_world
     from nbm.config import NbmConfig
     from nbm.dataset import load_dataset
     from nbm.simulate import SimConfig, simulate
+    from nbm.simulate.manifest import read_world_manifest, world_manifest, write_world
     from training.fit import RankerParams, fit_ranker, time_split
     from training.policy_eval import evaluate_policies
 

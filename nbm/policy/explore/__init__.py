@@ -1,6 +1,6 @@
 """Explorers, by name: one class per file under :class:`~nbm.policy.explore.base.Explorer`."""
 
-from nbm.policy.explore.base import Arms, Choice, Explorer
+from nbm.policy.explore.base import Choice, Explorer, ThompsonStatistics
 from nbm.policy.explore.epsilon_greedy import EpsilonGreedy
 from nbm.policy.explore.greedy import Greedy
 from nbm.policy.explore.softmax import Softmax
@@ -21,4 +21,5 @@ def make_explorer(name: str, settings=None) -> Explorer:
     return EXPLORERS[name](**parameters.get(name, {}))
 
 
-__all__ = ["EXPLORERS", "Arms", "Choice", "EpsilonGreedy", "Explorer", "Greedy", "Softmax", "Thompson", "make_explorer"]
+__all__ = ["EXPLORERS", "Choice", "EpsilonGreedy", "Explorer", "Greedy", "Softmax", "Thompson", "ThompsonStatistics",
+           "make_explorer"]

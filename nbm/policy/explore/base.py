@@ -26,11 +26,16 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class Arms:
-    """Beta posteriors of the candidates' arms (successes and failures from feedback), aligned with values."""
+class ThompsonStatistics:
+    """Thompson sampling's Beta posterior counts of each candidate's (message, channel): successes and failures
+    from feedback, aligned with the values. (Not an experiment's arm: that word is the A/B test's.)"""
 
     successes: np.ndarray
     failures: np.ndarray
+
+    def take(self, index) -> ThompsonStatistics:
+        """The counts of the candidates ``index`` (positions, a slice or a mask)."""
+        return ThompsonStatistics(np.asarray(self.successes)[index], np.asarray(self.failures)[index])
 
 
 class Explorer(ABC):
@@ -38,22 +43,23 @@ class Explorer(ABC):
 
     name: str = "explorer"
 
-    def choose(self, values: np.ndarray, rng: np.random.Generator, arms: Arms | None = None) -> Choice:
+    def choose(self, values: np.ndarray, rng: np.random.Generator,
+               statistics: ThompsonStatistics | None = None) -> Choice:
         """Choose one of ``values`` (expected values of the candidates; higher is better)."""
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 1 or not len(values):
             raise ValueError(f"`values` must be a non-empty 1-d array, got shape {values.shape}")
         if not np.isfinite(values).all():
             raise ValueError("`values` must be finite")
-        return self._choose(values, rng, arms)
+        return self._choose(values, rng, statistics)
 
-    def _choose(self, values: np.ndarray, rng: np.random.Generator, arms: Arms | None) -> Choice:
+    def _choose(self, values: np.ndarray, rng: np.random.Generator, statistics: ThompsonStatistics | None) -> Choice:
         p = self._probabilities(values)
         index = int(rng.choice(len(values), p=p))
         return Choice(index, float(p[index]))
 
     def choose_batch(self, values: np.ndarray, starts: np.ndarray, rng: np.random.Generator,
-                     arms: Arms | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     statistics: ThompsonStatistics | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Choose once in each segment ``values[starts[i]:starts[i+1]]`` (one segment per decision).
 
         Returns the chosen positions (into ``values``), their propensities and the propensities' errors.
@@ -69,8 +75,7 @@ class Explorer(ABC):
         try:
             p = self.probabilities_batch(values, starts)
         except NotImplementedError:
-            picks = [self._choose(values[a:b], rng, None if arms is None else
-                                  Arms(np.asarray(arms.successes)[a:b], np.asarray(arms.failures)[a:b]))
+            picks = [self._choose(values[a:b], rng, None if statistics is None else statistics.take(slice(a, b)))
                      for a, b in zip(starts, ends)]
             return (starts + np.array([c.index for c in picks], np.int64), np.array([c.propensity for c in picks]),
                     np.array([c.propensity_error for c in picks]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nbm.policy.explore import EXPLORERS, Arms, EpsilonGreedy, Greedy, Softmax, Thompson
+from nbm.policy.explore import EXPLORERS, EpsilonGreedy, Greedy, Softmax, Thompson, ThompsonStatistics
 
 VALUES = np.array([0.8, 1.0, 0.3, 1.0, 0.05])
 DEFAULTS = {"greedy": {}, "epsilon_greedy": {"epsilon": 0.2}, "softmax": {"temperature": 0.3}, "thompson": {"samples": 400}}
@@ -15,7 +15,7 @@ DEFAULTS = {"greedy": {}, "epsilon_greedy": {"epsilon": 0.2}, "softmax": {"tempe
 def test_every_explorer_is_registered_with_defaults_and_validates_input(name) -> None:
     explorer = EXPLORERS[name](**DEFAULTS[name])
     rng = np.random.default_rng(0)
-    choice = explorer.choose(VALUES, rng, Arms(np.ones(5), np.ones(5)))
+    choice = explorer.choose(VALUES, rng, ThompsonStatistics(np.ones(5), np.ones(5)))
     assert 0 <= choice.index < len(VALUES) and 0 < choice.propensity <= 1
     with pytest.raises(ValueError, match="`values`"):
         explorer.choose(np.array([]), rng)
@@ -51,21 +51,21 @@ def test_thompson_propensity_estimates_match_frequencies() -> None:
     """100k seeded decisions, as for the exact explorers; the mean estimated propensity of each candidate
     matches its frequency (≤ 0.01)."""
     explorer = Thompson(samples=400)
-    arms = Arms(np.array([30, 2, 0, 50, 5.0]), np.array([70, 3, 1, 150, 20.0]))
+    statistics = ThompsonStatistics(np.array([30, 2, 0, 50, 5.0]), np.array([70, 3, 1, 150, 20.0]))
     values = np.array([1.0, 1.0, 1.0, 1.2, 2.0])
     rng = np.random.default_rng(7)
     n = 100_000
     chosen = np.zeros(n, dtype=int)
     estimates = np.zeros(n)
     for i in range(n):
-        choice = explorer.choose(values, rng, arms)
+        choice = explorer.choose(values, rng, statistics)
         chosen[i], estimates[i] = choice.index, choice.propensity
         assert choice.propensity_error <= 0.5 / np.sqrt(400) + 1e-12
     for k in range(len(values)):
         picked = chosen == k
         if picked.sum() > 200:
             assert abs(picked.mean() - estimates[picked].mean()) <= 0.01, k
-    # Arms with few impressions get explored: the unproven candidate 2 is chosen now and then.
+    # Pairs with few impressions get explored: the unproven candidate 2 is chosen now and then.
     assert 0 < (chosen == 2).mean() < 0.5
 
 

@@ -1,6 +1,5 @@
 """The contact policy judged per (decision, channel, slot) plus the rows of messages sent before equals the
-policy on every candidate row (features/pairs.py ``pair_contact``, through features/replay.py
-``contact_verdict``)."""
+policy on every candidate row (decision/contact.py ``pair_contact``, through ``contact_verdict``)."""
 
 from __future__ import annotations
 
@@ -9,8 +8,11 @@ import numpy as np
 import pandas as pd
 
 from features.pipeline import FeatureStore
-from features.pairs import expand_pairs, pair_contact
-from features.replay import _contact_every_row, contact_verdict, expand_many, send_histories
+from decision.contact import pair_contact
+from decision.pairs import expand_pairs
+from decision.contact import _contact_every_row, contact_verdict
+from decision.histories import send_histories
+from decision.pairs import expand_many
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import SendHistories
 

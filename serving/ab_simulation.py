@@ -34,7 +34,7 @@ from nbm.errors import UsageError
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.generate import simulate
 from nbm.simulate.policies import Policy
-from nbm.simulate.truth import DAY_NS, HOUR_NS
+from nbm.simulate.truth import DAY_NS
 from serving.engine import Engine, EngineSettings
 
 CHUNK = 2_000
@@ -54,20 +54,13 @@ class EnginePolicy(Policy):
         self.arm_value: dict[str, float] = {}
         self.arm_sends: dict[str, int] = {}
         self.moved = 0                           # items whose send time is not one of the world's slots today
-        self._indexes: tuple[dict, dict] | None = None
 
     def _act(self, ctx: DecisionContext, rng: np.random.Generator) -> Actions:
         env, world = ctx.environment, ctx.environment.world
         channels = np.asarray(world.config.channels, dtype=object)
-        if self._indexes is None:            # the world's catalog and channels are fixed
-            self._indexes = ({m: i for i, m in enumerate(world.catalog.table["message_id"].astype(str))},
-                             {c: i for i, c in enumerate(channels)})
-        message_index, channel_index = self._indexes
-        slot_of_hour = {h: i for i, h in enumerate(ctx.slot_hours)}
         ids = world.population.user_ids[ctx.users]
-        offset = world.truth.utc_offset_hours(ctx.users, np.full(ctx.k, ctx.now))
         now = pd.Timestamp(ctx.now, tz="UTC")
-        rows: list[tuple[int, int, int, int, float, str]] = []
+        chosen: list[tuple[int, str, str, int, float, str]] = []
         for lo in range(0, ctx.k, CHUNK):
             requests = [{"user_id": str(u), "now": now, "k": 1, "channels": list(channels[ctx.consent[lo + i]])}
                         for i, u in enumerate(ids[lo:lo + CHUNK])]
@@ -76,26 +69,16 @@ class EnginePolicy(Policy):
             for i, answer in zip(asked, answers):
                 if "error" in answer:            # serving.engine.unreserved: no decision was taken
                     continue
-                position = lo + i
-                self.ids[env.decisions + position] = answer["decision_id"]
-                if not answer["items"]:
-                    continue
-                item = answer["items"][0]
-                at = pd.Timestamp(item["send_at"]).value
-                local = int(round(((at - ctx.now) / HOUR_NS + offset[position]) % 24))
-                slot = slot_of_hour.get(local)
-                if slot is None or not 0 <= at - ctx.now < DAY_NS:
-                    self.moved += 1
-                    if slot is None:
-                        continue
-                rows.append((position, message_index[item["message_id"]], channel_index[item["channel"]], slot,
-                             float(item["propensity"]), answer.get("arm", "model")))
-        if not rows:
+                self.ids[env.decisions + lo + i] = answer["decision_id"]
+                if answer["items"]:
+                    item = answer["items"][0]
+                    chosen.append((lo + i, item["message_id"], item["channel"], pd.Timestamp(item["send_at"]).value,
+                                   float(item["propensity"]), answer.get("arm", "model")))
+        if not chosen:
             return Actions.empty()
-        position, message, channel, slot, propensity, arm = (np.array(c) for c in zip(*rows))
-        eligible = ctx.eligible(position)[np.arange(len(position)), message, channel]
-        keep = np.flatnonzero(eligible)          # the world's own check (liveness, consent) has the last word
-        actions = Actions(ctx.users[position[keep]], message[keep], channel[keep], slot[keep], propensity[keep])
+        position, message, channel, at, propensity, arm = (np.array(c) for c in zip(*chosen))
+        actions, keep, moved = ctx.actions_at(position, message, channel, at, propensity)
+        self.moved += moved
         send_at = env.send_time(actions.users, actions.slots)
         value = env.respond(actions.users, actions.messages, actions.channels, send_at).value
         for name in np.unique(arm[keep]):
@@ -118,7 +101,7 @@ class AbRun:
 def run_ab_simulation(data: Path, out: Path, config: NbmConfig, days: int, model: str, explorer: str = "epsilon_greedy",
                       seed: int = 0, progress=None) -> AbRun:
     """Play ``days`` days of ``config.experiment`` in the world of ``data``; write the result to ``out``."""
-    from nbm.commands.simulate import read_world_manifest, write_world
+    from nbm.simulate.manifest import read_world_manifest, write_world
 
     if not config.experiment.name:
         raise UsageError("`--experiment`: no experiment is configured; name one (its arms default to "

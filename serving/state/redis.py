@@ -1,7 +1,7 @@
 """The state store on Redis (``state_url = "redis://HOST:PORT/DB"``): one store shared by services on many machines.
 
-The same interface and the same semantics as :class:`serving.state.SQLiteState` (its module docstring says
-what each part of the state is for); the tests run one contract against both. Every change is one Lua
+The same interface and the same semantics as :class:`serving.state.sqlite.SQLiteState` (what each part of the
+state is for: :mod:`serving.state.contract`); the tests run one contract against both. Every change is one Lua
 script, which Redis runs atomically, so the rules that SQLite enforces with ``BEGIN IMMEDIATE`` hold here
 across any number of worker processes and machines:
 
@@ -34,8 +34,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
+from decision.answer import Answer
 from nbm.errors import UsageError
-from serving.state import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
+from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
 
 log = logging.getLogger(__name__)
 
@@ -222,18 +223,18 @@ class RedisState:
                                 version, lost))
         return out
 
-    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
+    def reserve(self, user_id: str, version: int, decision: Answer, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool:
         """Log ``decision`` and plan its items if the user's contact version is still ``version`` (else ``False``)."""
         keys, args = self._reserve_call(user_id, version, decision, items, propensity)
         return bool(self._reserve(keys=keys, args=args))
 
     def _reserve_call(self, user_id, version, decision, items, propensity) -> tuple[list, list]:
-        args: list = [version, decision["decision_id"], _decision_row(decision, propensity), len(items)]
+        args: list = [version, decision.decision_id, _decision_row(decision, propensity), len(items)]
         for at, channel, message in items:
             args += [str(int(at)), channel, message]
         keys = [self._key("ver", user_id), self._key("sends", user_id), self._key("decisions"), self._key("seq"),
-                self._key("dsend", decision["decision_id"])]
+                self._key("dsend", decision.decision_id)]
         return keys, args
 
     def reserve_many(self, reservations) -> list[bool]:
@@ -244,11 +245,11 @@ class RedisState:
             self._reserve(keys=keys, args=args, client=pipe)
         return [bool(r) for r in pipe.execute()]
 
-    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
+    def log_decisions(self, decisions: list[tuple[Answer, float | None]]) -> None:
         """Log decisions without items in one round trip."""
         if decisions:
             self._redis.hset(self._key("decisions"),
-                             mapping={d["decision_id"]: _decision_row(d, p) for d, p in decisions})
+                             mapping={d.decision_id: _decision_row(d, p) for d, p in decisions})
 
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
@@ -269,7 +270,7 @@ class RedisState:
         accepted, duplicates = self._feedback(keys=keys, args=args)
         return int(accepted), int(duplicates)
 
-    def arms(self) -> dict[tuple[str, str], tuple[int, int]]:
+    def explorer_statistics(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(message, channel) → (successes, failures) for Thompson sampling."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self._key("arms", "impressions"))
@@ -301,12 +302,11 @@ class RedisState:
         return frame
 
 
-def _decision_row(d: dict, propensity: float | None) -> str:
-    return json.dumps({"decision_id": d["decision_id"], "timestamp": d["_now"], "user_id": d["user_id"],
-                       "propensity": propensity, "policy": d.get("_policy"), "arm": d.get("_arm"),
-                       "model_version": d["model_version"], "explorer": d.get("_explorer"),
-                       "items": items_json(d["items"]), "reason": d.get("reason", ""),
-                       "experiment": d.get("_experiment")})
+def _decision_row(d: Answer, propensity: float | None) -> str:
+    return json.dumps({"decision_id": d.decision_id, "timestamp": d.now, "user_id": d.user_id,
+                       "propensity": propensity, "policy": d.policy, "arm": d.arm, "model_version": d.model_version,
+                       "explorer": d.explorer, "items": items_json(d.items), "reason": d.reason,
+                       "experiment": d.experiment})
 
 
 def _text(value: bytes | str) -> str:

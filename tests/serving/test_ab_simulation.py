@@ -49,7 +49,7 @@ def test_an_ab_test_runs_through_the_service_and_writes_what_nbm_ab_reads(served
     state = SQLiteState(out / "state.db")
     received = state.feedback_events()
     assert set(sends["event_id"]) <= set(received["event_id"])
-    assert sum(s + f for s, f in state.arms().values()) >= len(sends)      # each send an impression
+    assert sum(s + f for s, f in state.explorer_statistics().values()) >= len(sends)      # each send an impression
     truth = json.loads((out / "ab_truth.json").read_text())
     assert truth["arms"]["holdout"]["sends"] == 0 and truth["arms"]["model"]["true_value"] > 0
     assert truth["arms"]["model"]["sends"] + truth["arms"]["rules"]["sends"] == len(sends)

@@ -92,6 +92,33 @@ def _slot_times_pandas(now: int, timezone: str, slot_hours: tuple[int, ...], hor
     return np.sort(values[(values >= now) & (values < now + int(horizon_hours * HOUR_NS))])
 
 
+FEW_DECISIONS = 16
+"""Up to this many decisions, :func:`slot_matrix` looks up each one's slots instead of grouping them."""
+
+
+def slot_matrix(now: np.ndarray, zones: np.ndarray, slot_hours: tuple[int, ...], horizon_hours: float) -> np.ndarray:
+    """Slot instants per decision, (n, S) int64, −1 where a decision has fewer slots than S."""
+    width = len(slot_hours) * (int(np.ceil(horizon_hours / 24)) + 1)
+    out = np.full((len(now), width), -1, dtype=np.int64)
+    if len(now) <= FEW_DECISIONS:     # the service's few decisions: each row's slots looked up (cached)
+        for i, (t, zone) in enumerate(zip(np.asarray(now).tolist(), np.asarray(zones, dtype=object).tolist())):
+            slots = slot_times(int(t), str(zone), slot_hours, horizon_hours)
+            out[i, : len(slots)] = slots
+        used = int((out >= 0).sum(axis=1).max()) if len(out) else 0
+        return out[:, :used]
+    zone_codes, zone_names = pd.factorize(np.asarray(zones, dtype=object))
+    times, time_codes = np.unique(now, return_inverse=True)
+    n_zones = max(len(zone_names), 1)
+    combined, codes = np.unique(time_codes.reshape(-1) * n_zones + zone_codes, return_inverse=True)
+    codes = codes.reshape(-1)
+    for code, key in enumerate(combined.tolist()):   # distinct (time, time zone): tens to hundreds
+        t, zone = times[key // n_zones], zone_names[key % n_zones]
+        slots = slot_times(int(t), str(zone), slot_hours, horizon_hours)
+        out[codes == code, : len(slots)] = slots
+    used = int((out >= 0).sum(axis=1).max()) if len(out) else 0
+    return out[:, :used]
+
+
 def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[str] | None = None,
            message_ids: list[str] | None = None) -> Candidates:
     """All eligible candidates of ``user_id`` for a decision at ``now`` (an unknown user is a new user)."""

@@ -1,12 +1,11 @@
-"""Candidates of a decision, and the generated feature documentation."""
+"""Candidates of one decision (decision/candidates.py): slots within the horizon, eligibility rules, new users."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from features import docs
-from features.candidates import expand, slot_times
+from decision.candidates import expand, slot_times
 from features.pipeline import FeatureStore
 
 
@@ -55,7 +54,3 @@ def test_unknown_user_is_a_new_user_without_consent(dataset, config) -> None:
     frame = store.featurise(type(rows)(np.array(["nobody"], dtype=object), np.array(["m001"], dtype=object),
                                        np.array(["email"], dtype=object), now, now))
     assert frame["user_visits_30d"].iloc[0] == 0 and frame["uc_sends_30d"].iloc[0] == 0
-
-
-def test_features_doc_is_generated_from_the_declarations() -> None:
-    assert docs.DOC.read_text(encoding="utf-8") == docs.render(), "run `python -m features.docs`"

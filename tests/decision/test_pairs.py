@@ -1,14 +1,14 @@
-"""Candidates as (message, channel) pairs with a slot mask (features/pairs.py) against the row-by-row forms."""
+"""Candidates as (message, channel) pairs with a slot mask (decision/pairs.py) against the row-by-row forms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from features.candidates import expand
-from features.pairs import Pairs, expand_pairs
+from decision.candidates import expand
+from decision.pairs import expand_pairs, Pairs
 from features.pipeline import FeatureStore
-from features.replay import reference_slots, top_per_group
+from decision.scoring import reference_slots, top_per_group
 
 HOUR = 3_600 * 10**9
 
@@ -76,22 +76,22 @@ def test_reference_slots_are_the_allowed_slot_nearest_the_middle_first_on_a_tie(
 
 
 def test_slot_matrix_of_few_decisions_equals_the_grouped_path(monkeypatch) -> None:
-    import features.pairs
-    from features.pairs import slot_matrix
+    import decision.candidates
+    from decision.candidates import slot_matrix
 
     rng = np.random.default_rng(5)
     zones = np.array(["Europe/Berlin", "Asia/Tokyo", "America/New_York", "UTC"], dtype=object)[rng.integers(0, 4, 12)]
     now = pd.Timestamp("2026-10-24T18:00:00Z").value + rng.integers(0, 48, 12) * 1_800 * 10**9   # across a DST end
     few = slot_matrix(now, zones, (9, 12, 18), 30.0)
-    monkeypatch.setattr(features.pairs, "FEW_DECISIONS", 0)
+    monkeypatch.setattr(decision.candidates, "FEW_DECISIONS", 0)
     np.testing.assert_array_equal(few, slot_matrix(now, zones, (9, 12, 18), 30.0))
 
 
 def test_out_of_quiet_hours_equals_shifting_each_decisions_slots_then_merging_equal_ones() -> None:
     """Against ``shift_quiet_hours`` on each decision's slots, then the distinct instants in order; quiet
     hours that wrap midnight or not, zones on both sides of a DST end, and none (``start == end``)."""
-    from features.candidates import out_of_quiet_hours
-    from features.pairs import slot_matrix
+    from decision.candidates import out_of_quiet_hours
+    from decision.candidates import slot_matrix
     from nbm.config import ContactPolicyConfig
     from nbm.policy.contact import shift_quiet_hours
 

@@ -1,26 +1,18 @@
-"""The service's state behind one interface: contact history, feedback events, explorer statistics, decision log.
+"""The state store on one SQLite file: :class:`SQLiteState`, the default (``state_url = "sqlite:///PATH"``).
 
-:class:`SQLiteState` (the default; a file under ``NBM_HOME``) is shared by every worker process of the
-service: SQLite in WAL mode lets readers run beside one writer, and every change is one short transaction.
-:class:`serving.redis_state.RedisState` (``state_url = "redis://…"``) keeps the same state, with the same
-semantics, in Redis, for services on several machines. :func:`open_state` opens either from its URL.
+It is shared by every worker process of the service: SQLite in WAL mode lets readers run beside one writer,
+and every change is one short transaction. What each part of the state is for, and the interface this store
+implements, is in :mod:`serving.state.contract`; here, where each part lives and how the rules hold:
 
-* **Contact history** — ``sends``: the sends reported by ``/feedback``, and the items ``/recommend``
-  answered (``planned``), so that the next decision counts them before the campaign engine reports them.
-  A planned item stops counting an hour after its send time unless a ``send`` confirms it.
-* **Caps under concurrency** — a decision reads the user's contact history and its version (the highest
-  row id of the user's sends); :meth:`SQLiteState.reserve` writes the answer's items only if that version is
-  unchanged, inside ``BEGIN IMMEDIATE`` (one writer at a time across processes). If another worker wrote
-  for the same user meanwhile, the caller decides again on the fresh history.
-* **Feedback** — ``events`` keyed by ``event_id`` (a second delivery is counted as a duplicate, not
-  applied twice); committed with ``synchronous = FULL`` before the answer returns.
-* **Channels lost** — ``lost``: per (user, channel), the earliest ``unsubscribe`` or ``bounce`` reported
-  by ``/feedback``; from then on the channel is not eligible for that user (:class:`Contacts` ``.lost``), as
-  one in the data directory's events is not.
-* **Explorer statistics** — ``arms``: per (message, channel), impressions and successes (the model's
-  target outcome), for Thompson sampling.
-* **Decision log** — ``decisions``: every answer, empty ones included, in the columns of the data
-  contract's ``decisions`` table (plus the items), so ``nbm`` reads it back (:meth:`SQLiteState.decision_log`).
+* ``sends`` — contact history: the sends reported by ``/feedback`` and the items ``/recommend`` answered
+  (``planned = 1``). A user's contact version is the highest row id of the user's sends;
+  :meth:`SQLiteState.reserve` writes the answer's items only if that version is unchanged, inside
+  ``BEGIN IMMEDIATE`` (one writer at a time across processes).
+* ``events`` — feedback keyed by ``event_id``; committed with ``synchronous = FULL`` before the answer
+  returns.
+* ``lost`` — per (user, channel), the earliest ``unsubscribe`` or ``bounce`` reported by ``/feedback``.
+* ``arms`` — per (message, channel), impressions and successes, for Thompson sampling.
+* ``decisions`` — every answer, read back by :meth:`SQLiteState.decision_log`.
 * **Checkpoints off the request path** — SQLite copies the write-ahead log back into the database file
   (a checkpoint, with an ``fsync``) when the log passes 1,000 pages, inside the commit that passes it: every
   ~150 decisions one request waited ~12 ms for it (measured in-process: reserve p50 0.12 ms, p99.9 12 ms).
@@ -36,30 +28,24 @@ import sqlite3
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
-import orjson
 import pandas as pd
 
-from nbm.config import REDIS_SCHEMES
+from decision.answer import Answer
+from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
 
-HOUR_NS = 3_600 * 10**9
 DECISION_INSERT = ("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
                    "model_version, explorer, items, reason, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 QUERY_CHUNK = 500
 """Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
-PLANNED_GRACE_NS = HOUR_NS
 CHECKPOINT_SECONDS = 1.0
 """How often each process's checkpoint thread copies the write-ahead log into the database file."""
 SAFETY_PAGES = 20_000
 """Log pages (4 KiB each) past which a commit checkpoints itself, as SQLite does past 1,000 by default."""
-"""A planned item counts until this long after its send time unless a ``send`` event confirms it."""
 
-LOSS_TYPES = ("unsubscribe", "bounce")
-"""Feedback after which a channel is no longer the user's (the data contract's rule for consent)."""
 LOST_TABLE = """CREATE TABLE IF NOT EXISTS lost (
     user_id TEXT NOT NULL, channel TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user_id, channel)
 );"""
@@ -90,51 +76,6 @@ CREATE TABLE IF NOT EXISTS decisions (
     policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT, experiment TEXT
 );
 """
-
-
-def items_json(items: list[dict]) -> str:
-    """An answer's items as the decision log stores them: compact JSON (orjson: ~10× json.dumps, which
-    was ~2 % of a 500-decision batch)."""
-    return orjson.dumps(items).decode()
-
-
-@dataclass(frozen=True)
-class Contacts:
-    """One user's sends known to the service (times int64 ns, sorted), the version they were read at, and
-    the channels the user has unsubscribed from or bounced on by feedback (channel → earliest time, ns)."""
-
-    times: np.ndarray
-    channels: np.ndarray
-    messages: np.ndarray
-    version: int
-    lost: dict[str, int] = field(default_factory=dict)
-
-
-class StateStore(Protocol):
-    """What the service needs of its state (both stores pass one contract test, ``tests/serving/test_state.py``)."""
-
-    def contacts(self, user_id: str, now: int, lookback_ns: int) -> Contacts: ...
-    def contacts_many(self, users: Sequence[str], now: Sequence[int], lookback_ns: int) -> list[Contacts]: ...
-    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
-                propensity: float | None) -> bool: ...
-    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
-                     ) -> list[bool]: ...
-    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None: ...
-    def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]: ...
-    def arms(self) -> dict[tuple[str, str], tuple[int, int]]: ...
-    def decision_log(self) -> pd.DataFrame: ...
-    def feedback_events(self) -> pd.DataFrame: ...
-
-
-def open_state(url: str) -> StateStore:
-    """The state store named by ``state_url``: ``sqlite:///PATH`` or ``redis://HOST:PORT/DB`` (also ``rediss://``)."""
-    if url.startswith("sqlite:///"):
-        return SQLiteState(url.removeprefix("sqlite:///"))
-    if url.startswith(REDIS_SCHEMES):
-        from serving.redis_state import RedisState
-
-        return RedisState(url)
-    raise ValueError(f"unsupported state_url {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
 
 
 class SQLiteState:
@@ -268,7 +209,7 @@ class SQLiteState:
                                 version, gone))
         return out
 
-    def reserve(self, user_id: str, version: int, decision: dict, items: list[tuple[int, str, str]],
+    def reserve(self, user_id: str, version: int, decision: Answer, items: list[tuple[int, str, str]],
                 propensity: float | None) -> bool:
         """Log ``decision`` and plan its items if the user's contact version is still ``version``.
 
@@ -277,7 +218,7 @@ class SQLiteState:
         """
         return self.reserve_many([(user_id, version, decision, items, propensity)])[0]
 
-    def reserve_many(self, reservations: Sequence[tuple[str, int, dict, list[tuple[int, str, str]], float | None]]
+    def reserve_many(self, reservations: Sequence[tuple[str, int, Answer, list[tuple[int, str, str]], float | None]]
                      ) -> list[bool]:
         """:meth:`reserve` for several decisions (``(user_id, version, decision, items, propensity)`` each) in
         one transaction, in order: of two for the same user read at one version, the first wins."""
@@ -300,7 +241,7 @@ class SQLiteState:
                         out.append(False)
                         continue
                     changed.add(user_id)
-                    planned.extend((user_id, at, c, m, decision["decision_id"]) for at, c, m in items)
+                    planned.extend((user_id, at, c, m, decision.decision_id) for at, c, m in items)
                 logged.append(self._decision_row(decision, propensity))
                 out.append(True)
             db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
@@ -312,7 +253,7 @@ class SQLiteState:
             raise
         return out
 
-    def log_decisions(self, decisions: list[tuple[dict, float | None]]) -> None:
+    def log_decisions(self, decisions: list[tuple[Answer, float | None]]) -> None:
         """Log decisions without items (or whose items need no reservation) in one transaction."""
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
@@ -324,10 +265,9 @@ class SQLiteState:
             raise
 
     @staticmethod
-    def _decision_row(d: dict, propensity: float | None) -> tuple:
-        return (d["decision_id"], d["_now"], d["user_id"], propensity, d.get("_policy"), d.get("_arm"),
-                d["model_version"], d.get("_explorer"), items_json(d["items"]), d.get("reason", ""),
-                d.get("_experiment"))
+    def _decision_row(d: Answer, propensity: float | None) -> tuple:
+        return (d.decision_id, d.now, d.user_id, propensity, d.policy, d.arm, d.model_version, d.explorer,
+                items_json(d.items), d.reason, d.experiment)
 
 
     # -- feedback ----------------------------------------------------------------------------------
@@ -383,7 +323,7 @@ class SQLiteState:
                 db.execute("INSERT INTO arms (message_id, channel, successes) VALUES (?, ?, 1) ON CONFLICT "
                            "(message_id, channel) DO UPDATE SET successes = successes + 1", (message, channel))
 
-    def arms(self) -> dict[tuple[str, str], tuple[int, int]]:
+    def explorer_statistics(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(message, channel) → (successes, failures) for Thompson sampling."""
         rows = self._connect().execute("SELECT message_id, channel, impressions, successes FROM arms").fetchall()
         return {(m, c): (s, max(i - s, 0)) for m, c, i, s in rows}

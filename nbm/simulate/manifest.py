@@ -1,0 +1,58 @@
+"""A simulated world on disk: its tables in the data contract, and ``world.json``, the arguments that rebuild it.
+
+``nbm simulate`` writes both; ``nbm train``, ``nbm evaluate`` and ``nbm simulate --ab`` read ``world.json``
+back (:func:`read_world_manifest`) to rebuild the world and judge policies against its ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from nbm.errors import UsageError
+from nbm.io import write_table
+from nbm.simulate.config import MessyRates, SimConfig
+
+MANIFEST = "injected.json"
+"""What ``nbm simulate --messy`` injected (bad rows, duplicates, late rows)."""
+WORLD = "world.json"
+"""What ``nbm simulate`` was asked for; with it, the world and its ground truth can be rebuilt exactly."""
+
+
+def world_manifest(config: SimConfig) -> dict:
+    """The arguments that rebuild ``config`` (see :func:`read_world_manifest`)."""
+    return {"users": config.n_users, "days": config.n_days, "seed": config.seed,
+            "start": config.period_start.isoformat(), "epsilon": config.epsilon, "messy": config.messy is not None}
+
+
+def read_world_manifest(directory: Path) -> SimConfig | None:
+    """The simulation that wrote ``directory``, or ``None`` when it was not written by ``nbm simulate``."""
+    path = Path(directory) / WORLD
+    if not path.is_file():
+        return None
+    spec = json.loads(path.read_text())
+    return SimConfig(n_users=int(spec["users"]), n_days=int(spec["days"]), seed=int(spec["seed"]),
+                     start=pd.Timestamp(spec["start"]), epsilon=float(spec["epsilon"]),
+                     messy=MessyRates() if spec.get("messy") else None)
+
+
+def write_world(tables: dict[str, pd.DataFrame], out: Path, file_format: str) -> list[Path]:
+    """Write the four tables to ``out`` (created if needed), replacing tables of the other format.
+
+    The manifests of an earlier world in ``out`` (``injected.json``, ``world.json``) are removed: they
+    would describe tables that are no longer there.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"`--out`: {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    other = "csv" if file_format == "parquet" else "parquet"
+    paths = []
+    for name, frame in tables.items():
+        (out / f"{name}.{other}").unlink(missing_ok=True)
+        paths.append(write_table(frame, out, name, file_format))
+    (out / MANIFEST).unlink(missing_ok=True)
+    (out / WORLD).unlink(missing_ok=True)
+    return paths

@@ -1,0 +1,87 @@
+"""Offline metrics of a scoring artifact on the test window: ranking, calibration, importance (with plots)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import log_loss, ndcg_score, roc_auc_score  # noqa: E402
+
+from nbm.artifact import ScoringArtifact  # noqa: E402
+from training.fit import target_of  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics (name → value) and figures (file name → matplotlib figure)."""
+
+    metrics: dict[str, float]
+    figures: dict[str, plt.Figure]
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed − predicted| over equal-count bins of the prediction, weighted by bin size."""
+    if not len(p):
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    error = 0.0
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            error += len(chunk) * abs(y[chunk].mean() - p[chunk].mean())
+    return error / len(p)
+
+
+def mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+    """Mean NDCG@k over ranking groups with at least two sends and some positive label."""
+    frame = pd.DataFrame({"group": rows["group"].to_numpy(), "label": rows["label"].to_numpy(), "score": scores})
+    values = [ndcg_score([g["label"].to_numpy()], [g["score"].to_numpy()], k=k)
+              for _, g in frame.groupby("group", sort=False) if len(g) > 1 and g["label"].max() > 0]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5)) -> Evaluation:
+    """AUC, log loss, ECE and NDCG@k on ``test``; a reliability plot and a feature-importance plot."""
+    p = artifact.score(test)
+    y = target_of(test, artifact.target)
+    metrics = {
+        "test_rows": float(len(test)),
+        "test_positive_rate": float(y.mean()) if len(y) else float("nan"),
+        "test_mean_prediction": float(p.mean()) if len(p) else float("nan"),
+        "test_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "test_log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else float("nan"),
+        "test_ece": expected_calibration_error(p, y),
+    }
+    for k in ks:
+        metrics[f"test_ndcg_at_{k}"] = mean_ndcg(test, p, k)
+    return Evaluation(metrics, {"reliability.png": _reliability(p, y), "importance.png": _importance(artifact)})
+
+
+def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    order = np.argsort(p, kind="stable")
+    chunks = [c for c in np.array_split(order, bins) if len(c)]
+    ax.plot([0, max(p.max(initial=0), 1e-3)], [0, max(p.max(initial=0), 1e-3)], color="grey", lw=1, ls="--",
+            label="perfect")
+    ax.plot([p[c].mean() for c in chunks], [y[c].mean() for c in chunks], marker="o", label="model")
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Reliability on the test window")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _importance(artifact: ScoringArtifact, top: int = 25) -> plt.Figure:
+    gain = artifact.booster.feature_importance(importance_type="gain")
+    order = np.argsort(gain)[::-1][:top][::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1))
+    ax.barh(np.asarray(artifact.features)[order], gain[order])
+    ax.set_xlabel("total gain")
+    ax.set_title("Feature importance")
+    fig.tight_layout()
+    return fig
