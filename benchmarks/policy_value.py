@@ -3,7 +3,10 @@
 Simulates a world and its logged period, trains the ranker on that log (binary, conversions, default
 parameters), then plays each policy forward from the same state for ``--days`` days and prints the true
 value from the world's ground truth (expected revenue − unsubscribe cost × expected unsubscribes) and
-the expected revenue. Bars: model ≥ 2 × uniform random and ≥ 1.3 × rules.
+the expected revenue. ``model`` is nbm's decision path (``decision.decide.decide_many``) with the default
+configuration, contact policy included; ``model_loose`` the same with caps loosened to one message a day
+and quiet hours off (what the model alone is worth, without the contact policy's restraint). Bars: model ≥
+2 × uniform random and ≥ 1.3 × rules.
 
     .venv/bin/python benchmarks/policy_value.py [--users 3000] [--log-days 42] [--days 14]
 """
@@ -39,7 +42,12 @@ def main() -> None:
     artifact = fit_ranker(time_split(build_training_set(dataset, config)), RankerParams(target="convert"))
     trained = time.perf_counter() - began
 
-    policies = [ModelPolicy(artifact, config), RuleBasedPolicy(), UniformRandomPolicy(), NothingPolicy()]
+    loose = config.model_copy(update={"contact_policy": config.contact_policy.model_copy(update=dict(
+        weekly_cap_per_channel=7, weekly_cap_total=7, min_gap_hours=0, message_cooldown_days=0, quiet_hours_start=0,
+        quiet_hours_end=0))})
+    model_loose = ModelPolicy(artifact, loose)
+    model_loose.name = "model_loose"
+    policies = [ModelPolicy(artifact, config), model_loose, RuleBasedPolicy(), UniformRandomPolicy(), NothingPolicy()]
     if args.oracle:
         policies.append(OraclePolicy())
     rows = []
@@ -58,6 +66,7 @@ def main() -> None:
     print(f"model / uniform (true value): {model / uniform:6.2f}   bar ≥ 2   "
           f"{'OK' if uniform > 0 and model >= 2 * uniform else 'see note: uniform is negative' if uniform <= 0 else 'MISSED'}")
     print(f"model / rules   (true value): {model / rules:6.2f}   bar ≥ 1.3 {'OK' if model >= 1.3 * rules else 'MISSED'}")
+    print(f"model_loose / rules (true value): {table.loc['model_loose', 'true_value'] / rules:6.2f}")
     rev = table["expected_revenue"]
     print(f"model / uniform (expected revenue): {rev['model'] / rev['uniform']:6.2f}; "
           f"model / rules (expected revenue): {rev['model'] / rev['rules']:6.2f}")

@@ -17,6 +17,7 @@ import pandas as pd
 from decision.contact import PairContact, as_rows, contact_verdict
 from decision.pairs import CandidateRows, Pairs
 from decision.scoring import ModelDecisions, model_decide, score
+from features.history import local_time
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories
@@ -34,8 +35,6 @@ def rank(values: np.ndarray) -> np.ndarray:
 
 def local_hours(ex: CandidateRows) -> np.ndarray:
     """Local hour of each candidate's send time in its user's zone."""
-    from features.history import local_time
-
     hour, _ = local_time(ex.rows.send_at, ex.timezones[ex.group])
     return hour
 

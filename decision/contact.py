@@ -146,6 +146,7 @@ def vocabulary_types(voc) -> tuple[pd.CategoricalDtype, pd.CategoricalDtype, pd.
         _DTYPES[id(voc)] = hit
     return hit[1]
 
+
 def contact_verdict(store: FeatureStore, ex: CandidateRows, histories: SendHistories) -> ContactDecision:
     """The contact policy on every candidate row of ``ex``: :func:`decision.contact.pair_contact` on the rows'
     pairs (the same function on a fraction of the rows; a test compares it with the policy on every row)."""

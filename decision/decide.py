@@ -22,11 +22,11 @@ import numpy as np
 from decision.answer import Answer, slate_items, suppressed_by_decision
 from decision.arms import PriorityPolicy, arm_decide
 from decision.contact import PairContact, pair_contact
-from decision.pairs import Pairs, expand_pairs
+from decision.pairs import CandidateRows, Pairs, expand_pairs
 from decision.scoring import ModelDecisions
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
-from nbm.policy.contact import SendHistories
+from nbm.policy.contact import ContactDecision, SendHistories
 from nbm.policy.explore import Explorer, Greedy
 
 HOLDOUT = "holdout"
@@ -41,6 +41,13 @@ class Eligible:
 
     pairs: Pairs
     contact: PairContact
+
+    @cached_property
+    def rows(self) -> tuple[CandidateRows, ContactDecision]:
+        """The same candidates one row per (pair, slot), with the verdict on each row: what the priority
+        baselines rank (built once, shared by every baseline decided over these candidates)."""
+        ex, p, s = self.pairs.expanded()
+        return ex, self.contact.rows(p, s)
 
 
 def eligible_candidates(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray, histories: SendHistories,
@@ -142,6 +149,10 @@ def decide_many(store: FeatureStore, artifact: ScoringArtifact, user_ids: np.nda
         return Decisions.nothing(len(user_ids), HOLDOUT)
     if eligible is None:
         eligible = eligible_candidates(store, user_ids, now, histories, keep)
-    md = arm_decide(store, artifact, eligible.pairs, histories, arm, explorer or Greedy(), rng, threshold,
-                    contact=eligible.contact, k=k, statistics=statistics, patch=patch)
+    elif eligible.pairs.n_groups != len(user_ids):
+        raise ValueError(f"`eligible` holds {eligible.pairs.n_groups} decisions, `user_ids` {len(user_ids)}")
+    # The model scores pairs; the baselines rank rows (built once per ``eligible``).
+    candidates, contact = (eligible.pairs, eligible.contact) if arm == "model" else eligible.rows
+    md = arm_decide(store, artifact, candidates, histories, arm, explorer or Greedy(), rng, threshold,
+                    contact=contact, k=k, statistics=statistics, patch=patch)
     return Decisions(len(user_ids), md, eligible)

@@ -47,7 +47,7 @@ class SendIndex:
         times = sends["timestamp"].to_numpy(dtype="int64")
         order = np.lexsort((times, codes))
         count = np.bincount(codes, minlength=len(users)).astype(np.int64)
-        return cls(pd.Index(users, dtype=object), prepend(0, np.cumsum(count)[:-1]).astype(np.int64), count,
+        return cls(pd.Index(users, dtype=object), (np.cumsum(count) - count).astype(np.int64), count,
                    times[order], sends["channel"].to_numpy(dtype=object)[order],
                    sends["message_id"].to_numpy(dtype=object)[order])
 
@@ -62,10 +62,13 @@ class SendIndex:
         user_ids = np.asarray(user_ids, dtype=object)
         now = np.asarray(now, dtype=np.int64)
         n = len(user_ids)
-        position = self.users.get_indexer(user_ids) if len(self.users) else np.full(n, -1)
-        known = position >= 0
-        start = np.where(known, self.start[np.maximum(position, 0)] if len(self.start) else 0, 0)
-        count = np.where(known, self.count[np.maximum(position, 0)] if len(self.count) else 0, 0)
+        if len(self.users):
+            position = self.users.get_indexer(user_ids)
+            known = position >= 0
+            start = np.where(known, self.start[np.maximum(position, 0)], 0)
+            count = np.where(known, self.count[np.maximum(position, 0)], 0)
+        else:                                   # a log without sends
+            start = count = np.zeros(n, dtype=np.int64)
         lo = bounded_search(self.times, start, start + count, now - lookback)
         hi = bounded_search(self.times, start, start + count, now)
         sizes = hi - lo

@@ -69,7 +69,7 @@ class Pairs:
                      self.ok[index], self.user_ids, self.user_code, self.now, self.timezones, self.slot_times,
                      self.messages, self.channels)
 
-    def rows(self, p: np.ndarray, s: np.ndarray, spread_ids: bool = False):
+    def rows(self, p: np.ndarray, s: np.ndarray, spread_ids: bool = False) -> CandidateRows:
         """The candidate rows (pair ``p[i]`` at slot ``s[i]``) as a ``CandidateRows``, in the order given.
 
         With ``spread_ids`` the id columns (user, message, channel) are :class:`~nbm.arrays.Spread` over the
@@ -86,7 +86,7 @@ class Pairs:
         return CandidateRows(g, rows, np.asarray(s, dtype=np.int64), self.n_slots, self.value[p], self.timezones,
                         self.n_groups, self.slot_times)
 
-    def expanded(self):
+    def expanded(self) -> tuple[CandidateRows, np.ndarray, np.ndarray]:
         """Every eligible candidate row, sorted by (decision, message, channel, slot) — what ``expand_many``
         returns — with each row's pair and slot."""
         p, s = np.nonzero(self.ok)

@@ -193,7 +193,7 @@ def top_per_group(group: np.ndarray, value: np.ndarray, k: int) -> np.ndarray:
 
 def statistics_rows(store: FeatureStore, statistics: dict, rows: Candidates) -> ThompsonStatistics:
     """Thompson sampling's (successes, failures) of each row's (message, channel), by a table of codes;
-    ``statistics`` maps (message, channel) to them (the state store's, or :func:`history_statistics`)."""
+    ``statistics`` maps (message, channel) to them (the state store's, or :func:`serving.batch_scoring.history_statistics`)."""
     voc = store.globals.vocabulary
     table = np.zeros((2, len(voc.messages) + 1, len(voc.channels) + 1))
     if statistics:

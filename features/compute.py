@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.declarations import ACTIVITY_CODES, CATEGORICAL, FEATURE_NAMES, LIFECYCLE_CODES
+from features.declarations import CATEGORICAL, FEATURE_NAMES
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
 from nbm.arrays import Spread, distinct_rows, prepend, take

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from decision.decide import decide_many
+from decision.decide import HOLDOUT, decide_many
 from decision.histories import SendIndex, lookback_ns
 from features.pipeline import FeatureStore
 from nbm.attribution import attribute
@@ -25,6 +25,7 @@ from nbm.config import AttributionConfig, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError
 from nbm.policy.assign import assign
+from nbm.policy.contact import SendHistories
 from nbm.policy.explore import EXPLORERS, make_explorer
 
 CHUNK = 20_000
@@ -57,7 +58,7 @@ def read_user_list(path: Path) -> np.ndarray:
 
 
 def history_statistics(events: pd.DataFrame, attribution: AttributionConfig, target: str, now: int
-                 ) -> dict[tuple[str, str], tuple[int, int]]:
+                       ) -> dict[tuple[str, str], tuple[int, int]]:
     """Thompson sampling's statistics from a data directory's events as of ``now`` (int64 ns), as the service
     keeps them from ``/feedback``: per (message, channel), its sends before ``now`` (impressions) and how
     many of them have an outcome of the model's ``target`` before ``now`` attributed to them (successes,
@@ -108,7 +109,8 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
                 members = np.flatnonzero(arms == arm)
                 chunk = chunk_ids[members]
                 nows = np.full(len(chunk), t, dtype=np.int64)
-                decided = decide_many(store, artifact, chunk, nows, sends.histories(chunk, nows, lookback), rng,
+                histories = SendHistories.empty() if arm == HOLDOUT else sends.histories(chunk, nows, lookback)
+                decided = decide_many(store, artifact, chunk, nows, histories, rng,
                                       arm=str(arm), explorer=chooser, k=k, threshold=threshold,
                                       statistics=statistics if arm == "model" else None)
                 for j, (i, user) in enumerate(zip(members, chunk)):

@@ -232,7 +232,7 @@ class Engine:
         if kind == HOLDOUT:                   # nothing is sent, and the decision is logged (propensity 1)
             decided = Decisions.nothing(n, HOLDOUT)
             answers = self._answers(decided, requests, t, explore, kind)
-            self.state.log_decisions([(a, 1.0) for a in answers])
+            self.state.log_decisions(answers)
             return [a.public() for a in answers]
         contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
         histories = self.sends.histories(users, t, self.lookback_ns,
@@ -252,8 +252,8 @@ class Engine:
         decided = decide_many(self.store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
                               threshold=self.settings.threshold, keep=keep, statistics=statistics, patch=patch)
         answers = self._answers(decided, requests, t, explore, kind)
-        reserved = self.state.reserve_many([(str(u), c.version, a, a.planned, a.propensity)      # one transaction
-                                            for u, c, a in zip(users, contacts, answers)])      # or round trip
+        # One transaction (SQLite) or round trip (Redis) for the whole group.
+        reserved = self.state.reserve_many([(str(u), c.version, a) for u, c, a in zip(users, contacts, answers)])
         return [a.public() if ok else None for a, ok in zip(answers, reserved)]
 
     def _answers(self, decided: Decisions, requests: list[dict], t: np.ndarray, explore: bool,

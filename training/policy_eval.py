@@ -245,7 +245,7 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
             np.add.at(q_target[name], a + md.scored.group[rows], p * q_rows * md.scored.value[rows])
             target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
         if baselines:
-            ex = eligible.pairs.expanded()[0]
+            ex = eligible.rows[0]
             _uniform(store, reward_model, ex, part, a, logged_key, target["uniform"], q_target["uniform"], rng)
             for policy in priority_baselines:
                 # Greedy on a priority; the reward model's P of the chosen rows is their ``probability``.

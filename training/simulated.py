@@ -3,8 +3,8 @@
 :class:`ModelPolicy` decides as the service does — :func:`decision.decide.decide_many`, the one decision
 path: every day, for every live user, the eligible candidates as of that morning (features from the log
 so far), the contact policy on the user's past sends, two-stage scoring by the scoring artifact, the
-greedy choice of calibrated probability × message value × weight, and nothing when it does not clear
-``threshold``. Its items are played at the world's slot of their local hour
+greedy choice of calibrated probability × message value × weight, and nothing when the best is below
+``threshold`` (the old policy of its own sent only above it, and ignored the contact policy). Its items are played at the world's slot of their local hour
 (:meth:`nbm.simulate.context.DecisionContext.actions_at`); greedy, so propensity 1.
 """
 
@@ -31,11 +31,12 @@ class ModelPolicy(Policy):
 
     name = "model"
 
-    def __init__(self, artifact: ScoringArtifact, config: NbmConfig, threshold: float = 0.0) -> None:
+    def __init__(self, artifact: ScoringArtifact, config: NbmConfig, threshold: float = 0.0, seed: int = 0) -> None:
         self.artifact = artifact
         self.config = config
         self.threshold = threshold
-        self.moved = 0            # items sent the next morning (quiet hours), played at today's slot of that hour
+        # Its own draws (greedy draws between ties): the world's generator plays the same days with any policy.
+        self.rng = np.random.default_rng(seed)
 
     def _act(self, ctx: DecisionContext, rng: np.random.Generator) -> Actions:
         env = ctx.environment
@@ -47,14 +48,13 @@ class ModelPolicy(Policy):
         users = world.population.user_ids[ctx.users]
         now = np.full(ctx.k, ctx.now, dtype=np.int64)
         histories = SendIndex.of(dataset.events).histories(users, now, lookback_ns(self.config.contact_policy))
-        decided = decide_many(store, self.artifact, users, now, histories, rng, threshold=self.threshold)
+        decided = decide_many(store, self.artifact, users, now, histories, self.rng, threshold=self.threshold)
         slate, rows = decided.model.slate, decided.model.scored.rows
         if not len(slate.row):
             return Actions.empty()
-        actions, _, moved = ctx.actions_at(slate.decision, np.asarray(rows.message_id[slate.row], dtype=object),
-                                           np.asarray(rows.channel[slate.row], dtype=object), slate.send_at,
-                                           np.ones(len(slate.row)))
-        self.moved += moved
+        actions, _, _ = ctx.actions_at(slate.decision, np.asarray(rows.message_id[slate.row], dtype=object),
+                                       np.asarray(rows.channel[slate.row], dtype=object), slate.send_at,
+                                       np.ones(len(slate.row)))
         return actions
 
 

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nbm.simulate.catalog import Catalog
-
-DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
+from nbm.simulate.truth import DAY_NS, HOUR_NS
 
 if TYPE_CHECKING:
     from nbm.simulate.environment import Environment

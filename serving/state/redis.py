@@ -27,6 +27,7 @@ touches keys of several users).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import logging
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -223,15 +224,15 @@ class RedisState:
                                 version, lost))
         return out
 
-    def reserve(self, user_id: str, version: int, decision: Answer, items: list[tuple[int, str, str]],
-                propensity: float | None) -> bool:
-        """Log ``decision`` and plan its items if the user's contact version is still ``version`` (else ``False``)."""
-        keys, args = self._reserve_call(user_id, version, decision, items, propensity)
+    def reserve(self, user_id: str, version: int, decision: Answer) -> bool:
+        """Log ``decision`` and plan its items (``decision.planned``) if the user's contact version is still
+        ``version`` (else ``False``)."""
+        keys, args = self._reserve_call(user_id, version, decision)
         return bool(self._reserve(keys=keys, args=args))
 
-    def _reserve_call(self, user_id, version, decision, items, propensity) -> tuple[list, list]:
-        args: list = [version, decision.decision_id, _decision_row(decision, propensity), len(items)]
-        for at, channel, message in items:
+    def _reserve_call(self, user_id: str, version: int, decision: Answer) -> tuple[list, list]:
+        args: list = [version, decision.decision_id, _decision_row(decision), len(decision.planned)]
+        for at, channel, message in decision.planned:
             args += [str(int(at)), channel, message]
         keys = [self._key("ver", user_id), self._key("sends", user_id), self._key("decisions"), self._key("seq"),
                 self._key("dsend", decision.decision_id)]
@@ -240,16 +241,16 @@ class RedisState:
     def reserve_many(self, reservations) -> list[bool]:
         """:meth:`reserve` for several decisions in one round trip (each script atomic, run in order)."""
         pipe = self._redis.pipeline(transaction=False)
-        for user_id, version, decision, items, propensity in reservations:
-            keys, args = self._reserve_call(user_id, version, decision, items, propensity)
+        for user_id, version, decision in reservations:
+            keys, args = self._reserve_call(user_id, version, decision)
             self._reserve(keys=keys, args=args, client=pipe)
         return [bool(r) for r in pipe.execute()]
 
-    def log_decisions(self, decisions: list[tuple[Answer, float | None]]) -> None:
+    def log_decisions(self, decisions: Sequence[Answer]) -> None:
         """Log decisions without items in one round trip."""
         if decisions:
             self._redis.hset(self._key("decisions"),
-                             mapping={d.decision_id: _decision_row(d, p) for d, p in decisions})
+                             mapping={d.decision_id: _decision_row(d) for d in decisions})
 
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
@@ -302,9 +303,9 @@ class RedisState:
         return frame
 
 
-def _decision_row(d: Answer, propensity: float | None) -> str:
+def _decision_row(d: Answer) -> str:
     return json.dumps({"decision_id": d.decision_id, "timestamp": d.now, "user_id": d.user_id,
-                       "propensity": propensity, "policy": d.policy, "arm": d.arm, "model_version": d.model_version,
+                       "propensity": d.propensity, "policy": d.policy, "arm": d.arm, "model_version": d.model_version,
                        "explorer": d.explorer, "items": items_json(d.items), "reason": d.reason,
                        "experiment": d.experiment})
 

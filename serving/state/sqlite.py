@@ -209,40 +209,39 @@ class SQLiteState:
                                 version, gone))
         return out
 
-    def reserve(self, user_id: str, version: int, decision: Answer, items: list[tuple[int, str, str]],
-                propensity: float | None) -> bool:
-        """Log ``decision`` and plan its items if the user's contact version is still ``version``.
+    def reserve(self, user_id: str, version: int, decision: Answer) -> bool:
+        """Log ``decision`` and plan its items (``decision.planned``) if the user's contact version is still
+        ``version``.
 
         Returns ``False`` (and writes nothing) when another decision changed the user's contacts since they
         were read: the caller decides again. Inside ``BEGIN IMMEDIATE``: one writer at a time across processes.
         """
-        return self.reserve_many([(user_id, version, decision, items, propensity)])[0]
+        return self.reserve_many([(user_id, version, decision)])[0]
 
-    def reserve_many(self, reservations: Sequence[tuple[str, int, Answer, list[tuple[int, str, str]], float | None]]
-                     ) -> list[bool]:
-        """:meth:`reserve` for several decisions (``(user_id, version, decision, items, propensity)`` each) in
-        one transaction, in order: of two for the same user read at one version, the first wins."""
+    def reserve_many(self, reservations: Sequence[tuple[str, int, Answer]]) -> list[bool]:
+        """:meth:`reserve` for several decisions (``(user_id, version, decision)`` each) in one transaction, in
+        order: of two for the same user read at one version, the first wins."""
         db = self._connect()
         out = []
         db.execute("BEGIN IMMEDIATE")
         try:
             # The contact versions of the users with items, read once inside the write transaction.
-            asking = sorted({str(r[0]) for r in reservations if r[3]})
+            asking = sorted({str(r[0]) for r in reservations if r[2].planned})
             current: dict[str, int] = {}
             for lo in range(0, len(asking), QUERY_CHUNK):
                 chunk = asking[lo:lo + QUERY_CHUNK]
                 current.update(db.execute(f"SELECT user_id, MAX(id) FROM sends WHERE user_id IN "
                                           f"({','.join('?' * len(chunk))}) GROUP BY user_id", chunk).fetchall())
             planned, logged, changed = [], [], set()
-            for user_id, version, decision, items, propensity in reservations:
-                if items:
+            for user_id, version, decision in reservations:
+                if decision.planned:
                     # A user planned for earlier in this batch has a newer version than any read before it.
                     if user_id in changed or int(current.get(str(user_id)) or 0) != version:
                         out.append(False)
                         continue
                     changed.add(user_id)
-                    planned.extend((user_id, at, c, m, decision.decision_id) for at, c, m in items)
-                logged.append(self._decision_row(decision, propensity))
+                    planned.extend((user_id, at, c, m, decision.decision_id) for at, c, m in decision.planned)
+                logged.append(self._decision_row(decision))
                 out.append(True)
             db.executemany("INSERT INTO sends (user_id, at, channel, message_id, decision_id, planned) "
                            "VALUES (?, ?, ?, ?, ?, 1)", planned)
@@ -253,20 +252,20 @@ class SQLiteState:
             raise
         return out
 
-    def log_decisions(self, decisions: list[tuple[Answer, float | None]]) -> None:
+    def log_decisions(self, decisions: Sequence[Answer]) -> None:
         """Log decisions without items (or whose items need no reservation) in one transaction."""
         db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(DECISION_INSERT, [self._decision_row(d, p) for d, p in decisions])
+            db.executemany(DECISION_INSERT, [self._decision_row(d) for d in decisions])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     @staticmethod
-    def _decision_row(d: Answer, propensity: float | None) -> tuple:
-        return (d.decision_id, d.now, d.user_id, propensity, d.policy, d.arm, d.model_version, d.explorer,
+    def _decision_row(d: Answer) -> tuple:
+        return (d.decision_id, d.now, d.user_id, d.propensity, d.policy, d.arm, d.model_version, d.explorer,
                 items_json(d.items), d.reason, d.experiment)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import uuid
+from dataclasses import replace
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -43,6 +44,11 @@ def _decision(user: str, now: int = NOW, items: list | None = None, arm: str | N
     return Answer(uuid.uuid4().hex, user, "3", items or [], [], "", now, arm, None, "greedy", "nbm-ranker/3")
 
 
+def _planned(decision: Answer, planned: list, propensity: float | None) -> Answer:
+    """``decision`` with its planned sends ``(send_at, channel, message_id)`` and slate propensity."""
+    return replace(decision, planned=list(planned), propensity=propensity)
+
+
 def _send(event_id: str, user: str, at: int, message: str = "m1", channel: str = "email",
           decision: str | None = None) -> dict:
     return {"event_id": event_id, "timestamp": at, "user_id": user, "event_type": "send", "message_id": message,
@@ -58,26 +64,29 @@ def test_an_unknown_user_has_no_contacts(store) -> None:
 def test_reserve_plans_items_and_a_stale_version_writes_nothing(store) -> None:
     v0 = store.contacts("u", NOW, LOOKBACK).version
     first = _decision("u")
-    assert store.reserve("u", v0, first, [(NOW + 2 * HOUR_NS, "email", "m1"), (NOW + 20 * HOUR_NS, "sms", "m2")], 0.5)
+    assert store.reserve("u", v0, _planned(first, [(NOW + 2 * HOUR_NS, "email", "m1"), (NOW + 20 * HOUR_NS, "sms", "m2")],
+                                           0.5))
     c = store.contacts("u", NOW, LOOKBACK)
     assert c.version != v0
     assert c.times.tolist() == [NOW + 2 * HOUR_NS, NOW + 20 * HOUR_NS]
     assert c.channels.tolist() == ["email", "sms"] and c.messages.tolist() == ["m1", "m2"]
     stale = _decision("u")
-    assert not store.reserve("u", v0, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)   # another decision won
+    assert not store.reserve("u", v0, _planned(stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2))   # another decision won
     assert len(store.contacts("u", NOW, LOOKBACK).times) == 2
     log = store.decision_log()
     assert log["decision_id"].tolist() == [first.decision_id]      # the losing decision is not logged
-    assert store.reserve("u", c.version, stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2)
+    assert store.reserve("u", c.version, _planned(stale, [(NOW + 3 * HOUR_NS, "push", "m3")], 0.2))
     # Another user's writes do not change this user's version.
     before = store.contacts("u", NOW, LOOKBACK).version
-    assert store.reserve("w", store.contacts("w", NOW, LOOKBACK).version, _decision("w"), [(NOW, "email", "m1")], 1.0)
+    assert store.reserve("w", store.contacts("w", NOW, LOOKBACK).version,
+                         _planned(_decision("w"), [(NOW, "email", "m1")], 1.0))
     assert store.contacts("u", NOW, LOOKBACK).version == before
 
 
 def test_a_decision_without_items_is_logged_whatever_the_version(store) -> None:
-    assert store.reserve("u", 12345, _decision("u"), [], 1.0)
-    store.log_decisions([(_decision("u", NOW + 1), 1.0), (_decision("v", NOW + 2, arm="holdout"), None)])
+    assert store.reserve("u", 12345, _planned(_decision("u"), [], 1.0))
+    store.log_decisions([_planned(_decision("u", NOW + 1), [], 1.0),
+                         _planned(_decision("v", NOW + 2, arm="holdout"), [], None)])
     log = store.decision_log()
     assert len(log) == 3 and log["arm"].tolist() == ["model", "model", "holdout"]
     assert log["propensity"].isna().tolist() == [False, False, True]
@@ -89,8 +98,8 @@ def test_the_window_is_exact_to_the_nanosecond_and_planned_items_expire(store) -
     edge = NOW - LOOKBACK
     store.feedback([_send("e1", "u", edge - 1), _send("e2", "u", edge, "m2"), _send("e3", "u", NOW - 1, "m3")])
     planned_at = NOW + 5 * HOUR_NS + 7
-    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, _decision("u"),
-                         [(planned_at, "push", "m4")], 1.0)
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, _planned(_decision("u"),
+                         [(planned_at, "push", "m4")], 1.0))
     assert v != store.contacts("u", NOW, LOOKBACK).version
     assert store.contacts("u", NOW, LOOKBACK).times.tolist() == [edge, NOW - 1, planned_at]
     later = planned_at + PLANNED_GRACE_NS
@@ -102,8 +111,8 @@ def test_the_window_is_exact_to_the_nanosecond_and_planned_items_expire(store) -
 def test_a_send_replaces_its_planned_item_and_feeds_the_explorer(store) -> None:
     d = _decision("u")
     at = NOW + 2 * HOUR_NS
-    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d,
-                         [(at, "email", "m1"), (at + 12 * HOUR_NS, "sms", "m2")], 0.25)
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, _planned(d,
+                         [(at, "email", "m1"), (at + 12 * HOUR_NS, "sms", "m2")], 0.25))
     v = store.contacts("u", NOW, LOOKBACK).version
     assert store.feedback([_send("s1", "u", at + 60 * 10**9, decision=d.decision_id)]) == (1, 0)
     c = store.contacts("u", NOW, LOOKBACK)
@@ -130,7 +139,7 @@ def test_feedback_is_idempotent_by_event_id(store) -> None:
 
 def test_an_outcome_without_message_is_credited_to_its_decisions_item(store) -> None:
     d = _decision("u")
-    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, d, [(NOW, "push", "m7")], 1.0)
+    assert store.reserve("u", store.contacts("u", NOW, LOOKBACK).version, _planned(d, [(NOW, "push", "m7")], 1.0))
     convert = {"event_id": "c1", "timestamp": NOW + HOUR_NS, "user_id": "u", "event_type": "convert",
                "decision_id": d.decision_id}
     assert store.feedback([convert]) == (1, 0)
@@ -196,7 +205,7 @@ def _apply(store, ops: list[tuple]) -> list:
             _, user, stale, decision, items = op
             previous, current = versions.get(user, (None, store.contacts(user, NOW, LOOKBACK).version))
             version = previous if stale and previous is not None else current
-            out.append(store.reserve(user, version, decision, items, 0.5))
+            out.append(store.reserve(user, version, _planned(decision, items, 0.5)))
         else:
             _, events = op
             out.append(store.feedback(events))
@@ -264,7 +273,8 @@ def _race(url: str, worker: int, attempts: int, start=None) -> list[tuple[int, b
     out = []
     for i in range(attempts):
         version = store.contacts("shared", NOW, LOOKBACK).version
-        ok = store.reserve("shared", version, _decision("shared"), [(NOW + (worker * 1000 + i), "email", "m1")], 1.0)
+        ok = store.reserve("shared", version,
+                           _planned(_decision("shared"), [(NOW + (worker * 1000 + i), "email", "m1")], 1.0))
         out.append((version, ok))
     return out
 
@@ -345,10 +355,10 @@ def test_many_at_once_equals_one_at_a_time(store, monkeypatch) -> None:
                (one.times.tolist(), one.channels.tolist(), one.messages.tolist(), one.version)
     assert sum(len(c.times) for c in many) > 10
     u0, u1 = many[0], many[1]
-    won = store.reserve_many([("u0", u0.version, _decision("u0"), [(NOW, "email", "m1")], 1.0),
-                              ("u0", u0.version, _decision("u0"), [(NOW + 1, "sms", "m2")], 1.0),   # same version
-                              ("u1", u1.version - 1, _decision("u1"), [(NOW, "email", "m1")], 1.0),  # stale
-                              ("u1", u1.version - 1, _decision("u1"), [], 1.0)])                   # nothing to plan
+    won = store.reserve_many([("u0", u0.version, _planned(_decision("u0"), [(NOW, "email", "m1")], 1.0)),
+                              ("u0", u0.version, _planned(_decision("u0"), [(NOW + 1, "sms", "m2")], 1.0)),   # same version
+                              ("u1", u1.version - 1, _planned(_decision("u1"), [(NOW, "email", "m1")], 1.0)),  # stale
+                              ("u1", u1.version - 1, _planned(_decision("u1"), [], 1.0))])                   # nothing to plan
     assert won == [True, False, False, True]
     assert len(store.decision_log()) == 2
     assert store.contacts("u0", NOW, LOOKBACK).times.tolist()[-1] == NOW
@@ -356,7 +366,8 @@ def test_many_at_once_equals_one_at_a_time(store, monkeypatch) -> None:
 
 def _log_many(state: SQLiteState, n: int) -> None:
     for lo in range(0, n, 100):
-        state.reserve_many([(f"u{i}", 0, _decision(f"u{i}", items=[(NOW, "email", "m1")]), [(NOW, "email", "m1")], 0.5)
+        state.reserve_many([(f"u{i}", 0, _planned(_decision(f"u{i}", items=[(NOW, "email", "m1")]),
+                                                  [(NOW, "email", "m1")], 0.5))
                             for i in range(lo, lo + 100)])
 
 
