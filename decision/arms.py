@@ -46,7 +46,7 @@ def rules_priority(store: FeatureStore, ex: CandidateRows) -> np.ndarray:
     candidates' own."""
     history = store.history
     m = ex.rows.message_code
-    narrow = len(history.message_stages[0]) - history.message_stages[m].sum(axis=1)          # 0..3
+    narrow = len(history.message_stages[0]) - history.message_stages[m].sum(axis=1)          # 0..4
     start = history.catalog_arrays["start_ns"][m].astype(np.float64)
     newest = rank(np.where(np.isfinite(start), start, -np.inf))
     channel_order = len(store.globals.vocabulary.channels) - ex.rows.channel_code

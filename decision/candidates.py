@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from features.compute import DAY_NS, HOUR_NS, Candidates, lifecycle_stage
+from features.compute import HOUR_NS, Candidates, user_stages
 from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.policy.contact import quiet_shifted
@@ -138,7 +138,7 @@ def expand(store: FeatureStore, user_id: str, now: pd.Timestamp, channels: list[
         consent &= voc.channels.isin(channels)
     at = np.array([t], dtype=np.int64)
     signup = history.signup[row] if row >= 0 else np.nan
-    stage = int(lifecycle_stage(cfg, (at - signup) / DAY_NS, (at - history.last["activity"].last_time(code, at)) / DAY_NS)[0])
+    stage = int(user_stages(history, code, at, np.array([signup], dtype=float))[0])
 
     wanted = None if message_ids is None else np.asarray(voc.messages.isin(message_ids))[None, :]
     ok = eligible(history.message_channels, history.message_stages, history.catalog_arrays["start_ns"],

@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.compute import DAY_NS
 from features.pipeline import FeatureStore
-from nbm.arrays import prepend
+from nbm.arrays import bounded_search, prepend
 from nbm.config import ContactPolicyConfig
 from nbm.policy.contact import SendHistories
 
@@ -91,19 +91,3 @@ def send_histories(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray, l
     """Each decision's user's sends in the ``lookback_days`` before its ``now``, from the store's events (an
     index built for this call: callers that decide more than once keep a :class:`SendIndex`)."""
     return SendIndex.of(store.dataset.events).histories(user_ids, now, int(lookback_days * DAY_NS))
-
-
-def bounded_search(times: np.ndarray, first: np.ndarray, last: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per query, the position of ``t`` within ``times[first:last]`` (sorted there), as an absolute index.
-
-    A vectorised binary search: ~log2(run length) passes over all queries.
-    """
-    lo, hi = first.copy(), last.copy()
-    while True:
-        active = lo < hi
-        if not active.any():
-            return lo
-        mid = (lo + hi) // 2
-        go_right = active & (times[np.minimum(mid, len(times) - 1)] < t)
-        lo = np.where(go_right, mid + 1, lo)
-        hi = np.where(active & ~go_right, mid, hi)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from decision.candidates import out_of_quiet_hours, slot_matrix
-from features.compute import DAY_NS, Candidates, lifecycle_stage
+from features.compute import Candidates, user_stages
 from features.keys import pair
 from features.pipeline import FeatureStore
 from nbm.arrays import Spread
@@ -150,8 +150,7 @@ def expand_pairs(store: FeatureStore, user_ids: np.ndarray, now: np.ndarray) -> 
     consent &= lost == 0
     signup = np.full(n, np.nan)
     signup[known] = history.signup[row[known]]
-    stage = lifecycle_stage(cfg, (now - signup) / DAY_NS,
-                            (now - history.last["activity"].last_time(code, now)) / DAY_NS).astype(np.int64)
+    stage = user_stages(history, code, now, signup)
 
     allow, live = eligible_parts(history.message_channels, history.message_stages,
                                  history.catalog_arrays["start_ns"], history.catalog_arrays["end_ns"],

@@ -23,7 +23,7 @@ from experiments import stats
 from nbm.config import ARMS, LIFECYCLE_STAGES, ExperimentConfig, NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
-from nbm.lifecycle import stages_at
+from nbm.lifecycle import stages_at, stages_in_use
 
 DAY_NS = 86_400 * 10**9
 NAT = np.iinfo(np.int64).min
@@ -304,7 +304,8 @@ def _add_segments(users: pd.DataFrame, dataset: Dataset, config: NbmConfig, by: 
     users["lifecycle"] = np.asarray(LIFECYCLE_STAGES, dtype=object)[stage]
     codes, names = preferred_channel(profiles, config)
     users["channel"] = np.asarray(names, dtype=object)[codes]
-    segments = {ALL: [ALL], "lifecycle": list(LIFECYCLE_STAGES), "channel": [*config.channels, NO_CHANNEL]}
+    segments = {ALL: [ALL], "lifecycle": list(stages_in_use(config.lifecycle)),
+                "channel": [*config.channels, NO_CHANNEL]}
     users[ALL] = ALL
     if by is not None:
         name, values, order = _attribute(profiles, by, notes)

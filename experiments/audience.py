@@ -30,10 +30,10 @@ from statsmodels.stats.proportion import proportion_confint
 
 from experiments.ab import ALL, DAY_NS, MISSING, NAT, NO_CHANNEL, _attribute, _check_by, _ns, preferred_channel
 from nbm.attribution import attribute
-from nbm.config import LIFECYCLE_STAGES, NbmConfig
+from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
-from nbm.lifecycle import stages_at
+from nbm.lifecycle import stages_at, stages_in_use
 from nbm.validation_report import ValidationReport
 from nbm.schema import EVENT_TYPES
 
@@ -133,7 +133,8 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
     signup = _ns(users["signup_at"])
     signed_up = (signup == NAT)[:, None] | (signup[:, None] < instants[None, :])
 
-    segments = {"lifecycle": (stage[:, :-1], LIFECYCLE_STAGES), "activity": (activity[:, :-1], ACTIVITY_STATES)}
+    stages = stages_in_use(config.lifecycle)
+    segments = {"lifecycle": (stage[:, :-1], stages), "activity": (activity[:, :-1], ACTIVITY_STATES)}
     channel, channels = preferred_channel(users, config)
     segments["channel"] = (np.repeat(channel[:, None], n_weeks, axis=1), channels)
     if by is not None:
@@ -142,9 +143,9 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
         segments[name] = (np.repeat(codes[:, None], n_weeks, axis=1), tuple(order))
     in_week = signed_up[:, 1:]
     frames = [
-        _state_counts("lifecycle", stage[:, 1:], LIFECYCLE_STAGES, signed_up[:, 1:], weeks),
+        _state_counts("lifecycle", stage[:, 1:], stages, signed_up[:, 1:], weeks),
         _state_counts("activity", activity[:, 1:], ACTIVITY_STATES, signed_up[:, 1:], weeks),
-        _transitions(stage, signed_up, weeks),
+        _transitions(stage, stages, signed_up, weeks),
         _kpis(cells, segments, in_week, weeks),
         _consent(users, config),
         _contacts(cells, in_week, weeks, config),
@@ -287,17 +288,19 @@ def _state_counts(section: str, codes: np.ndarray, names: tuple[str, ...], alive
                  np.broadcast_to(total, counts.shape).ravel())
 
 
-def _transitions(stage: np.ndarray, signed_up: np.ndarray, weeks: tuple[str, ...]) -> pd.DataFrame:
-    """Week ``k``: users by (stage at its start, stage at its end) among those signed up before its start.
+def _transitions(stage: np.ndarray, stages: tuple[str, ...], signed_up: np.ndarray,
+                 weeks: tuple[str, ...]) -> pd.DataFrame:
+    """Week ``k``: users by (stage at its start, stage at its end) among those signed up before its start
+    (``stages``: the names of the codes in use).
 
     ``value`` is the share of the ``from`` stage's users who end in ``to``; period ``all`` sums the weeks."""
-    s = len(LIFECYCLE_STAGES)
+    s = len(stages)
     pair = stage[:, :-1].astype(np.int64) * s + stage[:, 1:]
     counts = _by_code(pair, s * s, signed_up[:, :-1]).reshape(s, s, len(weeks))
     frames = []
     for period, block in [*zip(weeks, np.moveaxis(counts, 2, 0)), (ALL, counts.sum(axis=2))]:
-        frm = np.repeat(np.array(LIFECYCLE_STAGES, dtype=object), s)
-        to = np.tile(np.array([f"to_{x}" for x in LIFECYCLE_STAGES], dtype=object), s)
+        frm = np.repeat(np.array(stages, dtype=object), s)
+        to = np.tile(np.array([f"to_{x}" for x in stages], dtype=object), s)
         frames.append(_rows("transitions", period, "from_stage", frm, to, block.ravel(),
                             np.repeat(block.sum(axis=1), s)))
     return pd.concat(frames, ignore_index=True)

@@ -18,6 +18,7 @@ from experiments.audience_report import render_html
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
+from nbm.lifecycle import stage_mix
 
 DEFAULT_OUT = Path("report.html")
 
@@ -47,6 +48,8 @@ def run_report(data: Path, out: Path | None, config: NbmConfig, start: pd.Timest
     if dropped:
         console.print(f"  [yellow]problem[/yellow]: {dropped:,} bad input rows were dropped by the loader "
                       "(see the data-quality section, or `nbm validate`)", highlight=False)
+    for line in stage_mix(dataset.events, dataset.users, config.lifecycle, report.end.value).lines():
+        console.print(f"  {line}", markup=False, highlight=False)
     for note in report.notes:
         console.print(f"  note: {note}", markup=False, highlight=False)
     console.print(f"  written: {', '.join(str(p) for p in written)}", markup=False, highlight=False)

@@ -26,7 +26,7 @@ def _text(value: object) -> str:
     return re.sub(r"`([^`<>]+)`", r"<code>\1</code>", _e(value))
 
 EMPTY = "—"
-COLORS = {"new": "#42a5f5", "active": "#2e7d32", "at_risk": "#ef6c00", "dormant": "#9e9e9e",
+COLORS = {"new": "#42a5f5", "active": "#2e7d32", "at_risk": "#ef6c00", "dormant": "#9e9e9e", "loyal": "#6a1b9a",
           "power": "#1b5e20", "core": "#43a047", "casual": "#a5d6a7", "low": "#e0e0e0"}
 MONEY = {"revenue_per_user", "contacts_per_user", "identifiers_per_person"}
 
@@ -56,7 +56,8 @@ def _lifecycle(report: AudienceReport) -> str:
     parts = ["<h2>Lifecycle stages and activity states</h2>",
              "<p>At each week's end, among users signed up by then. Week: its first day.</p>",
              _img(_shares_png(report), "users by lifecycle stage and activity state per week")]
-    for section, names in (("lifecycle", LIFECYCLE_STAGES), ("activity", ACTIVITY_STATES)):
+    stages = _stages(report)
+    for section, names in (("lifecycle", stages), ("activity", ACTIVITY_STATES)):
         rows = report.section(section)
         table = [[_e(w)] + [_count_share(rows, w, s) for s in names] + [_total(rows, w)] for w in report.weeks]
         parts.append(f"<h3>by {_e(section)}</h3>" + _table(["week", *map(_e, names), "users"], table))
@@ -67,11 +68,17 @@ def _lifecycle(report: AudienceReport) -> str:
     rows = report.section("transitions")
     rows = rows[rows["period"] == ALL]
     table = []
-    for s in LIFECYCLE_STAGES:
+    for s in stages:
         mine = rows[rows["segment_value"] == s].set_index("metric")
-        table.append([_e(s)] + [_cell(mine.loc[f"to_{t}"], "share") for t in LIFECYCLE_STAGES]
+        table.append([_e(s)] + [_cell(mine.loc[f"to_{t}"], "share") for t in stages]
                      + [f"{int(mine['n'].iloc[0]):,}"])
-    return "".join(parts) + _table(["from \\ to", *map(_e, LIFECYCLE_STAGES), "user-weeks"], table)
+    return "".join(parts) + _table(["from \\ to", *map(_e, stages), "user-weeks"], table)
+
+
+def _stages(report: AudienceReport) -> tuple[str, ...]:
+    """The lifecycle stages the report counts (``loyal`` only where the configuration has the stage)."""
+    present = set(report.section("lifecycle")["segment_value"])
+    return tuple(s for s in LIFECYCLE_STAGES if s in present)
 
 
 def _kpis(report: AudienceReport) -> str:
@@ -184,7 +191,7 @@ def _methods() -> str:
 
 def _shares_png(report: AudienceReport) -> bytes:
     figure = Figure(figsize=(10, 3.6), dpi=90)
-    for axes, (section, names) in zip(figure.subplots(1, 2), (("lifecycle", LIFECYCLE_STAGES),
+    for axes, (section, names) in zip(figure.subplots(1, 2), (("lifecycle", _stages(report)),
                                                                ("activity", ACTIVITY_STATES))):
         rows = report.section(section)
         x = np.arange(len(report.weeks))
@@ -205,7 +212,8 @@ def _shares_png(report: AudienceReport) -> bytes:
 def _transitions_png(report: AudienceReport) -> bytes:
     rows = report.section("transitions")
     rows = rows[rows["period"] == ALL]
-    s = len(LIFECYCLE_STAGES)
+    stages = _stages(report)
+    s = len(stages)
     share = rows["value"].to_numpy(dtype=float).reshape(s, s)
     figure = Figure(figsize=(4.6, 3.8), dpi=90)
     axes = figure.subplots()
@@ -215,8 +223,8 @@ def _transitions_png(report: AudienceReport) -> bytes:
             text = EMPTY if math.isnan(share[i, j]) else f"{share[i, j]:.0%}"
             axes.text(j, i, text, ha="center", va="center", fontsize=8,
                       color="white" if np.nan_to_num(share[i, j]) > 0.6 else "black")
-    axes.set_xticks(range(s), LIFECYCLE_STAGES, fontsize=8)
-    axes.set_yticks(range(s), LIFECYCLE_STAGES, fontsize=8)
+    axes.set_xticks(range(s), stages, fontsize=8)
+    axes.set_yticks(range(s), stages, fontsize=8)
     axes.set_xlabel("at the week's end")
     axes.set_ylabel("at the week's start")
     figure.colorbar(image, ax=axes, shrink=0.8)
@@ -230,7 +238,7 @@ def _kpi_png(report: AudienceReport) -> bytes:
     figure = Figure(figsize=(10, 3.4), dpi=90)
     x = np.arange(len(report.weeks))
     for axes, metric in zip(figure.subplots(1, 3), ("reach", "open_rate", "convert_rate")):
-        for stage in LIFECYCLE_STAGES:
+        for stage in _stages(report):
             mine = rows[(rows["metric"] == metric) & (rows["segment_value"] == stage)]
             mine = mine.set_index("period").reindex(list(report.weeks))
             axes.plot(x, mine["value"].to_numpy(dtype=float), marker="o", markersize=3, color=COLORS[stage],

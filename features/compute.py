@@ -18,7 +18,7 @@ from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
 from nbm.arrays import Spread, distinct_rows, prepend, take
 from nbm.config import NbmConfig
-from nbm.lifecycle import stage_codes
+from nbm.lifecycle import loyal_window_ns, stage_codes
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 
@@ -245,8 +245,10 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     cfg, voc = history.config, history.vocabulary
     out: dict[str, object] = {}
     windows = (7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS)
+    loyal = loyal_window_ns(cfg.lifecycle)           # the loyal stage's window of conversions, when it has one
     user_sums = history.user.window_totals(
-        user, t, ("visits", "converts", "revenue", "opens", "clicks", "sends"), windows)
+        user, t, ("visits", "converts", "revenue", "opens", "clicks", "sends"),
+        windows if loyal is None or loyal in windows else (*windows, loyal))
     for days, window in zip((7, 30, 90), windows):
         for name in ("visits", "converts", "revenue"):
             out[f"user_{name}_{days}d"] = user_sums[window][name]
@@ -254,7 +256,8 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     out["user_days_since_signup"] = (t - profile["signup"]) / DAY_NS
     for name, key in (("visit", "activity"), ("open", "open"), ("click", "click"), ("convert", "convert")):
         out[f"user_days_since_{name}"] = (t - history.last[key].last_time(user, t)) / DAY_NS
-    out["user_lifecycle_stage"] = lifecycle_stage(cfg, out["user_days_since_signup"], out["user_days_since_visit"])
+    out["user_lifecycle_stage"] = lifecycle_stage(cfg, out["user_days_since_signup"], out["user_days_since_visit"],
+                                                  None if loyal is None else user_sums[loyal]["converts"])
     act = cfg.activity
     ratio = out["user_visits_30d"] / (act.ideal_visits_per_week * 30 / 7)
     out["user_activity_state"] = np.where(ratio >= act.power_ratio, 0, np.where(
@@ -379,10 +382,21 @@ def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.
     return out
 
 
-def lifecycle_stage(config: NbmConfig, days_since_signup: np.ndarray, days_since_activity: np.ndarray) -> np.ndarray:
-    """Stage codes (new 0, active 1, at_risk 2, dormant 3) of the features and the decision path: the one rule,
-    :func:`nbm.lifecycle.stage_codes`, on the days since the last activity (``History.last["activity"]``)."""
-    return stage_codes(config.lifecycle, days_since_signup, days_since_activity)
+def lifecycle_stage(config: NbmConfig, days_since_signup: np.ndarray, days_since_activity: np.ndarray,
+                    conversions: np.ndarray | None = None) -> np.ndarray:
+    """Stage codes (new 0, active 1, at_risk 2, dormant 3, loyal 4) of the features and the decision path: the
+    one rule, :func:`nbm.lifecycle.stage_codes`, on the days since the last activity (``History.last["activity"]``)
+    and, with a loyal stage, the conversions in its window."""
+    return stage_codes(config.lifecycle, days_since_signup, days_since_activity, conversions)
+
+
+def user_stages(history: History, user: np.ndarray, t: np.ndarray, signup: np.ndarray) -> np.ndarray:
+    """Lifecycle stage codes of users ``user`` (the history's codes) as of ``t`` (int64 ns), with their
+    ``signup`` times (ns, NaN unknown): the stage the decision path's eligibility reads."""
+    window = loyal_window_ns(history.config.lifecycle)
+    conversions = None if window is None else history.user.totals(user, t, ("converts",), window)["converts"]
+    return lifecycle_stage(history.config, (t - signup) / DAY_NS,
+                           (t - history.last["activity"].last_time(user, t)) / DAY_NS, conversions).astype(np.int64)
 
 
 def _zones(history: History, user: np.ndarray) -> np.ndarray:

@@ -91,3 +91,19 @@ def take(values, rows: np.ndarray, cache: dict | None = None):
     if isinstance(values, pd.Categorical):
         return values.take(rows)
     return np.asarray(values)[rows]
+
+
+def bounded_search(times: np.ndarray, first: np.ndarray, last: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per query, the position of ``t`` within ``times[first:last]`` (sorted there), as an absolute index.
+
+    A vectorised binary search: ~log2(run length) passes over all queries.
+    """
+    lo, hi = first.copy(), last.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        go_right = active & (times[np.minimum(mid, len(times) - 1)] < t)
+        lo = np.where(go_right, mid + 1, lo)
+        hi = np.where(active & ~go_right, mid, hi)

@@ -111,7 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(args.data, config, loaded.artifact, f"{args.model} (version {loaded.version})",
                             test_days=args.test_days, max_decisions=args.max_decisions or None, seed=args.seed,
                             console=console)
-    print_evaluation(Console(), result)
+    print_evaluation(Console(), result, min_ess=config.training.min_policy_ess)
     if args.out is not None:
         write_evaluation(result, args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -170,11 +170,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"nbm train: a champion is registered (nbm-ranker version {version}); nothing to do", file=sys.stderr)
             return 0
     params = RankerParams(objective=args.objective, target=args.target, seed=args.seed)
-    run_training(Path(args.data), config, params, experiment=args.experiment,
-                 valid_days=args.valid_days, test_days=args.test_days, trials=args.trials,
-                 force_promote=args.force_promote, max_decisions=args.max_decisions or None,
-                 evaluate_policy=not args.no_policy_eval)
-    return 0
+    result = run_training(Path(args.data), config, params, experiment=args.experiment,
+                          valid_days=args.valid_days, test_days=args.test_days, trials=args.trials,
+                          force_promote=args.force_promote, max_decisions=args.max_decisions or None,
+                          evaluate_policy=not args.no_policy_eval)
+    # A degenerate model is logged but never promoted: the run finished and found a problem (exit 1).
+    return 1 if result.gate is not None and result.gate.degenerate else 0
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
@@ -330,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Optuna trials before the final fit (0: defaults); the study resumes if interrupted")
     train.add_argument("--if-missing", action="store_true", help="do nothing when a champion is already registered")
     train.add_argument("--force-promote", action="store_true",
-                       help="make this version the champion whatever the promotion gate says (logged as forced)")
+                       help="make this version the champion whatever the DR comparison says (logged as forced); "
+                            "a degenerate model is never promoted")
     train.add_argument("--max-decisions", type=int, default=50_000,
                        help="logged decisions of the test window replayed for the policy value (a seeded sample "
                             "when there are more; default 50000; 0: all)")

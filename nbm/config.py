@@ -22,7 +22,8 @@ from nbm.errors import UsageError
 
 CONFIG_FILE = "nbm.toml"
 DEFAULT_CHANNELS = ("email", "sms", "push", "in_app", "wechat")
-LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant")
+LIFECYCLE_STAGES = ("new", "active", "at_risk", "dormant", "loyal")
+"""Stage names by code; ``loyal`` (4) exists only when ``[lifecycle] loyal_min_conversions`` > 0."""
 """Lifecycle stages by code (new 0, active 1, at_risk 2, dormant 3); the definition is :mod:`nbm.lifecycle`."""
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 """``state_url`` schemes of the Redis state store (serving/state/redis.py); ``sqlite:///`` is the other."""
@@ -64,13 +65,26 @@ class ContactPolicyConfig(_Section):
 
 
 class LifecycleConfig(_Section):
-    """Thresholds of the lifecycle stages, in days; the rule and what counts as activity (a visit, click or
-    conversion) are :mod:`nbm.lifecycle`'s."""
+    """The operator's lifecycle: what counts as activity, the stage thresholds in days, and an optional
+    ``loyal`` stage. The rule itself is :mod:`nbm.lifecycle`'s, one for the features, the decisions,
+    ``nbm report`` and ``nbm ab`` (docs/retraining.md, "The lifecycle is the operator's")."""
 
+    activity_events: tuple[Literal["visit", "open", "click", "convert"], ...] = Field(
+        ("visit", "click", "convert"), min_length=1,
+        description="event types that count as a user's activity: a brand whose `active` means `clicked` sets "
+                    "[\"click\"] (or [\"click\", \"convert\"]); sends, bounces and unsubscribes are what is done to "
+                    "the person, never activity")
     new_days: float = Field(30.0, gt=0, description="a user is `new` this long after signup")
-    at_risk_after_days: float = Field(21.0, gt=0, description="no activity (visit, click or conversion) for "
-                                                              "longer than this: `at_risk`")
+    at_risk_after_days: float = Field(21.0, gt=0, description="no activity for longer than this: `at_risk`")
     dormant_after_days: float = Field(60.0, gt=0, description="no activity for longer than this: `dormant`")
+    loyal_min_conversions: int = Field(0, ge=0, description="an `active` user with at least this many conversions "
+                                       "in the last `loyal_window_days` is `loyal` instead; 0: no loyal stage")
+    loyal_window_days: float = Field(90.0, gt=0, description="the window of `loyal_min_conversions`")
+
+    @field_validator("activity_events")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleConfig:
@@ -158,6 +172,16 @@ class FeatureConfig(_Section):
         return tuple(sorted(value))
 
 
+class TrainingConfig(_Section):
+    """The promotion gate of `nbm train` (docs/retraining.md, "Promotion gate")."""
+
+    min_test_auc: float = Field(0.52, ge=0.5, le=1, description="a model whose held-out (test window) AUC is NaN "
+                                "or at most this is degenerate: never promoted, not even by `--force-promote`")
+    min_policy_ess: float = Field(100.0, ge=0, description="a policy whose off-policy estimate rests on fewer "
+                                  "effective samples is unmeasured: its SNIPS/DR are not printed as numbers, and "
+                                  "the gate does not compare the challenger with the champion on them")
+
+
 ARMS = ("model", "rules", "random", "holdout")
 """Arms the service can serve: the ranker with its explorer, the lifecycle rules, uniformly at random, nothing."""
 
@@ -206,6 +230,7 @@ class NbmConfig(_Section):
     lifecycle: LifecycleConfig = LifecycleConfig()
     activity: ActivityConfig = ActivityConfig()
     features: FeatureConfig = FeatureConfig()
+    training: TrainingConfig = TrainingConfig()
     experiment: ExperimentConfig = ExperimentConfig()
 
     @field_validator("channels")

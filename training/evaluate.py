@@ -5,7 +5,9 @@ candidate's predictions are scored (AUC, log loss, calibration, NDCG) and every 
 replayed (:mod:`training.policy_eval`): the candidate's decision policy and the baselines (uniform,
 popular, lifecycle rules), valued by SNIPS and doubly robust — the candidate's calibrated P(convert) ×
 value as the direct model — with seeded bootstrap intervals and the effective sample size. For a
-simulated world the ground truth's value of each policy is shown beside the estimates.
+simulated world the ground truth's value of each policy is shown beside the estimates. A policy whose
+effective sample size is below ``[training] min_policy_ess`` has its estimates shown as unusable, not as
+numbers (they stay in ``--out``'s JSON and in MLflow, beside the ESS).
 """
 
 from __future__ import annotations
@@ -78,39 +80,56 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
     return OfflineEvaluation(model, metrics, report)
 
 
-def print_evaluation(console: Console, result: OfflineEvaluation) -> None:
+def print_evaluation(console: Console, result: OfflineEvaluation, min_ess: float) -> None:
     table = Table(title=f"nbm evaluate: {result.model}", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in METRICS:
         value = result.metrics.get(name, float("nan"))
-        table.add_row(name, f"{value:,.0f}" if name.endswith("rows") else f"{value:.4f}")
+        table.add_row(name, "—" if not math.isfinite(value) else f"{value:,.0f}" if name.endswith("rows")
+                      else f"{value:.4f}")
     console.print(table)
-    print_policy_values(console, result.report, ips=True)
+    print_policy_values(console, result.report, min_ess=min_ess, ips=True)
 
 
-def print_policy_values(console: Console, report: PolicyReport, ips: bool = False) -> None:
+def print_policy_values(console: Console, report: PolicyReport, min_ess: float, ips: bool = False) -> None:
     """The off-policy values of ``report`` as a table (``nbm evaluate``, and ``nbm train`` without IPS), its
-    censoring note, and a warning for policies that few logged decisions support."""
+    censoring note, and a warning for policies that few logged decisions support.
+
+    A policy whose effective sample size is below ``min_ess`` (``[training] min_policy_ess``) gets "n/a"
+    for its estimates and "ESS < min_ess" for their intervals: a handful of effective samples is no
+    estimate, and its percentile bootstrap interval is not one either. Undefined values print as "—"."""
     values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
                          f"logged decisions, scope: {report.logged.scope})")
     columns = ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI") + (("IPS",) if ips else ()) + ("ESS", "true value")
     for column in columns:
         values.add_column(column, justify="left" if column == "policy" else "right")
+    unusable = f"ESS < {min_ess:,g}"
     for v in report.values.values():
-        values.add_row(v.policy, f"{v.snips:.4f}", f"[{v.snips_low:.4f}, {v.snips_high:.4f}]", f"{v.dr:.4f}",
-                       f"[{v.dr_low:.4f}, {v.dr_high:.4f}]", *((f"{v.ips:.4f}",) if ips else ()), f"{v.ess:,.0f}",
-                       "—" if not math.isfinite(v.true_value) else f"{v.true_value:.4f}")
+        if v.ess >= min_ess:
+            estimates = (_number(v.snips), _interval(v.snips_low, v.snips_high), _number(v.dr),
+                         _interval(v.dr_low, v.dr_high), *((_number(v.ips),) if ips else ()))
+        else:
+            estimates = ("n/a", unusable, "n/a", unusable, *(("n/a",) if ips else ()))
+        values.add_row(v.policy, *estimates, _number(v.ess, "{:,.0f}"), _number(v.true_value))
     if len(report.logged.frame):
         values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", *([""] * (len(columns) - 2)))
     console.print(values)
     if (line := censoring_note(report.logged)):
         console.print(line)
-    low = [v.policy for v in report.values.values() if v.ess < 100]
+    low = [v.policy for v in report.values.values() if not v.ess >= min_ess]
     if low:
-        console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < 100): their "
-                      "SNIPS/DR estimates and their bootstrap intervals are unreliable; compare them on logs that "
-                      "explore more (the service's own decision log)[/yellow]")
+        console.print(f"[yellow]few logged decisions support {', '.join(low)} (effective sample size < {min_ess:,g}): "
+                      "their SNIPS/DR estimates and bootstrap intervals are unusable, so they are not shown; compare "
+                      "them on logs that explore more (the service's own decision log)[/yellow]")
+
+
+def _number(value: float, style: str = "{:.4f}") -> str:
+    return style.format(value) if math.isfinite(value) else "—"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"[{low:.4f}, {high:.4f}]" if math.isfinite(low) and math.isfinite(high) else "—"
 
 
 def write_evaluation(result: OfflineEvaluation, out: Path) -> None:

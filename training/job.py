@@ -3,14 +3,16 @@
 With ``--trials N`` a resumable Optuna study (``training.tune``) picks the parameters first. After the fit,
 the decision policy of the new model (the challenger), of the current champion and of three baselines is
 replayed over the test window's logged decisions and valued off-policy (``training.policy_eval``); on a
-simulated world the ground truth values them too. The promotion gate moves the ``champion`` alias to
-the challenger only when the lower bound of the 95 % interval of the doubly robust value difference
-(challenger − champion, paired over the same decisions) is above zero, when no champion exists, or
-when ``force_promote`` says so (logged as such).
+simulated world the ground truth values them too. The promotion gate (:mod:`training.gate`) never
+promotes a degenerate model (the version is logged and tagged why, the champion stays); otherwise it
+moves the ``champion`` alias to the challenger when no champion exists, when the lower bound of the 95 %
+interval of the doubly robust value difference (challenger − champion, paired over the same decisions)
+is above zero, or when ``force_promote`` says so (logged as such).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -29,26 +32,15 @@ from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
 from nbm.simulate.manifest import read_world_manifest
 from training.evaluate import print_policy_values
-from training.fit import RankerParams, fit_ranker, time_split
+from training.fit import RankerParams, fit_ranker, target_of, time_split
+from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, promotion_gate
 from training.metrics import evaluate
-from training.policy_eval import (Difference, PolicyReport, dr_terms, evaluate_policies, paired_difference,
-                                  policy_metrics)
+from training.policy_eval import PolicyReport, evaluate_policies, policy_metrics
 from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
 from training.tune import tune
 
 PARTITION_EVENTS = 3_000_000
 """Above this many events, the training set is built one user partition at a time (bounded memory)."""
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """What the promotion gate decided, and on which figures."""
-
-    promoted: bool
-    reason: str
-    champion_version: str | None
-    difference: Difference | None
-    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,8 +79,12 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
             artifact = fit_ranker(split, params)
         evaluation = evaluate(artifact, split.test)
-        metrics = {**evaluation.metrics, "best_iteration": float(artifact.booster.best_iteration or 0),
+        # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
+        rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
+        metrics = {**evaluation.metrics, "best_iteration": float(rounds),
                    "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
+                   "train_positives": float(target_of(split.train, params.target).sum()),
+                   "valid_positives": float(target_of(split.valid, params.target).sum()),
                    "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
         with console.status("logging to MLflow…"):
             logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
@@ -101,18 +97,21 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             mlflow.log_metrics(policy)
             metrics.update(policy)
             mlflow.log_table(_policy_table(report), "policy_values.json")
-        gate = _gate(report, champion_version, force_promote)
+        degenerate = degeneracy(ModelEvidence.of(metrics, params.target), config.training)
+        gate = promotion_gate(report, champion_version, force_promote, degenerate, config.training.min_policy_ess)
         if gate.promoted:
             MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", logged.version)
-        mlflow.set_tags({"nbm.gate": "promoted" if gate.promoted else "kept_champion", "nbm.gate_reason": gate.reason,
+        mlflow.set_tags({"nbm.gate": gate.status, "nbm.gate_reason": gate.reason,
                          "nbm.gate_forced": str(gate.forced).lower(),
                          "nbm.champion_before": gate.champion_version or ""})
         if gate.difference is not None:
             mlflow.log_metrics({"gate_dr_difference": gate.difference.value, "gate_dr_difference_low": gate.difference.ci_low,
                                 "gate_dr_difference_high": gate.difference.ci_high})
-        MlflowClient().set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
-                                             "promoted" if gate.promoted else "not_promoted")
-    _summary(console, logged, metrics, gate, report, config)
+        client = MlflowClient()
+        client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
+                                     "not_promoted" if gate.status == "kept_champion" else gate.status)
+        client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate_reason", gate.reason)
+    _summary(console, logged, metrics, gate, report, config, params.target)
     return TrainResult(logged, metrics, gate.promoted, gate, report)
 
 
@@ -152,41 +151,44 @@ def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, ch
     return report
 
 
-def _gate(report: PolicyReport | None, champion_version: str | None, force: bool) -> GateDecision:
-    if champion_version is None:
-        return GateDecision(True, "no champion yet", None, None)
-    if report is None or "champion" not in report.replayed.target:
-        why = "the policy was not evaluated" if report is None else "the champion could not be evaluated"
-        return GateDecision(force, f"{why}; {'forced' if force else 'champion kept'}", champion_version, None, force)
-    difference = paired_difference(dr_terms(report.logged, report.replayed, "model"),
-                                   dr_terms(report.logged, report.replayed, "champion"))
-    better = difference.ci_low > 0
-    reason = (f"DR value difference {difference.value:+.4f} per decision, 95% CI "
-              f"[{difference.ci_low:+.4f}, {difference.ci_high:+.4f}]: "
-              + ("lower bound above zero" if better else "lower bound not above zero"))
-    if force and not better:
-        return GateDecision(True, reason + "; promoted by --force-promote", champion_version, difference, True)
-    return GateDecision(better, reason, champion_version, difference, force)
-
-
 def _policy_table(report: PolicyReport) -> pd.DataFrame:
     return pd.DataFrame([v.__dict__ for v in report.values.values()])
 
 
 def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
-             report: PolicyReport | None, config: NbmConfig) -> None:
+             report: PolicyReport | None, config: NbmConfig, target: str) -> None:
     table = Table(title="nbm train", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    for name in ("train_rows", "valid_rows", "test_rows", "best_iteration", "test_auc", "test_log_loss", "test_ece",
-                 "test_ndcg_at_3", "test_positive_rate", "test_mean_prediction", "seconds"):
-        value = metrics.get(name, float("nan"))
-        table.add_row(name, f"{value:,.0f}" if name.endswith(("rows", "iteration")) else f"{value:.4f}")
+    for name in ("train_rows", "valid_rows", "test_rows", "train_positives", "valid_positives", "best_iteration",
+                 "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
+                 "test_mean_prediction", "seconds"):
+        table.add_row(name, _figure(name, metrics.get(name, float("nan")), target))
     table.add_row("run id", logged.run_id)
     table.add_row("model", f"{MODEL_NAME} version {logged.version}")
-    table.add_row("promotion gate", ("champion ← this version" if gate.promoted else "champion kept")
-                  + f" ({gate.reason})")
+    table.add_row("promotion gate", "[bold red]degenerate: not promoted (below)[/bold red]" if gate.degenerate
+                  else f"{'champion ← this version' if gate.promoted else 'champion kept'} ({escape(gate.reason)})")
     console.print(table)
     if report is not None:
-        print_policy_values(console, report)
+        print_policy_values(console, report, min_ess=config.training.min_policy_ess)
+    if gate.degenerate:
+        console.print(f"[bold red]nbm train: {MODEL_NAME} version {logged.version} is degenerate and was not "
+                      "promoted[/bold red] (logged for inspection, tagged nbm.gate=degenerate):")
+        for reason in gate.degenerate:
+            console.print(f"[red]  • {escape(reason)}[/red]")
+        if gate.forced:
+            console.print("--force-promote does not promote a degenerate model")
+        if gate.champion_version is None:
+            console.print(f"[bold red]{escape(NO_SERVING)}[/bold red]")
+        else:
+            console.print(f"the champion stays version {gate.champion_version}")
     console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")
+
+
+def _figure(name: str, value: float, target: str) -> str:
+    """A summary figure as text; an undefined one as "n/a (why)" or "—", never "nan"."""
+    if math.isfinite(value):
+        return f"{value:,.0f}" if name.endswith(("rows", "positives", "iteration")) else f"{value:.4f}"
+    why = {"test_auc": f"the test window holds one class of `{target}` only",
+           "test_ndcg_at_3": "no ranking group of ≥ 2 sends with a positive"}.get(name)
+    return f"n/a ({escape(why)})" if why else "—"

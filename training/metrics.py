@@ -45,13 +45,16 @@ def mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
 
 
 def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5)) -> Evaluation:
-    """AUC, log loss, ECE and NDCG@k on ``test``; a reliability plot and a feature-importance plot."""
+    """AUC, log loss, ECE, NDCG@k and the spread of the predictions (standard deviation, distinct values: the
+    promotion gate's near-constant check) on ``test``; a reliability plot and a feature-importance plot."""
     p = artifact.score(test)
     y = target_of(test, artifact.target)
     metrics = {
         "test_rows": float(len(test)),
         "test_positive_rate": float(y.mean()) if len(y) else float("nan"),
         "test_mean_prediction": float(p.mean()) if len(p) else float("nan"),
+        "test_prediction_std": float(p.std()) if len(p) else float("nan"),
+        "test_distinct_predictions": float(len(np.unique(p))),
         "test_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
         "test_log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else float("nan"),
         "test_ece": expected_calibration_error(p, y),

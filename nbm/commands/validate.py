@@ -13,14 +13,19 @@ from nbm.config import load_config
 
 def run_validate(args: argparse.Namespace) -> int:
     from nbm.dataset import load_dataset
+    from nbm.lifecycle import stage_mix
 
     config = load_config(args.config)
     now = parse_time(args.now, "--now")
     console = Console()
     with console.status(f"validating {args.data}…"):
-        _, report = load_dataset(Path(args.data), config, now=now)
+        dataset, report = load_dataset(Path(args.data), config, now=now)
     shown = config.validation.max_problems_shown if args.show is None else max(args.show, 0)
     report.render(console, shown)
+    if len(dataset.users):     # the operator's lifecycle on this data: one stage holding nearly everyone is a smell
+        mix = stage_mix(dataset.events, dataset.users, config.lifecycle)
+        for line in mix.lines():
+            console.print(f"[yellow]{line}[/yellow]" if line.startswith("warning") else line, highlight=False)
     if args.json:
         Path(args.json).write_text(report.to_json(), encoding="utf-8")
     return report.exit_code

@@ -38,6 +38,34 @@ def test_simulate_writes_the_tables_and_validates_clean(clean_world: Path, capsy
     assert main(["validate", "--data", str(clean_world)]) == 0
 
 
+SHORT = '[lifecycle]\nactivity_events = ["convert"]\nnew_days = 1\nat_risk_after_days = 1\ndormant_after_days = 2\n'
+
+
+@pytest.mark.parametrize(("toml", "dominant"), [("", None), (SHORT, "dormant")])
+def test_validate_prints_the_stage_mix_and_flags_a_stage_holding_nearly_everyone(clean_world: Path, tmp_path: Path,
+                                                                                  capsys, toml, dominant) -> None:
+    """The operator's lifecycle on the data, at the log's end: the default splits the simulated users; counting
+    conversions alone as activity, with thresholds of days, puts ≥ 90 % of them in `dormant`, which is said (a
+    warning: the exit code stays 0), with the counts agreeing with `nbm.lifecycle.stage_mix`."""
+    from nbm.dataset import load_dataset
+    from nbm.lifecycle import stage_mix
+
+    path = tmp_path / "nbm.toml"
+    path.write_text(toml)
+    assert main(["validate", "--data", str(clean_world), "--config", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    config = load_config(path, environ={})
+    dataset, _ = load_dataset(clean_world, config)
+    mix = stage_mix(dataset.events, dataset.users, config.lifecycle)
+    assert mix.dominant == dominant
+    assert "lifecycle stages at " in out and f"(activity: {', '.join(config.lifecycle.activity_events)})" in out
+    for stage, n in mix.counts.items():
+        assert f"{stage} {n / mix.total:.1%} ({n:,})" in out
+    assert ("warning:" in out) == (dominant is not None)
+    if dominant:
+        assert f"are `{dominant}`" in out
+
+
 def test_decision_log_covers_every_send_with_its_propensity(clean_world: Path) -> None:
     from nbm.dataset import load_dataset
     from nbm.simulate.manifest import read_world_manifest

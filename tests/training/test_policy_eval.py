@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tests.training.worlds import evaluate_on_simulated_world
-from training.job import _gate
+from training.gate import promotion_gate
 from training.policy_eval import (LoggedDecisions, PolicyReport, Replay, _probability_of_logged, dr_terms,
                                   paired_difference)
 
@@ -63,16 +63,16 @@ def test_the_gate_promotes_only_when_the_lower_bound_is_above_zero() -> None:
     reward = rng.exponential(1.0, n) * (rng.random(n) < 0.3)
     same = np.ones(n)
     report = _report(reward, np.ones(n), {"model": same, "champion": same}, {"model": np.zeros(n), "champion": np.zeros(n)})
-    kept = _gate(report, "1", force=False)
+    kept = promotion_gate(report, "1", force=False)
     assert not kept.promoted and kept.difference.value == 0.0
-    forced = _gate(report, "1", force=True)
+    forced = promotion_gate(report, "1", force=True)
     assert forced.promoted and forced.forced and "force" in forced.reason
     better = _report(reward, np.ones(n), {"model": same, "champion": same},
                      {"model": np.full(n, 0.2), "champion": np.zeros(n)})
     assert dr_terms(better.logged, better.replayed, "model").mean() > dr_terms(better.logged, better.replayed, "champion").mean()
-    promoted = _gate(better, "1", force=False)
+    promoted = promotion_gate(better, "1", force=False)
     assert promoted.promoted and promoted.difference.ci_low > 0
-    assert _gate(None, None, force=False).promoted   # the first model becomes champion
+    assert promotion_gate(None, None, force=False).promoted   # the first model becomes champion
 
 
 @pytest.fixture(scope="module")

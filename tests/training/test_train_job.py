@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,17 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     champion_version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
     assert champion_version == ("2" if second.data.tags["nbm.gate"] == "promoted" else "1")
     assert second.data.tags["nbm.champion_before"] == "1" and second.data.tags["nbm.gate_forced"] == "false"
-    assert {"gate_dr_difference", "gate_dr_difference_low", "policy_model_snips", "policy_model_dr",
-            "policy_uniform_dr", "policy_rules_true_value", "policy_model_true_value"} <= set(second.data.metrics)
+    assert {"policy_model_snips", "policy_model_dr", "policy_model_ess", "policy_uniform_dr", "policy_rules_true_value",
+            "policy_model_true_value"} <= set(second.data.metrics)
+    # The DR comparison is made only on policies that enough logged decisions support ([training] min_policy_ess).
+    if min(second.data.metrics["policy_model_ess"], second.data.metrics["policy_champion_ess"]) < 100:
+        assert second.data.tags["nbm.gate"] == "kept_champion" and "gate_dr_difference" not in second.data.metrics
+        assert "effective sample size" in second.data.tags["nbm.gate_reason"]
+    else:
+        assert {"gate_dr_difference", "gate_dr_difference_low"} <= set(second.data.metrics)
     first = client.get_run(client.get_model_version(MODEL_NAME, "1").run_id)
-    assert first.data.tags["nbm.gate"] == "promoted" and first.data.tags["nbm.gate_reason"] == "no champion yet"
+    assert first.data.tags["nbm.gate"] == "promoted"
+    assert first.data.tags["nbm.gate_reason"].startswith("no champion yet")
     truth = {p: first.data.metrics[f"policy_{p}_true_value"] for p in ("model", "uniform", "popular", "rules")}
     assert truth["model"] > 2 * truth["uniform"] and truth["model"] > 1.3 * truth["rules"]
     # --force-promote overrides the gate, and says so.
@@ -79,3 +87,65 @@ def test_train_on_too_short_a_log_is_a_clear_error(tmp_path: Path, monkeypatch: 
     assert main(["train", "--data", str(data), "--valid-days", "7", "--test-days", "7"]) == 2
     err = capsys.readouterr().err
     assert "window is empty" in err and "Traceback" not in err
+
+
+def _without_conversions(world: Path, out: Path) -> Path:
+    """A copy of ``world`` whose events hold no `convert`: a target without a single positive."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(world, out)
+    events = pd.read_parquet(out / "events.parquet")
+    events[events["event_type"] != "convert"].to_parquet(out / "events.parquet")
+    return out
+
+
+@pytest.mark.slow
+def test_train_never_promotes_a_degenerate_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The issue-39 failure: a target with no positives trained to AUC NaN and was made champion. Now the
+    version is logged and tagged why, no alias moves, the reason is printed and `nbm train` exits 1 —
+    with no champion, with a champion, and with --force-promote."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    world = tmp_path / "world"
+    assert main(["simulate", "--out", str(world), "--users", "1500", "--days", "30", "--seed", "5"]) == 0
+    barren = _without_conversions(world, tmp_path / "barren")
+    windows = ["--valid-days", "5", "--test-days", "5"]
+    capsys.readouterr()
+
+    assert main(["train", "--data", str(barren), *windows]) == 1
+    err = capsys.readouterr().err
+    said = " ".join(err.split())
+    assert "nbm-ranker version 1 is degenerate and was not promoted" in said
+    assert "no positive of the target `convert` in the training window" in said
+    assert "held-out AUC n/a" in said and "best_iteration 1 ≤ 1" in said
+    assert "no champion: `nbm serve` has nothing to serve until a model passes the gate" in said
+    assert not re.search(r"\bnan\b", err, re.IGNORECASE)     # no undefined figure printed as a number
+    assert "Traceback" not in err
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from nbm.config import load_config
+    from training.tracking import MODEL_NAME, use_tracking
+
+    use_tracking(load_config(), "nbm")
+    client = MlflowClient()
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(MODEL_NAME, "champion")
+    first = client.get_model_version(MODEL_NAME, "1")
+    tags = client.get_run(first.run_id).data.tags
+    assert tags["nbm.gate"] == "degenerate" and "no positive of the target `convert`" in tags["nbm.gate_reason"]
+    assert first.tags["nbm_gate"] == "degenerate"
+
+    # A healthy model becomes champion; a degenerate one after it leaves it there, even when forced.
+    assert main(["train", "--data", str(world), "--target", "click", "--no-policy-eval", *windows]) == 0
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "2"
+    capsys.readouterr()
+    assert main(["train", "--data", str(barren), "--no-policy-eval", "--force-promote", *windows]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--force-promote does not promote a degenerate model" in said and "the champion stays version 2" in said
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "2"
+    assert client.get_run(client.get_model_version(MODEL_NAME, "3").run_id).data.tags["nbm.gate"] == "degenerate"
