@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=_positive_int, default=None,
                      help="days of logged history (default 60); with --ab, days of the experiment (default 14)")
     sim.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same world")
+    sim.add_argument("--preset", metavar="NAME",
+                     help="a world that differs from the default in structure: sparse, taste, timing, lifecycle, "
+                          "churn (docs/simulator.md); prints the nbm configuration that fits it")
     sim.add_argument("--start", help="first instant of the period, ISO-8601 (default: ends 2026-11-01)")
     sim.add_argument("--epsilon", type=_share, default=0.1, help="exploration share of the logging policy")
     sim.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="file format")

@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.table import Table
 
 from nbm.commands.options import parse_time
-from nbm.simulate import MessyRates, SimConfig, SimulatedData, simulate
-from nbm.simulate.manifest import MANIFEST, WORLD, world_manifest, write_world
+from nbm.simulate import MessyRates, SimulatedData, simulate
+from nbm.simulate.manifest import MANIFEST, NBM_TOML_EXAMPLE, WORLD, world_manifest, write_world
 from nbm.simulate.messy import inject
+from nbm.simulate.presets import PRESETS, world_config
 
 
 def run_simulate(args: argparse.Namespace) -> int:
     start = parse_time(args.start, "--start")
-    config = SimConfig(
-        n_users=args.users, n_days=args.days, seed=args.seed, start=start, epsilon=args.epsilon,
+    config = world_config(
+        args.preset, n_users=args.users, n_days=args.days, seed=args.seed, start=start, epsilon=args.epsilon,
         messy=MessyRates() if args.messy else None,
     )
     console = Console(stderr=False)
@@ -35,8 +36,21 @@ def run_simulate(args: argparse.Namespace) -> int:
         if manifest is not None:
             (Path(args.out) / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         (Path(args.out) / WORLD).write_text(json.dumps(world_manifest(config), indent=2) + "\n")
+        if config.preset is not None:
+            (Path(args.out) / NBM_TOML_EXAMPLE).write_text(PRESETS[config.preset].nbm_toml)
     print_summary(console, data, written, time.perf_counter() - began, manifest)
+    if config.preset is not None:
+        print_preset(console, config.preset, Path(args.out) / NBM_TOML_EXAMPLE)
     return 0
+
+
+def print_preset(console: Console, name: str, example: Path) -> None:
+    """What differs in a preset world, why it matters, and the nbm configuration an operator would set."""
+    preset = PRESETS[name]
+    lines = [f"preset `{name}`: {preset.differs}", f"why it matters: {preset.matters}",
+             f"recommended nbm configuration (also in {example}):", "", preset.nbm_toml]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_summary(console: Console, data: SimulatedData, written: list[Path], seconds: float, manifest) -> None:
@@ -50,6 +64,8 @@ def print_summary(console: Console, data: SimulatedData, written: list[Path], se
     table = Table(title=f"simulated world (seed {config.seed})", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
+    if config.preset is not None:
+        table.add_row("preset", config.preset)
     table.add_row("period", f"{config.period_start:%Y-%m-%d} → {config.period_end:%Y-%m-%d} ({config.n_days} days)")
     table.add_row("users", f"{len(users):,} ({new_users:,} signed up during the period)")
     table.add_row("identity links", f"{len(data.tables['links']):,}")

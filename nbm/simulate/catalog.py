@@ -17,9 +17,7 @@ from nbm.config import LIFECYCLE_STAGES
 from nbm.simulate.config import SimConfig
 
 KINDS = ("newsletter", "promo", "welcome", "winback")
-KIND_VALUE = np.array([30.0, 60.0, 20.0, 40.0])
-"""Mean revenue of a conversion, by kind."""
-KIND_STAGES: dict[str, list[str]] = {"newsletter": [], "promo": [], "welcome": ["new"], "winback": ["at_risk", "dormant"]}
+"""Kinds of message; ``SimConfig.kind_value`` and ``SimConfig.kind_stages`` follow this order."""
 SUBTOPICS = ("new-in", "bestsellers", "guides")
 
 
@@ -62,17 +60,19 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     kind[:6] = free_kinds[[0, 1, 2, 0, 1, 2]][: len(kind[:6])]
     starts = np.where(
         np.arange(n_free) < config.n_initial_messages,
-        start - (rng.random(n_free) * 60 * day).astype(np.int64) - day,
+        start - (rng.random(n_free) * config.initial_message_age_days * day).astype(np.int64) - day,
         start + (rng.random(n_free) * config.n_days * day).astype(np.int64),
     )
-    open_ended = (kind != KINDS_INDEX["newsletter"]) | (rng.random(n_free) < 0.5)
-    ends = np.where(open_ended, np.iinfo(np.int64).max, starts + (rng.uniform(30, 120, n_free) * day).astype(np.int64))
-    # Weekly promotions: one starts every seven days (the first a week before the period), two weeks live.
+    open_ended = (kind != KINDS_INDEX["newsletter"]) | (rng.random(n_free) < config.evergreen_share)
+    lifetime = rng.uniform(*config.message_lifetime_days, n_free)
+    ends = np.where(open_ended, np.iinfo(np.int64).max, starts + (lifetime * day).astype(np.int64))
+    # Weekly promotions: one starts every seven days (the first a week before the period), two weeks live
+    # by default (``promo_live_days``).
     promo_starts = start + (np.arange(n_promos) - 1) * 7 * day
     kind = np.concatenate([kind, np.full(n_promos, KINDS_INDEX["promo"])])
     # Messages go live and end at the start of a simulated day (the environment decides once a day).
     starts = start + (np.concatenate([starts, promo_starts]) - start) // day * day
-    ends = np.concatenate([ends, promo_starts + 14 * day])
+    ends = np.concatenate([ends, promo_starts + int(config.promo_live_days * day)])
     ends = np.where(ends == np.iinfo(np.int64).max, ends, start + (ends - start) // day * day)
     topic = rng.integers(0, n_topics, size=n)
     topic[:n_topics] = np.arange(n_topics)[: len(topic[:n_topics])]
@@ -86,12 +86,13 @@ def build_catalog(config: SimConfig, rng: np.random.Generator) -> Catalog:
     stages = np.ones((n, len(LIFECYCLE_STAGES)), dtype=bool)
     stage_lists: list[list[str]] = []
     for i, k in enumerate(kind):  # n is the catalog size (tens to a few hundred)
-        targeted = KIND_STAGES[KINDS[k]]
+        targeted = config.kind_stages[k]
         stage_lists.append(list(targeted))
         if targeted:
             stages[i] = [s in targeted for s in LIFECYCLE_STAGES]
 
-    value = np.round(KIND_VALUE[kind] * rng.lognormal(0.0, 0.35, n), 2)
+    value = np.round(np.asarray(config.kind_value, dtype=float)[kind]
+                     * rng.lognormal(0.0, config.engagement.value_spread, n), 2)
     quality = rng.normal(0.0, config.engagement.quality_spread, n)
     width = max(3, len(str(n)))
     ids = [f"m{i:0{width}d}" for i in range(n)]

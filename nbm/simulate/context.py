@@ -26,8 +26,9 @@ class DecisionContext:
     """The observable state of the ``k`` users a policy decides for on one day.
 
     Every per-user array has length ``k`` and is aligned with ``users``. ``stage`` follows
-    ``nbm.config.LIFECYCLE_STAGES`` and is derived from observable facts only (signup and last visit),
-    as the feature pipeline derives it.
+    ``nbm.config.LIFECYCLE_STAGES`` and is derived from observable facts only (signup and the last
+    activity: a visit, or a click in a world whose stages follow clicks) by the world's own lifecycle
+    definition (``SimConfig.lifecycle``), with :func:`nbm.lifecycle.stage_codes`.
     """
 
     now: int                        # int64 ns, the start of the day (UTC)

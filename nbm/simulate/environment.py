@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from nbm.config import LifecycleConfig
-from nbm.lifecycle import stage_codes
+from nbm.lifecycle import NAT, stage_codes
+from nbm.simulate.config import world_activity
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.eventlog import EventLog, EventType
 from nbm.simulate.outcomes import play_organic, play_sends
@@ -45,24 +46,31 @@ class State:
     fatigue: np.ndarray           # decayed count of contacts (latent)
     engagement: np.ndarray        # multiplier of the visit rate and responses (latent)
     consent: np.ndarray           # bool (n, channels)
-    last_visit: np.ndarray        # int64 ns, observable
+    last_visit: np.ndarray        # int64 ns, observable: organic visits and the landings of clicks
+    last_click: np.ndarray        # int64 ns, observable; NAT when never
     last_contact: np.ndarray      # int64 ns, observable; int64 min when never
     contacts: np.ndarray          # int (7, n): sends per day in the last 7 days (ring buffer)
     welcome_sent: np.ndarray      # int
 
 
 class Environment:
-    """Play policies forward in ``world``; deterministic for a ``seed``."""
+    """Play policies forward in ``world``; deterministic for a ``seed``.
+
+    ``lifecycle`` defines the stage of the decision contexts (what the world's rules target and its
+    eligibility checks); by default the world's own, ``SimConfig.lifecycle``.
+    """
 
     def __init__(self, world: World, seed: int = 0, lifecycle: LifecycleConfig | None = None) -> None:
         self.world = world
         self.config = world.config
-        self.lifecycle = lifecycle or LifecycleConfig()
+        self.lifecycle = lifecycle or world.config.lifecycle
+        self.activity = world_activity(self.lifecycle)
         self.rng = np.random.default_rng(seed)
         pop = world.population
         self.state = State(
             fatigue=np.zeros(pop.n), engagement=pop.initial_engagement.copy(), consent=pop.consent.copy(),
-            last_visit=pop.initial_last_visit.copy(), last_contact=np.full(pop.n, np.iinfo(np.int64).min),
+            last_visit=pop.initial_last_visit.copy(), last_click=pop.initial_last_click.copy(),
+            last_contact=np.full(pop.n, np.iinfo(np.int64).min),
             contacts=np.zeros((7, pop.n), dtype=np.int64), welcome_sent=np.zeros(pop.n, dtype=np.int64),
         )
         self.day = 0
@@ -95,8 +103,9 @@ class Environment:
         pop, s, now = self.world.population, self.state, self.now
         users = np.flatnonzero(pop.signup_at < now)
         since_signup = (now - pop.signup_at[users]) / DAY_NS
-        since_visit = (now - s.last_visit[users]) / DAY_NS
-        stage = stage_codes(self.lifecycle, since_signup, since_visit)
+        last = {"visit": s.last_visit, "click": s.last_click}[self.activity][users]
+        since_activity = np.where(last == NAT, np.inf, (now - np.where(last == NAT, now, last)) / DAY_NS)
+        stage = stage_codes(self.lifecycle, since_signup, since_activity)
         never = s.last_contact[users] == np.iinfo(np.int64).min
         since_contact = np.where(never, np.inf, (now - s.last_contact[users]) / DAY_NS)
         return DecisionContext(

@@ -15,7 +15,7 @@ import numpy as np
 from nbm.simulate.catalog import KINDS_INDEX
 from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.eventlog import ALIAS_COOKIE, ALIAS_DEVICE, EventType
-from nbm.simulate.population import VISITS_PER_DAY
+from nbm.simulate.population import visit_rate
 from nbm.simulate.truth import DAY_NS, HOUR_NS, Response
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def play_sends(env: Environment, actions: Actions, send_at: np.ndarray, response
     boosted = u[clicked]
     s.engagement[boosted] = np.minimum(1.5, s.engagement[boosted] * 1.5 + 0.2)
     s.last_visit[boosted] = np.maximum(s.last_visit[boosted], click_at[clicked])
+    s.last_click[boosted] = np.maximum(s.last_click[boosted], click_at[clicked])
     welcome = cat.kind[m] == KINDS_INDEX["welcome"]
     np.add.at(s.welcome_sent, u[welcome], 1)
     return {"opens": float(opened.sum()), "clicks": float(clicked.sum()), "converts": float(converted.sum()),
@@ -90,7 +91,7 @@ def play_organic(env: Environment, ctx: DecisionContext, rng: np.random.Generato
     s.last_visit[signing_up] = pop.signup_at[signing_up]
 
     users = ctx.users
-    rate = VISITS_PER_DAY[pop.activity[users]] * s.engagement[users]
+    rate = visit_rate(env.config, pop.activity[users], s.engagement[users])
     counts = rng.poisson(rate)
     visitor = np.repeat(users, counts)
     k = len(visitor)

@@ -15,6 +15,9 @@ import pandas as pd
 
 from nbm.simulate.config import ACTIVITY_LEVELS, SimConfig
 
+NAT = np.iinfo(np.int64).min
+"""int64 nanoseconds of a missing time: a person who never clicked."""
+
 TIMEZONES = (
     "America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London",
     "Europe/Berlin", "Asia/Shanghai", "Asia/Tokyo", "Australia/Sydney",
@@ -23,10 +26,9 @@ TIMEZONE_WEIGHTS = (0.20, 0.10, 0.12, 0.15, 0.15, 0.12, 0.08, 0.08)
 COUNTRIES = ("US", "US", "US", "GB", "DE", "CN", "JP", "AU")
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 ACTIVITY_SHARES = (0.10, 0.30, 0.40, 0.20)
-VISITS_PER_DAY = np.array([0.8, 0.35, 0.12, 0.03])
-"""Expected organic visits per day of a fully engaged user, by activity level."""
-PREFERRED_HOURS = np.array([8.0, 12.5, 19.5])
-PREFERRED_HOUR_SHARES = (0.30, 0.25, 0.45)
+CLICKS_PER_DAY = np.array([0.08, 0.04, 0.015, 0.004])
+"""Clicks per day before the period of a fully engaged user, by activity level: where each person's last
+click lies on day one (what a world whose stages follow clicks starts from)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Population:
     activity: np.ndarray          # int index into ACTIVITY_LEVELS
     initial_engagement: np.ndarray  # float multiplier of the visit rate at the start of the period
     initial_last_visit: np.ndarray  # int64 ns, last visit before the period (signup if none)
+    initial_last_click: np.ndarray  # int64 ns, last click before the period; NAT when none
     consent: np.ndarray           # bool (n, channels) at the start of the period
     attributes: pd.DataFrame      # observable attribute columns of the users table
     device_ids: np.ndarray        # str, "" where the user has no second identifier
@@ -52,9 +55,14 @@ class Population:
         return len(self.user_ids)
 
 
-def build_population(config: SimConfig, rng: np.random.Generator) -> Population:
-    """Draw the users of a world. Vectorised; about 1 s for a million users."""
+def build_population(config: SimConfig, rng: np.random.Generator, click_rng: np.random.Generator) -> Population:
+    """Draw the users of a world. Vectorised; about 1 s for a million users.
+
+    ``click_rng`` draws each person's last click before the period, apart from ``rng`` so that the rest of
+    the population does not depend on it.
+    """
     n, n_topics = config.n_users, len(config.topics)
+    p = config.engagement
     width = max(6, len(str(n)))
     user_ids = np.char.add("u", np.char.zfill(np.arange(n).astype(str), width)).astype(object)
 
@@ -69,28 +77,29 @@ def build_population(config: SimConfig, rng: np.random.Generator) -> Population:
 
     timezone = rng.choice(len(TIMEZONES), size=n, p=TIMEZONE_WEIGHTS)
     favourite = rng.integers(0, n_topics, size=(n, 2))
-    interest = rng.normal(0.0, 0.6, size=(n, n_topics)) - 0.8
-    interest[np.arange(n), favourite[:, 0]] += 2.0
-    interest[np.arange(n), favourite[:, 1]] += 1.2 * (rng.random(n) < 0.5)
+    interest = rng.normal(0.0, p.interest_spread, size=(n, n_topics)) + p.interest_mean
+    interest[np.arange(n), favourite[:, 0]] += p.favourite_boost
+    interest[np.arange(n), favourite[:, 1]] += p.second_boost * (rng.random(n) < 0.5)
 
     age = rng.choice(len(AGE_BANDS), size=n, p=(0.15, 0.30, 0.25, 0.18, 0.12))
     app = rng.random(n) < np.array([0.75, 0.65, 0.5, 0.35, 0.2])[age]
     responsiveness = _responsiveness(config, rng, age, app)
 
-    preferred = PREFERRED_HOURS[rng.choice(3, size=n, p=PREFERRED_HOUR_SHARES)]
-    preferred = np.mod(preferred + rng.normal(0.0, 1.2, n), 24.0)
+    centres = np.asarray(p.preferred_hours, dtype=float)
+    preferred = centres[rng.choice(len(centres), size=n, p=p.preferred_hour_shares)]
+    preferred = np.mod(preferred + rng.normal(0.0, p.preferred_hour_spread, n), 24.0)
     activity = rng.choice(len(ACTIVITY_LEVELS), size=n, p=ACTIVITY_SHARES)
 
     # Some existing users have already lapsed, so every lifecycle stage is present on day one.
     initial_engagement = np.where(is_new, 1.2, rng.choice([1.0, 0.35, 0.08], size=n, p=(0.6, 0.25, 0.15)))
-    rate = VISITS_PER_DAY[activity] * initial_engagement
+    rate = visit_rate(config, activity, initial_engagement)
     days_since_visit = np.minimum(rng.exponential(1.0 / np.maximum(rate, 1e-3)), (start - signup) / day)
     last_visit = np.where(is_new, signup, start - (np.maximum(days_since_visit, 0.0) * day).astype(np.int64))
 
     country = np.array(COUNTRIES, dtype=object)[timezone]
     consent = _consent(config, rng, app, country)
 
-    stated = np.where(rng.random(n) < 0.6, favourite[:, 0], rng.integers(0, n_topics, n))
+    stated = np.where(rng.random(n) < p.stated_favourite_accuracy, favourite[:, 0], rng.integers(0, n_topics, n))
     stated_names = np.array(config.topics, dtype=object)[stated]
     stated_names[rng.random(n) < 0.3] = None  # profile left incomplete
     points = np.round(rng.lognormal(np.log([400.0, 150.0, 50.0, 10.0])[activity], 0.8), 0)
@@ -107,8 +116,26 @@ def build_population(config: SimConfig, rng: np.random.Generator) -> Population:
         user_ids=user_ids, signup_at=signup.astype(np.int64), timezone=timezone, interest=interest,
         responsiveness=responsiveness, preferred_hour=preferred, activity=activity,
         initial_engagement=initial_engagement, initial_last_visit=last_visit.astype(np.int64),
+        initial_last_click=_last_click(click_rng, activity, initial_engagement, signup, start, is_new),
         consent=consent, attributes=attributes, device_ids=device_ids, cookie_ids=cookie_ids,
     )
+
+
+def visit_rate(config: SimConfig, activity: np.ndarray, engagement: np.ndarray) -> np.ndarray:
+    """Expected organic visits per day: ``visits_per_day`` of each activity level × engagement to
+    ``visit_engagement_power``."""
+    base = np.asarray(config.visits_per_day, dtype=float)[activity]
+    power = config.visit_engagement_power
+    return base * (engagement if power == 1.0 else np.power(engagement, power))
+
+
+def _last_click(rng: np.random.Generator, activity: np.ndarray, engagement: np.ndarray, signup: np.ndarray,
+                start: int, is_new: np.ndarray) -> np.ndarray:
+    """Each person's last click before the period (int64 ns), :data:`NAT` when none since signup."""
+    day = pd.Timedelta(days=1).value
+    days_since = rng.exponential(1.0 / np.maximum(CLICKS_PER_DAY[activity] * engagement, 1e-3))
+    clicked = ~is_new & (days_since < (start - signup) / day)
+    return np.where(clicked, start - (days_since * day).astype(np.int64), NAT).astype(np.int64)
 
 
 def _responsiveness(config: SimConfig, rng: np.random.Generator, age: np.ndarray, app: np.ndarray) -> np.ndarray:

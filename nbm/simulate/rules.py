@@ -3,14 +3,17 @@
 Per user and day, the first rule that fires wins (at most one message a day):
 
 1. **welcome** — stage ``new``: up to three welcome messages, on days 0, 3 and 6 after signup;
-2. **win-back** — ``at_risk`` without a contact for 7 days, or ``dormant`` without one for 14 days;
+2. **win-back** — ``at_risk`` without a contact for 7 days, or ``dormant`` without one for 14 days, a
+   win-back message that targets the user's stage;
 3. **weekly promotion** — on Tuesdays, the newest live promotion, to everybody;
 4. **newsletter** — on Fridays, to ``new`` and ``active`` users, the newest live newsletter of the
    favourite category of their profile (the newest of any topic when the profile says nothing).
 
-Channel: the first of email, push, sms, in_app, wechat that the user consents to and the message
-allows. Send time: 10:00 local (newsletters 18:00). The rules never look at time zones' best hours,
-channel responsiveness, fatigue or message quality: that is what a learned policy can add.
+A message is never sent to a stage it does not target; the stage is the world's own
+(``SimConfig.lifecycle``). Channel: the first of email, push, sms, in_app, wechat that the user consents
+to and the message allows. Send time: 10:00 local (newsletters 18:00). The rules never look at time
+zones' best hours, channel responsiveness, fatigue or message quality: that is what a learned policy can
+add.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from nbm.simulate.policies import Policy
 CHANNEL_PREFERENCE = ("email", "push", "sms", "in_app", "wechat")
 NEW, ACTIVE, AT_RISK, DORMANT = (LIFECYCLE_STAGES.index(s) for s in ("new", "active", "at_risk", "dormant"))
 PROMO_WEEKDAY, NEWSLETTER_WEEKDAY = 1, 4
+WINBACK_AFTER_DAYS = {AT_RISK: 7, DORMANT: 14}
+"""Win-back: days without a contact after which a user of each stage gets one."""
 
 
 class RuleBasedPolicy(Policy):
@@ -39,15 +44,17 @@ class RuleBasedPolicy(Policy):
         slot_hour = np.full(k, 10)
 
         welcome = self._pool(ctx, "welcome", newest)
+        welcome = welcome[cat.stages[welcome, NEW]]
         fires = (ctx.stage == NEW) & (ctx.welcome_sent < 3) & (ctx.days_since_signup >= 3 * ctx.welcome_sent)
         if len(welcome):
             message = np.where(fires, welcome[ctx.welcome_sent % len(welcome)], message)
 
         winback = self._pool(ctx, "winback", newest)
-        lapsed = ((ctx.stage == AT_RISK) & (ctx.days_since_contact >= 7)) | (
-            (ctx.stage == DORMANT) & (ctx.days_since_contact >= 14))
-        if len(winback):
-            message = np.where((message < 0) & lapsed, winback[ctx.users % len(winback)], message)
+        for stage, days in WINBACK_AFTER_DAYS.items():
+            pool = winback[cat.stages[winback, stage]]  # the win-back messages that target this stage
+            lapsed = (ctx.stage == stage) & (ctx.days_since_contact >= days)
+            if len(pool):
+                message = np.where((message < 0) & lapsed, pool[ctx.users % len(pool)], message)
 
         promo = self._pool(ctx, "promo", newest)
         if ctx.weekday == PROMO_WEEKDAY and len(promo):
@@ -64,7 +71,10 @@ class RuleBasedPolicy(Policy):
                 slot_hour = np.where(reader, 18, slot_hour)
                 message = np.where(reader, wanted, message)
 
-        rows = np.flatnonzero(message >= 0)
+        # A message that does not target the user's stage is never sent (a world may target any kind).
+        targeted = message >= 0
+        targeted[targeted] = cat.stages[message[targeted], ctx.stage[targeted]]
+        rows = np.flatnonzero(targeted)
         channel = self._channel(ctx, rows, message[rows])
         ok = channel >= 0
         rows, channel = rows[ok], channel[ok]

@@ -25,9 +25,15 @@ class World:
 
     @classmethod
     def build(cls, config: SimConfig) -> World:
-        """Draw a world. Independent random streams for people and catalog, so one does not shift the other."""
+        """Draw a world. Independent random streams for people and catalog, so one does not shift the other.
+
+        The fifth child of the seed draws the people's last click before the period (the second and third
+        seed the environment and ``--messy``: ``nbm.simulate.generate``), so that adding it left every
+        other draw as it was.
+        """
         people_seed, catalog_seed = np.random.SeedSequence(config.seed).spawn(2)
-        population = build_population(config, np.random.default_rng(people_seed))
+        click_seed = np.random.SeedSequence(config.seed).spawn(5)[4]
+        population = build_population(config, np.random.default_rng(people_seed), np.random.default_rng(click_seed))
         catalog = build_catalog(config, np.random.default_rng(catalog_seed))
         stated = population.attributes["favourite_category"]
         lookup = {t: i for i, t in enumerate(config.topics)}
