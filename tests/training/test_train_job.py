@@ -110,7 +110,7 @@ def test_train_never_promotes_a_degenerate_model(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("COLUMNS", "200")
     world = tmp_path / "world"
-    assert main(["simulate", "--out", str(world), "--users", "1500", "--days", "30", "--seed", "5"]) == 0
+    assert main(["simulate", "--out", str(world), "--users", "800", "--days", "30", "--seed", "5"]) == 0
     barren = _without_conversions(world, tmp_path / "barren")
     windows = ["--valid-days", "5", "--test-days", "5"]
     capsys.readouterr()
