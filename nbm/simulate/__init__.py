@@ -10,6 +10,7 @@ from nbm.simulate.context import Actions, DecisionContext
 from nbm.simulate.environment import Environment
 from nbm.simulate.generate import SimulatedData, logging_policy, simulate
 from nbm.simulate.policies import EpsilonMixPolicy, NothingPolicy, OraclePolicy, Policy, UniformRandomPolicy
+from nbm.simulate.population_oracle import PopulationOraclePolicy
 from nbm.simulate.presets import PRESETS, Preset, world_config
 from nbm.simulate.rules import RuleBasedPolicy
 from nbm.simulate.truth import GroundTruth, Response
@@ -17,6 +18,6 @@ from nbm.simulate.world import World
 
 __all__ = [
     "Actions", "DecisionContext", "EngagementParams", "Environment", "EpsilonMixPolicy", "GroundTruth",
-    "MessyRates", "NothingPolicy", "OraclePolicy", "PRESETS", "Policy", "Preset", "Response", "RuleBasedPolicy",
+    "MessyRates", "NothingPolicy", "OraclePolicy", "PRESETS", "Policy", "PopulationOraclePolicy", "Preset", "Response", "RuleBasedPolicy",
     "SimConfig", "SimulatedData", "UniformRandomPolicy", "World", "logging_policy", "simulate", "world_config",
 ]

@@ -9,11 +9,14 @@ choice, so a log written by any of them supports off-policy evaluation.
 * :class:`EpsilonMixPolicy` — a base policy, and with probability ε a uniform draw over the eligible
   actions and "send nothing"; the logging policy is ``EpsilonMixPolicy(RuleBasedPolicy(), ε)``.
 * :class:`OraclePolicy` — greedy on the ground truth: the best a myopic policy can do (for benchmarks).
+* :class:`~nbm.simulate.population_oracle.PopulationOraclePolicy` — greedy on the truth's expectation over
+  each person's hidden taste given what is observable of them: the best without learning individuals.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 
@@ -139,10 +142,22 @@ class OraclePolicy(Policy):
         return Actions.concat(parts)
 
 
-def best_actions(ctx: DecisionContext, rows: np.ndarray) -> tuple[Actions, np.ndarray]:
-    """The truly best eligible action of each user ``rows`` and its true value (−inf when none)."""
-    env = ctx.environment
+ValueOf = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+"""``value_of(r, m, c, slot)``: the value of sending message ``m[i]`` on channel ``c[i]`` at ``slot`` to the user
+at position ``r[i]`` of the users decided for (arrays of one length; ``slot`` an index of ``slot_hours``)."""
+
+
+def true_value_of(ctx: DecisionContext, rows: np.ndarray) -> ValueOf:
+    """The ground truth's value of the actions of users ``rows`` of ``ctx``, at the world's current state."""
+    env, users = ctx.environment, ctx.users[rows]
+    return lambda r, m, c, slot: env.respond(users[r], m, c, env.send_time(users[r], slot)).value
+
+
+def best_actions(ctx: DecisionContext, rows: np.ndarray, value_of: ValueOf | None = None) -> tuple[Actions, np.ndarray]:
+    """The best eligible action of each user ``rows`` by ``value_of`` (default: the truth's value,
+    :func:`true_value_of`) and its value by it; users without an eligible action are left out."""
     n_slots = len(ctx.slot_hours)
+    value_of = value_of or true_value_of(ctx, rows)
     eligible = ctx.eligible(rows)
     r, m, c = np.nonzero(eligible)
     users = ctx.users[rows]
@@ -150,8 +165,7 @@ def best_actions(ctx: DecisionContext, rows: np.ndarray) -> tuple[Actions, np.nd
     best_pair = np.zeros((len(rows), n_slots), dtype=np.int64)
     if len(r):
         for s in range(n_slots):
-            send_at = env.send_time(users[r], s)
-            v = env.respond(users[r], m, c, send_at).value
+            v = value_of(r, m, c, s)
             order = np.lexsort((-v, r))                   # per user, best first
             first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
             value[r[first], s] = v[first]
@@ -163,3 +177,24 @@ def best_actions(ctx: DecisionContext, rows: np.ndarray) -> tuple[Actions, np.nd
     actions = Actions(users[has], m[pair[has]] if len(r) else pair[has], c[pair[has]] if len(r) else pair[has],
                       slot[has], np.ones(int(has.sum())))
     return actions, top[has]
+
+
+def action_values(ctx: DecisionContext, actions: Actions) -> np.ndarray:
+    """The true value of each of ``actions`` at the world's current state (what the day's sends are worth)."""
+    env = ctx.environment
+    return env.respond(actions.users, actions.messages, actions.channels,
+                       env.send_time(actions.users, actions.slots)).value
+
+
+def uniform_values(ctx: DecisionContext, rows: np.ndarray | None = None) -> np.ndarray:
+    """Each user's expected true value under :class:`UniformRandomPolicy`: the mean true value of every eligible
+    (message, channel, slot) of the users ``rows`` of ``ctx`` (all by default); 0 for a user with none."""
+    rows = np.arange(ctx.k) if rows is None else np.asarray(rows)
+    total, count = np.zeros(len(rows)), np.zeros(len(rows))
+    for part in np.array_split(np.arange(len(rows)), max(1, len(rows) // USER_CHUNK)):
+        r, m, c = np.nonzero(ctx.eligible(rows[part]))
+        value_of = true_value_of(ctx, rows[part])
+        for slot in range(len(ctx.slot_hours)):
+            total[part] += np.bincount(r, weights=value_of(r, m, c, slot), minlength=len(part))
+        count[part] = np.bincount(r, minlength=len(part)) * len(ctx.slot_hours)
+    return np.divide(total, count, out=np.zeros(len(rows)), where=count > 0)

@@ -26,6 +26,14 @@ TIMEZONE_WEIGHTS = (0.20, 0.10, 0.12, 0.15, 0.15, 0.12, 0.08, 0.08)
 COUNTRIES = ("US", "US", "US", "GB", "DE", "CN", "JP", "AU")
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55+")
 ACTIVITY_SHARES = (0.10, 0.30, 0.40, 0.20)
+SECOND_TOPIC_SHARE = 0.5
+"""Share of people with a second favourite topic (``EngagementParams.second_boost``)."""
+UNSTATED_FAVOURITE_SHARE = 0.3
+"""Share of profiles that leave ``favourite_category`` empty."""
+LOYALTY_POINTS_MEDIAN = (400.0, 150.0, 50.0, 10.0)
+LOYALTY_POINTS_SPREAD = 0.8
+"""``loyalty_points`` = round(log-normal(log median of the activity level, spread)): an observable view of the
+activity level."""
 CLICKS_PER_DAY = np.array([0.08, 0.04, 0.015, 0.004])
 """Clicks per day before the period of a fully engaged user, by activity level: where each person's last
 click lies on day one (what a world whose stages follow clicks starts from)."""
@@ -79,7 +87,7 @@ def build_population(config: SimConfig, rng: np.random.Generator, click_rng: np.
     favourite = rng.integers(0, n_topics, size=(n, 2))
     interest = rng.normal(0.0, p.interest_spread, size=(n, n_topics)) + p.interest_mean
     interest[np.arange(n), favourite[:, 0]] += p.favourite_boost
-    interest[np.arange(n), favourite[:, 1]] += p.second_boost * (rng.random(n) < 0.5)
+    interest[np.arange(n), favourite[:, 1]] += p.second_boost * (rng.random(n) < SECOND_TOPIC_SHARE)
 
     age = rng.choice(len(AGE_BANDS), size=n, p=(0.15, 0.30, 0.25, 0.18, 0.12))
     app = rng.random(n) < np.array([0.75, 0.65, 0.5, 0.35, 0.2])[age]
@@ -101,8 +109,8 @@ def build_population(config: SimConfig, rng: np.random.Generator, click_rng: np.
 
     stated = np.where(rng.random(n) < p.stated_favourite_accuracy, favourite[:, 0], rng.integers(0, n_topics, n))
     stated_names = np.array(config.topics, dtype=object)[stated]
-    stated_names[rng.random(n) < 0.3] = None  # profile left incomplete
-    points = np.round(rng.lognormal(np.log([400.0, 150.0, 50.0, 10.0])[activity], 0.8), 0)
+    stated_names[rng.random(n) < UNSTATED_FAVOURITE_SHARE] = None  # profile left incomplete
+    points = np.round(rng.lognormal(np.log(LOYALTY_POINTS_MEDIAN)[activity], LOYALTY_POINTS_SPREAD), 0)
     attributes = pd.DataFrame({
         "country": pd.array(country, dtype="str"),
         "age_band": pd.array(np.array(AGE_BANDS, dtype=object)[age], dtype="str"),
@@ -139,17 +147,22 @@ def _last_click(rng: np.random.Generator, activity: np.ndarray, engagement: np.n
 
 
 def _responsiveness(config: SimConfig, rng: np.random.Generator, age: np.ndarray, app: np.ndarray) -> np.ndarray:
-    """Latent per-channel responsiveness: personal noise, younger people on apps, older on email."""
-    n, channels = len(age), config.channels
+    """Latent per-channel responsiveness: personal noise N(0, ``channel_spread``) plus :func:`channel_shift`."""
     spread = config.engagement.channel_spread
-    resp = rng.normal(0.0, spread, size=(n, len(channels)))
+    return rng.normal(0.0, spread, size=(len(age), len(config.channels))) + channel_shift(config.channels, age, app)
+
+
+def channel_shift(channels: tuple[str, ...], age: np.ndarray, app: np.ndarray) -> np.ndarray:
+    """The observable part of channel responsiveness, shape (n, channels): younger people and app users on
+    push and in-app, older people on email. ``age`` indexes ``AGE_BANDS``; ``app`` is bool."""
+    shift = np.zeros((len(age), len(channels)))
     youth = (2.0 - age) / 2.0  # +1 for 18-24 … -1 for 55+
     for j, channel in enumerate(channels):
         if channel in ("push", "in_app"):
-            resp[:, j] += 0.4 * youth + 0.5 * app
+            shift[:, j] = 0.4 * youth + 0.5 * app
         elif channel == "email":
-            resp[:, j] -= 0.3 * youth
-    return resp
+            shift[:, j] = -(0.3 * youth)
+    return shift
 
 
 def _consent(config: SimConfig, rng: np.random.Generator, app: np.ndarray, country: np.ndarray) -> np.ndarray:
