@@ -92,7 +92,7 @@ def main() -> None:
     from decision.contact import pair_contact
     from decision.pairs import expand_pairs
     from features.pipeline import FeatureStore
-    from decision.histories import send_histories
+    from decision.histories import SendIndex, lookback_ns
     from decision.scoring import model_decide, reference_slots, score, top_per_group
     from nbm.artifact import TIE_BREAK
     from nbm.config import load_config
@@ -115,7 +115,7 @@ def main() -> None:
     users = users[: args.decisions]
     t = np.full(len(users), now.value, dtype=np.int64)
     pairs = expand_pairs(store, users, t)
-    hist = send_histories(store, users, t, 8.0)
+    hist = SendIndex.of(store.dataset.events).histories(users, t, lookback_ns(store.config.contact_policy))
     contact = pair_contact(store, pairs, hist)
     weight = store.history.catalog_arrays["weight"]
 
