@@ -46,7 +46,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -123,23 +123,34 @@ class WorldRun:
         return (value - low) / (high - low)
 
 
-def nbm_config(preset: str, home: Path) -> NbmConfig:
+def nbm_config(preset: str, home: Path, unsubscribe_cost: float | None = None) -> NbmConfig:
     """The preset's recommended ``nbm.toml`` (nbm's defaults for the default world), with ``home`` under a
-    scratch directory, loaded as ``nbm train`` loads it."""
+    scratch directory, loaded as ``nbm train`` loads it; ``unsubscribe_cost`` the operator's
+    ``[arbitration] unsubscribe_cost`` (``None``: the default, auto)."""
     path = home / "nbm.toml"
     home.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'home = "{home.as_posix()}"\n' + (PRESETS[preset].nbm_toml if preset != DEFAULT else ""))
+    cost = "" if unsubscribe_cost is None else f"\n[arbitration]\nunsubscribe_cost = {unsubscribe_cost}\n"
+    path.write_text(f'home = "{home.as_posix()}"\n' + (PRESETS[preset].nbm_toml if preset != DEFAULT else "") + cost)
     return load_config(path, environ={})
 
 
-def train_nbm(data: SimulatedData, config: NbmConfig, workdir: Path, seed: int) -> tuple[ScoringArtifact, str]:
+def with_cost(config: NbmConfig, cost: float | str) -> NbmConfig:
+    """``config`` with ``[arbitration] unsubscribe_cost = cost``."""
+    return config.model_copy(update={"arbitration": config.arbitration.model_copy(update={"unsubscribe_cost": cost})})
+
+
+def train_nbm(data: SimulatedData, config: NbmConfig, workdir: Path, seed: int,
+              objective: str = "funnel") -> tuple[ScoringArtifact, str]:
     """``nbm train --data DIR --seed SEED`` in-process, without its off-policy evaluation; the trained
-    artifact, and its test AUC with the gate's verdict."""
+    artifact, and its test AUC with the gate's verdict. ``objective`` as ``nbm train --objective``, or
+    ``OBJECTIVE:TARGET`` (e.g. ``binary:click``)."""
+    objective, _, target = objective.partition(":")
     write_world(data.tables, workdir / "data", "parquet")
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-        result = run_training(workdir / "data", config, RankerParams(seed=seed), console=Console(quiet=True),
-                              evaluate_policy=False)
+        result = run_training(workdir / "data", config,
+                              RankerParams(objective=objective, target=target or "convert", seed=seed),
+                              console=Console(quiet=True), evaluate_policy=False)
         artifact = load_registered("challenger")
     gate = "degenerate: " + "; ".join(result.gate.degenerate) if result.gate.degenerate else "promoted"
     return artifact, f"AUC {result.metrics.get('test_auc', float('nan')):.3f}, {gate}"
@@ -325,7 +336,11 @@ def what_if(ctx: DecisionContext, actions: Actions) -> dict[str, float]:
 
 # -- one world ------------------------------------------------------------------------------------------------
 
-def run_world(name: str, users: int, days: int, seed: int, decide_on: pd.Timestamp, scratch: Path) -> WorldRun:
+def run_world(name: str, users: int, days: int, seed: int, decide_on: pd.Timestamp, scratch: Path,
+              objectives: tuple[str, ...] = (), unsubscribe_cost: float | None = None) -> WorldRun:
+    """One world: ``unsubscribe_cost`` (when given) is the world's cost of an unsubscribe and the operator's
+    ``[arbitration] unsubscribe_cost``; nbm's decisions are then also made with cost 0 (send whenever the
+    contact policy allows: threshold 0) and with ``auto``."""
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -335,10 +350,13 @@ def run_world(name: str, users: int, days: int, seed: int, decide_on: pd.Timesta
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - began
 
     with timed("simulate"):
-        data = simulate(world_config(None if name == DEFAULT else name, n_users=users, n_days=days, seed=seed,
-                                     start=decide_on - pd.Timedelta(days=days)))
+        sim = world_config(None if name == DEFAULT else name, n_users=users, n_days=days, seed=seed,
+                           start=decide_on - pd.Timedelta(days=days))
+        if unsubscribe_cost is not None:
+            sim = replace(sim, unsubscribe_cost=unsubscribe_cost)
+        data = simulate(sim)
     workdir = scratch / name
-    config = nbm_config(name, workdir / "home")
+    config = nbm_config(name, workdir / "home", unsubscribe_cost)
     with timed("nbm train"):
         artifact, training = train_nbm(data, config, workdir, seed)
     env = data.environment                    # the world's state on the morning after the log
@@ -347,6 +365,13 @@ def run_world(name: str, users: int, days: int, seed: int, decide_on: pd.Timesta
     actions: dict[str, Actions] = {}
     with timed("nbm decides"):
         actions["nbm"], audit = nbm_decisions(ctx, artifact, config, seed)
+        if unsubscribe_cost is not None:
+            actions["nbm:cost 0"], _ = nbm_decisions(ctx, artifact, with_cost(config, 0.0), seed)
+            actions["nbm:cost auto"], _ = nbm_decisions(ctx, artifact, with_cost(config, "auto"), seed)
+    for objective in objectives:      # nbm trained with another objective (--objectives), beside the default
+        with timed(f"nbm {objective}"):
+            other, _ = train_nbm(data, config, scratch / f"{name}-{objective}", seed, objective)
+            actions[f"nbm:{objective}"], _ = nbm_decisions(ctx, other, config, seed)
     with timed("baselines"):
         default_config = NbmConfig(home=workdir / "home")
         dataset, _ = build_dataset(data.tables, default_config, now=data.world.config.period_end)
@@ -388,6 +413,12 @@ def report(runs: list[WorldRun], args: argparse.Namespace, seconds: float) -> No
     normalised["nbm / pop. oracle"] = normalised["nbm"] / normalised["population_oracle"]
     normalised["nbm / lightgbm"] = normalised["nbm"] / normalised["lightgbm"]
     print(normalised.round(3).to_string())
+    variants = sorted({p for r in runs for p in r.value if p.startswith("nbm:")})
+    if variants:
+        print("\nnbm trained with other objectives (--objectives), or deciding with another unsubscribe cost "
+              "(--unsubscribe-cost), normalised")
+        print(pd.DataFrame({r.world: {p: r.normalised(p) for p in ("nbm", *variants) if p in r.value}
+                            for r in runs}).T.round(3).to_string())
 
     print("\ntargets (issue 39)")
     for run in runs:
@@ -424,6 +455,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=56)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--presets", default=",".join(WORLDS), help=f"comma-separated, among {', '.join(WORLDS)}")
+    parser.add_argument("--objectives", default="",
+                        help="comma-separated objectives to train nbm with too (binary, funnel, lambdarank), beside "
+                             "the default, each valued the same way")
+    parser.add_argument("--unsubscribe-cost", type=float, default=None,
+                        help="the worlds' cost of an unsubscribe (default: each world's own, 10) and nbm's "
+                             "[arbitration] unsubscribe_cost; nbm also decides with cost 0 and auto")
     parser.add_argument("--decide-on", type=pd.Timestamp, default=DECIDE_ON,
                         help="the decision day (UTC); the log ends on it (default %(default)s)")
     args = parser.parse_args()
@@ -441,7 +478,8 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory(prefix="nbm-quality-") as scratch:
         for name in names:
-            runs.append(run_world(name, args.users, args.days, args.seed, decide_on, Path(scratch)))
+            runs.append(run_world(name, args.users, args.days, args.seed, decide_on, Path(scratch),
+                                  tuple(o for o in args.objectives.split(",") if o), args.unsubscribe_cost))
             print(f"[{name}: {runs[-1].total_seconds:.0f} s]", flush=True)
     report(runs, args, time.perf_counter() - began)
 

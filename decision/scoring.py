@@ -24,7 +24,7 @@ from decision.contact import PairContact, as_pairs
 from decision.pairs import CandidateRows, Pairs
 from features.compute import Candidates
 from features.pipeline import FeatureStore
-from nbm.arrays import append, run_starts
+from nbm.arrays import Spread, append, run_starts
 from nbm.artifact import ScoringArtifact
 from nbm.policy.contact import ContactDecision, SendHistories
 from nbm.policy.decide import BatchDecision, ScoredCandidates, Slate, decide_slate
@@ -35,13 +35,16 @@ RESLOT_MAX_ROWS = 1_000_000
 
 
 def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chunk: int = 500_000,
-          patch=None) -> np.ndarray:
-    """Calibrated probabilities of ``rows``, featurised and scored in bounded chunks.
+          patch=None, cost: bool = False):
+    """Calibrated probabilities of ``rows``, featurised and scored in bounded chunks; with ``cost``, also each
+    row's expected send cost (:func:`send_cost`; ``None`` when there is none).
 
     ``patch(columns, rows)``, when given, may update the feature columns in place before scoring (the
     service patches contact recency from sends the snapshot does not have).
     """
     out = np.empty(len(rows), dtype=np.float64)
+    costs = np.zeros(len(rows)) if cost else None
+    has_cost = False
     for a in range(0, len(rows), chunk):
         b = min(a + chunk, len(rows))
         part = Candidates(*(None if getattr(rows, f) is None else getattr(rows, f)[a:b]
@@ -50,8 +53,53 @@ def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chun
         columns = store.featurise_columns(part, spread=True)
         if patch is not None:
             patch(columns, part)
-        out[a:b] = artifact.score(columns)
-    return out
+        out[a:b] = score_columns(store, artifact, columns, part)
+        if cost:
+            c = send_cost(store, artifact, columns, part)
+            if c is not None:
+                costs[a:b], has_cost = c, True
+    return (out, costs if has_cost else None) if cost else out
+
+
+def score_columns(store: FeatureStore, artifact: ScoringArtifact, columns: dict, rows: Candidates) -> np.ndarray:
+    """``artifact.score`` of the featurised ``columns`` of ``rows``; a funnel model also reads each row's message
+    (and its topic, for messages its table does not know)."""
+    if artifact.followup is None:
+        return artifact.score(columns)
+    message = rows.message_id
+    names = _topic_names(store)
+    code = message.index if isinstance(message, Spread) else rows.message_code
+    if code is None:
+        return artifact.score(columns, message)
+    topic = Spread(names, code) if isinstance(message, Spread) else names[code]
+    return artifact.score(columns, message, topic)
+
+
+def send_cost(store: FeatureStore, artifact: ScoringArtifact, columns: dict, rows: Candidates) -> np.ndarray | None:
+    """Expected cost of each row's send: ``[arbitration] unsubscribe_cost`` (per channel from the model when
+    ``auto``) × the model's P(unsubscribe) (``artifact.risk``); ``None`` when there is no cost (a cost of 0,
+    or a model without a risk part)."""
+    setting = store.config.arbitration.unsubscribe_cost
+    if artifact.risk is None or setting == 0:
+        return None
+    risk = artifact.risk.probability(artifact, columns, rows.channel)
+    unit = artifact.risk.costs(rows.channel) if setting == "auto" else float(setting)
+    return unit * risk
+
+
+def _scored(store: FeatureStore, artifact: ScoringArtifact, columns: dict, rows: Candidates):
+    """(P(target), expected cost or None) of featurised rows."""
+    return score_columns(store, artifact, columns, rows), send_cost(store, artifact, columns, rows)
+
+
+def _topic_names(store: FeatureStore) -> np.ndarray:
+    """Topic name of each message of the store's vocabulary (built once per store)."""
+    cached = store.__dict__.get("_topic_names")
+    if cached is None:
+        voc = store.globals.vocabulary
+        cached = np.asarray(voc.topics, dtype=object)[np.maximum(voc.message_topic, 0)]
+        store.__dict__["_topic_names"] = cached
+    return cached
 
 
 @dataclass(frozen=True)
@@ -95,10 +143,12 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
         base = store.featurise_columns(ref_rows, spread=True)     # shared features stay shared
         if patch is not None:
             patch(base, ref_rows)
-        ref_probability = artifact.score(base)
+        ref_probability, ref_cost = _scored(store, artifact, base, ref_rows)
     else:
-        ref_probability = score(store, artifact, ref_rows, patch=patch)
+        ref_probability, ref_cost = score(store, artifact, ref_rows, patch=patch, cost=True)
     ref_value = ref_probability * pairs.value[live] * (1.0 if weight is None else weight[live])
+    if ref_cost is not None:
+        ref_value = ref_value - ref_cost
     # The best ``top_pairs`` pairs per decision (at least k + 3, so a slate of k has room).
     top_pairs = max(store.config.arbitration.top_pairs if top_pairs is None else top_pairs, k + 3)
     top = top_per_group(pairs.group[live], ref_value, top_pairs)
@@ -108,17 +158,18 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
     base_index = top_index[a]
     top_rows = pairs.rows(live[base_index], top_slot, spread_ids=True).rows
     if base is not None:
-        top_probability = artifact.score(store.reslot_columns(base, base_index, top_rows))
+        top_probability, top_cost = _scored(store, artifact, store.reslot_columns(base, base_index, top_rows), top_rows)
     else:
-        top_probability = score(store, artifact, top_rows, patch=patch)
+        top_probability, top_cost = score(store, artifact, top_rows, patch=patch, cost=True)
     p = np.concatenate([live[base_index], live[~top]])
     s = np.concatenate([top_slot, ref_slot[~top]])
     probability = np.concatenate([top_probability, ref_probability[~top]])
     order = np.argsort(p * width + s, kind="stable")
     p, s, probability = p[order], s[order], probability[order]
+    cost = None if ref_cost is None else np.concatenate([top_cost, ref_cost[~top]])[order]
     scored = pairs.rows(p, s, spread_ids=True)
     candidates = ScoredCandidates(scored.rows.message_id, scored.rows.channel, scored.rows.send_at, probability,
-                                  scored.value, None if weight is None else weight[p], pair=p)
+                                  scored.value, None if weight is None else weight[p], pair=p, cost=cost)
     # A pick outside the top pairs (an explorer's, or a later rank's once caps rule the top out) is sent at
     # its best allowed slot too: its other slots are scored after the choice (``decide_slate``'s ``reslot``).
     def reslot(chosen: np.ndarray):
@@ -131,12 +182,13 @@ def model_decide(store: FeatureStore, artifact: ScoringArtifact, candidates: Pai
         owner, pair = need[o], chosen_pair[need[o]]
         extra = pairs.rows(pair, slot, spread_ids=True)
         if base is not None:
-            extra_probability = artifact.score(store.reslot_columns(base, position[need[o]], extra.rows))
+            extra_probability, extra_cost = _scored(
+                store, artifact, store.reslot_columns(base, position[need[o]], extra.rows), extra.rows)
         else:
-            extra_probability = score(store, artifact, extra.rows, patch=patch)
+            extra_probability, extra_cost = score(store, artifact, extra.rows, patch=patch, cost=True)
         return owner, ScoredCandidates(extra.rows.message_id, extra.rows.channel, extra.rows.send_at,
-                                       extra_probability, extra.value, None if weight is None else weight[pair]), \
-            contact.rows(pair, slot)
+                                       extra_probability, extra.value, None if weight is None else weight[pair],
+                                       cost=extra_cost), contact.rows(pair, slot)
 
     slate = decide_slate(scored.group, pairs.n_groups, candidates, histories, pairs.timezones,
                          store.config.contact_policy, explorer, rng, k=k, threshold=threshold,

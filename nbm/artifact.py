@@ -24,7 +24,7 @@ import pandas as pd
 from nbm.arrays import Spread
 from nbm.compiled import CompiledForest, compile_booster
 
-BOOSTER_FILE, META_FILE = "booster.txt", "artifact.json"
+BOOSTER_FILE, META_FILE, RISK_FILE = "booster.txt", "artifact.json", "risk.txt"
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,122 @@ class Calibrator:
         return cls((0.0, 1.0), (0.0, 1.0))
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """The second step of a funnel: P(target | the booster's outcome) per message, e.g. P(convert | click).
+
+    A ``funnel`` model's booster learns the frequent outcome (``given``: a click); its calibrated probability
+    times this table's rate is the probability of the rare ``target`` (a conversion). Each message's rate is
+    shrunk toward its topic's, each topic's toward the overall rate, with strengths learned from the data
+    (:mod:`nbm.shrinkage`): a message clicked 3 times says little about its conversion rate, its topic says
+    more. A message the table does not know takes its topic's rate, and a topic it does not know the overall.
+    """
+
+    given: str
+    messages: dict[str, float]
+    topics: dict[str, float]
+    message_topics: dict[str, str]
+    overall: float
+    strengths: dict[str, float] = field(default_factory=dict)   # pseudo-clicks toward the topic, the overall
+
+    def rates(self, message_id, topic=None) -> np.ndarray:
+        """The rate of each row's message (ids an array or a :class:`~nbm.arrays.Spread`); ``topic`` names
+        (same forms) place messages the table does not know, else the topics it learned them with."""
+        if isinstance(message_id, Spread):
+            if topic is None or (isinstance(topic, Spread) and topic.index is message_id.index):
+                return self._distinct_rates(message_id.values, None if topic is None else topic.values)[message_id.index]
+            message_id = np.asarray(message_id)
+        ids = np.asarray(message_id, dtype=object)
+        inverse, distinct = pd.factorize(ids)
+        topics = None
+        if topic is not None:
+            topics = np.empty(len(distinct), dtype=object)
+            topics[inverse] = np.asarray(topic, dtype=object)
+        return self._rates(np.asarray(distinct, dtype=object), topics)[inverse]
+
+    def _distinct_rates(self, ids, topics) -> np.ndarray:
+        """:meth:`_rates` of a vocabulary (a Spread's values), cached per vocabulary object: the service
+        scores every request over the same one."""
+        cache = self.__dict__.setdefault("_cache", {})
+        key = (id(ids), id(topics))
+        hit = cache.get(key)
+        if hit is not None and hit[0] is ids and hit[1] is topics:
+            return hit[2]
+        rates = self._rates(np.asarray(ids, dtype=object), None if topics is None else np.asarray(topics, dtype=object))
+        if len(cache) > 64:
+            cache.clear()
+        cache[key] = (ids, topics, rates)
+        return rates
+
+    def _rates(self, ids: np.ndarray, topics: np.ndarray | None) -> np.ndarray:
+        out = np.empty(len(ids), dtype=np.float64)
+        for i, m in enumerate(ids):
+            rate = self.messages.get(m)
+            if rate is None:
+                name = self.message_topics.get(m) if topics is None or topics[i] is None else topics[i]
+                rate = self.topics.get(name, self.overall)
+            out[i] = rate
+        return out
+
+    def as_json(self) -> dict:
+        return {"given": self.given, "messages": self.messages, "topics": self.topics,
+                "message_topics": self.message_topics, "overall": self.overall, "strengths": self.strengths}
+
+
+@dataclass(frozen=True)
+class Risk:
+    """The cost side of a send: P(unsubscribe | this send), learned from the log's unsubscribes attributed to
+    sends (``training.risk``), and what an unsubscribe costs per channel when ``[arbitration] unsubscribe_cost``
+    is ``auto``.
+
+    ``booster`` (a small LightGBM on the ranker's features, calibrated by ``calibrator``) when the log holds
+    enough unsubscribes to learn from, else ``None``: each channel's rate (``channel_rates``, shrunk toward
+    the overall rate) is the risk of every send on it.
+    """
+
+    booster: lgb.Booster | None
+    calibrator: Calibrator
+    channel_rates: dict[str, float]
+    overall: float
+    channel_costs: dict[str, float]         # auto cost: revenue one user's channel earned over the horizon
+    default_cost: float                     # … of a channel without its own figure
+
+    def probability(self, artifact: ScoringArtifact, frame, channel) -> np.ndarray:
+        """P(unsubscribe) of each row of ``frame`` (the ranker's features); ``channel`` names per row (an
+        array or a Spread) for the table fallback."""
+        if self.booster is not None:
+            return self.calibrator(self.booster.predict(artifact.matrix(frame), num_threads=1))
+        return _lookup(channel, self.channel_rates, self.overall)
+
+    def costs(self, channel) -> np.ndarray:
+        """The auto cost of an unsubscribe on each row's channel."""
+        return _lookup(channel, self.channel_costs, self.default_cost)
+
+    def save(self, directory: Path) -> dict:
+        if self.booster is not None:
+            self.booster.save_model(str(directory / RISK_FILE))
+        return {"booster": self.booster is not None, "calibrator": {"x": list(self.calibrator.x),
+                                                                       "y": list(self.calibrator.y)},
+                "channel_rates": self.channel_rates, "overall": self.overall, "channel_costs": self.channel_costs,
+                "default_cost": self.default_cost}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict) -> Risk:
+        booster = lgb.Booster(model_file=str(directory / RISK_FILE)) if meta["booster"] else None
+        return cls(booster, Calibrator(tuple(meta["calibrator"]["x"]), tuple(meta["calibrator"]["y"])),
+                   meta["channel_rates"], meta["overall"], meta["channel_costs"], meta["default_cost"])
+
+
+def _lookup(keys, table: dict[str, float], default: float) -> np.ndarray:
+    """``table[key]`` (``default`` when absent) of each row's key; ``keys`` an array or a Spread (looked up
+    once per distinct value)."""
+    if isinstance(keys, Spread):
+        values = np.array([table.get(k, default) for k in np.asarray(keys.values, dtype=object)], dtype=float)
+        return values[keys.index]
+    inverse, distinct = pd.factorize(np.asarray(keys, dtype=object))
+    return np.array([table.get(k, default) for k in distinct], dtype=float)[inverse]
+
+
 TIE_BREAK = 1e-9
 """Largest amount added to a calibrated probability to keep the booster's order (see ``score``)."""
 
@@ -75,6 +191,12 @@ class ScoringArtifact:
         ``"lambdarank"`` or ``"binary"``; what the probability is of (``"convert"``, ``"click"``, …).
     versions
         Library versions it was trained with.
+    risk
+        P(unsubscribe) of a send and the auto cost of an unsubscribe (:class:`Risk`): the decision's cost
+        side (``[arbitration] unsubscribe_cost``); ``None`` for models trained before it (no cost).
+    followup
+        A ``funnel`` model's second step (:class:`FollowUp`): the booster's calibrated probability is of
+        ``followup.given`` (a click), and ``score`` multiplies it by P(target | given) of each row's message.
     compiled
         The booster as machine code (see :meth:`compile`), or ``None``: scored by ``Booster.predict``.
     """
@@ -86,6 +208,8 @@ class ScoringArtifact:
     objective: str = "binary"
     target: str = "convert"
     versions: dict[str, str] = field(default_factory=dict)
+    followup: FollowUp | None = None
+    risk: Risk | None = None
     compiled: CompiledForest | None = field(default=None, compare=False, repr=False)
 
     def compile(self, cache_dir: str | Path) -> ScoringArtifact:
@@ -180,8 +304,12 @@ class ScoringArtifact:
             return self.compiled.predict_columns(*self.columns(frame))
         return self.booster.predict(self.matrix(frame), num_threads=1)
 
-    def score(self, frame: pd.DataFrame) -> np.ndarray:
-        """Calibrated probabilities, one per row of ``frame``.
+    def score(self, frame: pd.DataFrame | dict, message_id=None, topic=None) -> np.ndarray:
+        """Calibrated probabilities of ``target``, one per row of ``frame``.
+
+        A funnel model (``followup``) needs each row's message: ``message_id`` (an array or a Spread), else
+        ``frame``'s ``message_id`` column; ``topic`` names, else ``frame``'s ``topic`` column when it has one,
+        place messages its table does not know.
 
         Isotonic calibration is a step function: candidates the booster ranks apart can get the same
         probability, and a greedy decision would then draw between them at random. A term of at most
@@ -189,7 +317,16 @@ class ScoringArtifact:
         """
         raw = self.raw_score(frame)
         tie_break = TIE_BREAK / (1.0 + np.exp(-np.clip(raw, -50, 50)))
-        return np.clip(self.calibrator(raw) + tie_break, 0.0, 1.0)
+        probability = np.clip(self.calibrator(raw) + tie_break, 0.0, 1.0)
+        if self.followup is None:
+            return probability
+        if message_id is None:
+            if "message_id" not in (frame.keys() if isinstance(frame, dict) else frame.columns):
+                raise ValueError("a funnel model scores with each row's message: pass `message_id`")
+            message_id = frame["message_id"]
+            if topic is None and "topic" in (frame.keys() if isinstance(frame, dict) else frame.columns):
+                topic = frame["topic"]
+        return probability * self.followup.rates(message_id, topic)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -202,6 +339,8 @@ class ScoringArtifact:
             "objective": self.objective,
             "target": self.target,
             "versions": self.versions,
+            "followup": None if self.followup is None else self.followup.as_json(),
+            "risk": None if self.risk is None else self.risk.save(directory),
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory
@@ -219,6 +358,8 @@ class ScoringArtifact:
             objective=meta["objective"],
             target=meta["target"],
             versions=meta["versions"],
+            followup=None if meta.get("followup") is None else FollowUp(**meta["followup"]),
+            risk=None if meta.get("risk") is None else Risk.load(directory, meta["risk"]),
         )
 
 

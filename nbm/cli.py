@@ -109,7 +109,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, config)
     console = Console(stderr=True)
     result = evaluate_model(args.data, config, loaded.artifact, f"{args.model} (version {loaded.version})",
-                            test_days=args.test_days, max_decisions=args.max_decisions or None, seed=args.seed,
+                            valid_days=args.valid_days, test_days=args.test_days,
+                            max_decisions=args.max_decisions or None, seed=args.seed,
                             console=console)
     print_evaluation(Console(), result, min_ess=config.training.min_policy_ess)
     if args.out is not None:
@@ -169,11 +170,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if version is not None:
             print(f"nbm train: a champion is registered (nbm-ranker version {version}); nothing to do", file=sys.stderr)
             return 0
-    params = RankerParams(objective=args.objective, target=args.target, seed=args.seed)
+    params = RankerParams(objective=args.objective or "funnel", target=args.target, seed=args.seed)
     result = run_training(Path(args.data), config, params, experiment=args.experiment,
                           valid_days=args.valid_days, test_days=args.test_days, trials=args.trials,
                           force_promote=args.force_promote, max_decisions=args.max_decisions or None,
-                          evaluate_policy=not args.no_policy_eval)
+                          evaluate_policy=not args.no_policy_eval, compare=not args.no_compare)
     # A degenerate model is logged but never promoted: the run finished and found a problem (exit 1).
     return 1 if result.gate is not None and result.gate.degenerate else 0
 
@@ -325,11 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
     train.add_argument("--experiment", default="nbm", help="MLflow experiment name (default nbm)")
     train.add_argument("--seed", type=int, default=0, help="seed of LightGBM's sampling")
-    train.add_argument("--objective", choices=("binary", "lambdarank"), default="binary")
+    train.add_argument("--objective", choices=("funnel", "binary", "lambdarank", "auto"), default=None,
+                       help="funnel (default for --target convert: P(click) × P(convert | click) of the message), "
+                            "binary (default for other targets), lambdarank, or auto: the one the comparison "
+                            "ranks first (docs/retraining.md, 'Which objective')")
+    train.add_argument("--no-compare", action="store_true",
+                       help="skip fitting the other objectives for the comparison logged to MLflow (faster)")
     train.add_argument("--target", choices=("open", "click", "convert"), default="convert",
                        help="outcome whose probability the model predicts (default convert)")
-    train.add_argument("--valid-days", type=_positive_float, default=7.0, help="validation window (days)")
-    train.add_argument("--test-days", type=_positive_float, default=7.0, help="test window (days)")
+    train.add_argument("--valid-days", type=_positive_float, default=None,
+                       help="validation window (days; default: a quarter of the log's span, at most 7)")
+    train.add_argument("--test-days", type=_positive_float, default=None,
+                       help="test window (days; default: a quarter of the log's span, at most 7)")
     train.add_argument("--trials", type=int, default=0,
                        help="Optuna trials before the final fit (0: defaults); the study resumes if interrupted")
     train.add_argument("--if-missing", action="store_true", help="do nothing when a champion is already registered")
@@ -367,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
     ev.add_argument("--model", default="models:/nbm-ranker@champion",
                     help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory")
-    ev.add_argument("--test-days", type=float, default=7.0, help="days at the end of the log to evaluate on")
+    ev.add_argument("--valid-days", type=_positive_float, default=None,
+                    help="validation window before the test window, as `nbm train` splits (days; default: a quarter "
+                         "of the log's span, at most 7)")
+    ev.add_argument("--test-days", type=_positive_float, default=None,
+                    help="days at the end of the log to evaluate on (default: a quarter of the log's span, at most 7)")
     ev.add_argument("--max-decisions", type=int, default=50_000, help="logged decisions replayed at most (0: all)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the explorers' draws")
     ev.add_argument("--out", type=Path, help="also write the figures as JSON to this file")

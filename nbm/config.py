@@ -97,20 +97,36 @@ class LifecycleConfig(_Section):
 
 
 class ArbitrationConfig(_Section):
-    """Business weights: the decision ranks allowed candidates by probability × message value × weight; and
-    how wide two-stage scoring searches (``top_pairs``).
+    """Business weights: the decision ranks allowed candidates by probability × message value × weight − the
+    send's expected cost; and how wide two-stage scoring searches (``top_pairs``).
 
     A message's weight is its own (``message_weights``) when it has one, else its topic's
     (``topic_weights``), else 1. A weight of 0 keeps a message from being chosen while it stays
     eligible (and reported); above 1 favours it.
+
+    The expected cost of a send is ``unsubscribe_cost`` × the model's P(unsubscribe) of it (``training.risk``):
+    when no candidate's value exceeds its cost, nothing is sent (reason ``below_threshold``).
     """
 
     message_weights: dict[str, float] = Field(default_factory=dict, description="weight per message id")
     topic_weights: dict[str, float] = Field(default_factory=dict, description="weight per topic")
+    unsubscribe_cost: float | Literal["auto"] = Field(
+        "auto", description="what one unsubscribe costs, in the unit of message values and revenue: `auto` (default) "
+        "is what the channel earned from one person in the training log over `unsubscribe_horizon_days`; 0 "
+        "sends whenever the contact policy allows (no cost)")
+    unsubscribe_horizon_days: float = Field(90.0, gt=0, description="`unsubscribe_cost = \"auto\"`: the days of a "
+                                            "channel's revenue per person that one unsubscribe loses")
     top_pairs: int = Field(8, ge=1, le=10_000, description="two-stage scoring: the (message, channel) pairs per "
                            "decision, best at their reference slot, that are scored at every allowed slot (at least "
                            "k + 3); more finds full enumeration's best more often, at more rows scored "
                            "(benchmarks/two_stage.py)")
+
+    @field_validator("unsubscribe_cost")
+    @classmethod
+    def _cost(cls, value):
+        if value != "auto" and not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"must be `auto` or a finite number ≥ 0, got {value}")
+        return value
 
     @field_validator("message_weights", "topic_weights")
     @classmethod

@@ -1,10 +1,13 @@
 """``nbm evaluate``: a candidate model's offline metrics and policy value from the logs, before an A/B test.
 
-The data directory's training set is split by time as ``nbm train`` splits it; on the test window the
+The data directory's training set is split by time as ``nbm train`` splits it (the same windows: given,
+or a quarter of the log's span each, at most 7 days; the split used is printed); on the test window the
 candidate's predictions are scored (AUC, log loss, calibration, NDCG) and every logged decision is
 replayed (:mod:`training.policy_eval`): the candidate's decision policy and the baselines (uniform,
-popular, lifecycle rules), valued by SNIPS and doubly robust — the candidate's calibrated P(convert) ×
-value as the direct model — with seeded bootstrap intervals and the effective sample size. For a
+popular, lifecycle rules), valued by SNIPS and doubly robust — the candidate's calibrated probability
+(× value for a revenue reward) as the direct model — with seeded bootstrap intervals and the effective
+sample size. The table names the reward (revenue, conversions or clicks per decision, as the data allows:
+:mod:`training.reward`) and what a logged action was matched on (:mod:`training.actions`). For a
 simulated world the ground truth's value of each policy is shown beside the estimates. A policy whose
 effective sample size is below ``[training] min_policy_ess`` has its estimates shown as unusable, not as
 numbers (they stay in ``--out``'s JSON and in MLflow, beside the ESS).
@@ -27,7 +30,8 @@ from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
-from training.fit import time_split
+from training.actions import describe
+from training.fit import DAY, TimeSplit, time_split
 from training.metrics import evaluate
 from training.policy_eval import PolicyReport, censoring_note, evaluate_policies
 
@@ -45,6 +49,9 @@ class OfflineEvaluation:
         clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
         return {"model": self.model, "metrics": {k: clean(v) for k, v in self.metrics.items()},
                 "scope": self.report.logged.scope, "decisions": int(len(self.report.logged.frame)),
+                "reward": self.report.logged.reward.name, "reward_unit": self.report.logged.reward.unit,
+                "actions": self.report.replayed.action.label,
+                "logged_sends_eligible": {k: int(v) for k, v in self.report.replayed.covered.items()},
                 "censored_decisions": int(self.report.logged.censored),
                 "outcome_horizon_hours": clean(float(self.report.logged.horizon_hours)),
                 "logged_mean_reward": clean(float(self.report.logged.frame["reward"].mean()))
@@ -53,10 +60,11 @@ class OfflineEvaluation:
                              for name, v in self.report.values.items()}}
 
 
-def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, model: str, test_days: float = 7,
-                   max_decisions: int | None = 50_000, seed: int = 0, console: Console | None = None
-                   ) -> OfflineEvaluation:
-    """Offline metrics and off-policy value of ``artifact`` (named ``model``) on the last ``test_days``."""
+def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, model: str,
+                   test_days: float | None = None, max_decisions: int | None = 50_000, seed: int = 0,
+                   console: Console | None = None, valid_days: float | None = None) -> OfflineEvaluation:
+    """Offline metrics and off-policy value of ``artifact`` (named ``model``) on the last ``test_days``
+    (``None``: :func:`training.fit.time_split`'s default from the log's span, as ``nbm train``'s)."""
     from nbm.simulate.manifest import read_world_manifest
 
     console = console or Console(stderr=True)
@@ -66,7 +74,8 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
         raise UnusableInputError(f"no valid events in {data}")
     with console.status(f"building the evaluation set ({len(dataset.events):,} events)…"):
         rows = build_training_set(dataset, config)
-    split = time_split(rows, valid_days=min(7.0, test_days), test_days=test_days)
+    split = time_split(rows, valid_days=valid_days, test_days=test_days)
+    console.print(describe_split(split, derived=valid_days is None or test_days is None))
     evaluation = evaluate(artifact, split.test)
     history_rows = pd.concat([split.train, split.valid], ignore_index=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -78,6 +87,18 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
                                    progress=lambda k, n: bar.update(task, completed=k, total=n))
     metrics = {k: float(v) for k, v in evaluation.metrics.items() if k in METRICS}
     return OfflineEvaluation(model, metrics, report)
+
+
+def describe_split(split: TimeSplit, derived: bool = False) -> str:
+    """The time split in one line: each window's start, length and sends (``derived``: some window was not
+    given and follows the log's span)."""
+    start, end = split.train["timestamp"].min(), split.test["timestamp"].max()
+    valid, test = (split.test_start - split.valid_start) / DAY, (end - split.test_start) / DAY
+    how = " (not given: each a quarter of the log's span, at most 7 days)" if derived else ""
+    at = "%Y-%m-%d %H:%M"
+    return (f"time split{how}: train {start:{at}} – {split.valid_start:{at}} ({len(split.train):,} sends), "
+            f"validation {valid:.2f} days ({len(split.valid):,}), test {test:.2f} days from "
+            f"{split.test_start:{at}} UTC ({len(split.test):,})")
 
 
 def print_evaluation(console: Console, result: OfflineEvaluation, min_ess: float) -> None:
@@ -99,7 +120,7 @@ def print_policy_values(console: Console, report: PolicyReport, min_ess: float, 
     A policy whose effective sample size is below ``min_ess`` (``[training] min_policy_ess``) gets "n/a"
     for its estimates and "ESS < min_ess" for their intervals: a handful of effective samples is no
     estimate, and its percentile bootstrap interval is not one either. Undefined values print as "—"."""
-    values = Table(title=f"policy value on the test window (revenue per decision; {len(report.logged.frame):,} "
+    values = Table(title=f"policy value on the test window ({report.logged.reward.unit}; {len(report.logged.frame):,} "
                          f"logged decisions, scope: {report.logged.scope})")
     columns = ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI") + (("IPS",) if ips else ()) + ("ESS", "true value")
     for column in columns:
@@ -115,6 +136,8 @@ def print_policy_values(console: Console, report: PolicyReport, min_ess: float, 
     if len(report.logged.frame):
         values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", *([""] * (len(columns) - 2)))
     console.print(values)
+    if report.replayed.covered:
+        console.print(describe(report.replayed.action, report.replayed.covered))
     if (line := censoring_note(report.logged)):
         console.print(line)
     low = [v.policy for v in report.values.values() if not v.ess >= min_ess]

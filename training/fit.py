@@ -18,7 +18,8 @@ from sklearn.linear_model import LogisticRegression
 
 from nbm.attribution import GRADE
 from features.declarations import CATEGORICAL, FEATURE_NAMES
-from nbm.artifact import Calibrator, ScoringArtifact, library_versions
+from nbm.artifact import Calibrator, FollowUp, ScoringArtifact, library_versions
+from nbm.shrinkage import beta_binomial_strength, shrink
 from nbm.errors import UnusableInputError
 
 DAY = pd.Timedelta(days=1)
@@ -35,9 +36,19 @@ class TimeSplit:
     test_start: pd.Timestamp
 
 
-def time_split(rows: pd.DataFrame, valid_days: float = 7, test_days: float = 7) -> TimeSplit:
-    """Split a training set by send time: the last ``test_days`` for test, the ``valid_days`` before for validation."""
+def time_split(rows: pd.DataFrame, valid_days: float | None = None, test_days: float | None = None) -> TimeSplit:
+    """Split a training set by send time: the last ``test_days`` for test, the ``valid_days`` before for validation.
+
+    A window not given (``None``) follows the log: a quarter of the span of its send times, at most 7 days —
+    7 + 7 days on a log of four weeks or more, 1.75 + 1.75 on a week-long log (which fixed 7-day windows
+    would leave with no training window) — so that at least half the span is left to train on. The windows
+    used are ``valid_start`` and ``test_start`` of the result (docs/retraining.md, "time split").
+    """
     end = rows["timestamp"].max()
+    span_days = (end - rows["timestamp"].min()) / DAY
+    derived = min(7.0, span_days / 4) if span_days > 0 else 7.0
+    valid_days = derived if valid_days is None else valid_days
+    test_days = derived if test_days is None else test_days
     test_start = end - test_days * DAY
     valid_start = test_start - valid_days * DAY
     stamps = rows["timestamp"]
@@ -53,8 +64,9 @@ def time_split(rows: pd.DataFrame, valid_days: float = 7, test_days: float = 7) 
 class RankerParams:
     """LightGBM and calibration settings (the Optuna search space tunes some of them)."""
 
-    objective: Literal["binary", "lambdarank"] = "binary"
+    objective: Literal["auto", "binary", "lambdarank", "funnel"] = "funnel"   # auto: training.compare
     target: Literal["open", "click", "convert"] = "convert"
+    given: Literal["open", "click"] = "click"       # funnel: the frequent outcome the booster learns
     calibration: Literal["isotonic", "sigmoid"] = "isotonic"
     num_leaves: int = 31
     learning_rate: float = 0.05
@@ -69,12 +81,25 @@ class RankerParams:
 
     def lightgbm(self) -> dict[str, object]:
         params = {k: v for k, v in asdict(self).items()
-                  if k not in ("target", "calibration", "num_boost_round", "early_stopping_rounds")}
+                  if k not in ("target", "given", "calibration", "num_boost_round", "early_stopping_rounds")}
         params.update(bagging_freq=1, deterministic=True, force_row_wise=True, verbose=-1)
+        if self.objective == "funnel":
+            params["objective"] = "binary"
         params["metric"] = "ndcg" if self.objective == "lambdarank" else "binary_logloss"
         if self.objective == "lambdarank":
             params["eval_at"] = [1, 3, 5]
         return params
+
+    def __post_init__(self) -> None:
+        # A funnel whose target is not after its first step (``--target click`` or ``open``) has no second
+        # step: it is the target's binary model.
+        if self.objective == "funnel" and GRADE[self.given] >= GRADE[self.target]:
+            object.__setattr__(self, "objective", "binary")
+
+    @property
+    def booster_target(self) -> str:
+        """The outcome the booster's calibrated probability is of: ``given`` for a funnel, else ``target``."""
+        return self.given if self.objective == "funnel" else self.target
 
 
 def feature_columns(rows: pd.DataFrame) -> list[str]:
@@ -84,16 +109,28 @@ def feature_columns(rows: pd.DataFrame) -> list[str]:
 def _dataset(rows: pd.DataFrame, features: list[str], params: RankerParams, categories: dict[str, tuple[str, ...]],
              reference: lgb.Dataset | None = None) -> tuple[lgb.Dataset, pd.DataFrame]:
     if params.objective == "lambdarank":
-        rows = rows.sort_values(["group", "timestamp"], kind="stable").reset_index(drop=True)
+        rows = rows.assign(group=ranking_groups(rows)).sort_values(["group", "timestamp"], kind="stable")
+        rows = rows.reset_index(drop=True)
     artifact = ScoringArtifact(booster=None, calibrator=Calibrator.identity(), features=tuple(features),  # type: ignore[arg-type]
                                categories=categories)
-    label = rows["label"].to_numpy() if params.objective == "lambdarank" else target_of(rows, params.target)
+    label = rows["label"].to_numpy() if params.objective == "lambdarank" else target_of(rows, params.booster_target)
     categorical = [i for i, name in enumerate(features) if name in CATEGORICAL or name in categories]
     data = lgb.Dataset(artifact.matrix(rows), label=label, feature_name=features, categorical_feature=categorical,
                        reference=reference, free_raw_data=False)
     if params.objective == "lambdarank":
         data.set_group(rows.groupby("group", sort=False).size().to_numpy())
     return data, rows
+
+
+def ranking_groups(rows: pd.DataFrame) -> pd.Series:
+    """Ranking groups that hold something to rank: the training set's (``[features] group_by``) when at least
+    half of the sends share their group with another send, else each user's sends in the window. A group of
+    one send gives lambdarank no pair to learn from: under the default ``user_day`` most groups hold one
+    send when brands send about once a day, and the ranker then learns nothing (best_iteration 1)."""
+    sizes = rows.groupby("group", sort=False, observed=True)["group"].transform("size")
+    if (sizes >= 2).mean() >= 0.5:
+        return rows["group"]
+    return rows["user_id"].astype(str)
 
 
 def target_of(rows: pd.DataFrame, target: str) -> np.ndarray:
@@ -113,8 +150,13 @@ def lightgbm_datasets(split: TimeSplit, features: list[str], params: RankerParam
     return train, valid
 
 
-def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams()) -> ScoringArtifact:
-    """Fit LightGBM on ``split.train`` with early stopping on ``split.valid``; calibrate on ``split.valid``."""
+def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams(),
+               catalog: pd.DataFrame | None = None) -> ScoringArtifact:
+    """Fit LightGBM on ``split.train`` with early stopping on ``split.valid``; calibrate on ``split.valid``.
+
+    A ``funnel`` fits the booster to ``params.given`` (a click) and adds its second step, P(target | given)
+    per message (:func:`fit_followup`, topics from ``catalog``, the messages table), learned from the
+    training and validation windows."""
     features = feature_columns(split.train)
     categories = categories_of(split.train, features)
     train, valid = lightgbm_datasets(split, features, params)
@@ -123,9 +165,37 @@ def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams()) -> Scori
     uncalibrated = ScoringArtifact(booster, Calibrator.identity(), tuple(features), categories, params.objective,
                                    params.target, library_versions())
     raw = uncalibrated.raw_score(split.valid)
-    calibrator = fit_calibrator(raw, target_of(split.valid, params.target), params.calibration)
+    calibrator = fit_calibrator(raw, target_of(split.valid, params.booster_target), params.calibration)
+    followup = None
+    if params.objective == "funnel":
+        followup = fit_followup(pd.concat([split.train, split.valid], ignore_index=True), params.given,
+                                params.target, catalog)
     return ScoringArtifact(booster, calibrator, tuple(features), categories, params.objective, params.target,
-                           library_versions())
+                           library_versions(), followup)
+
+
+def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFrame | None = None) -> FollowUp:
+    """P(``target`` | ``given``) per message from the sends in ``rows``: each message's rate shrunk toward its
+    topic's (``catalog``'s message_id → topic; without it one topic), each topic's toward the overall rate,
+    with beta-binomial strengths learned by the method of moments (:func:`nbm.shrinkage.beta_binomial_strength`).
+    Only sends that reached ``given`` count as trials: the rates are conditional on it."""
+    reached = target_of(rows, given).astype(bool)
+    hit = target_of(rows, target)[reached]
+    messages = rows["message_id"].to_numpy(dtype=object)[reached]
+    topic_of = {} if catalog is None else dict(zip(catalog["message_id"], catalog["topic"].astype(object)))
+    by_message = pd.DataFrame({"message_id": messages, "hit": hit}).groupby("message_id", sort=True)["hit"].agg(
+        ["sum", "size"])
+    by_message["topic"] = [topic_of.get(m, "") for m in by_message.index]
+    by_topic = by_message.groupby("topic", sort=True)[["sum", "size"]].sum()
+    overall = float((by_topic["sum"].sum() + 0.5) / (by_topic["size"].sum() + 1.0))     # Jeffreys: never 0
+    topic_strength = beta_binomial_strength(by_topic["sum"], by_topic["size"])
+    topic_rate = pd.Series(shrink(by_topic["sum"], by_topic["size"], overall, topic_strength), index=by_topic.index)
+    message_prior = topic_rate.reindex(by_message["topic"]).to_numpy()
+    message_strength = beta_binomial_strength(by_message["sum"], by_message["size"])
+    message_rate = shrink(by_message["sum"], by_message["size"], message_prior, message_strength)
+    return FollowUp(given, {str(m): float(r) for m, r in zip(by_message.index, message_rate)},
+                    {str(t): float(r) for t, r in topic_rate.items()}, {str(m): str(t) for m, t in topic_of.items()},
+                    overall, {"message": message_strength, "topic": topic_strength})
 
 
 def fit_calibrator(raw: np.ndarray, outcome: np.ndarray, method: str = "isotonic", grid: int = 256) -> Calibrator:

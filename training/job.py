@@ -13,8 +13,9 @@ is above zero, or when ``force_promote`` says so (logged as such).
 from __future__ import annotations
 
 import math
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -31,11 +32,13 @@ from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
 from nbm.simulate.manifest import read_world_manifest
-from training.evaluate import print_policy_values
+from training.evaluate import describe_split, print_policy_values
+from training.compare import AUTO, Comparison, compare_objectives, concordance_of
 from training.fit import RankerParams, fit_ranker, target_of, time_split
 from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, promotion_gate
 from training.metrics import evaluate
 from training.policy_eval import PolicyReport, evaluate_policies, policy_metrics
+from training.risk import fit_risk
 from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
 from training.tune import tune
 
@@ -50,12 +53,13 @@ class TrainResult:
     promoted: bool
     gate: GateDecision | None = None
     policy: PolicyReport | None = None
+    comparison: Comparison | None = None
 
 
 def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment: str = "nbm",
-                 valid_days: float = 7, test_days: float = 7, trials: int = 0,
+                 valid_days: float | None = None, test_days: float | None = None, trials: int = 0,
                  console: Console | None = None, force_promote: bool = False,
-                 max_decisions: int | None = 50_000, evaluate_policy: bool = True) -> TrainResult:
+                 max_decisions: int | None = 50_000, evaluate_policy: bool = True, compare: bool = False) -> TrainResult:
     console = console or Console(stderr=True)
     began = time.perf_counter()
     with console.status("loading and validating the data…"):
@@ -66,26 +70,49 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s))…"):
         rows = build_training_set(dataset, config, partitions)
     split = time_split(rows, valid_days, test_days)
+    console.print(describe_split(split, derived=valid_days is None or test_days is None))
     use_tracking(config, experiment)
-    with mlflow.start_run(run_name=f"train-{params.objective}"):
+    with mlflow.start_run(run_name=f"train-{params.objective}-{params.target}"):
         mlflow.set_tags({"nbm.data": str(data), "nbm.valid_start": str(split.valid_start),
                          "nbm.test_start": str(split.test_start), "nbm.trials": str(trials)})
+        comparison = None
+        if params.objective == AUTO or compare:
+            comparison = _compare(split, params, dataset.messages, config, console)
+            if params.objective == AUTO:
+                params = replace(params, objective=comparison.chosen)
         if trials > 0:
             storage = f"sqlite:///{(config.home.expanduser() / 'optuna.db').as_posix()}"
             study_name = f"{experiment}-{params.objective}-{params.target}-seed{params.seed}"
             with console.status(f"tuning with Optuna: {trials} trials (study {study_name!r}, resumable)…"):
                 params, study = tune(split, params, trials, storage, study_name)
             mlflow.log_metric("optuna_best_valid_loss", study.best_value)
-        with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
-            artifact = fit_ranker(split, params)
-        evaluation = evaluate(artifact, split.test)
+        if comparison is not None and trials <= 0:
+            candidate = comparison.candidates[params.objective]
+            artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test)
+        else:
+            with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
+                artifact = fit_ranker(split, params, dataset.messages)
+            evaluation = evaluate(artifact, split.test)
+        with console.status("learning the risk of a send (P(unsubscribe))…"):
+            artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config))
+        mlflow.set_tag("mlflow.runName", f"train-{params.objective}-{params.target}")
+        mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
         rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
+        concordance = concordance_of(artifact, split.test, dataset.messages, config.arbitration)
         metrics = {**evaluation.metrics, "best_iteration": float(rounds),
                    "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
                    "train_positives": float(target_of(split.train, params.target).sum()),
                    "valid_positives": float(target_of(split.valid, params.target).sum()),
+                   "value_concordance": concordance.value, "concordance_users": float(concordance.groups),
                    "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
+        risk = artifact.risk
+        metrics.update(risk_model=float(risk.booster is not None), risk_overall_rate=risk.overall,
+                       **{"unsubscribe_cost_auto_" + re.sub(r"[^A-Za-z0-9_.-]", "_", c): v
+                          for c, v in risk.channel_costs.items()})
+        if artifact.followup is not None:
+            metrics.update({f"followup_strength_{k}": v for k, v in artifact.followup.strengths.items()})
+            metrics["followup_overall"] = artifact.followup.overall
         with console.status("logging to MLflow…"):
             logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
         champion_version = _champion_version()
@@ -111,8 +138,28 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
                                      "not_promoted" if gate.status == "kept_champion" else gate.status)
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate_reason", gate.reason)
-    _summary(console, logged, metrics, gate, report, config, params.target)
-    return TrainResult(logged, metrics, gate.promoted, gate, report)
+    _summary(console, logged, metrics, gate, report, config, params.target, comparison)
+    return TrainResult(logged, metrics, gate.promoted, gate, report, comparison)
+
+
+def _compare(split, params: RankerParams, catalog: pd.DataFrame, config: NbmConfig, console: Console) -> Comparison:
+    """Every candidate objective fitted and compared (``training.compare``), each a nested MLflow run, the
+    comparison a table of the parent run."""
+    with console.status("comparing objectives…") as status:
+        comparison = compare_objectives(
+            split, params, catalog, config,
+            progress=lambda objective: status.update(f"comparing objectives: fitting {objective} "
+                                                     f"({len(split.train):,} training rows)…"))
+    for objective, candidate in comparison.candidates.items():
+        with mlflow.start_run(run_name=f"objective-{objective}-{params.target}", nested=True):
+            mlflow.log_params({"objective": objective, "target": params.target,
+                               "given": params.given if objective == "funnel" else ""})
+            mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if math.isfinite(v)})
+            mlflow.set_tags({"nbm.degenerate": "; ".join(candidate.degenerate),
+                             "nbm.chosen": str(objective == comparison.chosen).lower()})
+    mlflow.log_table(comparison.table(), "objective_comparison.json")
+    mlflow.set_tags({"nbm.objective_chosen": comparison.chosen, "nbm.objective_reason": comparison.reason})
+    return comparison
 
 
 def registered_champion(config: NbmConfig, experiment: str = "nbm") -> str | None:
@@ -156,7 +203,7 @@ def _policy_table(report: PolicyReport) -> pd.DataFrame:
 
 
 def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
-             report: PolicyReport | None, config: NbmConfig, target: str) -> None:
+             report: PolicyReport | None, config: NbmConfig, target: str, comparison: Comparison | None = None) -> None:
     table = Table(title="nbm train", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -164,11 +211,15 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
                  "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
                  "test_mean_prediction", "seconds"):
         table.add_row(name, _figure(name, metrics.get(name, float("nan")), target))
+    table.add_row("value concordance", _figure("value_concordance", metrics.get("value_concordance", float("nan")),
+                                               target))
     table.add_row("run id", logged.run_id)
     table.add_row("model", f"{MODEL_NAME} version {logged.version}")
     table.add_row("promotion gate", "[bold red]degenerate: not promoted (below)[/bold red]" if gate.degenerate
                   else f"{'champion ← this version' if gate.promoted else 'champion kept'} ({escape(gate.reason)})")
     console.print(table)
+    if comparison is not None:
+        _comparison_summary(console, comparison)
     if report is not None:
         print_policy_values(console, report, min_ess=config.training.min_policy_ess)
     if gate.degenerate:
@@ -185,10 +236,24 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
     console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")
 
 
+def _comparison_summary(console: Console, comparison: Comparison) -> None:
+    table = Table(title="objectives compared on the test window (training.compare)")
+    for column in ("objective", "value concordance", "users with pairs", "test AUC", "rounds", "s", "verdict"):
+        table.add_column(column, justify="left" if column in ("objective", "verdict") else "right")
+    for row in comparison.table().itertuples():
+        verdict = "chosen" if row.chosen else ("degenerate: " + row.degenerate if row.degenerate else "")
+        table.add_row(row.objective, _figure("value_concordance", row.value_concordance, ""),
+                      f"{row.users_with_pairs:,}", _figure("test_auc", row.test_auc, ""), f"{row.best_iteration:,.0f}",
+                      f"{row.seconds:.1f}", escape(verdict))
+    console.print(table)
+    console.print(f"objective: {comparison.chosen} — {escape(comparison.reason)}")
+
+
 def _figure(name: str, value: float, target: str) -> str:
     """A summary figure as text; an undefined one as "n/a (why)" or "—", never "nan"."""
     if math.isfinite(value):
         return f"{value:,.0f}" if name.endswith(("rows", "positives", "iteration")) else f"{value:.4f}"
     why = {"test_auc": f"the test window holds one class of `{target}` only",
+           "value_concordance": "too few users with sends that earned differently",
            "test_ndcg_at_3": "no ranking group of ≥ 2 sends with a positive"}.get(name)
     return f"n/a ({escape(why)})" if why else "—"

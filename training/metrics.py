@@ -44,9 +44,11 @@ def mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5)) -> Evaluation:
+def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5),
+             figures: bool = True) -> Evaluation:
     """AUC, log loss, ECE, NDCG@k and the spread of the predictions (standard deviation, distinct values: the
-    promotion gate's near-constant check) on ``test``; a reliability plot and a feature-importance plot."""
+    promotion gate's near-constant check) on ``test``; a reliability plot and a feature-importance plot (with
+    ``figures``)."""
     p = artifact.score(test)
     y = target_of(test, artifact.target)
     metrics = {
@@ -61,6 +63,8 @@ def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] 
     }
     for k in ks:
         metrics[f"test_ndcg_at_{k}"] = mean_ndcg(test, p, k)
+    if not figures:
+        return Evaluation(metrics, {})
     return Evaluation(metrics, {"reliability.png": _reliability(p, y), "importance.png": _importance(artifact)})
 
 

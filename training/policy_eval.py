@@ -3,8 +3,12 @@
 Every logged decision of the test window is replayed: each policy decides for the same user as of the
 same time, with the same contact history, through the decision path the service runs
 (:func:`decision.decide.decide_many`),
-and its probability of the logged action gives the importance weight. The reward of a decision is the
-revenue attributed to its send (0 when it sent nothing). Policies:
+and its probability of the logged action gives the importance weight. The reward of a decision follows the
+data (:mod:`training.reward`): the revenue attributed to its send when the log's conversions carry revenue,
+else whether its send converted, else whether it was clicked (0 when it sent nothing). What a logged action
+is follows the log too (:mod:`training.actions`): (message, channel, send hour) when the logged sends fall on
+nbm's send slots, as nbm's own decisions do; (message, channel) when they fall at any time, with each policy's
+probability summed over its slots. Policies:
 
 * ``model`` — the trained model's decision policy: calibrated P(convert) × message value, contact policy,
   best slot, greedy, nothing below the threshold;
@@ -15,18 +19,19 @@ revenue attributed to its send (0 when it sent nothing). Policies:
   user's lifecycle stage, on the first consented channel in the configured order, at the slot nearest
   10:00 local, under the contact policy.
 
-Estimators (:mod:`nbm.ope`): SNIPS, and doubly robust with the model's calibrated P × value as reward
-model, each with a seeded bootstrap 95 % interval, plus the effective sample size of the weights. When the
-data has a ``decisions`` table, decisions that sent nothing are evaluated too; without it, only decisions
-that sent something are (the estimate is then conditional on sending, and says so).
+Estimators (:mod:`nbm.ope`): SNIPS, and doubly robust with the model's calibrated P (× value, for a revenue
+reward) as reward model, each with a seeded bootstrap 95 % interval, plus the effective sample size of the
+weights. When the data has a ``decisions`` table, decisions that sent nothing are evaluated too; without it,
+only decisions that sent something are (the estimate is then conditional on sending, and says so).
 
 Rewards are right-censored at the end of the log: a conversion that comes after the last logged event is
 not in the data yet, so the decisions of the last hours would look worse than they are (on the simulated
 world the uniform policy's last test day lost 41 % of its revenue that way, the whole week 6 %). Only
 decisions whose outcomes have had time to arrive are evaluated: those made at least the *outcome horizon*
 plus the longest logged decision-to-send delay before the log ends. The horizon is the 99th percentile of
-the log's send-to-conversion delays (:func:`outcome_horizon`), at most ``attribution.convert_days``; the
-decisions held back are counted in the report.
+the log's send-to-conversion delays (:func:`outcome_horizon`), at most ``attribution.convert_days`` (for a
+click reward: of its send-to-click delays, at most ``attribution.open_click_hours``); the decisions held back
+are counted in the report.
 """
 
 from __future__ import annotations
@@ -41,13 +46,14 @@ from decision.decide import decide_many, eligible_candidates
 from decision.histories import SendIndex, lookback_ns
 from decision.pairs import CandidateRows
 from decision.scoring import score
-from features.compute import HOUR_NS
 from features.pipeline import FeatureStore
 from nbm.artifact import ScoringArtifact
 from nbm.attribution import GRADE, attribute
 from nbm.dataset import Dataset
 from nbm.ope import BanditLog, estimate
 from nbm.policy.explore import Greedy
+from training.actions import KEYS, SLOT, ActionKey, Offered, choose, hour_bucket
+from training.reward import REWARDS, Reward, reward_of
 
 POLICIES = ("model", "uniform", "popular", "rules")
 CHUNK = 20_000
@@ -69,6 +75,8 @@ class LoggedDecisions:
     """Latest decision time evaluated (ns since the epoch); ``None``: no decision was held back."""
     horizon_hours: float = float("nan")
     """The outcome horizon the cut used (see :func:`outcome_horizon`)."""
+    reward: Reward = REWARDS["revenue"]
+    """What ``frame["reward"]`` is (:mod:`training.reward`)."""
 
 
 @dataclass
@@ -100,6 +108,12 @@ class Replay:
     target: dict[str, np.ndarray]
     q_target: dict[str, np.ndarray]
     actions: dict[str, pd.DataFrame]
+    action: ActionKey = SLOT
+    """What ``target`` matched the logged sends on (:mod:`training.actions`)."""
+    by_action: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """π(logged action | x) per policy under each action key (``KEYS``); ``target`` is ``action``'s."""
+    covered: dict[str, int] = field(default_factory=dict)
+    """Logged sends among their decision's eligible actions, per action key (:func:`training.actions.choose`)."""
 
 
 @dataclass(frozen=True)
@@ -117,19 +131,22 @@ class PolicyValue:
     true_value: float = float("nan")
 
 
-def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_conversions: int = 30) -> float:
-    """Hours after a send by which ``quantile`` of its attributed conversions have arrived, from the log.
+def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_conversions: int = 30,
+                    outcome: str = "convert") -> float:
+    """Hours after a send by which ``quantile`` of its attributed ``outcome`` events (conversions, or clicks)
+    have arrived, from the log.
 
-    Measured on sends whose whole conversion window (``attribution.convert_days``) lies inside the log, so
-    that the delays themselves are not cut short; with fewer than ``min_conversions`` of those, on every
-    attributed conversion; with fewer than that, the window itself. Never more than the window.
+    Measured on sends whose whole attribution window (``attribution.convert_days``; for clicks
+    ``open_click_hours``) lies inside the log, so that the delays themselves are not cut short; with fewer
+    than ``min_conversions`` of those, on every attributed outcome; with fewer than that, the window itself.
+    Never more than the window.
     """
-    window = float(attribution.convert_days) * 24.0
+    window = float(attribution.convert_days) * 24.0 if outcome == "convert" else float(attribution.open_click_hours)
     events = dataset.events
     if not len(events):
         return window
     kinds = events["event_type"].to_numpy(dtype=object)
-    converts = np.flatnonzero(kinds == "convert")
+    converts = np.flatnonzero(kinds == outcome)
     if len(converts) < min_conversions:
         return window
     sends = attribute(events, attribution).to_numpy()[converts]
@@ -145,19 +162,21 @@ def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_c
 
 
 def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArtifact, start: pd.Timestamp,
-                     max_decisions: int | None, seed: int, horizon_hours: float | None = None) -> LoggedDecisions:
-    """The decisions of the test window (at most ``max_decisions``, a seeded uniform sample) with rewards.
+                     max_decisions: int | None, seed: int, horizon_hours: float | None = None,
+                     reward: Reward = REWARDS["revenue"]) -> LoggedDecisions:
+    """The decisions of the test window (at most ``max_decisions``, a seeded uniform sample) with their
+    ``reward`` and the reward model's ``q_logged`` (``artifact``'s probability, × value for revenue).
 
     Decisions later than the log's end minus ``horizon_hours`` minus the longest logged decision-to-send
     delay are left out (their rewards are not all in the log yet; see the module's docstring), unless that
     would leave none. ``horizon_hours`` None: no cut.
     """
-    q = artifact.score(test) * _values(dataset, test["message_id"])
+    q = artifact.score(test) * (_values(dataset, test["message_id"]) if reward.value_weighted else 1.0)
     sends = pd.DataFrame({
         "decision_id": test["decision_id"].to_numpy(dtype=object), "event_id": test["event_id"].to_numpy(dtype=object),
         "user_id": test["user_id"].to_numpy(dtype=object), "message_id": test["message_id"].to_numpy(dtype=object),
         "channel": test["channel_name"].to_numpy(dtype=object), "send_at": test["timestamp"].to_numpy(dtype="int64"),
-        "reward": test["revenue"].to_numpy(dtype=float), "q_logged": q, "send_propensity": test["propensity"].to_numpy(dtype=float),
+        "reward": reward.of(test), "q_logged": q, "send_propensity": test["propensity"].to_numpy(dtype=float),
     })
     decisions = dataset.decisions
     if decisions is not None and len(decisions):
@@ -194,7 +213,7 @@ def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArti
     frame = frame.sort_values(["now", "user_id"], kind="stable").reset_index(drop=True)
     return LoggedDecisions(frame[["decision_id", "user_id", "now", "propensity", "sent", "message_id", "channel",
                                   "send_at", "reward", "q_logged"]], scope, dropped, censored, until,
-                           float("nan") if horizon_hours is None else float(horizon_hours))
+                           float("nan") if horizon_hours is None else float(horizon_hours), reward)
 
 
 def censoring_note(logged) -> str | None:
@@ -202,9 +221,10 @@ def censoring_note(logged) -> str | None:
     if not logged.censored:
         return None
     until = pd.Timestamp(logged.until, tz="UTC").strftime("%Y-%m-%d %H:%M")
-    return (f"{logged.censored:,} decisions after {until} UTC are not evaluated: their conversions could still "
+    outcome = "conversion" if logged.reward.outcome == "convert" else logged.reward.outcome
+    return (f"{logged.censored:,} decisions after {until} UTC are not evaluated: their {outcome}s could still "
             f"arrive after the log's end (outcome horizon {logged.horizon_hours:.0f} h, the 99th percentile of the "
-            "log's send-to-conversion delays)")
+            f"log's send-to-{outcome} delays)")
 
 
 def _values(dataset: Dataset, message_ids) -> np.ndarray:
@@ -215,18 +235,25 @@ def _values(dataset: Dataset, message_ids) -> np.ndarray:
 def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, ScoringArtifact],
            reward_model: ScoringArtifact, history_rows: pd.DataFrame, baselines: bool = True,
            threshold: float = 0.0, seed: int = 0, progress=None) -> Replay:
-    """Replay every policy (each model of ``artifacts`` and, with ``baselines``, the three baselines)."""
+    """Replay every policy (each model of ``artifacts`` and, with ``baselines``, the three baselines).
+
+    Each policy's probability of the logged actions is computed under every action key (``by_action``), with
+    the logged sends whose action the eligible candidates cover under each (``covered``, counted by the
+    uniform baseline; none without ``baselines``); ``target`` is :data:`~training.actions.SLOT`'s until
+    :func:`evaluate_policies` chooses over the whole log."""
     frame = logged.frame
     n = len(frame)
     names = list(artifacts) + (["uniform", "popular", "rules"] if baselines else [])
-    target = {k: np.zeros(n) for k in names}
+    by_action = {key: {k: np.zeros(n) for k in names} for key in KEYS}
+    counts = dict.fromkeys(KEYS, 0)
     q_target = {k: np.zeros(n) for k in names}
     actions = {k: PolicyActions() for k in names if k != "uniform"}
     rng = np.random.default_rng(seed)
     sends = SendIndex.of(store.dataset.events)
     lookback = lookback_ns(store.config.contact_policy)
-    popular = popularity(store, history_rows)
+    popular = popularity(store, history_rows, logged.reward.outcome)
     priority_baselines = (PriorityPolicy("popular", lambda _, ex: popular(ex), Greedy()), BASELINES["rules"])
+    worth = (lambda value: value) if logged.reward.value_weighted else (lambda value: 1.0)  # noqa: E731
     for a in range(0, n, CHUNK):
         part = frame.iloc[a:a + CHUNK]
         users, now = part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64")
@@ -242,11 +269,17 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
             actions[name].add(*acts)
             q_rows = score(store, reward_model, md.scored.take(rows).rows) if artifact is not reward_model \
                 else md.probability[rows]
-            np.add.at(q_target[name], a + md.scored.group[rows], p * q_rows * md.scored.value[rows])
-            target[name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
+            np.add.at(q_target[name], a + md.scored.group[rows], p * q_rows * worth(md.scored.value[rows]))
+            _fill(by_action, name, part, a, logged_key, acts)
         if baselines:
             ex = eligible.rows[0]
-            _uniform(store, reward_model, ex, part, a, logged_key, target["uniform"], q_target["uniform"], rng)
+            voc = store.globals.vocabulary
+            offered = Offered.of(a + ex.group, ex.rows.message_code, ex.rows.channel_code,
+                                 hour_bucket(ex.rows.send_at), len(voc.messages), len(voc.channels))
+            covered = _uniform(store, reward_model, ex, offered, part, a, logged_key,
+                               {key: t["uniform"] for key, t in by_action.items()}, q_target["uniform"], rng, worth)
+            for key, count in covered.items():
+                counts[key] += count
             for policy in priority_baselines:
                 # Greedy on a priority; the reward model's P of the chosen rows is their ``probability``.
                 md = decide_many(store, reward_model, users, now, hist, rng, arm=policy, eligible=eligible).model
@@ -254,20 +287,21 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
                 rows = b.chosen[b.chosen >= 0]
                 acts = _acts(md.scored, rows, b.send_at[rows], np.ones(len(rows)), a)
                 actions[policy.name].add(*acts)
-                q_target[policy.name][a + md.scored.group[rows]] = md.probability[rows] * md.scored.value[rows]
-                target[policy.name][a:a + len(part)] = _probability_of_logged(part, a, logged_key, acts)
+                q_target[policy.name][a + md.scored.group[rows]] = md.probability[rows] * worth(md.scored.value[rows])
+                _fill(by_action, policy.name, part, a, logged_key, acts)
         if progress is not None:
             progress(min(a + CHUNK, n), n)
-    return Replay(target, q_target, {k: v.frame() for k, v in actions.items()})
-
-
-def hour_bucket(times: np.ndarray) -> np.ndarray:
-    """Send times to the hour (a logged send at 10:07 is the 10:00 slot's action)."""
-    return np.asarray(times, dtype=np.int64) // HOUR_NS
+    return Replay(by_action[SLOT.name], q_target, {k: v.frame() for k, v in actions.items()}, SLOT, by_action, counts)
 
 
 def _acts(ex: CandidateRows, rows: np.ndarray, send_at: np.ndarray, p: np.ndarray, offset: int):
     return (offset + ex.group[rows], ex.rows.message_id[rows], ex.rows.channel[rows], send_at, p)
+
+
+def _fill(by_action: dict[str, dict[str, np.ndarray]], name: str, part: pd.DataFrame, offset: int,
+          logged: pd.DataFrame, acts) -> None:
+    for key in KEYS.values():
+        by_action[key.name][name][offset:offset + len(part)] = _probability_of_logged(part, offset, logged, acts, key)
 
 
 def _logged_keys(part: pd.DataFrame, offset: int) -> pd.DataFrame:
@@ -278,13 +312,16 @@ def _logged_keys(part: pd.DataFrame, offset: int) -> pd.DataFrame:
                          "hour": hour_bucket(sent["send_at"].to_numpy(dtype="int64"))})
 
 
-def _probability_of_logged(part: pd.DataFrame, offset: int, logged: pd.DataFrame, acts) -> np.ndarray:
-    """π(logged action | x) per decision of ``part``: the policy's mass on the logged send, or on nothing."""
+def _probability_of_logged(part: pd.DataFrame, offset: int, logged: pd.DataFrame, acts,
+                           key: ActionKey = SLOT) -> np.ndarray:
+    """π(logged action | x) per decision of ``part``: the policy's mass on the logged send's action (matched on
+    ``key``'s columns: summed over the policy's slots when the key has no hour), or on nothing."""
     decision, message, channel, send_at, p = acts
     chosen = pd.DataFrame({"decision": decision, "message_id": message, "channel": channel,
                            "hour": hour_bucket(send_at), "p": p})
+    on = ["decision", *key.columns]
     out = np.zeros(len(part))
-    hit = logged.merge(chosen, on=["decision", "message_id", "channel", "hour"], how="inner")
+    hit = logged[on].merge(chosen[[*on, "p"]], on=on, how="inner")
     np.add.at(out, hit["decision"].to_numpy(dtype=np.int64) - offset, hit["p"].to_numpy())
     sends = np.zeros(len(part))
     np.add.at(sends, np.asarray(decision, dtype=np.int64) - offset, p)
@@ -293,32 +330,43 @@ def _probability_of_logged(part: pd.DataFrame, offset: int, logged: pd.DataFrame
     return out
 
 
-def _uniform(store, reward_model, ex: CandidateRows, part, offset, logged, target, q_target, rng) -> None:
-    """Uniform over every eligible (message, channel, slot): exact π, sampled q̂ (mean of UNIFORM_SAMPLE draws)."""
+def _uniform(store, reward_model, ex: CandidateRows, offered: Offered, part, offset, logged,
+             targets: dict[str, np.ndarray], q_target, rng, worth) -> dict[str, int]:
+    """Uniform over every eligible (message, channel, slot) (``offered``, by action key): exact π of the logged
+    action under each key (``targets``: the key's array to fill), sampled q̂ (mean of UNIFORM_SAMPLE draws).
+    Returns the logged sends among the eligible actions under each key (those it gives a positive probability)."""
     size = np.bincount(ex.group, minlength=ex.n_groups)
-    rows = pd.DataFrame({"decision": offset + ex.group, "message_id": ex.rows.message_id,
-                         "channel": ex.rows.channel, "hour": hour_bucket(ex.rows.send_at)})
-    hit = logged.merge(rows.drop_duplicates(), on=["decision", "message_id", "channel", "hour"], how="inner")
-    p = np.zeros(len(part))
-    d = hit["decision"].to_numpy(dtype=np.int64) - offset
-    p[d] = 1.0 / size[d]
     nothing = ~part["sent"].to_numpy(dtype=bool)
-    p[nothing] = (size[nothing] == 0).astype(float)
-    target[offset:offset + len(part)] = p
+    voc = store.globals.vocabulary
+    d = logged["decision"].to_numpy(dtype=np.int64)
+    message = voc.messages.get_indexer(logged["message_id"])
+    channel = voc.channels.get_indexer(logged["channel"])
+    covered = {}
+    for key in KEYS.values():
+        candidates = offered.candidates_of(key, d, message, channel, logged["hour"].to_numpy())
+        hit = candidates > 0
+        covered[key.name] = int(hit.sum())
+        p = np.zeros(len(part))
+        # A (message, channel) holds its slots' candidates; a slot's action is one candidate, as it always was.
+        p[d[hit] - offset] = (1.0 if key is SLOT else candidates[hit]) / size[d[hit] - offset]
+        p[nothing] = (size[nothing] == 0).astype(float)
+        targets[key.name][offset:offset + len(part)] = p
     has = np.flatnonzero(size > 0)
     if len(has):
         starts = np.r_[0, np.cumsum(size)[:-1]]
         draws = starts[has, None] + (rng.random((len(has), UNIFORM_SAMPLE)) * size[has, None]).astype(np.int64)
         flat = draws.ravel()
-        q = score(store, reward_model, ex.take(flat).rows) * ex.value[flat]
+        q = score(store, reward_model, ex.take(flat).rows) * worth(ex.value[flat])
         q_target[offset + has] = q.reshape(len(has), UNIFORM_SAMPLE).mean(axis=1)
+    return covered
 
 
-def popularity(store: FeatureStore, history_rows: pd.DataFrame):
+def popularity(store: FeatureStore, history_rows: pd.DataFrame, outcome: str = "convert"):
     """Priority of each candidate under ``popular``, from the training set's sends before the test window:
-    the message's attributed conversions, then the channel's conversion rate, then the local hour's."""
+    the message's attributed conversions (``outcome``: the reward's, clicks on a click log), then the
+    channel's conversion rate, then the local hour's."""
     voc = store.globals.vocabulary
-    converted = history_rows[history_rows["label"].to_numpy() >= GRADE["convert"]]
+    converted = history_rows[history_rows["label"].to_numpy() >= GRADE[outcome]]
     by_message = converted["message_id"].value_counts().reindex(voc.messages).fillna(0.0).to_numpy()
     rate_channel = (converted["channel_name"].value_counts() / history_rows["channel_name"].value_counts())
     rate_hour = (converted["time_local_hour"].round().value_counts()
@@ -410,9 +458,10 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
     from features.pipeline import Globals, partition, partition_of
 
     began = time.perf_counter()
+    reward = reward_of(dataset.events)
     if horizon_hours == "auto":
-        horizon_hours = outcome_horizon(dataset, config.attribution)
-    logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed, horizon_hours)
+        horizon_hours = outcome_horizon(dataset, config.attribution, outcome=reward.outcome)
+    logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed, horizon_hours, reward)
     frame = logged.frame
     shared = Globals.build(dataset, config)
     parts = partition_of(frame["user_id"], partitions) if partitions > 1 else np.zeros(len(frame), np.int64)
@@ -424,7 +473,7 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
             continue
         data = partition(dataset, partitions, index) if partitions > 1 else dataset
         store = FeatureStore.build(data, config, shared)
-        sub = LoggedDecisions(frame.iloc[rows].reset_index(drop=True), logged.scope)
+        sub = LoggedDecisions(frame.iloc[rows].reset_index(drop=True), logged.scope, reward=reward)
 
         def tick(k: int, n: int, base=done[0]) -> None:
             if progress is not None:
@@ -435,16 +484,22 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
         done[0] += len(rows)
         del store
     names = list(pieces[0][1].target) if pieces else list(artifacts) + ["uniform", "popular", "rules"]
-    target = {k: np.zeros(len(frame)) for k in names}
+    by_action = {key: {k: np.zeros(len(frame)) for k in names} for key in KEYS}
+    counts = dict.fromkeys(KEYS, 0)
     q_target = {k: np.zeros(len(frame)) for k in names}
     actions: dict[str, list[pd.DataFrame]] = {}
     for rows, r in pieces:
         for k in names:
-            target[k][rows] = r.target[k]
             q_target[k][rows] = r.q_target[k]
+            for key in KEYS:
+                by_action[key][k][rows] = r.by_action[key][k]
+        for key in KEYS:
+            counts[key] += r.covered[key]
         for k, acts in r.actions.items():
             actions.setdefault(k, []).append(acts.assign(decision=rows[acts["decision"].to_numpy(dtype=np.int64)]))
-    replayed = Replay(target, q_target, {k: pd.concat(v, ignore_index=True) for k, v in actions.items()})
+    action = choose(counts)
+    replayed = Replay(by_action[action.name], q_target,
+                      {k: pd.concat(v, ignore_index=True) for k, v in actions.items()}, action, by_action, counts)
     values = estimates(logged, replayed, seed=seed)
     truth, seen = None, 0
     if sim_config is not None:
@@ -461,7 +516,9 @@ def policy_metrics(report: PolicyReport) -> dict[str, float]:
     out = {"policy_decisions": float(len(report.logged.frame)),
            "policy_decisions_sent": float(report.logged.frame["sent"].sum()),
            "policy_logged_mean_reward": float(report.logged.frame["reward"].mean()) if len(report.logged.frame) else float("nan"),
-           "policy_eval_seconds": report.seconds}
+           "policy_eval_seconds": report.seconds,
+           "policy_actions_with_slot": float(report.replayed.action is SLOT),
+           **{f"policy_logged_sends_eligible_{key}": float(n) for key, n in report.replayed.covered.items()}}
     for name, v in report.values.items():
         for key in ("snips", "snips_low", "snips_high", "dr", "dr_low", "dr_high", "ips", "ess", "matched",
                     "true_value"):

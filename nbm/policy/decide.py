@@ -4,9 +4,11 @@ Given the scored candidates of one user (every eligible message × channel × se
 probability), it
 
 1. applies the contact policy (caps, gaps, cooldowns; quiet hours move the send time);
-2. arbitrates: expected value = probability × message value × business weight; per (message, channel) the
-   best allowed slot is its send time;
-3. sends nothing when the best expected value is below ``threshold`` (``reason = "below_threshold"``);
+2. arbitrates: expected value = probability × message value × business weight − the send's expected cost
+   (unsubscribe cost × P(unsubscribe), when the caller gives it); per (message, channel) the best allowed
+   slot is its send time;
+3. sends nothing when the best expected value is below ``threshold`` (``reason = "below_threshold"``): with
+   a cost, a send whose risk outweighs its value is not made;
 4. lets the explorer choose among the remaining (message, channel) pairs and returns the propensity.
 
 Pure (no I/O, randomness only through ``rng``), so the service, batch scoring and offline replay call the
@@ -40,9 +42,21 @@ class ScoredCandidates:
     pair: np.ndarray | None = None
     """Per row, when the caller has it: an integer naming its (decision, message, channel), the same for
     the rows of one pair and increasing with the decision (computed from the ids when absent)."""
+    cost: np.ndarray | None = None
+    """Per row: the expected cost of the send (unsubscribe cost × P(unsubscribe)), subtracted from its
+    expected value; ``None``: no cost."""
 
     def __len__(self) -> int:
         return len(self.message_id)
+
+    def expected(self) -> np.ndarray:
+        """Expected value of each row: probability × value × weight − cost."""
+        out = np.asarray(self.probability, dtype=float) * np.asarray(self.value, dtype=float)
+        if self.weight is not None:
+            out = out * np.asarray(self.weight, dtype=float)
+        if self.cost is not None:
+            out = out - np.asarray(self.cost, dtype=float)
+        return out
 
 
 @dataclass(frozen=True)
@@ -122,8 +136,7 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     if not n:
         return BatchDecision(chosen, propensity, error, reason, contact.allowed, contact.reason, contact.send_at,
                              empty, empty, np.zeros(0), empty)
-    weight = np.ones(n) if candidates.weight is None else np.asarray(candidates.weight, dtype=float)
-    expected = np.asarray(candidates.probability, dtype=float) * np.asarray(candidates.value, dtype=float) * weight
+    expected = candidates.expected()
     if candidates.pair is not None:
         pair = np.asarray(candidates.pair, dtype=np.int64)
     else:
@@ -270,7 +283,8 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     for rank in range(k):
         sub = candidates if rank == 0 else ScoredCandidates(
             *(take(getattr(candidates, f), keep) for f in ("message_id", "channel", "send_at", "probability", "value")),
-            *(None if getattr(candidates, f) is None else take(getattr(candidates, f), keep) for f in ("weight", "pair")))
+            *(None if getattr(candidates, f) is None else take(getattr(candidates, f), keep)
+              for f in ("weight", "pair", "cost")))
         b = decide_batch(group if rank == 0 else group[keep], n_groups, sub, hist, timezones, policy, explorer, rng,
                          threshold, statistics if (statistics is None or rank == 0) else statistics.take(keep),
                          contact if rank == 0 else None)
@@ -322,8 +336,7 @@ def _reslot(reslot: Reslot, rows: np.ndarray, decided: np.ndarray, at: np.ndarra
     if rank > 0:     # the earlier picks of the decision are in ``hist`` now: judge the slots again with them
         verdict = apply_contact_policy_batch(decided[owner], extra.channel, extra.message_id, extra.send_at,
                                              timezones, hist, policy)
-    weight = 1.0 if extra.weight is None else np.asarray(extra.weight, dtype=float)
-    expected = np.asarray(extra.probability, dtype=float) * np.asarray(extra.value, dtype=float) * weight
+    expected = extra.expected()
     ok = np.flatnonzero(np.asarray(verdict.allowed, dtype=bool))
     if not len(ok):
         return

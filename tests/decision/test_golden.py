@@ -48,7 +48,8 @@ def golden(tmp_path_factory):
         dataset, _ = load_dataset(data, config)
         split = time_split(build_training_set(dataset, config), valid_days=5, test_days=5)
         # One thread, a fixed number of rounds: the same trees on any machine with this LightGBM.
-        artifact = fit_ranker(split, RankerParams(num_threads=1, num_boost_round=60, early_stopping_rounds=60))
+        artifact = fit_ranker(split, RankerParams(objective="binary", num_threads=1, num_boost_round=60,
+                                                  early_stopping_rounds=60))
         artifact.save(model)
         now = pd.Timestamp(dataset.events["timestamp"].max()).ceil("D")
         yield data, model, home, now, config, dataset, split, artifact

@@ -19,7 +19,8 @@ def served_world(tmp_path_factory) -> tuple[Path, Path]:
     os.environ["NBM_HOME"] = str(home)
     try:
         assert main(["simulate", "--out", str(data), "--users", "1500", "--days", "30", "--seed", "5"]) == 0
-        assert main(["train", "--data", str(data), "--no-policy-eval", "--valid-days", "5", "--test-days", "5"]) == 0
+        assert main(["train", "--data", str(data), "--no-policy-eval", "--no-compare", "--valid-days", "5",
+                     "--test-days", "5"]) == 0
     finally:
         if old is None:
             os.environ.pop("NBM_HOME", None)

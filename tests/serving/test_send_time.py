@@ -155,6 +155,9 @@ class _Flat:
     """A model that gives every candidate the same probability: with weights of 1 / value, every
     (message, channel, slot) of a decision ties for the best expected value."""
 
+    followup = None
+    risk = None
+
     def __init__(self, artifact) -> None:
         self.artifact = artifact
 
