@@ -34,7 +34,12 @@ The log is 56 days by default: the ``lifecycle`` world's stages follow 45 days o
 cannot show. The decision day is a Tuesday (``--decide-on``) on which no time zone changes its clock.
 
     .venv/bin/python benchmarks/quality.py [--users 5000] [--days 56] [--seed 0] [--presets default,sparse,…]
-                                           [--decide-on 2026-11-10]
+                                           [--decide-on 2026-11-10] [--objectives binary,lambdarank,binary:click]
+                                           [--unsubscribe-cost 100]
+
+``--objectives`` trains nbm again with each objective (``OBJECTIVE[:TARGET]``) and values its decisions beside the
+default's; ``--unsubscribe-cost C`` makes an unsubscribe cost C in every world and to nbm (``[arbitration]
+unsubscribe_cost``), and values nbm's decisions with cost 0 (send whenever allowed: threshold 0) and ``auto`` too.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import pandas as pd
 from features.declarations import CATEGORICAL, FEATURE_NAMES
 from features.history import History, PopulationRates, codes_in, local_time
 from features.keys import pair
+from features.priors import GLOBAL_PRIOR, PriorStrengths, global_rates
 from nbm.arrays import Spread, distinct_rows, prepend, take
 from nbm.config import NbmConfig
 from nbm.lifecycle import loyal_window_ns, stage_codes
@@ -40,12 +41,12 @@ class Candidates:
         return len(self.user_id)
 
 
-def featurise(history: History, rates: PopulationRates, rows: Candidates) -> pd.DataFrame:
-    """The feature frame of ``rows`` (one row each, same order)."""
-    return pd.DataFrame(featurise_columns(history, rates, rows), copy=False)
+def featurise(history: History, rates: PopulationRates, strengths: PriorStrengths, rows: Candidates) -> pd.DataFrame:
+    """The feature frame of ``rows`` (one row each, same order); rates smoothed with ``strengths``."""
+    return pd.DataFrame(featurise_columns(history, rates, strengths, rows), copy=False)
 
 
-def featurise_columns(history: History, rates: PopulationRates, rows: Candidates,
+def featurise_columns(history: History, rates: PopulationRates, strengths: PriorStrengths, rows: Candidates,
                       spread: bool = False) -> dict[str, np.ndarray | Spread]:
     """:func:`featurise` as a dict of column arrays (no DataFrame: the service's hot path).
 
@@ -60,8 +61,7 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     batch shares its messages across all users. On a training set (every row its own time) nothing is
     shared and each block runs on the rows themselves.
     """
-    voc, cfg = history.vocabulary, history.config
-    strength = cfg.features.prior_strength
+    voc = history.vocabulary
     user = rows.user_code if rows.user_code is not None else history.user_codes(np.asarray(rows.user_id, dtype=object))
     message = rows.message_code if rows.message_code is not None else codes_in(rows.message_id, voc.messages)
     channel = rows.channel_code if rows.channel_code is not None else codes_in(rows.channel, voc.channels)
@@ -72,8 +72,8 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
 
     # Global rates, themselves smoothed toward fixed priors so that an empty history gives sane values
     # (computed once per distinct as-of time).
-    global_rate = _Shared(np.zeros(len(t), np.int64), time_code).apply(lambda i: _global_rates(rates, t[i], strength),
-                                                                       spread)
+    global_rate = _Shared(np.zeros(len(t), np.int64), time_code).apply(
+        lambda i: global_rates(rates, t[i], strengths.population), spread)
 
     by_user = _Shared(user, time_code)
     users = by_user.apply(lambda i: _user_block(history, user[i], t[i]), spread)
@@ -83,32 +83,32 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
     n_ch = len(voc.channels)
     uc = pair(user, np.maximum(channel, 0), n_ch)
     out.update(by_user.within(np.maximum(channel, 0), n_ch, uc, time_code).apply(
-        lambda i: _user_channel_block(history, rates, uc[i], np.maximum(channel[i], 0), t[i], strength,
+        lambda i: _user_channel_block(history, rates, strengths, user[i], uc[i], np.maximum(channel[i], 0), t[i],
                                       _rows(global_rate, i)), spread))
     out["user_contacts_7d"] = users["_sends_7d"]
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
     ut = pair(user, np.maximum(topic, 0), len(voc.topics))
     out.update(by_user.within(np.maximum(topic, 0), len(voc.topics), ut, time_code).apply(
-        lambda i: _user_topic_block(history, rates, ut[i], np.maximum(topic[i], 0), t[i], strength,
+        lambda i: _user_topic_block(history, rates, strengths, user[i], ut[i], np.maximum(topic[i], 0), t[i],
                                     global_click[i], global_open[i]), spread))
     send_code = _codes(send_at)
     slot_key = pair(user, send_code, int(send_code.max()) + 1 if len(send_code) else 1)
     opens90, sends90, visits90 = users["_opens_90d"], users["_sends_90d"], out["user_visits_90d"]
     out.update(_Shared(slot_key, time_code).apply(
-        lambda i: _slot_features(history, user[i], t[i], send_at[i], strength, opens90[i], sends90[i], visits90[i],
+        lambda i: _slot_features(history, user[i], t[i], send_at[i], strengths, opens90[i], sends90[i], visits90[i],
                                  global_open[i]), spread))
 
     n_times = int(time_code.max()) + 1 if len(time_code) else 1
     by_message = _Shared.of_cells((message + 1) * n_times + time_code, (len(voc.messages) + 1) * n_times, message,
                                   time_code)
     out.update(by_message.apply(
-        lambda i: _message_block(history, rates, message[i], t[i], strength, _rows(global_rate, i)), spread))
+        lambda i: _message_block(history, rates, message[i], t[i], strengths, _rows(global_rate, i)), spread))
     out["message_topic"] = topic
     out["channel"] = channel
     um = pair(user, np.maximum(message, 0), len(voc.messages))
     out.update(by_user.within(message + 1, len(voc.messages) + 1, um, time_code).apply(
-        lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strength),
+        lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strengths),
         spread))
 
     if spread:
@@ -118,12 +118,6 @@ def featurise_columns(history: History, rates: PopulationRates, rows: Candidates
                    for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile.items()})
     return columns
-
-
-def _global_rates(rates: PopulationRates, t: np.ndarray, strength: float) -> dict[str, np.ndarray]:
-    overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens", "clicks", "converts"))
-    return {o: (overall[o] + strength * p0) / (overall["sends"] + strength)
-            for o, p0 in (("opens", 0.1), ("clicks", 0.02), ("converts", 0.005))}
 
 
 def _as_int(values):
@@ -278,17 +272,21 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     return out
 
 
-def _user_channel_block(history: History, rates: PopulationRates, uc: np.ndarray, channel: np.ndarray, t: np.ndarray,
-                        strength: float, global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Features of the (user, channel) pair as of ``t``."""
+def _user_channel_block(history: History, rates: PopulationRates, s: PriorStrengths, user: np.ndarray, uc: np.ndarray,
+                        channel: np.ndarray, t: np.ndarray, global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Features of the (user, channel) pair as of ``t``: rates shrunk toward the user's segment's rate of the
+    channel (the channel's population rate without segments)."""
     out: dict[str, np.ndarray] = {}
     dense = history.user_channel.dense(uc)
     uc_sums = history.user_channel.window_totals(uc, t, ("sends", "opens", "clicks"),
                                                  (DAY_NS, 7 * DAY_NS, 30 * DAY_NS, 90 * DAY_NS), dense=dense)
     w30, w90 = uc_sums[30 * DAY_NS], uc_sums[90 * DAY_NS]
     out["uc_sends_30d"], out["uc_opens_30d"], out["uc_clicks_30d"] = w30["sends"], w30["opens"], w30["clicks"]
-    for outcome in ("opens", "clicks"):
-        prior = rates.rate(rates.channel, channel, t, outcome, global_rate[outcome], strength)
+    segment = history.segment_of(user)
+    for outcome, strength, segment_strength in (("opens", s.user_channel_opens, s.segment_channel_opens),
+                                                ("clicks", s.user_channel_clicks, s.segment_channel_clicks)):
+        prior = rates.rate(rates.channel, channel, t, outcome, global_rate[outcome], s.population)
+        prior = rates.segment_rate("channel", segment, channel, t, outcome, prior, segment_strength)
         out[f"uc_{outcome[:-1]}_rate"] = (w90[outcome] + strength * prior) / (w90["sends"] + strength)
     out["uc_hours_since_contact"] = (t - history.user_channel.last_time(uc, t, dense=dense)) / HOUR_NS
     out["uc_contacts_24h"] = uc_sums[DAY_NS]["sends"]
@@ -296,19 +294,26 @@ def _user_channel_block(history: History, rates: PopulationRates, uc: np.ndarray
     return out
 
 
-def _user_topic_block(history: History, rates: PopulationRates, ut: np.ndarray, topic: np.ndarray, t: np.ndarray,
-                      strength: float, global_click: np.ndarray, global_open: np.ndarray) -> dict[str, np.ndarray]:
-    """The user's smoothed affinity to the message's topic as of ``t``."""
+def _user_topic_block(history: History, rates: PopulationRates, s: PriorStrengths, user: np.ndarray, ut: np.ndarray,
+                      topic: np.ndarray, t: np.ndarray, global_click: np.ndarray,
+                      global_open: np.ndarray) -> dict[str, np.ndarray]:
+    """The user's smoothed affinity to the message's topic as of ``t``, shrunk toward the user's segment's
+    rate of the topic (the topic's population rate without segments)."""
     wt = history.user_topic.totals(ut, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
+    segment = history.segment_of(user)
     out = {}
-    for outcome, base in (("clicks", global_click), ("opens", global_open)):
-        prior = rates.rate(rates.topic, topic, t, outcome, base, strength)
+    for outcome, base, strength, segment_strength in (
+            ("clicks", global_click, s.user_topic_clicks, s.segment_topic_clicks),
+            ("opens", global_open, s.user_topic_opens, s.segment_topic_opens)):
+        prior = rates.rate(rates.topic, topic, t, outcome, base, s.population)
+        prior = rates.segment_rate("topic", segment, topic, t, outcome, prior, segment_strength)
         out[f"ut_{outcome[:-1]}_affinity"] = (wt[outcome] + strength * prior) / (wt["sends"] + strength)
     return out
 
 
 def _user_message_block(history: History, rates: PopulationRates, user: np.ndarray, message: np.ndarray,
-                        um: np.ndarray, t: np.ndarray, global_click: np.ndarray, strength: float) -> dict[str, np.ndarray]:
+                        um: np.ndarray, t: np.ndarray, global_click: np.ndarray,
+                        strengths: PriorStrengths) -> dict[str, np.ndarray]:
     """Features of the (user, message) pair as of ``t``: what the user got of it, and their tag affinity."""
     known = message >= 0
     dense = history.user_message.dense(um)            # looked up once for both queries
@@ -318,11 +323,11 @@ def _user_message_block(history: History, rates: PopulationRates, user: np.ndarr
         "um_days_since_received": np.where(known, (t - history.user_message.last_time(um, t, dense=dense)) / DAY_NS,
                                            np.nan),
         "um_engaged": (wm["engaged"] > 0).astype(float) * known,
-        "ug_click_affinity": _tag_affinity(history, rates, user, message, t, global_click, strength),
+        "ug_click_affinity": _tag_affinity(history, rates, user, message, t, global_click, strengths),
     }
 
 
-def _message_block(history: History, rates: PopulationRates, message: np.ndarray, t: np.ndarray, strength: float,
+def _message_block(history: History, rates: PopulationRates, message: np.ndarray, t: np.ndarray, s: PriorStrengths,
                    global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Features of the message alone as of ``t`` (NaN or 0 for a message outside the catalog)."""
     catalog = history.catalog_arrays
@@ -330,7 +335,8 @@ def _message_block(history: History, rates: PopulationRates, message: np.ndarray
     m = np.maximum(message, 0)
     out = {"message_age_days": np.where(known, (t - catalog["start_at"][m]) / DAY_NS, np.nan)}
     per_message = rates.message.totals(m, rates.day_start(t), ("sends", "opens", "clicks", "converts"))
-    for outcome in ("opens", "clicks", "converts"):
+    for outcome, strength in (("opens", s.message_opens), ("clicks", s.message_clicks),
+                              ("converts", s.message_converts)):
         out[f"message_{outcome[:-1]}_rate"] = (per_message[outcome] + strength * global_rate[outcome]) / (
             per_message["sends"] + strength)
     out["message_sends"] = per_message["sends"] * known
@@ -343,40 +349,40 @@ SLOT_FEATURES = ("uh_open_rate", "uh_visit_share", "uw_visit_share", "time_local
 """The features that depend on a candidate's send time; every other feature is the same at every slot."""
 
 
-def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: np.ndarray, strength: float,
+def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: np.ndarray, s: PriorStrengths,
                    opens90: np.ndarray, sends90: np.ndarray, visits90: np.ndarray,
                    global_open: np.ndarray) -> dict[str, np.ndarray]:
     local_hour, local_weekday = local_time(send_at, _zones(history, user))
-    own_open = (opens90 + strength * global_open) / (sends90 + strength)
+    own_open = (opens90 + s.user_opens * global_open) / (sends90 + s.user_opens)
     wh = history.user_hour.totals(pair(user, local_hour, 24), t, ("sends", "opens"), 90 * DAY_NS)
     at_hour = history.visit_hour.totals(pair(user, local_hour, 24), t, ("n",), 90 * DAY_NS)["n"]
     at_day = history.visit_weekday.totals(pair(user, local_weekday, 7), t, ("n",), 90 * DAY_NS)["n"]
     return {
-        "uh_open_rate": (wh["opens"] + strength * own_open) / (wh["sends"] + strength),
-        "uh_visit_share": (at_hour + strength / 24) / (visits90 + strength),
-        "uw_visit_share": (at_day + strength / 7) / (visits90 + strength),
+        "uh_open_rate": (wh["opens"] + s.user_hour_opens * own_open) / (wh["sends"] + s.user_hour_opens),
+        "uh_visit_share": (at_hour + s.user_hour_visits / 24) / (visits90 + s.user_hour_visits),
+        "uw_visit_share": (at_day + s.user_weekday_visits / 7) / (visits90 + s.user_weekday_visits),
         "time_local_hour": local_hour,
         "time_local_weekday": local_weekday,
         "time_hours_until_send": (send_at - t) / HOUR_NS,
     }
 
 
-def reslot_columns(history: History, rates: PopulationRates, base: dict[str, np.ndarray], base_index: np.ndarray,
-                   rows: Candidates) -> dict[str, np.ndarray]:
+def reslot_columns(history: History, rates: PopulationRates, strengths: PriorStrengths, base: dict[str, np.ndarray],
+                   base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:
     """Columns of ``rows``, each the candidate ``base_index`` of ``base`` at another send time.
 
     Only :data:`SLOT_FEATURES` are computed again: equal to :func:`featurise_columns` of ``rows`` (a test
     checks it) at a fraction of the cost — the service scores every slot of its best pairs this way.
     """
-    strength = history.config.features.prior_strength
     shared: dict = {}          # spread columns that shared an index share the new one
     out = {name: take(values, base_index, shared) for name, values in base.items()}
     user = rows.user_code if rows.user_code is not None else history.user_codes(np.asarray(rows.user_id, dtype=object))
     t, send_at = np.asarray(rows.as_of, dtype=np.int64), np.asarray(rows.send_at, dtype=np.int64)
     w90 = history.user.window_totals(user, t, ("opens", "sends", "visits"), (90 * DAY_NS,))[90 * DAY_NS]
     overall = rates.overall.totals(np.zeros(len(t), np.int64), rates.day_start(t), ("sends", "opens"))
-    global_open = (overall["opens"] + strength * 0.1) / (overall["sends"] + strength)
-    for name, values in _slot_features(history, user, t, send_at, strength, w90["opens"], w90["sends"],
+    p = strengths.population
+    global_open = (overall["opens"] + p * GLOBAL_PRIOR["opens"]) / (overall["sends"] + p)
+    for name, values in _slot_features(history, user, t, send_at, strengths, w90["opens"], w90["sends"],
                                        w90["visits"], global_open).items():
         out[name] = values.astype(np.int64) if name in CATEGORICAL else np.asarray(values, dtype=np.float32)
     return out
@@ -434,7 +440,7 @@ def _profile(history: History, user: np.ndarray) -> dict[str, object]:
 
 
 def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, message: np.ndarray, t: np.ndarray,
-                  global_click: np.ndarray, strength: float) -> np.ndarray:
+                  global_click: np.ndarray, strengths: PriorStrengths) -> np.ndarray:
     """Mean over the message's tags of the user's smoothed click rate on that tag (NaN without tags)."""
     m = np.maximum(message, 0)
     counts = np.where(message >= 0, history.tag_start[m + 1] - history.tag_start[m], 0)
@@ -460,7 +466,8 @@ def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, me
     else:
         d_tag, d_user, d_t, d_click, of_q = tag, user[q], t[q], global_click[q], slice(None)
     totals = history.user_tag.totals(pair(d_user, d_tag, n_tags), d_t, ("sends", "clicks"), 90 * DAY_NS)
-    prior = rates.rate(rates.tag, d_tag, d_t, "clicks", d_click, strength)
+    prior = rates.rate(rates.tag, d_tag, d_t, "clicks", d_click, strengths.population)
+    strength = strengths.user_tag_clicks
     affinity = ((totals["clicks"] + strength * prior) / (totals["sends"] + strength))[of_q]
     sums = np.bincount(q, weights=affinity, minlength=len(user))
     with np.errstate(invalid="ignore", divide="ignore"):

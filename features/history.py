@@ -8,7 +8,7 @@ tables, so partitions can be featurised apart (on Dask workers, later) and conca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ import pandas as pd
 from features.asof import AsOfIndex
 from nbm.attribution import attribute
 from features.keys import KeyedIndex, pair
+from features.segments import Segments
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 from nbm.dataset import Dataset
 from nbm.lifecycle import activity_events
@@ -39,6 +40,7 @@ class Vocabulary:
     message_topic: np.ndarray       # topic code per message code
     message_tags: pd.Series         # exploded: index = message code, values = tag code
     attributes: dict[str, pd.Index]  # categories of each text attribute of the users table
+    segments: Segments = field(default_factory=Segments)   # `[features] segment_by` (none: everybody in one)
 
     @classmethod
     def build(cls, messages: pd.DataFrame, config: NbmConfig, users: pd.DataFrame | None = None) -> Vocabulary:
@@ -52,8 +54,9 @@ class Vocabulary:
             for name in users.columns:
                 if name not in TABLES["users"].column_names and not pd.api.types.is_numeric_dtype(users[name].dtype):
                     attributes[name] = pd.Index(sorted(users[name].dropna().astype(str).unique()))
+        segments = Segments.build(users, config.features.segment_by) if users is not None else Segments()
         return cls(pd.Index(config.channels), topics, tags, ids,
-                   topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes)
+                   topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes, segments)
 
 
 FEW_INSTANTS = 64
@@ -129,10 +132,12 @@ class PopulationRates:
     """Global daily counts of sends, opens, clicks and conversions, queried as of the start of a day.
 
     Queries at time ``t`` see only days before the day of ``t``: point-in-time and the same for every
-    partition.
+    partition. With segments (``vocabulary.segments``) and the ``users`` table, also per segment × channel
+    and segment × topic (sends, opens, clicks of the segment's users).
     """
 
-    def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int) -> None:
+    def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int,
+                 users: pd.DataFrame | None = None) -> None:
         masks = event_masks(events)
         counted = masks["send"] | masks["open"] | masks["click"] | masks["convert"]
         day = events["timestamp"].to_numpy(dtype="int64")[counted] // DAY_NS * DAY_NS
@@ -141,8 +146,13 @@ class PopulationRates:
         # Daily counts per (channel, message): the table every other grouping is summed from (small).
         daily = pd.DataFrame({"day": day, "message": message, "channel": channel,
                               **{w: masks[w[:-1]][counted].astype(np.float64) for w in RATE_WEIGHTS}})
-        daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
         self.base = base
+        self.segment_channel: AsOfIndex | None = None
+        self.segment_topic: AsOfIndex | None = None
+        self.n_channels, self.n_topics = len(vocabulary.channels), len(vocabulary.topics)
+        if vocabulary.segments.active and users is not None:
+            self._segment_indexes(daily, events["user_id"][counted], vocabulary, users)
+        daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
         self.daily = daily
         n = len(daily)
         self.overall = self._index(np.zeros(n, dtype=np.int64), np.ones(n, bool))
@@ -156,8 +166,29 @@ class PopulationRates:
         self.tag = AsOfIndex(per_tag["tag"].to_numpy(), per_tag["day"].to_numpy(),
                              {w: per_tag[w].to_numpy() for w in RATE_WEIGHTS}, base)
 
+    def _segment_indexes(self, counted: pd.DataFrame, user_id: pd.Series, vocabulary: Vocabulary,
+                         users: pd.DataFrame) -> None:
+        """Daily sends, opens and clicks per segment × channel and segment × topic (events of users without
+        a ``users`` row belong to no segment)."""
+        codes, names = pd.factorize(user_id)
+        row = pd.Index(users["user_id"].astype(str)).get_indexer(np.asarray(names, dtype=object))
+        of_user = vocabulary.segments.codes(users)
+        segment = np.append(np.where(row >= 0, of_user[np.maximum(row, 0)], -1), -1)[codes]
+        message = counted["message"].to_numpy()
+        topic = np.where(message >= 0, vocabulary.message_topic[np.maximum(message, 0)], -1)
+        weights = ("sends", "opens", "clicks")
+        for name, code, size in (("segment_channel", counted["channel"].to_numpy(), self.n_channels),
+                                 ("segment_topic", topic, self.n_topics)):
+            keep = (segment >= 0) & (code >= 0)
+            frame = pd.DataFrame({"day": counted["day"].to_numpy()[keep], "key": pair(segment[keep], code[keep], size),
+                                  **{w: counted[w].to_numpy()[keep] for w in weights}})
+            frame = frame.groupby(["day", "key"], as_index=False, sort=False).sum()
+            setattr(self, name, AsOfIndex(frame["key"].to_numpy(), frame["day"].to_numpy(),
+                                          {w: frame[w].to_numpy() for w in weights}, self.base))
+
     def indexes(self) -> list[AsOfIndex]:
-        return [self.overall, self.channel, self.message, self.topic, self.tag]
+        return [self.overall, self.channel, self.message, self.topic, self.tag,
+                *(i for i in (self.segment_channel, self.segment_topic) if i is not None)]
 
     def _index(self, keys: np.ndarray, keep: np.ndarray) -> AsOfIndex:
         rows = self.daily[keep]
@@ -172,6 +203,18 @@ class PopulationRates:
         """Population ``outcome`` / sends of each key before the day of ``t``, smoothed toward ``prior``."""
         totals = index.totals(keys, self.day_start(times), ("sends", outcome))
         return (totals[outcome] + strength * prior) / (totals["sends"] + strength)
+
+    def segment_rate(self, by: str, segment: np.ndarray, keys: np.ndarray, times: np.ndarray, outcome: str,
+                     parent: np.ndarray, strength: float) -> np.ndarray:
+        """The ``by`` (``"channel"`` or ``"topic"``) rate of each row's segment before the day of ``t``, smoothed
+        toward ``parent`` (the population's rate of the key); ``parent`` itself for rows without a segment
+        (``segment`` −1), and for every row when no segments are configured."""
+        index = self.segment_channel if by == "channel" else self.segment_topic
+        if index is None or not (segment >= 0).any():
+            return parent
+        size = self.n_channels if by == "channel" else self.n_topics
+        rate = self.rate(index, pair(np.maximum(segment, 0), keys, size), times, outcome, parent, strength)
+        return np.where(segment >= 0, rate, parent)
 
 
 class History:
@@ -199,6 +242,9 @@ class History:
         revenue = np.where(is_["convert"], events["value"].fillna(0.0).to_numpy(), 0.0)
         self.timezone = self._timezones(user)
         self._profile_arrays(dataset)
+        # Segment code of each users row (`[features] segment_by`); none without segments.
+        self.segment = (vocabulary.segments.codes(self.user_frame) if vocabulary.segments.active
+                        else np.zeros(0, dtype=np.int64))
 
         self.user = AsOfIndex(user, times, {
             "visits": is_["visit"], "activity": activity, "converts": is_["convert"], "revenue": revenue,
@@ -234,6 +280,13 @@ class History:
                 (self.user_topic.index, ninety), (self.user_tag.index, ninety), (self.user_hour.index, ninety),
                 (self.visit_hour.index, ninety), (self.visit_weekday.index, ninety),
                 (self.user_message.index, ()), *((k.index, ()) for k in self.last.values())]
+
+    def segment_of(self, user: np.ndarray) -> np.ndarray:
+        """Segment code of each user (the history's codes); −1 without segments or without a users row."""
+        if not len(self.segment):
+            return np.full(len(user), -1, dtype=np.int64)
+        known = user < len(self.segment)
+        return np.where(known, self.segment[np.where(known, user, 0)], -1)
 
     def indexes(self) -> list[AsOfIndex]:
         """Every as-of index of this history."""

@@ -7,6 +7,10 @@ channel, slot) actions of a user. All three go through :func:`features.compute.f
 Scale-out: :func:`partition` splits a dataset by a hash of the canonical ``user_id``; each partition is
 featurised with its own history and the shared global tables (:class:`Globals`), and concatenating the
 partitions' results equals featurising the whole (a test checks it).
+
+The strengths of the smoothed rates (:class:`features.priors.PriorStrengths`) are among the shared globals:
+learned once per build from the whole dataset under ``[features] prior_strength = "auto"``, so the training
+set and the online store of the same data smooth alike, and no request recomputes them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from features.compute import (Candidates, channel_loss_features, consented_chann
                               lost_channels, reslot_columns)
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
+from features.priors import PriorStrengths, prior_strengths
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 
@@ -31,18 +36,25 @@ USER_FEATURES = tuple(f.name for f in FEATURES if f.entity == "user")
 
 @dataclass(frozen=True)
 class Globals:
-    """What every partition shares: codes, population rates and the time origin."""
+    """What every partition shares: codes, population (and segment) rates, the time origin and the prior
+    strengths of the smoothed rates."""
 
     vocabulary: Vocabulary
     rates: PopulationRates
     base: int
+    strengths: PriorStrengths
 
     @classmethod
-    def build(cls, dataset: Dataset, config: NbmConfig) -> Globals:
+    def build(cls, dataset: Dataset, config: NbmConfig, strengths: PriorStrengths | None = None) -> Globals:
+        """The globals of ``dataset``; ``strengths`` given (learned on another log, say) are used as they are,
+        else they are ``[features] prior_strength``'s: configured, or learned from ``dataset``."""
         vocabulary = Vocabulary.build(dataset.messages, config, dataset.users)
         first = int(dataset.events["timestamp"].min().value) if len(dataset.events) else 0
         base = first - 400 * DAY_NS  # windows reach back at most 90 days; clamping below base is harmless
-        return cls(vocabulary, PopulationRates(dataset.events, vocabulary, base), base)
+        rates = PopulationRates(dataset.events, vocabulary, base, dataset.users)
+        if strengths is None:
+            strengths = prior_strengths(dataset, vocabulary, rates, config)
+        return cls(vocabulary, rates, base, strengths)
 
 
 @dataclass(frozen=True)
@@ -66,14 +78,19 @@ class FeatureStore:
             index.freeze(tuple(d * DAY_NS for d in days))     # any other window is frozen at its first query
         return self
 
+    def prior_strengths(self) -> PriorStrengths:
+        """The smoothing strengths this store's features use (``.as_dict()`` to log them; ``.learned``: the
+        families learned from the data)."""
+        return self.globals.strengths
+
     def featurise(self, rows: Candidates) -> pd.DataFrame:
-        return featurise(self.history, self.globals.rates, rows)
+        return featurise(self.history, self.globals.rates, self.globals.strengths, rows)
 
     def featurise_columns(self, rows: Candidates, spread: bool = False) -> dict:
-        return featurise_columns(self.history, self.globals.rates, rows, spread)
+        return featurise_columns(self.history, self.globals.rates, self.globals.strengths, rows, spread)
 
     def reslot_columns(self, base: dict[str, np.ndarray], base_index: np.ndarray, rows: Candidates) -> dict[str, np.ndarray]:
-        return reslot_columns(self.history, self.globals.rates, base, base_index, rows)
+        return reslot_columns(self.history, self.globals.rates, self.globals.strengths, base, base_index, rows)
 
     def channel_losses(self, user_code: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(users × channels of the vocabulary) bool twice: each user's consent, and the channels the user
@@ -153,13 +170,15 @@ def partition_of(user_ids: pd.Series, n_partitions: int) -> np.ndarray:
 
 
 
-def build_training_set(dataset: Dataset, config: NbmConfig, partitions: int = 1) -> pd.DataFrame:
+def build_training_set(dataset: Dataset, config: NbmConfig, partitions: int = 1,
+                       shared: Globals | None = None) -> pd.DataFrame:
     """The training set of ``dataset``, built one user partition at a time.
 
     With ``partitions > 1`` only one partition's indexes are in memory at once; the result equals the
-    single-pass one (same rows, same order: by send time, then event id).
+    single-pass one (same rows, same order: by send time, then event id). ``shared``: the dataset's
+    :class:`Globals` when the caller built them already (to log ``shared.strengths.as_dict()``, say).
     """
-    shared = Globals.build(dataset, config)
+    shared = shared or Globals.build(dataset, config)
     if partitions <= 1:
         return FeatureStore.build(dataset, config, shared).training_set()
     parts = [FeatureStore.build(partition(dataset, partitions, i), config, shared).training_set()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -172,7 +172,21 @@ class ActivityConfig(_Section):
 class FeatureConfig(_Section):
     """The feature pipeline: smoothing, candidate send slots, ranking groups."""
 
-    prior_strength: float = Field(10.0, gt=0, description="pseudo-sends of empirical-Bayes smoothing toward population rates")
+    PRIOR_FAMILIES: ClassVar[tuple[str, ...]] = (
+        "population", "message_opens", "message_clicks", "message_converts", "user_opens",
+        "user_channel_opens", "user_channel_clicks", "user_topic_opens", "user_topic_clicks", "user_tag_clicks",
+        "user_hour_opens", "user_hour_visits", "user_weekday_visits",
+        "segment_channel_opens", "segment_channel_clicks", "segment_topic_opens", "segment_topic_clicks")
+    """The families of smoothed rates, each with its own strength (features/priors.py, docs/features.md)."""
+
+    prior_strength: Literal["auto"] | float | dict[str, float] = Field(
+        "auto", description="pseudo-sends of the smoothing of rates toward their parent's rate: \"auto\" learns one "
+                            "strength per family of rates from the log (empirical Bayes); a number sets every family; "
+                            "a table {family = number} sets those families and learns the others")
+    segment_by: tuple[str, ...] = Field(
+        (), description="user attribute columns whose combinations are segments: user x channel and user x topic "
+                        "rates shrink toward the segment's rate (itself shrunk toward the population's); empty: "
+                        "toward the population's")
     slot_hours: tuple[int, ...] = Field((8, 10, 12, 15, 18, 21), min_length=1,
                                         description="local hours at which a candidate send may be scheduled")
     horizon_hours: float = Field(24.0, gt=0, description="candidate slots lie within this many hours of the decision")
@@ -186,6 +200,29 @@ class FeatureConfig(_Section):
         if any(not 0 <= h <= 23 for h in value) or len(set(value)) != len(value):
             raise ValueError(f"`slot_hours` must be distinct hours in 0..23, got {list(value)!r}")
         return tuple(sorted(value))
+
+    @field_validator("prior_strength")
+    @classmethod
+    def _strength(cls, value: str | float | dict[str, float]) -> str | float | dict[str, float]:
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(cls.PRIOR_FAMILIES))
+            if unknown:
+                raise ValueError(f"`prior_strength`: unknown famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
+                                 f"expected among {list(cls.PRIOR_FAMILIES)}")
+            bad = {k: v for k, v in value.items() if not (np.isfinite(v) and v > 0)}
+        else:
+            bad = {} if value == "auto" or (np.isfinite(value) and value > 0) else {"": value}
+        if bad:
+            raise ValueError(f"`prior_strength` must be \"auto\", a positive number or a table of positive numbers, "
+                             f"got {value!r}")
+        return value
+
+    @field_validator("segment_by")
+    @classmethod
+    def _segments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or any(not c or c != c.strip() for c in value):
+            raise ValueError(f"`segment_by` must be distinct non-empty column names, got {list(value)!r}")
+        return value
 
 
 class TrainingConfig(_Section):

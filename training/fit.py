@@ -19,10 +19,12 @@ from sklearn.linear_model import LogisticRegression
 from nbm.attribution import GRADE
 from features.declarations import CATEGORICAL, FEATURE_NAMES
 from nbm.artifact import Calibrator, FollowUp, ScoringArtifact, library_versions
-from nbm.shrinkage import beta_binomial_strength, shrink
+from nbm.shrinkage import shrink, strength_or
 from nbm.errors import UnusableInputError
 
 DAY = pd.Timedelta(days=1)
+FOLLOWUP_STRENGTH = 30.0
+"""Pseudo-clicks of a funnel's P(convert | click) toward its parent's rate when the data cannot learn them."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,8 @@ def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams(),
 def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFrame | None = None) -> FollowUp:
     """P(``target`` | ``given``) per message from the sends in ``rows``: each message's rate shrunk toward its
     topic's (``catalog``'s message_id → topic; without it one topic), each topic's toward the overall rate,
-    with beta-binomial strengths learned by the method of moments (:func:`nbm.shrinkage.beta_binomial_strength`).
+    with beta-binomial strengths learned by maximum marginal likelihood (:func:`nbm.shrinkage.fit_strength`;
+    :data:`FOLLOWUP_STRENGTH` pseudo-clicks where too few messages or topics say anything).
     Only sends that reached ``given`` count as trials: the rates are conditional on it."""
     reached = target_of(rows, given).astype(bool)
     hit = target_of(rows, target)[reached]
@@ -188,10 +191,11 @@ def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFr
     by_message["topic"] = [topic_of.get(m, "") for m in by_message.index]
     by_topic = by_message.groupby("topic", sort=True)[["sum", "size"]].sum()
     overall = float((by_topic["sum"].sum() + 0.5) / (by_topic["size"].sum() + 1.0))     # Jeffreys: never 0
-    topic_strength = beta_binomial_strength(by_topic["sum"], by_topic["size"])
+    topic_strength = strength_or(by_topic["sum"], by_topic["size"], overall, FOLLOWUP_STRENGTH, min_cells=3)
     topic_rate = pd.Series(shrink(by_topic["sum"], by_topic["size"], overall, topic_strength), index=by_topic.index)
     message_prior = topic_rate.reindex(by_message["topic"]).to_numpy()
-    message_strength = beta_binomial_strength(by_message["sum"], by_message["size"])
+    message_strength = strength_or(by_message["sum"], by_message["size"], message_prior, FOLLOWUP_STRENGTH,
+                                   min_cells=5)
     message_rate = shrink(by_message["sum"], by_message["size"], message_prior, message_strength)
     return FollowUp(given, {str(m): float(r) for m, r in zip(by_message.index, message_rate)},
                     {str(t): float(r) for t, r in topic_rate.items()}, {str(m): str(t) for m, t in topic_of.items()},

@@ -27,7 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from features.pipeline import build_training_set
+from features.pipeline import Globals, build_training_set
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UnusableInputError
@@ -68,7 +68,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         raise UnusableInputError(f"no valid events in {data}")
     partitions = max(1, -(-len(dataset.events) // PARTITION_EVENTS))
     with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s))…"):
-        rows = build_training_set(dataset, config, partitions)
+        shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths
+        rows = build_training_set(dataset, config, partitions, shared=shared)
     split = time_split(rows, valid_days, test_days)
     console.print(describe_split(split, derived=valid_days is None or test_days is None))
     use_tracking(config, experiment)
@@ -110,6 +111,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         metrics.update(risk_model=float(risk.booster is not None), risk_overall_rate=risk.overall,
                        **{"unsubscribe_cost_auto_" + re.sub(r"[^A-Za-z0-9_.-]", "_", c): v
                           for c, v in risk.channel_costs.items()})
+        metrics.update({f"prior_strength_{k}": v for k, v in shared.strengths.as_dict().items()})
         if artifact.followup is not None:
             metrics.update({f"followup_strength_{k}": v for k, v in artifact.followup.strengths.items()})
             metrics["followup_overall"] = artifact.followup.overall

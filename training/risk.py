@@ -27,7 +27,7 @@ from features.declarations import CATEGORICAL
 from nbm.artifact import Calibrator, Risk, ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
-from nbm.shrinkage import beta_binomial_strength, shrink
+from nbm.shrinkage import shrink, strength_or
 
 MIN_POSITIVES = 30
 """Unsubscribes needed in the training and in the validation window to fit the risk model."""
@@ -76,7 +76,7 @@ def fit_risk(dataset: Dataset, split, artifact: ScoringArtifact, config: NbmConf
     channel = seen["channel_name"].to_numpy(dtype=object)
     by_channel = pd.DataFrame({"channel": channel, "y": y}).groupby("channel")["y"].agg(["sum", "size"])
     overall = float((y.sum() + 0.5) / (len(y) + 1.0))
-    strength = beta_binomial_strength(by_channel["sum"], by_channel["size"])
+    strength = strength_or(by_channel["sum"], by_channel["size"], overall, default=1000.0, min_cells=2)
     rates = dict(zip(by_channel.index.astype(str), map(float, shrink(by_channel["sum"], by_channel["size"], overall,
                                                                         strength))))
     costs, default_cost = channel_costs(dataset, seen, config.arbitration.unsubscribe_horizon_days)

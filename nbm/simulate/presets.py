@@ -95,8 +95,9 @@ SPARSE = Preset(
     nbm_toml="""\
 # Sparse outcomes: conversions ~0.2 % of sends, clicks 10-50x more frequent.
 [features]
-prior_strength = 200.0   # pseudo-sends toward the population rate: a 0.2 % rate needs hundreds
 group_by = "user"        # ranking groups of several sends (a user-day holds one send)
+# prior_strength stays "auto": the smoothing of each family of rates is learned from the log
+# (a fixed 200 pseudo-sends, the earlier advice, flattened every person's click affinities)
 """,
 )
 
@@ -115,7 +116,6 @@ TASTE = Preset(
     nbm_toml="""\
 # Individual taste: a person's own topics say more than the population's.
 [features]
-prior_strength = 3.0     # trust a person's own rates after a few sends
 group_by = "user"        # rank within a person: which messages engage them most
 
 [explorer]
@@ -137,7 +137,6 @@ TIMING = Preset(
     nbm_toml="""\
 # Personal send times: the hour is most of the decision.
 [features]
-prior_strength = 3.0                  # a person's own hour-of-day open rates after a few sends
 slot_hours = [8, 10, 12, 15, 18, 21]  # score every slot the brand may send at (21 h is quiet: moved to 8 h)
 horizon_hours = 24.0
 """,
@@ -178,9 +177,6 @@ CHURN = Preset(
     ),
     nbm_toml="""\
 # A catalog that turns over weekly: retrain daily (`nbm train`).
-[features]
-prior_strength = 30.0    # a message's own rates are days old: lean on the population's
-
 [explorer]
 epsilon = 0.2            # new messages need sends to be learned
 """,

@@ -4,6 +4,10 @@ service's ``Engine.recommend_many`` (with its decision log) and the off-policy r
 
 The digests were taken before the decision path moved into ``decision/`` (issue 38) and must not change
 when code moves: a change here is a change of behaviour, to be explained in the commit that makes it.
+Re-pinned once since (issue 39): ``[features] prior_strength = "auto"`` learns the smoothing of every family
+of rates from the log, which changes feature values; with ``prior_strength = 10`` the earlier digests still
+hold. The model here stays ``binary`` on conversions (the default objective is now ``funnel``) so that this
+test keeps guarding the decision path, not the choice of objective.
 What is hashed is what a caller sees, canonicalised: scores to 4 decimals (the compiled booster's last
 bits follow the CPU), propensities and OPE probabilities to 6, expected rewards to 4; random decision ids
 left out (the service's are ``os.urandom``). On a mismatch the test prints the summary of what it saw,
@@ -89,14 +93,14 @@ def _check(name: str, seen, pinned: dict[str, str], summary: dict) -> None:
 
 
 PINNED = {
-    "recommend_greedy": "2d7f0200d15d8ada",
-    "recommend_epsilon": "da616c5e37f4b60b",
-    "service": "23b70bd870c9d6b4",
-    "service_log": "7c0cb52a1e07df45",
-    "service_experiment": "fa24e184d39924a4",
-    "service_log_experiment": "87843b503f31eb9b",
-    "recommend_experiment": "d075947167659a89",
-    "replay": "f29f1d6d5abbbdd0",
+    "recommend_greedy": "eea80850ba395857",
+    "recommend_epsilon": "dc74d18f1465e30f",
+    "service": "664a50e40434a363",
+    "service_log": "f589e50503bd1a8b",
+    "service_experiment": "0bd922ad7bb25c7c",
+    "service_log_experiment": "b6f71f6af9faf448",
+    "recommend_experiment": "fc899a66ad61a38e",
+    "replay": "936af3b2916ab333",
 }
 """Digests taken at 3608c78, before anything moved (see the module docstring)."""
 

@@ -4,6 +4,10 @@
 - adding any events at or after t never changes them (hypothesis);
 - the online snapshot as of now equals the offline features of a decision at now;
 - featurising two user partitions and concatenating equals featurising the whole.
+
+The smoothing strengths learned under ``prior_strength = "auto"`` are hyperparameters of the log given to
+the build (features/priors.py): point-in-time holds for the same strengths, so the tests that change the
+log pin the full log's strengths (and one shows that a fixed number needs no pinning).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.compute import Candidates
 from features.declarations import FEATURE_NAMES
 from features.pipeline import FeatureStore, Globals, partition
+from nbm.config import NbmConfig
 from nbm.schema import EVENT_TYPES
 
 
@@ -33,19 +39,24 @@ def _queries(dataset, t: int, n: int = 60, seed: int = 0) -> Candidates:
     )
 
 
-def _features(dataset, config, rows: Candidates) -> pd.DataFrame:
-    return FeatureStore.build(dataset, config).featurise(rows)
+def _features(dataset, config, rows: Candidates, strengths=None) -> pd.DataFrame:
+    return FeatureStore.build(dataset, config, Globals.build(dataset, config, strengths)).featurise(rows)
 
 
-def test_truncating_the_log_at_t_changes_nothing_at_t(dataset, config) -> None:
+@pytest.mark.parametrize("setting", [{}, {"prior_strength": 7.5}, {"segment_by": ["country", "age_band"]}],
+                         ids=["auto", "fixed", "segments"])
+def test_truncating_the_log_at_t_changes_nothing_at_t(dataset, setting) -> None:
+    config = NbmConfig.model_validate({"features": setting})
     stamps = dataset.events["timestamp"]
+    # "auto": the strengths learned on the full log, pinned (they are hyperparameters of the log).
+    strengths = None if "prior_strength" in setting else Globals.build(dataset, config).strengths
     for quantile in (0.3, 0.6, 0.9):
         t = int(stamps.quantile(quantile).value)
         rows = _queries(dataset, t, seed=int(quantile * 10))
         # Include exact send times: their own send sits at t and must not count.
-        full = _features(dataset, config, rows)
+        full = _features(dataset, config, rows, strengths)
         truncated = replace(dataset, events=dataset.events[stamps.to_numpy(dtype="int64") < t].reset_index(drop=True))
-        pd.testing.assert_frame_equal(full, _features(truncated, config, rows))
+        pd.testing.assert_frame_equal(full, _features(truncated, config, rows, strengths))
 
 
 def test_a_send_does_not_see_itself_in_the_training_set(dataset, config) -> None:
@@ -78,7 +89,8 @@ event_rows = st.lists(
 def test_events_at_or_after_t_never_change_features_at_t(dataset, config, extra) -> None:
     t = int(dataset.events["timestamp"].quantile(0.5).value)
     rows = _queries(dataset, t, n=40, seed=3)
-    before = _features(dataset, config, rows)
+    strengths = _strengths_of(dataset, config)
+    before = _features(dataset, config, rows, strengths)
     users = dataset.users["user_id"].to_numpy(dtype=object)
     messages = dataset.messages["message_id"].to_numpy(dtype=object)
     added = pd.DataFrame({
@@ -96,7 +108,18 @@ def test_events_at_or_after_t_never_change_features_at_t(dataset, config, extra)
     added = added.astype({c: dataset.events[c].dtype for c in added.columns if c in dataset.events})
     events = pd.concat([dataset.events, added[dataset.events.columns]], ignore_index=True)
     events = events.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
-    pd.testing.assert_frame_equal(before, _features(replace(dataset, events=events), config, rows))
+    pd.testing.assert_frame_equal(before, _features(replace(dataset, events=events), config, rows, strengths))
+
+
+_LEARNED: dict = {}
+
+
+def _strengths_of(dataset, config):
+    """The strengths learned on ``dataset`` (once: hypothesis calls the test many times)."""
+    key = id(dataset)
+    if key not in _LEARNED:
+        _LEARNED[key] = Globals.build(dataset, config).strengths
+    return _LEARNED[key]
 
 
 def test_online_snapshot_equals_offline_features_at_now(dataset, config) -> None:
@@ -183,12 +206,12 @@ def test_reslot_columns_equal_featurising_at_the_other_slot() -> None:
     full = store.featurise_columns(rows)
     base_index = np.zeros(len(rows), dtype=np.int64)        # every row from the first one's columns …
     same_pair = (rows.message_id == rows.message_id[0]) & (rows.channel == rows.channel[0])
-    again = reslot_columns(store.history, store.globals.rates, full, base_index, rows)
+    again = reslot_columns(store.history, store.globals.rates, store.globals.strengths, full, base_index, rows)
     for name, values in full.items():                     # … equals featurising the row itself
         np.testing.assert_array_equal(np.asarray(again[name])[same_pair], np.asarray(values)[same_pair], err_msg=name)
     # Spread columns (scoring's form) hold the same values, before and after reslotting.
     spread = store.featurise_columns(rows, spread=True)
-    again_spread = reslot_columns(store.history, store.globals.rates, spread, base_index, rows)
+    again_spread = reslot_columns(store.history, store.globals.rates, store.globals.strengths, spread, base_index, rows)
     for name, values in full.items():     # built and cast as the plain columns are
         dtype = np.asarray(values).dtype
         np.testing.assert_array_equal(np.asarray(spread[name]).astype(dtype), np.asarray(values), err_msg=name)
