@@ -80,8 +80,14 @@ FEATURES: tuple[Feature, ...] = (
     _f("uh_open_rate", "user×hour", "90 days",
        "Opens / sends at the candidate's local hour of day, smoothed toward the user's own open rate "
        "(`user_hour_opens`; the own rate toward the overall one, `user_opens`)."),
+    _f("uh_open_rate_near", "user×hour", "90 days",
+       "Opens / sends at the hours around the candidate's local hour (± 2 h, Gaussian weights of width 1.5 h), "
+       "smoothed toward the user's own open rate."),
     _f("uh_visit_share", "user×hour", "90 days",
        "Share of the user's visits at the candidate's local hour, smoothed toward 1/24 (`user_hour_visits`)."),
+    _f("uh_visit_share_near", "user×hour", "90 days",
+       "Share of the user's visits at the hours around the candidate's local hour (± 2 h, Gaussian weights of "
+       "width 1.5 h, per hour), smoothed toward 1/24."),
     _f("uw_visit_share", "user×hour", "90 days",
        "Share of the user's visits on the candidate's local weekday, smoothed toward 1/7 (`user_weekday_visits`)."),
     _f("message_age_days", "message", "catalog", "Days since the message's start_at (missing when it has none)."),
