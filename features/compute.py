@@ -349,7 +349,8 @@ NEAR_HOURS = 2
 NEAR_WEIGHTS = np.exp(-0.5 * (np.arange(NEAR_HOURS + 1) / 1.5) ** 2)
 """Weight of the counts d hours away (d = 0 … NEAR_HOURS): a Gaussian of width 1.5 h."""
 
-SLOT_FEATURES = ("uh_open_rate", "uh_open_rate_near", "uh_visit_share", "uh_visit_share_near", "uw_visit_share", "time_local_hour", "time_local_weekday",
+SLOT_FEATURES = ("uh_open_rate", "uh_open_rate_near", "uh_visit_share", "uh_visit_share_near",
+                 "uh_hours_from_visit_peak", "user_visit_hour_concentration", "uw_visit_share", "time_local_hour", "time_local_weekday",
                  "time_hours_until_send")
 """The features that depend on a candidate's send time; every other feature is the same at every slot."""
 
@@ -374,7 +375,17 @@ def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: n
             near_visits = near_visits + NEAR_WEIGHTS[d] * history.visit_hour.totals(pair(user, hour, 24), t, ("n",),
                                                                                    90 * DAY_NS)["n"]
     kernel = NEAR_WEIGHTS[0] + 2 * NEAR_WEIGHTS[1:].sum()
+    # The hour the person visits around: the circular mean of their visits' local hours over 90 days.
+    clock = history.user.totals(user, t, ("visit_cos", "visit_sin", "visits"), 90 * DAY_NS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak = np.mod(np.arctan2(clock["visit_sin"], clock["visit_cos"]) * 24 / (2 * np.pi), 24.0)
+        gap = np.abs(local_hour - peak)
+        from_peak = np.where(clock["visits"] > 0, np.minimum(gap, 24.0 - gap), np.nan)
+        concentration = np.where(clock["visits"] > 0, np.hypot(clock["visit_cos"], clock["visit_sin"])
+                                 / np.maximum(clock["visits"], 1), np.nan)
     return {
+        "uh_hours_from_visit_peak": from_peak,
+        "user_visit_hour_concentration": concentration,
         "uh_open_rate": (wh["opens"] + s.user_hour_opens * own_open) / (wh["sends"] + s.user_hour_opens),
         "uh_open_rate_near": (near_opens + s.user_hour_opens * own_open) / (near_sends + s.user_hour_opens),
         "uh_visit_share": (at_hour + s.user_hour_visits / 24) / (visits90 + s.user_hour_visits),

@@ -88,6 +88,12 @@ FEATURES: tuple[Feature, ...] = (
     _f("uh_visit_share_near", "user×hour", "90 days",
        "Share of the user's visits at the hours around the candidate's local hour (± 2 h, Gaussian weights of "
        "width 1.5 h, per hour), smoothed toward 1/24."),
+    _f("uh_hours_from_visit_peak", "user×hour", "90 days",
+       "Hours (0–12, on the 24-hour clock) between the candidate's local hour and the hour the user visits around "
+       "(the circular mean of the local hours of their visits); missing without visits."),
+    _f("user_visit_hour_concentration", "user", "90 days",
+       "How concentrated the user's visits are around that hour: the length of the mean of their visits' hours as "
+       "vectors on the 24-hour clock, 0 (spread evenly) to 1 (always the same hour); missing without visits."),
     _f("uw_visit_share", "user×hour", "90 days",
        "Share of the user's visits on the candidate's local weekday, smoothed toward 1/7 (`user_weekday_visits`)."),
     _f("message_age_days", "message", "catalog", "Days since the message's start_at (missing when it has none)."),

@@ -246,9 +246,14 @@ class History:
         self.segment = (vocabulary.segments.codes(self.user_frame) if vocabulary.segments.active
                         else np.zeros(0, dtype=np.int64))
 
+        # Each visit's local hour as an angle on the 24-hour clock: sums of its cosine and sine give the hour a
+        # person visits around (the circular mean) and how concentrated their visits are.
+        visit_angle = 2 * np.pi * local_time(times, self.timezone[user])[0] / 24
         self.user = AsOfIndex(user, times, {
             "visits": is_["visit"], "activity": activity, "converts": is_["convert"], "revenue": revenue,
             "opens": is_["open"], "clicks": is_["click"], "sends": is_["send"],
+            "visit_cos": np.where(is_["visit"], np.cos(visit_angle), 0.0),
+            "visit_sin": np.where(is_["visit"], np.sin(visit_angle), 0.0),
         }, base)
         self.last = {k: KeyedIndex(user[m], times[m], {"n": np.ones(int(m.sum()), dtype=bool)}, base, keep_times=True)
                      for k, m in (("activity", activity), ("open", is_["open"]), ("click", is_["click"]),

@@ -4,10 +4,12 @@ service's ``Engine.recommend_many`` (with its decision log) and the off-policy r
 
 The digests were taken before the decision path moved into ``decision/`` (issue 38) and must not change
 when code moves: a change here is a change of behaviour, to be explained in the commit that makes it.
-Re-pinned twice since (issue 39), for new feature values: ``[features] prior_strength = "auto"`` learns the
+Re-pinned since (issue 39), for new feature values: ``[features] prior_strength = "auto"`` learns the
 smoothing of every family of rates from the log (with ``prior_strength = 10`` the earlier digests held), and
-two features of the hours around a send (``uh_open_rate_near``, ``uh_visit_share_near``) joined the model. The model here stays ``binary`` on conversions (the default objective is now ``funnel``) so that this
-test keeps guarding the decision path, not the choice of objective.
+features of the hours around a send (``uh_open_rate_near``, ``uh_visit_share_near``,
+``uh_hours_from_visit_peak``, ``user_visit_hour_concentration``) joined the model. The model here stays
+``binary`` on conversions (the default objective is now ``funnel``) so that this test keeps guarding the
+decision path, not the choice of objective.
 What is hashed is what a caller sees, canonicalised: scores to 4 decimals (the compiled booster's last
 bits follow the CPU), propensities and OPE probabilities to 6, expected rewards to 4; random decision ids
 left out (the service's are ``os.urandom``). On a mismatch the test prints the summary of what it saw,
@@ -93,14 +95,14 @@ def _check(name: str, seen, pinned: dict[str, str], summary: dict) -> None:
 
 
 PINNED = {
-    "recommend_greedy": "324fcc54e7669200",
-    "recommend_epsilon": "2bf111b91796da91",
-    "service": "7167edd2514bf33a",
-    "service_log": "11eeba9720dc5c67",
-    "service_experiment": "4de3b88797bfb9d1",
-    "service_log_experiment": "5af94fb90e631abb",
-    "recommend_experiment": "8449b430ba4f77fc",
-    "replay": "1692b0508c5a0969",
+    "recommend_greedy": "6176011d3f4e60f1",
+    "recommend_epsilon": "e982f6d8cf8743b0",
+    "service": "64ac62cd8cd0e9ec",
+    "service_log": "f9a9bf688e4dd63a",
+    "service_experiment": "db21021b90cf31d9",
+    "service_log_experiment": "6ce3cd79590a4fec",
+    "recommend_experiment": "6a186c54f38e1ec0",
+    "replay": "eef21f62e3e9439b",
 }
 """Digests taken at 3608c78, before anything moved (see the module docstring)."""
 

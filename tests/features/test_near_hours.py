@@ -1,4 +1,5 @@
-"""The features of the hours around a send's local hour against a naive count of the log."""
+"""The features of the hours around a send's local hour, and of the hour a person visits around, against a
+naive count of the log."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from nbm.config import NbmConfig
 DAY = pd.Timedelta(days=1)
 
 
-def test_near_hour_visit_share_and_open_rate_equal_a_naive_count(dataset) -> None:
+def test_near_hour_visit_share_and_visit_peak_equal_a_naive_count(dataset) -> None:
     config = NbmConfig.model_validate({"features": {"prior_strength": 5.0}})
     store = FeatureStore.build(dataset, config)
     events = dataset.events
@@ -35,5 +36,10 @@ def test_near_hour_visit_share_and_open_rate_equal_a_naive_count(dataset) -> Non
             visits = (mine["event_type"] == "visit").to_numpy()
             share = (np.sum(weight * visits) / kernel + 5.0 / 24) / (visits.sum() + 5.0)
             assert got["uh_visit_share_near"] == np.float32(share) or abs(got["uh_visit_share_near"] - share) < 1e-6
+            angle = 2 * np.pi * local[visits] / 24
+            c, s_ = np.cos(angle).sum(), np.sin(angle).sum()
+            peak = np.mod(np.degrees(np.arctan2(s_, c)) / 15, 24)
+            assert abs(got["uh_hours_from_visit_peak"] - min(abs(hour - peak), 24 - abs(hour - peak))) < 1e-4
+            assert abs(got["user_visit_hour_concentration"] - np.hypot(c, s_) / visits.sum()) < 1e-5
             checked += 1
     assert checked == 100
