@@ -199,7 +199,7 @@ class StageMix:
             if self.total else "no users"
         out = [f"lifecycle stages at {at} UTC (activity: {', '.join(self.activity)}): {shares}"]
         if self.dominant is not None:
-            out.append(f"warning: {self.counts[self.dominant] / self.total:.0%} of the users are `{self.dominant}`: "
+            out.append(f"warning: {self.counts[self.dominant] / self.total:.1%} of the users are `{self.dominant}`: "
                        "check [lifecycle] (activity_events, the thresholds) against how this brand defines an "
                        "active customer; messages targeted to the other stages reach almost nobody")
         return out

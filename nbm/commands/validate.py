@@ -25,7 +25,8 @@ def run_validate(args: argparse.Namespace) -> int:
     if len(dataset.users):     # the operator's lifecycle on this data: one stage holding nearly everyone is a smell
         mix = stage_mix(dataset.events, dataset.users, config.lifecycle)
         for line in mix.lines():
-            console.print(f"[yellow]{line}[/yellow]" if line.startswith("warning") else line, highlight=False)
+            # The lines name settings in brackets ([lifecycle]): printed as text, not as rich markup.
+            console.print(line, style="yellow" if line.startswith("warning") else None, markup=False, highlight=False)
     if args.json:
         Path(args.json).write_text(report.to_json(), encoding="utf-8")
     return report.exit_code

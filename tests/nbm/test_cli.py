@@ -64,6 +64,7 @@ def test_validate_prints_the_stage_mix_and_flags_a_stage_holding_nearly_everyone
     assert ("warning:" in out) == (dominant is not None)
     if dominant:
         assert f"are `{dominant}`" in out
+        assert "check [lifecycle] (activity_events" in out      # the setting's name survives the printing
 
 
 def test_decision_log_covers_every_send_with_its_propensity(clean_world: Path) -> None:
