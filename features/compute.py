@@ -103,7 +103,7 @@ def featurise_columns(history: History, rates: PopulationRates, strengths: Prior
     by_message = _Shared.of_cells((message + 1) * n_times + time_code, (len(voc.messages) + 1) * n_times, message,
                                   time_code)
     out.update(by_message.apply(
-        lambda i: _message_block(history, rates, message[i], t[i], strengths, _rows(global_rate, i)), spread))
+        lambda i: _message_block(history, rates, message[i], topic[i], t[i], strengths, _rows(global_rate, i)), spread))
     out["message_topic"] = topic
     out["channel"] = channel
     um = pair(user, np.maximum(message, 0), len(voc.messages))
@@ -327,9 +327,11 @@ def _user_message_block(history: History, rates: PopulationRates, user: np.ndarr
     }
 
 
-def _message_block(history: History, rates: PopulationRates, message: np.ndarray, t: np.ndarray, s: PriorStrengths,
-                   global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Features of the message alone as of ``t`` (NaN or 0 for a message outside the catalog)."""
+def _message_block(history: History, rates: PopulationRates, message: np.ndarray, topic: np.ndarray, t: np.ndarray,
+                   s: PriorStrengths, global_rate: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Features of the message alone as of ``t`` (NaN or 0 for a message outside the catalog). Its rates are
+    shrunk toward its topic's (itself shrunk toward the overall rate): a message sent a few times — a new one
+    in a catalog that turns over weekly — is judged by its topic, not by every message."""
     catalog = history.catalog_arrays
     known = message >= 0
     m = np.maximum(message, 0)
@@ -337,7 +339,9 @@ def _message_block(history: History, rates: PopulationRates, message: np.ndarray
     per_message = rates.message.totals(m, rates.day_start(t), ("sends", "opens", "clicks", "converts"))
     for outcome, strength in (("opens", s.message_opens), ("clicks", s.message_clicks),
                               ("converts", s.message_converts)):
-        out[f"message_{outcome[:-1]}_rate"] = (per_message[outcome] + strength * global_rate[outcome]) / (
+        parent = np.where(topic >= 0, rates.rate(rates.topic, np.maximum(topic, 0), t, outcome, global_rate[outcome],
+                                                 s.population), global_rate[outcome])
+        out[f"message_{outcome[:-1]}_rate"] = (per_message[outcome] + strength * parent) / (
             per_message["sends"] + strength)
     out["message_sends"] = per_message["sends"] * known
     out["message_value"] = np.where(known, catalog["value"][m], np.nan)

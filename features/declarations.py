@@ -98,7 +98,8 @@ FEATURES: tuple[Feature, ...] = (
        "Share of the user's visits on the candidate's local weekday, smoothed toward 1/7 (`user_weekday_visits`)."),
     _f("message_age_days", "message", "catalog", "Days since the message's start_at (missing when it has none)."),
     _f("message_open_rate", "message", "all history",
-       "Population opens / sends of the message, smoothed toward the overall rate (`message_opens`)."),
+       "Population opens / sends of the message, smoothed toward its topic's rate, itself smoothed toward the overall "
+       "rate (`message_opens`; a new message is judged by its topic)."),
     _f("message_click_rate", "message", "all history",
        "Population clicks / sends of the message, smoothed likewise (`message_clicks`)."),
     _f("message_convert_rate", "message", "all history",

@@ -52,7 +52,7 @@ say), shrunk toward its parent's rate μ with a strength of s pseudo-sends. The 
 | `user_opens` | user, 90 days | the overall open rate |
 | `user_hour_opens` | user × local send hour, 90 days | the user's own open rate (`user_opens`) |
 | `user_hour_visits`, `user_weekday_visits` | user × local hour (weekday) of visits, 90 days | 1/24 (1/7) |
-| `message_opens`, `message_clicks`, `message_converts` | message, all history | the overall rate |
+| `message_opens`, `message_clicks`, `message_converts` | message, all history | its topic's rate (itself toward the overall rate) |
 | `segment_channel_opens`, … `segment_topic_clicks` | segment × channel (topic), all history | the population's rate of the channel (topic) |
 | `population` | channel, topic, tag; the overall rate | the overall rate; fixed priors (opens 0.1, clicks 0.02, conversions 0.005) |
 

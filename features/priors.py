@@ -49,7 +49,7 @@ class PriorStrengths:
     """
 
     population: float = DEFAULT_STRENGTH            # channel, topic, tag rates toward the overall; overall toward fixed
-    message_opens: float = DEFAULT_STRENGTH         # a message's rates toward the overall rate
+    message_opens: float = DEFAULT_STRENGTH         # a message's rates toward its topic's rate
     message_clicks: float = DEFAULT_STRENGTH
     message_converts: float = DEFAULT_STRENGTH
     user_opens: float = DEFAULT_STRENGTH            # a user's open rate (the parent of user × hour) toward the overall
@@ -164,8 +164,11 @@ class _Learner:
         codes = np.arange(len(self.vocabulary.messages))
         totals = self.rates.message.totals(codes, self.rates.day_start(np.repeat(self.t, len(codes))),
                                            ("sends", "opens", "clicks", "converts"))
+        topic = self.vocabulary.message_topic
         for outcome in ("opens", "clicks", "converts"):
-            self._fit(f"message_{outcome}", totals[outcome], totals["sends"], g[outcome][0])
+            parent = np.where(topic >= 0, self._population(self.rates.topic, np.maximum(topic, 0), outcome,
+                                                           np.full(len(codes), g[outcome][0])), g[outcome][0])
+            self._fit(f"message_{outcome}", totals[outcome], totals["sends"], parent)
 
     def _segments(self, g: dict[str, np.ndarray]) -> None:
         segments = self.vocabulary.segments
