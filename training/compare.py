@@ -15,9 +15,9 @@ same time split and keeps the one that ranks the test window's logged sends best
 sends *to the same person*: of two held-out sends to one user where one earned more than the other (its
 revenue; without revenue, message value × reached the target), how often does the model's expected value
 (P(target) × message value × business weight, what the decision maximises) put the better one first —
-weighted by how much more it earned and by the inverse of the logging policy's propensity of each send
-(clipped), so the sends a randomising logger explored count as the experiment they are. 0.5 is a coin,
-1 a perfect order. Unlike AUC it compares messages for one person, not people; unlike a replayed policy
+weighted by how much more it earned. 0.5 is a coin, 1 a perfect order. (Weighting the pairs by the inverse
+of the logging policy's propensities, :func:`inverse_propensity`, was tried and left out: a few heavily
+weighted sends swung it between 0.48 and 0.998; docs/retraining.md.) Unlike AUC it compares messages for one person, not people; unlike a replayed policy
 value it needs no logged action to match the model's choice, so it still measures something when the
 log's exploration is thin (where SNIPS and DR rest on an effective sample of a few sends). It is
 unmeasured — and the choice falls back to :data:`FALLBACK` — when fewer than :data:`MIN_GROUPS` users have

@@ -124,15 +124,26 @@ def _dataset(rows: pd.DataFrame, features: list[str], params: RankerParams, cate
     return data, rows
 
 
+MAX_GROUP_ROWS = 5_000
+"""Largest ranking group lambdarank is given (LightGBM refuses a query of more than 10,000 rows): a longer
+group — a bot's or a shared id's sends — is cut into consecutive pieces of this size."""
+
+
 def ranking_groups(rows: pd.DataFrame) -> pd.Series:
     """Ranking groups that hold something to rank: the training set's (``[features] group_by``) when at least
     half of the sends share their group with another send, else each user's sends in the window. A group of
     one send gives lambdarank no pair to learn from: under the default ``user_day`` most groups hold one
-    send when brands send about once a day, and the ranker then learns nothing (best_iteration 1)."""
+    send when brands send about once a day, and the ranker then learns nothing (best_iteration 1). Groups
+    over :data:`MAX_GROUP_ROWS` sends are cut into pieces (in time order) of at most that many."""
     sizes = rows.groupby("group", sort=False, observed=True)["group"].transform("size")
-    if (sizes >= 2).mean() >= 0.5:
-        return rows["group"]
-    return rows["user_id"].astype(str)
+    group = rows["group"] if (sizes >= 2).mean() >= 0.5 else rows["user_id"].astype(str)
+    order = np.argsort(rows["timestamp"].to_numpy(), kind="stable")
+    piece = np.empty(len(rows), dtype=np.int64)
+    piece[order] = pd.Series(group.to_numpy()[order]).groupby(group.to_numpy()[order], sort=False).cumcount().to_numpy()
+    piece //= MAX_GROUP_ROWS
+    if not piece.any():
+        return group
+    return group.astype(str) + "#" + pd.Series(piece, index=rows.index).astype(str)
 
 
 def target_of(rows: pd.DataFrame, target: str) -> np.ndarray:

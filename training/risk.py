@@ -4,7 +4,8 @@ A send can lose a channel: the person unsubscribes (or the address bounces). The
 candidate's expected value against ``[arbitration] unsubscribe_cost`` × P(unsubscribe) and sends nothing
 when no candidate is worth its risk (``decision.scoring``). Here:
 
-* **labels** — an unsubscribe is attributed to the send it answers: the send its decision id names, else
+* **labels** — an unsubscribe is attributed to the send it answers: the latest send before it that carries
+  its decision id on its channel, else
   the person's latest send on the same channel within ``[attribution] open_click_hours`` before it;
 * **P(unsubscribe)** — a small LightGBM (:data:`RISK_PARAMS`) on the ranker's features, which hold what
   drives unsubscribes (recent contacts per channel and overall, hours since the last contact, the person's
@@ -47,10 +48,16 @@ def unsubscribed(dataset: Dataset, rows: pd.DataFrame, config: NbmConfig) -> np.
         return out
     sends = events[events["event_type"] == "send"]
     send_of_event = pd.Series(np.arange(len(rows)), index=rows["event_id"].to_numpy(dtype=object))
-    # 1. By decision id: the send carrying the unsubscribe's decision id (and channel).
-    by_decision = sends.dropna(subset=["decision_id"]).drop_duplicates(["decision_id", "channel"])
-    direct = unsubs.merge(by_decision[["decision_id", "channel", "event_id"]], on=["decision_id", "channel"],
-                          how="left", suffixes=("", "_send"))
+    # 1. By decision id: the latest send before it carrying the unsubscribe's decision id on its channel (a
+    # slate may send twice on one channel).
+    carried = unsubs["decision_id"].notna().to_numpy()
+    left = unsubs.loc[carried, ["decision_id", "channel", "timestamp"]].assign(row=np.flatnonzero(carried))
+    right = sends.dropna(subset=["decision_id"])[["decision_id", "channel", "timestamp", "event_id"]]
+    matched = pd.merge_asof(left.sort_values("timestamp", kind="stable"),
+                            right.sort_values("timestamp", kind="stable").rename(columns={"event_id": "event_id_send"}),
+                            on="timestamp", by=["decision_id", "channel"], direction="backward")
+    direct = pd.DataFrame({"event_id_send": np.full(len(unsubs), None, dtype=object)})
+    direct.loc[matched["row"].to_numpy(), "event_id_send"] = matched["event_id_send"].to_numpy(dtype=object)
     hit = direct["event_id_send"].dropna().to_numpy(dtype=object)
     found = send_of_event.reindex(hit).dropna().to_numpy(dtype=np.int64)
     out[found] = 1

@@ -9,7 +9,8 @@ probability), it
    slot is its send time;
 3. sends nothing when the best expected value is below ``threshold`` (``reason = "below_threshold"``): with
    a cost, a send whose risk outweighs its value is not made;
-4. lets the explorer choose among the remaining (message, channel) pairs and returns the propensity.
+4. lets the explorer choose among the remaining (message, channel) pairs worth at least ``threshold`` and
+   returns the propensity.
 
 Pure (no I/O, randomness only through ``rng``), so the service, batch scoring and offline replay call the
 same code. Feature computation and scoring happen before, in the caller.
@@ -159,7 +160,9 @@ def decide_batch(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
         top = np.maximum.reduceat(values, starts)
         clears = top >= threshold
         reason[groups_with_pairs[~clears]] = "below_threshold"
-        keep = np.repeat(clears, np.diff(append(starts, len(values))))
+        # The explorer chooses among the pairs worth sending: a pair below the threshold (with a cost: one whose
+        # risk outweighs its value) is never sent, not even by exploration.
+        keep = np.repeat(clears, np.diff(append(starts, len(values)))) & (values >= threshold)
         k_rows = best_rows[keep]
         if len(k_rows):
             k_starts = run_starts(group[k_rows])

@@ -126,3 +126,18 @@ def test_funnel_is_click_times_the_shrunk_conversion_rate_of_the_message(split, 
     np.testing.assert_allclose(again.score(split.test), p)
     with pytest.raises(ValueError, match="message_id"):
         funnel.score(split.test.drop(columns="message_id"))
+
+
+def test_ranking_groups_are_cut_below_lightgbms_query_limit() -> None:
+    """One id with 12,000 sends (a bot, a shared id) would be one query over LightGBM's 10,000-row limit."""
+    from training.fit import MAX_GROUP_ROWS, ranking_groups
+
+    n = 12_000
+    rows = pd.DataFrame({"group": [f"g{i}" for i in range(n)], "user_id": ["bot"] * (n - 2) + ["a", "b"],
+                         "timestamp": pd.date_range("2026-11-01", periods=n, freq="min", tz="UTC")[::-1]})
+    groups = ranking_groups(rows)
+    sizes = groups.value_counts()
+    assert sizes.max() <= MAX_GROUP_ROWS and sizes.sum() == n
+    assert set(groups[rows["user_id"] != "bot"]) == {"a#0", "b#0"}        # small groups stay whole
+    # pieces follow time: the bot's newest sends (first rows here) are its last piece
+    assert groups.iloc[0] == f"bot#{(n - 3) // MAX_GROUP_ROWS}"

@@ -33,10 +33,13 @@ def test_unsubscribes_are_attributed_to_the_send_they_answer():
         ("x3", "u3", "unsubscribe", "email", None, 100),      # outside the 72 h window: nobody's
         ("s6", "u4", "send", "push", None, 0),
         ("x4", "u4", "unsubscribe", "email", None, 1),        # another channel: nobody's
+        ("s7", "u5", "send", "email", "d5", 0),
+        ("s8", "u5", "send", "email", "d5", 20),
+        ("x5", "u5", "unsubscribe", "email", "d5", 21),       # a slate sent twice on email: the later send
     ])
-    rows = pd.DataFrame({"event_id": ["s1", "s2", "s3", "s4", "s5", "s6"]})
+    rows = pd.DataFrame({"event_id": ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"]})
     got = unsubscribed(SimpleNamespace(events=events), rows, NbmConfig())
-    assert got.tolist() == [1, 0, 1, 0, 0, 0]
+    assert got.tolist() == [1, 0, 1, 0, 0, 0, 0, 1]
 
 
 def test_auto_cost_is_the_channels_revenue_per_person_over_the_horizon():

@@ -129,3 +129,24 @@ def test_rows_sorted_by_pair_take_the_same_best_rows_as_the_sort() -> None:
     np.testing.assert_array_equal(a.chosen >= 0, b.chosen >= 0)
     value = sorted_cands.probability * sorted_cands.value
     np.testing.assert_array_equal(value[a.chosen[a.chosen >= 0]], value[b.chosen[b.chosen >= 0]])
+
+
+def test_a_send_whose_cost_outweighs_its_value_is_never_made_not_even_by_exploration() -> None:
+    """With a cost per row, expected value = p × v − cost: a decision whose best pair is below the threshold
+    sends nothing (below_threshold), and the explorer never picks a pair below it in the others."""
+    from dataclasses import replace
+
+    group, cands, histories, zones = _world(5, n_groups=200)
+    rng = np.random.default_rng(1)
+    cost = np.where(rng.random(len(group)) < 0.5, 100.0, 0.0)          # half the rows are never worth it
+    costly = replace(cands, cost=cost)
+    expected = costly.expected()
+    for seed in range(20):
+        batch = decide_batch(group, 200, costly, histories, zones, POLICY, EpsilonGreedy(1.0),
+                             np.random.default_rng(seed))
+        chosen = batch.chosen[batch.chosen >= 0]
+        assert len(chosen) and (expected[chosen] >= 0).all()
+        nothing_worth_it = [g for g in range(200) if (group == g).any()
+                            and (expected[group == g] < 0).all()]
+        assert all(batch.reason[g] in ("below_threshold", "all_suppressed") for g in nothing_worth_it)
+    assert nothing_worth_it
