@@ -169,7 +169,7 @@ def nbm_decisions(ctx: DecisionContext, artifact: ScoringArtifact, config: NbmCo
     tables = {"events": env.history(), "messages": world.catalog.table, "users": users_table(world),
               "links": links_table(world)}
     dataset, _ = build_dataset(tables, config, now=pd.Timestamp(ctx.now, tz="UTC"))
-    store = FeatureStore.build(dataset, config)
+    store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
     users = world.population.user_ids[ctx.users]
     now = np.full(ctx.k, ctx.now, dtype=np.int64)
     histories = SendIndex.of(dataset.events).histories(users, now, lookback_ns(config.contact_policy))

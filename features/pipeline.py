@@ -67,8 +67,11 @@ class FeatureStore:
     history: History
 
     @classmethod
-    def build(cls, dataset: Dataset, config: NbmConfig, shared: Globals | None = None) -> FeatureStore:
-        shared = shared or Globals.build(dataset, config)
+    def build(cls, dataset: Dataset, config: NbmConfig, shared: Globals | None = None,
+              strengths: dict[str, float] | None = None) -> FeatureStore:
+        """The store of ``dataset``. ``strengths``: a model's smoothing strengths (``artifact.prior_strengths``,
+        what it was trained with) used as they are instead of being learned again on ``dataset``."""
+        shared = shared or Globals.build(dataset, config, _pinned(strengths))
         return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base))
 
     def freeze(self) -> FeatureStore:
@@ -77,6 +80,13 @@ class FeatureStore:
         for index, days in (*self.history.windows(), *((r, ()) for r in self.globals.rates.indexes())):
             index.freeze(tuple(d * DAY_NS for d in days))     # any other window is frozen at its first query
         return self
+
+    def with_strengths(self, strengths: dict[str, float] | None) -> FeatureStore:
+        """This store featurising with ``strengths`` (a model's: what it was trained with, ``{family: pseudo-sends}``)
+        instead of its own; itself when ``None`` or equal. The history and its indexes are shared, not rebuilt."""
+        if not strengths or strengths == self.globals.strengths.as_dict():
+            return self
+        return replace(self, globals=replace(self.globals, strengths=_pinned(strengths)))
 
     def prior_strengths(self) -> PriorStrengths:
         """The smoothing strengths this store's features use (``.as_dict()`` to log them; ``.learned``: the
@@ -168,6 +178,13 @@ def partition_of(user_ids: pd.Series, n_partitions: int) -> np.ndarray:
                                         hash_key="nbm-partitions16").to_numpy()
     return (hashed % np.uint64(n_partitions)).astype(np.int64)
 
+
+
+def _pinned(strengths: dict[str, float] | None) -> PriorStrengths | None:
+    """``{family: pseudo-sends}`` (an artifact's) as :class:`PriorStrengths`; ``None`` stays ``None``."""
+    if not strengths:
+        return None
+    return PriorStrengths(**{k: float(v) for k, v in strengths.items() if k in PriorStrengths.families()})
 
 
 def build_training_set(dataset: Dataset, config: NbmConfig, partitions: int = 1,

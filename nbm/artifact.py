@@ -191,6 +191,10 @@ class ScoringArtifact:
         ``"lambdarank"`` or ``"binary"``; what the probability is of (``"convert"``, ``"click"``, …).
     versions
         Library versions it was trained with.
+    prior_strengths
+        The features' smoothing strengths the model was trained with (``{family: pseudo-sends}``): whoever
+        scores with it featurises with them (``FeatureStore.with_strengths``), not with strengths learned
+        again on its own data; ``None`` for models trained before them.
     risk
         P(unsubscribe) of a send and the auto cost of an unsubscribe (:class:`Risk`): the decision's cost
         side (``[arbitration] unsubscribe_cost``); ``None`` for models trained before it (no cost).
@@ -210,6 +214,7 @@ class ScoringArtifact:
     versions: dict[str, str] = field(default_factory=dict)
     followup: FollowUp | None = None
     risk: Risk | None = None
+    prior_strengths: dict[str, float] | None = None
     compiled: CompiledForest | None = field(default=None, compare=False, repr=False)
 
     def compile(self, cache_dir: str | Path) -> ScoringArtifact:
@@ -341,6 +346,7 @@ class ScoringArtifact:
             "versions": self.versions,
             "followup": None if self.followup is None else self.followup.as_json(),
             "risk": None if self.risk is None else self.risk.save(directory),
+            "prior_strengths": self.prior_strengths,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory
@@ -360,6 +366,7 @@ class ScoringArtifact:
             versions=meta["versions"],
             followup=None if meta.get("followup") is None else FollowUp(**meta["followup"]),
             risk=None if meta.get("risk") is None else Risk.load(directory, meta["risk"]),
+            prior_strengths=meta.get("prior_strengths"),
         )
 
 

@@ -89,7 +89,7 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
         dataset.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
     asked = ids if users is None else np.asarray(users, dtype=object)
     t = pd.Timestamp(now).value
-    store = FeatureStore.build(dataset, config)
+    store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
     sends = SendIndex.of(dataset.events)
     lookback = lookback_ns(config.contact_policy)
     rng = np.random.default_rng(seed)

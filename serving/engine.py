@@ -101,8 +101,10 @@ class Engine:
         self.explorer = make_explorer(settings.explorer, config.explorer)
         self.greedy = Greedy()
         self.dataset, _ = load_dataset(settings.data, config)
-        self.store = FeatureStore.build(self.dataset, config).freeze()
-        self.model: LoadedModel = load_model(settings.model, config)
+        model = load_model(settings.model, config)
+        # The features smooth with the strengths the model was trained with (not learned again on this snapshot).
+        self.store = FeatureStore.build(self.dataset, config, strengths=model.artifact.prior_strengths).freeze()
+        self._live: tuple[LoadedModel, FeatureStore] = (model, self.store)
         self.state = open_state(config.state_url)
         self.channels = frozenset(config.channels)
         self._channel_codes = {str(c): i for i, c in enumerate(self.store.globals.vocabulary.channels)}
@@ -140,12 +142,19 @@ class Engine:
         try:
             version = resolve_version(self.settings.model, self.config)
             if version is not None and version != self.model.version:
-                self.model = load_model(self.settings.model, self.config)   # one reference swap: atomic
+                model = load_model(self.settings.model, self.config)
+                # The model and the store featurising with its strengths, in one reference swap: atomic.
+                self._live = (model, self.store.with_strengths(model.artifact.prior_strengths))
         except Exception:  # noqa: BLE001 — a registry hiccup must not fail requests; retry next interval
             pass
         finally:
             self._checked = time.monotonic()
             self._reload_lock.release()
+
+    @property
+    def model(self) -> LoadedModel:
+        """The model serving now."""
+        return self._live[0]
 
     # -- requests ----------------------------------------------------------------------------------
     def validate(self, channels: list[str] | None, candidates: list[str] | None) -> None:
@@ -222,7 +231,7 @@ class Engine:
         """One group of requests (distinct users, one ``k``, explore flag and arm) decided by
         :func:`~decision.decide.decide_many`, then reserved (the holdout: logged); ``None`` for a request whose
         reservation lost to another writer (retried by :meth:`_reserved`)."""
-        model = self.model
+        model, store = self._live
         n = len(requests)
         users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
         clock = time.time_ns()
@@ -249,7 +258,7 @@ class Engine:
                 known[str(u), int(ti)] = (c if sends else None, lost)
         patch = (lambda columns, rows: self._patch_many(columns, rows, known)) if known else None
         keep = lambda pairs: self._keep(requests, pairs, contacts, t)      # noqa: E731
-        decided = decide_many(self.store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
+        decided = decide_many(store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
                               threshold=self.settings.threshold, keep=keep, statistics=statistics, patch=patch)
         answers = self._answers(decided, requests, t, explore, kind)
         # One transaction (SQLite) or round trip (Redis) for the whole group.

@@ -95,7 +95,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                 artifact = fit_ranker(split, params, dataset.messages)
             evaluation = evaluate(artifact, split.test)
         with console.status("learning the risk of a send (P(unsubscribe))…"):
-            artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config))
+            artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
+                               prior_strengths=shared.strengths.as_dict())
         mlflow.set_tag("mlflow.runName", f"train-{params.objective}-{params.target}")
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.

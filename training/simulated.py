@@ -44,7 +44,7 @@ class ModelPolicy(Policy):
         tables = {"events": env.history(), "messages": world.catalog.table, "users": _users(world),
                   "links": _links(world)}
         dataset, _ = build_dataset(tables, self.config, now=pd.Timestamp(ctx.now, tz="UTC"))
-        store = FeatureStore.build(dataset, self.config)
+        store = FeatureStore.build(dataset, self.config, strengths=self.artifact.prior_strengths)
         users = world.population.user_ids[ctx.users]
         now = np.full(ctx.k, ctx.now, dtype=np.int64)
         histories = SendIndex.of(dataset.events).histories(users, now, lookback_ns(self.config.contact_policy))

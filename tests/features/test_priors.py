@@ -269,3 +269,24 @@ def test_a_sample_of_users_is_chosen_by_their_ids_alone(dataset, config, monkeyp
     shuffled = np.random.default_rng(4).permutation(names)
     chosen = names[priors._sample(names)]
     assert len(chosen) == 250 and set(chosen) == set(shuffled[priors._sample(shuffled)])
+
+
+def test_a_store_built_with_a_models_strengths_featurises_as_the_model_was_trained(dataset) -> None:
+    """The service and `nbm recommend` featurise with the strengths the model was trained with
+    (``artifact.prior_strengths``), not with strengths learned again on their own snapshot: on a shorter log the
+    learned ones differ, the pinned ones do not."""
+    config = NbmConfig()
+    trained = FeatureStore.build(dataset, config)
+    strengths = trained.prior_strengths().as_dict()
+    cut = dataset.events["timestamp"].max() - pd.Timedelta(days=10)
+    shorter = replace(dataset, events=dataset.events[dataset.events["timestamp"] < cut].reset_index(drop=True))
+    relearned = FeatureStore.build(shorter, config)
+    served = FeatureStore.build(shorter, config, strengths=strengths)
+    assert relearned.prior_strengths().as_dict() != strengths
+    assert served.prior_strengths().as_dict() == strengths
+    pinned = FeatureStore.build(shorter, NbmConfig.model_validate({"features": {"prior_strength": strengths}}))
+    rows = _sends(shorter, 200)
+    pd.testing.assert_frame_equal(served.featurise(rows), pinned.featurise(rows))
+    again = relearned.with_strengths(strengths)
+    pd.testing.assert_frame_equal(again.featurise(rows), pinned.featurise(rows))
+    assert relearned.with_strengths(None) is relearned

@@ -87,6 +87,9 @@ def test_every_pick_is_sent_at_its_pairs_best_allowed_slot(world, k) -> None:
     from nbm.policy.explore import EpsilonGreedy
 
     store, artifact, pairs, hist, contact, full = world
+    # Without the cost of a send: ε = 1 then explores every allowed pair (with it, pairs not worth their risk
+    # are left out: tests/nbm/policy/test_batch.py).
+    store = _without_cost(store)
     md = model_decide(store, artifact, pairs, hist, EpsilonGreedy(1.0), np.random.default_rng(11), k=k,
                       contact=contact)
     slate = md.slate
@@ -113,6 +116,14 @@ def test_every_pick_is_sent_at_its_pairs_best_allowed_slot(world, k) -> None:
     if k == 1:                   # the send time does not change the propensity: uniform over the allowed pairs
         n_allowed = np.bincount(pairs.group[contact.allowed.any(axis=1)], minlength=pairs.n_groups)
         np.testing.assert_allclose(slate.propensity, 1.0 / n_allowed[slate.decision], rtol=1e-9)
+
+
+def _without_cost(store):
+    """``store`` under ``[arbitration] unsubscribe_cost = 0``."""
+    from dataclasses import replace
+
+    arbitration = store.config.arbitration.model_copy(update={"unsubscribe_cost": 0.0})
+    return replace(store, config=store.config.model_copy(update={"arbitration": arbitration}))
 
 
 def test_the_answer_reports_the_score_at_the_items_send_time(world) -> None:

@@ -122,8 +122,12 @@ def test_funnel_is_click_times_the_shrunk_conversion_rate_of_the_message(split, 
     p = funnel.score(split.test)
     assert roc_auc_score(y, p) > 0.6
     assert abs(p.mean() - y.mean()) < 0.3 * y.mean()
-    again = ScoringArtifact.load(funnel.save(tmp_path / "funnel"))
+    from dataclasses import replace
+
+    pinned = {"population": 3.0, "user_topic_clicks": 1.5}
+    again = ScoringArtifact.load(replace(funnel, prior_strengths=pinned).save(tmp_path / "funnel"))
     np.testing.assert_allclose(again.score(split.test), p)
+    assert again.prior_strengths == pinned and again.followup == funnel.followup
     with pytest.raises(ValueError, match="message_id"):
         funnel.score(split.test.drop(columns="message_id"))
 
