@@ -76,6 +76,9 @@ use the same numbers. `FeatureStore.prior_strengths()` (or `Globals.strengths`) 
 a log and `.learned` for the families learned from the data. They are hyperparameters of the training log: a
 training row's features count only events before its send, but the strengths are learned on the whole log,
 later outcomes included — one number per family, the leak of any hyperparameter tuned on the training log.
+`nbm train` logs them (`prior_strength_FAMILY`) and the model carries them (`artifact.prior_strengths`): the
+service, `nbm recommend` and `nbm simulate --ab` featurise with the strengths the model was trained with
+(`FeatureStore.build(..., strengths=...)`), not with strengths learned again on their own snapshot.
 
 **`[features] segment_by`** — user attribute columns of the `users` table (default: none). Each combination
 of their values (a missing value is a value of its own) is a segment; user × channel and user × topic rates
