@@ -16,7 +16,7 @@ sends *to the same person*: of two held-out sends to one user where one earned m
 revenue; without revenue, message value × reached the target), how often does the model's expected value
 (P(target) × message value × business weight, what the decision maximises) put the better one first —
 weighted by how much more it earned. 0.5 is a coin, 1 a perfect order. (Weighting the pairs by the inverse
-of the logging policy's propensities, :func:`inverse_propensity`, was tried and left out: a few heavily
+of the logging policy's propensities (clipped at their 99th percentile) was tried and left out: a few heavily
 weighted sends swung it between 0.48 and 0.998; docs/retraining.md.) Unlike AUC it compares messages for one person, not people; unlike a replayed policy
 value it needs no logged action to match the model's choice, so it still measures something when the
 log's exploration is thin (where SNIPS and DR rest on an effective sample of a few sends). It is
@@ -47,11 +47,6 @@ FALLBACK = "funnel"
 even when conversions are rare."""
 MIN_GROUPS = 30
 """Users with a pair of held-out sends that earned differently needed for the metric to mean something."""
-WEIGHT_QUANTILE = 0.99
-"""Inverse propensities are clipped at this quantile (a send the logger chose with probability 10⁻⁴ must not
-decide the comparison alone)."""
-
-
 @dataclass(frozen=True)
 class Concordance:
     """:func:`value_concordance` of one model: the metric, and what it rests on."""
@@ -75,18 +70,6 @@ def realized_gain(rows: pd.DataFrame, target: str) -> np.ndarray:
     value = rows["message_value"].to_numpy(dtype=float) if "message_value" in rows else np.ones(len(rows))
     reached = rows["label"].to_numpy() >= GRADE[target]
     return np.where(reached, np.nan_to_num(value, nan=1.0), 0.0)
-
-
-def inverse_propensity(rows: pd.DataFrame) -> np.ndarray:
-    """1 / the logging policy's propensity of each send, clipped at the :data:`WEIGHT_QUANTILE` quantile; 1
-    where the log has none."""
-    if "propensity" not in rows:
-        return np.ones(len(rows))
-    p = rows["propensity"].to_numpy(dtype=float)
-    weight = np.where(np.isfinite(p) & (p > 0), 1.0 / np.where(p > 0, p, 1.0), np.nan)
-    if np.isfinite(weight).any():
-        weight = np.minimum(weight, np.nanquantile(weight, WEIGHT_QUANTILE))
-    return np.where(np.isfinite(weight), weight, 1.0)
 
 
 def value_concordance(expected: np.ndarray, gain: np.ndarray, group: np.ndarray,

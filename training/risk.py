@@ -29,6 +29,7 @@ from nbm.artifact import Calibrator, Risk, ScoringArtifact
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 from nbm.shrinkage import shrink, strength_or
+from training.fit import fit_calibrator
 
 MIN_POSITIVES = 30
 """Unsubscribes needed in the training and in the validation window to fit the risk model."""
@@ -96,7 +97,6 @@ def fit_risk(dataset: Dataset, split, artifact: ScoringArtifact, config: NbmConf
         valid = lgb.Dataset(artifact.matrix(split.valid), label=valid_y, reference=train)
         booster = lgb.train({**RISK_PARAMS, "seed": 0}, train, num_boost_round=ROUNDS, valid_sets=[valid],
                             callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
-        from training.fit import fit_calibrator        # noqa: PLC0415 — fit imports this module's caller
         calibrator = fit_calibrator(booster.predict(artifact.matrix(split.valid)), valid_y)
     return Risk(booster, calibrator, rates, overall, costs, default_cost)
 

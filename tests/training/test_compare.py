@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.compare import (FALLBACK, MIN_GROUPS, Concordance, choose, inverse_propensity, realized_gain,
+from training.compare import (FALLBACK, MIN_GROUPS, Concordance, choose, realized_gain,
                               value_concordance)
 
 
@@ -58,10 +58,8 @@ def test_choice_skips_degenerate_and_falls_back_when_unmeasured():
     assert chosen == FALLBACK and "cannot tell" in reason
 
 
-def test_realized_gain_and_weights():
+def test_realized_gain():
     rows = pd.DataFrame({"revenue": [0.0, 0.0, 0.0], "message_value": [10.0, 20.0, np.nan], "label": [3, 2, 3],
                          "propensity": [0.5, np.nan, 0.001]})
     assert realized_gain(rows, "convert").tolist() == [10.0, 0.0, 1.0]     # no revenue: value × converted
     assert realized_gain(rows.assign(revenue=[7.0, 0.0, 0.0]), "convert").tolist() == [7.0, 0.0, 0.0]
-    weight = inverse_propensity(rows)
-    assert weight[1] == 1.0 and weight[0] == 2.0 and weight[2] <= 1000.0
