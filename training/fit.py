@@ -7,7 +7,7 @@ probability of the target outcome, because the decision policy multiplies them b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import lightgbm as lgb
@@ -80,10 +80,11 @@ class RankerParams:
     early_stopping_rounds: int = 40
     num_threads: int = 2
     seed: int = 0
+    refit: bool = True          # serve the booster refitted on every window (refit_ranker)
 
     def lightgbm(self) -> dict[str, object]:
         params = {k: v for k, v in asdict(self).items()
-                  if k not in ("target", "given", "calibration", "num_boost_round", "early_stopping_rounds")}
+                  if k not in ("target", "given", "calibration", "num_boost_round", "early_stopping_rounds", "refit")}
         params.update(bagging_freq=1, deterministic=True, force_row_wise=True, verbose=-1)
         if self.objective == "funnel":
             params["objective"] = "binary"
@@ -185,6 +186,34 @@ def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams(),
                                 params.target, catalog)
     return ScoringArtifact(booster, calibrator, tuple(features), categories, params.objective, params.target,
                            library_versions(), followup)
+
+
+REFIT_MIN_ROUNDS = 2
+"""A held-out booster with fewer trees than this is degenerate (the gate refuses it): it is not refitted."""
+
+
+def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerParams,
+                 catalog: pd.DataFrame | None = None) -> ScoringArtifact:
+    """The model to serve: ``artifact``'s booster fitted again on every window (training, validation and test),
+    with the number of trees early stopping chose for it, and a funnel's second step learned from every window.
+
+    The held-out ``artifact`` says how good the procedure is (test metrics, the objective comparison, the
+    policy value and the gate are all its); this one applies the procedure to the whole log, so that the
+    last two weeks — often the newest messages' only sends, and the freshest behaviour — are learned from,
+    not only looked at. Same trees count and settings on a third more rows give raw scores on the held-out
+    model's scale, so the held-out calibrator is kept (measured: docs/retraining.md, "Refit on the whole log").
+    """
+    rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
+    if rounds < REFIT_MIN_ROUNDS or params.objective == "lambdarank":
+        return artifact
+    rows = pd.concat([split.train, split.valid, split.test], ignore_index=True)
+    features = list(artifact.features)
+    data, _ = _dataset(rows, features, params, artifact.categories)
+    booster = lgb.train(params.lightgbm(), data, num_boost_round=rounds)
+    followup = artifact.followup
+    if followup is not None:
+        followup = fit_followup(rows, params.given, params.target, catalog)
+    return replace(artifact, booster=booster, followup=followup)
 
 
 def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFrame | None = None) -> FollowUp:

@@ -34,7 +34,7 @@ from nbm.errors import UnusableInputError
 from nbm.simulate.manifest import read_world_manifest
 from training.evaluate import describe_split, print_policy_values
 from training.compare import AUTO, Comparison, compare_objectives, concordance_of
-from training.fit import RankerParams, fit_ranker, target_of, time_split
+from training.fit import RankerParams, fit_ranker, refit_ranker, target_of, time_split
 from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, promotion_gate
 from training.metrics import evaluate
 from training.policy_eval import PolicyReport, evaluate_policies, policy_metrics
@@ -97,6 +97,12 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         with console.status("learning the risk of a send (P(unsubscribe))…"):
             artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
                                prior_strengths=shared.strengths.as_dict())
+        # The held-out model is judged (metrics, comparison, policy value, gate); the one served is the same
+        # procedure applied to the whole log (training.fit.refit_ranker).
+        served = artifact
+        if params.refit:
+            with console.status(f"refitting on the whole log ({len(rows):,} rows)…"):
+                served = refit_ranker(artifact, split, params, dataset.messages)
         mlflow.set_tag("mlflow.runName", f"train-{params.objective}-{params.target}")
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
@@ -107,7 +113,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                    "train_positives": float(target_of(split.train, params.target).sum()),
                    "valid_positives": float(target_of(split.valid, params.target).sum()),
                    "value_concordance": concordance.value, "concordance_users": float(concordance.groups),
-                   "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began}
+                   "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began,
+                   "refit_rows": float(len(rows)) if served is not artifact else 0.0}
         risk = artifact.risk
         metrics.update(risk_model=float(risk.booster is not None), risk_overall_rate=risk.overall,
                        **{"unsubscribe_cost_auto_" + re.sub(r"[^A-Za-z0-9_.-]", "_", c): v
@@ -117,7 +124,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             metrics.update({f"followup_strength_{k}": v for k, v in artifact.followup.strengths.items()})
             metrics["followup_overall"] = artifact.followup.overall
         with console.status("logging to MLflow…"):
-            logged = log_training(artifact, split.test.head(200), asdict(params), metrics, evaluation.figures)
+            logged = log_training(served, split.test.head(200), asdict(params), metrics, evaluation.figures)
         champion_version = _champion_version()
         report = None
         if evaluate_policy:

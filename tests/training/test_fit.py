@@ -145,3 +145,36 @@ def test_ranking_groups_are_cut_below_lightgbms_query_limit() -> None:
     assert set(groups[rows["user_id"] != "bot"]) == {"a#0", "b#0"}        # small groups stay whole
     # pieces follow time: the bot's newest sends (first rows here) are its last piece
     assert groups.iloc[0] == f"bot#{(n - 3) // MAX_GROUP_ROWS}"
+
+
+def test_refit_learns_every_window_with_the_held_out_trees_count(split) -> None:
+    """The served model is the held-out one's procedure on the whole log: the same number of trees, trained
+    on training + validation + test rows (so it fits the test window better than the held-out model does),
+    the held-out calibrator kept (its calibration on the test window stays within 25 %), and a funnel's
+    conversion rates counted over every window."""
+    from training.fit import refit_ranker
+
+    catalog = pd.DataFrame({"message_id": pd.unique(pd.concat([split.train, split.valid, split.test])["message_id"])})
+    catalog = catalog.assign(topic="all")
+    params = RankerParams(objective="funnel", num_boost_round=150)
+    held_out = fit_ranker(split, params, catalog)
+    served = refit_ranker(held_out, split, params, catalog)
+    trees = held_out.booster.best_iteration
+    assert trees >= 2 and served.booster.current_iteration() == trees
+    assert served.calibrator == held_out.calibrator and served.features == held_out.features
+    click = target_of(split.test, "click")
+    fit_held_out = roc_auc_score(click, held_out.raw_score(split.test))
+    fit_served = roc_auc_score(click, served.raw_score(split.test))
+    assert fit_served > fit_held_out + 0.01           # it learned from the test window
+    p = served.score(split.test)
+    y = target_of(split.test, "convert")
+    assert abs(p.mean() - y.mean()) < 0.25 * y.mean()
+    # Conversion rates now count the test window's clicks: a message clicked only there has its own rate.
+    everything = pd.concat([split.train, split.valid, split.test])
+    clicked = everything[target_of(everything, "click").astype(bool)]
+    assert served.followup.overall == pytest.approx(((clicked["label"] >= 3).sum() + 0.5) / (len(clicked) + 1.0))
+    only_test = set(split.test["message_id"]) - set(pd.concat([split.train, split.valid])["message_id"])
+    assert {m for m in only_test if m in set(clicked["message_id"])} <= set(served.followup.messages)
+    # A held-out model with one tree (degenerate: the gate refuses it) is not refitted.
+    stump = fit_ranker(split, RankerParams(objective="binary", target="click", num_boost_round=1))
+    assert refit_ranker(stump, split, RankerParams(objective="binary", target="click")) is stump

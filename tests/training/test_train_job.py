@@ -72,6 +72,10 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     assert run.info.run_id == third.info.run_id
     assert run.data.metrics["test_auc"] > 0.65
     assert {"test_log_loss", "test_ece", "best_iteration"} <= set(run.data.metrics)
+    # The model served was refitted on every window with the held-out model's trees count.
+    m = run.data.metrics
+    assert m["refit_rows"] == m["train_rows"] + m["valid_rows"] + m["test_rows"] > m["train_rows"]
+    assert champion.booster.current_iteration() == int(m["best_iteration"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"reliability.png", "importance.png", "nbm_artifact"} <= artifacts
 
