@@ -195,6 +195,9 @@ class ScoringArtifact:
         The features' smoothing strengths the model was trained with (``{family: pseudo-sends}``): whoever
         scores with it featurises with them (``FeatureStore.with_strengths``), not with strengths learned
         again on its own data; ``None`` for models trained before them.
+    trained_until
+        ISO time (UTC) of the latest send the model learned from (booster, calibrator or funnel rates):
+        ``nbm evaluate`` says when its test window is not after it (in-sample figures); ``None``: unknown.
     risk
         P(unsubscribe) of a send and the auto cost of an unsubscribe (:class:`Risk`): the decision's cost
         side (``[arbitration] unsubscribe_cost``); ``None`` for models trained before it (no cost).
@@ -215,7 +218,13 @@ class ScoringArtifact:
     followup: FollowUp | None = None
     risk: Risk | None = None
     prior_strengths: dict[str, float] | None = None
+    trained_until: str | None = None
     compiled: CompiledForest | None = field(default=None, compare=False, repr=False)
+
+    def learned_from(self, start) -> bool:
+        """Whether the model learned from sends at or after ``start`` (a timestamp): judged on a window from
+        there, it would be judged in-sample. ``False`` when ``trained_until`` is unknown."""
+        return self.trained_until is not None and pd.Timestamp(self.trained_until) >= pd.Timestamp(start)
 
     def compile(self, cache_dir: str | Path) -> ScoringArtifact:
         """This artifact scoring through its compiled booster (cached in ``cache_dir``); itself unchanged
@@ -347,6 +356,7 @@ class ScoringArtifact:
             "followup": None if self.followup is None else self.followup.as_json(),
             "risk": None if self.risk is None else self.risk.save(directory),
             "prior_strengths": self.prior_strengths,
+            "trained_until": self.trained_until,
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory
@@ -367,6 +377,7 @@ class ScoringArtifact:
             followup=None if meta.get("followup") is None else FollowUp(**meta["followup"]),
             risk=None if meta.get("risk") is None else Risk.load(directory, meta["risk"]),
             prior_strengths=meta.get("prior_strengths"),
+            trained_until=meta.get("trained_until"),
         )
 
 

@@ -111,7 +111,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(args.data, config, loaded.artifact, f"{args.model} (version {loaded.version})",
                             valid_days=args.valid_days, test_days=args.test_days,
                             max_decisions=args.max_decisions or None, seed=args.seed,
-                            console=console)
+                            console=console, held_out=loaded.held_out)
     print_evaluation(Console(), result, min_ess=config.training.min_policy_ess)
     if args.out is not None:
         write_evaluation(result, args.out)

@@ -32,6 +32,15 @@ _URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\
 class LoadedModel:
     artifact: ScoringArtifact
     version: str      # registry version, or the directory's name
+    held_out_uri: str | None = None    # the fit its training run judged, when it was refitted on the whole log
+
+    def held_out(self) -> ScoringArtifact | None:
+        """The fit the model's training run judged on its held-out windows (``None``: it is that fit)."""
+        if self.held_out_uri is None:
+            return None
+        import mlflow
+
+        return ScoringArtifact.load(mlflow.artifacts.download_artifacts(self.held_out_uri))
 
 
 def _client(config: NbmConfig):
@@ -79,7 +88,7 @@ def load_model(uri: str, config: NbmConfig) -> LoadedModel:
                                  "(train one with `nbm train`)") from exc
     location = version.tags.get("nbm_artifact") or f"runs:/{version.run_id}/nbm_artifact"
     artifact = ScoringArtifact.load(mlflow.artifacts.download_artifacts(location))
-    return LoadedModel(_compiled(artifact, config), str(version.version))
+    return LoadedModel(_compiled(artifact, config), str(version.version), version.tags.get("nbm_artifact_held_out"))
 
 
 def _compiled(artifact: ScoringArtifact, config: NbmConfig) -> ScoringArtifact:

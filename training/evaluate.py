@@ -44,10 +44,20 @@ class OfflineEvaluation:
     model: str
     metrics: dict[str, float]
     report: PolicyReport
+    learned_until: pd.Timestamp | None = None     # the model learned from sends up to here: in-sample after the test start
+    test_start: pd.Timestamp | None = None
+    fit: str = "registered"      # or "held_out": the fit the model's training judged (it was refitted since)
+
+    @property
+    def in_sample(self) -> bool:
+        """The model learned from (part of) the test window: its figures there are optimistic."""
+        return self.learned_until is not None and self.test_start is not None and self.learned_until >= self.test_start
 
     def to_dict(self) -> dict:
         clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x  # noqa: E731
         return {"model": self.model, "metrics": {k: clean(v) for k, v in self.metrics.items()},
+                "in_sample": self.in_sample, "fit": self.fit, "model_trained_until": None if self.learned_until is None
+                else self.learned_until.isoformat(),
                 "scope": self.report.logged.scope, "decisions": int(len(self.report.logged.frame)),
                 "reward": self.report.logged.reward.name, "reward_unit": self.report.logged.reward.unit,
                 "actions": self.report.replayed.action.label,
@@ -62,9 +72,15 @@ class OfflineEvaluation:
 
 def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, model: str,
                    test_days: float | None = None, max_decisions: int | None = 50_000, seed: int = 0,
-                   console: Console | None = None, valid_days: float | None = None) -> OfflineEvaluation:
+                   console: Console | None = None, valid_days: float | None = None,
+                   held_out=None) -> OfflineEvaluation:
     """Offline metrics and off-policy value of ``artifact`` (named ``model``) on the last ``test_days``
-    (``None``: :func:`training.fit.time_split`'s default from the log's span, as ``nbm train``'s)."""
+    (``None``: :func:`training.fit.time_split`'s default from the log's span, as ``nbm train``'s).
+
+    A model refitted on a log that includes the test window would be judged in-sample: ``held_out()``, when
+    given, returns the fit its training judged (or ``None``), and that fit is evaluated instead where it
+    did not learn from the window — the figures then value the training procedure, honestly, and the result
+    says so (``fit``)."""
     from nbm.simulate.manifest import read_world_manifest
 
     console = console or Console(stderr=True)
@@ -76,6 +92,13 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
         rows = build_training_set(dataset, config)
     split = time_split(rows, valid_days=valid_days, test_days=test_days)
     console.print(describe_split(split, derived=valid_days is None or test_days is None))
+    fit = "registered"
+    if artifact.learned_from(split.test_start) and held_out is not None:
+        candidate = held_out()
+        if candidate is not None and not candidate.learned_from(split.test_start):
+            artifact, fit = candidate, "held_out"
+            console.print("the registered model was refitted on a log that includes this test window: evaluating "
+                          "the fit its training judged (held out from the window) instead")
     evaluation = evaluate(artifact, split.test)
     history_rows = pd.concat([split.train, split.valid], ignore_index=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -86,7 +109,9 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
                                    sim_config=read_world_manifest(data),
                                    progress=lambda k, n: bar.update(task, completed=k, total=n))
     metrics = {k: float(v) for k, v in evaluation.metrics.items() if k in METRICS}
-    return OfflineEvaluation(model, metrics, report)
+    learned = None if artifact.trained_until is None else pd.Timestamp(artifact.trained_until)
+    return OfflineEvaluation(model + (", held-out fit" if fit == "held_out" else ""), metrics, report, learned,
+                             split.test_start, fit)
 
 
 def describe_split(split: TimeSplit, derived: bool = False) -> str:
@@ -102,7 +127,14 @@ def describe_split(split: TimeSplit, derived: bool = False) -> str:
 
 
 def print_evaluation(console: Console, result: OfflineEvaluation, min_ess: float) -> None:
-    table = Table(title=f"nbm evaluate: {result.model}", show_header=False)
+    if result.in_sample:
+        console.print(f"[bold yellow]warning:[/bold yellow] the model learned from sends up to "
+                      f"{result.learned_until:%Y-%m-%d %H:%M} UTC, after this test window's start "
+                      f"({result.test_start:%Y-%m-%d %H:%M}): these figures are in-sample, hence optimistic. "
+                      "`nbm train` serves the model refitted on its whole log; its held-out figures are in its "
+                      "MLflow run. Evaluate it on sends logged after it was trained.")
+    table = Table(title=f"nbm evaluate: {result.model}" + (" — in-sample" if result.in_sample else ""),
+                  show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in METRICS:

@@ -185,7 +185,7 @@ def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams(),
         followup = fit_followup(pd.concat([split.train, split.valid], ignore_index=True), params.given,
                                 params.target, catalog)
     return ScoringArtifact(booster, calibrator, tuple(features), categories, params.objective, params.target,
-                           library_versions(), followup)
+                           library_versions(), followup, trained_until=_latest(split.train, split.valid))
 
 
 REFIT_MIN_ROUNDS = 2
@@ -213,7 +213,12 @@ def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerPara
     followup = artifact.followup
     if followup is not None:
         followup = fit_followup(rows, params.given, params.target, catalog)
-    return replace(artifact, booster=booster, followup=followup)
+    return replace(artifact, booster=booster, followup=followup, trained_until=_latest(rows))
+
+
+def _latest(*windows: pd.DataFrame) -> str:
+    """ISO time (UTC) of the latest send in ``windows``."""
+    return pd.Timestamp(max(w["timestamp"].max() for w in windows if len(w))).isoformat()
 
 
 def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFrame | None = None) -> FollowUp:

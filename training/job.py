@@ -124,7 +124,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             metrics.update({f"followup_strength_{k}": v for k, v in artifact.followup.strengths.items()})
             metrics["followup_overall"] = artifact.followup.overall
         with console.status("logging to MLflow…"):
-            logged = log_training(served, split.test.head(200), asdict(params), metrics, evaluation.figures)
+            logged = log_training(served, split.test.head(200), asdict(params), metrics, evaluation.figures,
+                                  held_out=None if served is artifact else artifact)
         champion_version = _champion_version()
         report = None
         if evaluate_policy:
@@ -193,7 +194,8 @@ def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, ch
     artifacts = {"model": artifact}
     if champion_version is not None:
         try:
-            artifacts["champion"] = load_registered("champion")
+            # Judged on this test window: if it learned from it (refitted), the fit its training held out.
+            artifacts["champion"] = load_registered("champion", held_out_before=split.test_start)
         except Exception as exc:  # noqa: BLE001 — an unreadable champion must not lose the new model
             console.print(f"[yellow]the champion (version {champion_version}) cannot be loaded: {exc}[/yellow]")
     history_rows = pd.concat([split.train, split.valid], ignore_index=True)

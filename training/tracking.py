@@ -23,6 +23,8 @@ from nbm.config import NbmConfig
 
 MODEL_NAME = "nbm-ranker"
 ARTIFACT_PATH = "nbm_artifact"
+HELD_OUT_PATH = "nbm_artifact_held_out"
+"""The fit a run's test figures judge, when the registered model was refitted on the whole log."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,11 @@ def use_tracking(config: NbmConfig, experiment: str) -> None:
 
 
 def log_training(artifact: ScoringArtifact, example: pd.DataFrame, params: dict[str, object],
-                 metrics: dict[str, float], figures: dict, alias: str = "challenger") -> LoggedModel:
-    """Log one training into the active MLflow run and register the model under ``alias``."""
+                 metrics: dict[str, float], figures: dict, alias: str = "challenger",
+                 held_out: ScoringArtifact | None = None) -> LoggedModel:
+    """Log one training into the active MLflow run and register the model under ``alias``; ``held_out``, the
+    fit the run's figures judge when the registered one was refitted on the whole log, goes beside it
+    (:data:`HELD_OUT_PATH`, the version's tag ``nbm_artifact_held_out``) for ``nbm evaluate``."""
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_training needs an active MLflow run")
@@ -61,6 +66,10 @@ def log_training(artifact: ScoringArtifact, example: pd.DataFrame, params: dict[
     with tempfile.TemporaryDirectory() as tmp:
         artifact.save(tmp)
         mlflow.log_artifacts(tmp, artifact_path=ARTIFACT_PATH)
+    if held_out is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            held_out.save(tmp)
+            mlflow.log_artifacts(tmp, artifact_path=HELD_OUT_PATH)
     matrix = artifact.matrix(example)
     signature = infer_signature(matrix, artifact.score(example))
     # The booster's requirements are the flavour's own (lightgbm pinned to this version): stating them spares
@@ -72,14 +81,25 @@ def log_training(artifact: ScoringArtifact, example: pd.DataFrame, params: dict[
     artifact_uri = f"runs:/{run.info.run_id}/{ARTIFACT_PATH}"
     client = MlflowClient()
     client.set_model_version_tag(MODEL_NAME, version, "nbm_artifact", artifact_uri)
+    if held_out is not None:
+        client.set_model_version_tag(MODEL_NAME, version, "nbm_artifact_held_out",
+                                     f"runs:/{run.info.run_id}/{HELD_OUT_PATH}")
     client.set_registered_model_alias(MODEL_NAME, alias, version)
     return LoggedModel(run.info.run_id, version, artifact_uri)
 
 
-def load_registered(alias: str = "champion") -> ScoringArtifact:
-    """The scoring artifact of the model version behind ``alias``."""
+def load_registered(alias: str = "champion", held_out_before: pd.Timestamp | None = None) -> ScoringArtifact:
+    """The scoring artifact of the model version behind ``alias``; with ``held_out_before``, when that
+    model learned from sends at or after it (refitted on a log that reaches into the window to judge it
+    on), the fit its own training held out — if that one did not."""
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, alias)
     uri = version.tags.get("nbm_artifact") or f"runs:/{version.run_id}/{ARTIFACT_PATH}"
-    local = mlflow.artifacts.download_artifacts(uri)
-    return ScoringArtifact.load(local)
+    artifact = ScoringArtifact.load(mlflow.artifacts.download_artifacts(uri))
+    held_out = version.tags.get("nbm_artifact_held_out")
+    if held_out_before is not None and held_out and artifact.learned_from(held_out_before):
+        candidate = ScoringArtifact.load(mlflow.artifacts.download_artifacts(held_out))
+        if not candidate.learned_from(held_out_before):
+            return candidate
+    return artifact
+

@@ -82,6 +82,19 @@ def test_nbm_evaluate_values_the_champion_offline(served_world, tmp_path, monkey
     assert set(result["policies"]) == {"model", "uniform", "popular", "rules"}
     assert 0.5 < result["metrics"]["test_auc"] <= 1.0
     assert result["decisions"] == 3000
+    # The champion was refitted on this whole log: the fit its training judged, held out from the window, is
+    # what gets evaluated (the registered one would be in-sample here).
+    assert result["fit"] == "held_out" and result["in_sample"] is False and "held-out fit" in result["model"]
+    from training.evaluate import evaluate_model
+    from serving.registry import load_model
+    from nbm.config import load_config
+
+    config = load_config()
+    served = load_model("models:/nbm-ranker@champion", config)
+    assert served.held_out_uri is not None
+    in_sample = evaluate_model(data, config, served.artifact, "served", test_days=5, max_decisions=200)
+    assert in_sample.in_sample and in_sample.fit == "registered"
+    assert in_sample.metrics["test_auc"] > result["metrics"]["test_auc"]      # it learned from the window
     for name, v in result["policies"].items():
         assert v["snips_low"] <= v["snips"] <= v["snips_high"], name
         assert v["true_value"] is not None and v["true_value"] >= 0     # a simulated world: its ground truth

@@ -162,6 +162,9 @@ def test_refit_learns_every_window_with_the_held_out_trees_count(split) -> None:
     trees = held_out.booster.best_iteration
     assert trees >= 2 and served.booster.current_iteration() == trees
     assert served.calibrator == held_out.calibrator and served.features == held_out.features
+    # What each learned from, for `nbm evaluate` to say when its test window is in-sample.
+    assert pd.Timestamp(held_out.trained_until) == split.valid["timestamp"].max() < split.test_start
+    assert pd.Timestamp(served.trained_until) == split.test["timestamp"].max()
     click = target_of(split.test, "click")
     fit_held_out = roc_auc_score(click, held_out.raw_score(split.test))
     fit_served = roc_auc_score(click, served.raw_score(split.test))
