@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from nbm import __version__
+from nbm import __version__, telemetry
 from nbm.errors import NbmError
 from nbm.policy.explore import EXPLORERS
 
@@ -443,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    telemetry.switch_off()          # nbm never calls out (nbm/telemetry.py), nor do the processes it starts
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -31,12 +31,14 @@ import bentoml
 import orjson
 from starlette.responses import Response
 
+from nbm import telemetry
 from nbm.config import load_config
 from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
 
+telemetry.switch_off()      # also when started by `bentoml serve` directly: before BentoML's serve tracking
 
 def settings_from_env() -> EngineSettings:
     data = os.environ.get("NBM_DATA")
@@ -80,7 +82,7 @@ def _bad(exc: BadRequest, prefix: str = "") -> bentoml.exceptions.InvalidArgumen
                  traffic={"timeout": 60}, tracing=_tracing())
 class NbmService:
     def __init__(self) -> None:
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        telemetry.switch_off()
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())
         # Concurrent /recommend calls of this worker are decided together (serving/batcher.py).
