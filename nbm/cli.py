@@ -232,6 +232,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UnusableInputError(f"`--data`: {str(args.data)!r} is not a directory")
     if not 1 <= args.workers <= 64:
         raise UsageError(f"`--workers` must lie in 1..64, got {args.workers}")
+    from serving.guard import load_keys, require_keys
+
+    try:
+        refusal = require_keys(args.host, load_keys(config))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if refusal:
+        raise UsageError(refusal)
     from serving.launch import port_free, serve
 
     if not port_free(args.host, args.port):   # before anything is written: a running service's files stay its own
@@ -415,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "the embedded demo world, NBM_HOME/demo, that `make run` builds)")
     srv.add_argument("--model", default="models:/nbm-ranker@champion",
                      help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory")
-    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other than loopback needs API keys: "
+                                                      "docs/serving.md, \"Security\")")
     srv.add_argument("--port", type=int, default=3000, help="port (default 3000)")
     srv.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     srv.add_argument("--explorer", default="epsilon_greedy", choices=EXPLORER_NAMES,

@@ -235,6 +235,29 @@ class TrainingConfig(_Section):
                                   "the gate does not compare the challenger with the champion on them")
 
 
+class ServiceConfig(_Section):
+    """The service's door (docs/serving.md, "Security"; ``serving/guard.py``)."""
+
+    api_keys: list[str] = Field(default_factory=list, description="API keys: `KEY` (every scope), `read:KEY` "
+                                "(/recommend, /recommend_batch, /metrics, the OpenAPI) or `write:KEY` (/feedback); "
+                                "none (and no api_keys_file or NBM_API_KEYS): no key asked, allowed on a loopback "
+                                "--host only")
+    api_keys_file: str = Field("", description="a file of API keys, one per line as in api_keys (# comments)")
+    allowed_origins: list[str] = Field(default_factory=list, description="browser origins (e.g. "
+                                       "https://crm.example.com) allowed to write; a write request with any other "
+                                       "Origin header is refused (403); requests without one pass")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3,
+                                description="larger request bodies are refused (413) before they are read")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if not o.startswith(("http://", "https://")) or o.count("/") > 3]
+        if bad:
+            raise ValueError(f"`allowed_origins`: expected scheme://host[:port] each, got {bad!r}")
+        return value
+
+
 ARMS = ("model", "rules", "random", "holdout")
 """Arms the service can serve: the ranker with its explorer, the lifecycle rules, uniformly at random, nothing."""
 
@@ -285,6 +308,7 @@ class NbmConfig(_Section):
     features: FeatureConfig = FeatureConfig()
     training: TrainingConfig = TrainingConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    service: ServiceConfig = ServiceConfig()
 
     @field_validator("channels")
     @classmethod

@@ -34,6 +34,7 @@ from nbm.errors import UsageError
 from nbm.policy.assign import assign
 from nbm.policy.explore import EXPLORERS, Greedy, make_explorer
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
+from serving.guard import clip
 from serving.registry import LoadedModel, load_model, resolve_version
 from serving.schemas import event_errors
 from serving.state import open_state
@@ -160,7 +161,7 @@ class Engine:
     def validate(self, channels: list[str] | None, candidates: list[str] | None) -> None:
         unknown = sorted(set(channels or ()) - self.channels)
         if unknown:
-            raise BadRequest("channels", f"unknown channel(s) {unknown}; configured: {sorted(self.channels)}")
+            raise BadRequest("channels", f"unknown channel(s) {clip(unknown)}; configured: {sorted(self.channels)}")
         if channels is not None and not channels:
             raise BadRequest("channels", "is empty; leave it out to consider every channel")
         if candidates is not None and not candidates:
@@ -404,15 +405,15 @@ class Engine:
     def _event_error(self, e: dict) -> str:
         kind = e.get("event_type")
         if kind not in EVENT_TYPES:
-            return f"`event_type`: unknown {kind!r} (expected one of {', '.join(EVENT_TYPES)})"
+            return f"`event_type`: unknown {clip(kind)} (expected one of {', '.join(EVENT_TYPES)})"
         if kind in MESSAGE_EVENT_TYPES and not e.get("message_id"):
             return f"`message_id`: required for event_type {kind}"
         if kind in CHANNEL_EVENT_TYPES and not e.get("channel"):
             return f"`channel`: required for event_type {kind}"
         if e.get("channel") is not None and e["channel"] not in self.channels:
-            return f"`channel`: unknown {e['channel']!r}; configured: {sorted(self.channels)}"
+            return f"`channel`: unknown {clip(e['channel'])}; configured: {sorted(self.channels)}"
         if e.get("message_id") is not None and e["message_id"] not in self.messages:
-            return f"`message_id`: {e['message_id']!r} is not in the catalog"
+            return f"`message_id`: {clip(e['message_id'])} is not in the catalog"
         return ""
 
 

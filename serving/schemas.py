@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from serving.guard import clip
+
 MAX_BATCH = 10_000
 MAX_EVENTS = 10_000
 EARLIEST, LATEST = pd.Timestamp("1678-01-01T00:00:00Z"), pd.Timestamp("2262-01-01T00:00:00Z")
@@ -21,14 +23,42 @@ EARLIEST, LATEST = pd.Timestamp("1678-01-01T00:00:00Z"), pd.Timestamp("2262-01-0
 to 2262-04-11), and a decision reaches days before and after its time (the contact look-back, the send slots)."""
 
 
-def _in_range(value: datetime | None) -> datetime | None:
-    """``value`` if it lies in [EARLIEST, LATEST) — otherwise a 400 naming the field, not an overflow later."""
+DECIDE_EARLIEST, DECIDE_LATEST = EARLIEST + pd.Timedelta(days=366), LATEST - pd.Timedelta(days=366)
+"""The decision times accepted: a year inside the stored range, so that every instant a decision reaches — its
+contact look-back, its send slots, quiet hours moved to the next morning — is one ``/feedback`` accepts back
+(``now`` in 2261 once gave a ``send_at`` that ``/feedback`` refused)."""
+
+
+def _check_range(value: datetime | None, low: pd.Timestamp, high: pd.Timestamp) -> datetime | None:
     if value is None:
         return value
     aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    if not EARLIEST.to_pydatetime() <= aware < LATEST.to_pydatetime():
-        raise ValueError(f"{value.isoformat()} is outside the supported range {EARLIEST.date()} to {LATEST.date()}")
+    if not low.to_pydatetime() <= aware < high.to_pydatetime():
+        raise ValueError(f"{value.isoformat()} is outside the supported range {low.date()} to {high.date()}")
     return value
+
+
+def _in_range(value: datetime | None) -> datetime | None:
+    """``value`` if it lies in [EARLIEST, LATEST) — otherwise a 400 naming the field, not an overflow later."""
+    return _check_range(value, EARLIEST, LATEST)
+
+
+def _decidable(value: datetime | None) -> datetime | None:
+    """A decision time in [DECIDE_EARLIEST, DECIDE_LATEST)."""
+    return _check_range(value, DECIDE_EARLIEST, DECIDE_LATEST)
+
+
+def _printable(value: str | None) -> str | None:
+    """Identifiers are printable text: no NUL, control, bidirectional-override or zero-width characters (a
+    user id that displays like another is a way to hide in reports), and not blank."""
+    if value is None:
+        return value
+    if not value.isprintable():
+        bad = next(c for c in value if not c.isprintable())
+        raise ValueError(f"must hold printable characters only (found U+{ord(bad):04X})")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
 
 
 class RecommendRequest(BaseModel):
@@ -42,14 +72,8 @@ class RecommendRequest(BaseModel):
     explore: bool = Field(True, description="let the explorer explore (false: greedy)")
     arm: str | None = Field(None, max_length=128, description="experiment arm, recorded in the decision log")
 
-    @field_validator("user_id")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
-
-    _now_in_range = field_validator("now")(_in_range)
+    _ids_printable = field_validator("user_id", "arm")(_printable)
+    _now_in_range = field_validator("now")(_decidable)
 
 
 class BatchRequest(BaseModel):
@@ -80,6 +104,7 @@ class FeedbackEvent(BaseModel):
     value: float | None = Field(None, ge=0)
 
     _timestamp_in_range = field_validator("timestamp")(_in_range)
+    _ids_printable = field_validator("event_id", "user_id", "message_id", "channel", "decision_id")(_printable)
 
 
 def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -89,7 +114,7 @@ def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "event"
-        return None, f"`{field}`: {first['msg']} (got {first.get('input')!r})"
+        return None, f"`{field}`: {first['msg']} (got {clip(first.get('input'))})"
     out = event.model_dump()
     stamp = out["timestamp"]
     if stamp.tzinfo is None:

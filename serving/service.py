@@ -36,9 +36,12 @@ from nbm.config import load_config
 from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
+from serving.guard import Guard, GuardSettings, bound_metrics_labels
 from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
 
 telemetry.switch_off()      # also when started by `bentoml serve` directly: before BentoML's serve tracking
+bound_metrics_labels()      # unknown paths: one /metrics label (serving/guard.py)
+
 
 def settings_from_env() -> EngineSettings:
     data = os.environ.get("NBM_DATA")
@@ -135,3 +138,12 @@ class NbmService:
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     def feedback(self, ctx: bentoml.Context, events: list) -> dict:
         return _json(self.engine.feedback(events), self._close(ctx))
+
+
+def _guard_settings() -> GuardSettings:
+    """The door's settings, read when a worker's app first takes a request: the configuration file and
+    ``NBM_API_KEYS`` of the worker's environment (serving/guard.py)."""
+    return GuardSettings.of(load_config(os.environ.get("NBM_CONFIG") or None))
+
+
+NbmService.add_asgi_middleware(Guard, settings_factory=_guard_settings)

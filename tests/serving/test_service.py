@@ -54,6 +54,13 @@ INVALID = [
     ('{"user_id": "u1", "now": "9999-12-31T00:00:00Z"}', "now", None),    # past what 64-bit nanoseconds hold
     ('{"user_id": "u1", "now": "0001-01-01T00:00:00"}', "now", None),
     ('{"user_id": "u1", "now": "2262-03-01T00:00:00Z"}', "now", None),    # holdable, but its slots are not
+    ('{"user_id": "u1", "now": "2261-06-01T00:00:00Z"}', "now", None),    # its send_at /feedback would refuse
+    ('{"user_id": "u1", "now": "1678-06-01T00:00:00Z"}', "now", None),
+    ('{"user_id": "u\\u0000001"}', "user_id", None),                        # NUL
+    ('{"user_id": "u\\u0007"}', "user_id", None),                            # a control character
+    ('{"user_id": "u\\u202e100"}', "user_id", None),                         # right-to-left override
+    ('{"user_id": "u\\u200b1"}', "user_id", None),                           # zero-width space
+    ('{"user_id": "u1", "arm": "\\u0000"}', "arm", None),
     ('{"user_id": "u1", "explore": "perhaps"}', "explore", None),
     ('{"user_id": "u1", "k": NaN}', "k", None),
     ('{"user_id": "u1", "colour": "red"}', "colour", None),
@@ -173,6 +180,9 @@ def test_feedback_is_idempotent_and_rejects_bad_rows_only(client, served_world) 
         {"event_id": "fb-7", "timestamp": "9999-01-01T00:00:00Z", "user_id": user, "event_type": "visit"},
         {"event_id": "fb-8", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "convert",
          "value": float("nan")},
+        {"event_id": "fb-9", "timestamp": "2026-10-31T10:00:00Z", "user_id": "   ", "event_type": "visit"},
+        {"event_id": " \t ", "timestamp": "2026-10-31T10:00:00Z", "user_id": user, "event_type": "visit"},
+        {"event_id": "fb-11", "timestamp": "2026-10-31T10:00:00Z", "user_id": user + "\u200b", "event_type": "visit"},
     ]
     r = client.post("/feedback", content=json.dumps({"events": events}, allow_nan=True),
                     headers={"content-type": "application/json"})
@@ -180,7 +190,8 @@ def test_feedback_is_idempotent_and_rejects_bad_rows_only(client, served_world) 
     body = r.json()
     assert body["accepted"] == 1 and body["duplicates"] == 0
     reasons = {x["index"]: x["error"] for x in body["rejected"]}
-    assert set(reasons) == {1, 2, 3, 4, 5, 6, 7}
+    assert set(reasons) == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+    assert "user_id" in reasons[8] and "event_id" in reasons[9] and "U+200B" in reasons[10]
     assert "timestamp" in reasons[1] and "message_id" in reasons[2] and "channel" in reasons[3]
     assert "value" in reasons[4] and "event" in reasons[5]
     assert "timestamp" in reasons[6] and "supported range" in reasons[6] and "value" in reasons[7]

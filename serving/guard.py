@@ -1,0 +1,290 @@
+"""The service's door: API keys, content types, origins, body sizes and unknown paths, before any route runs.
+
+:class:`Guard` is an ASGI middleware the service registers with BentoML (``NbmService.add_asgi_middleware``);
+it answers the requests it refuses itself, in the service's error envelope
+(``{"error": CODE, "detail": MESSAGE}``), so that no route — and no parser — sees them:
+
+* **API keys** (``[service] api_keys``, ``api_keys_file``, ``NBM_API_KEYS``; :func:`load_keys`): when any is
+  configured every route but the health checks (``/healthz``, ``/livez``, ``/readyz``) needs one, as
+  ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. A key is ``KEY`` (every scope), ``read:KEY``
+  (``/recommend``, ``/recommend_batch``, the OpenAPI, ``/metrics``) or ``write:KEY`` (``/feedback``). No key:
+  401; a key without the route's scope: 403. Keys are compared by SHA-256 digest in constant time and never
+  logged. ``nbm serve`` refuses a non-loopback ``--host`` without keys (:func:`require_keys`).
+* **Content types**: a POST must be ``application/json`` (any charset parameter): 415 otherwise — a form or
+  ``text/plain`` body is what a web page can post across sites without asking first, and BentoML answered
+  ``multipart/form-data`` with a 500.
+* **Origins**: a write route refuses a request whose ``Origin`` is not in ``[service] allowed_origins`` (403);
+  requests without ``Origin`` (servers, curl) are not browsers and pass.
+* **Body size**: a body over ``[service] max_body_bytes`` is refused (413) from its ``Content-Length`` before
+  it is read, or as soon as a streamed body passes the limit.
+* **Unknown paths**: answered 404 here, and counted in ``/metrics`` under one ``endpoint="/<unknown>"`` label
+  instead of one label per path (:func:`bound_metrics_labels`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+HEALTH = frozenset({"/healthz", "/livez", "/readyz"})
+WRITE_ROUTES = frozenset({"/feedback"})
+READ_ROUTES = frozenset({"/recommend", "/recommend_batch"})
+OTHER_ROUTES = frozenset({"/metrics", "/docs.json", "/", "/docs", "/schema.json"})
+KNOWN_PREFIXES = ("/static_content/",)
+UNKNOWN = "/<unknown>"
+"""The one path label every unknown path is counted under in ``/metrics``."""
+SCOPES = ("read", "write")
+ECHO = 100
+"""Longest piece of a client's input an error message repeats."""
+
+
+def clip(value: object, limit: int = ECHO) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the length said: an error never echoes a
+    megabyte back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def known(path: str) -> bool:
+    return path in HEALTH or path in WRITE_ROUTES or path in READ_ROUTES or path in OTHER_ROUTES \
+        or path.startswith(KNOWN_PREFIXES)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """SHA-256 digests of the API keys, per scope."""
+
+    read: frozenset[bytes] = frozenset()
+    write: frozenset[bytes] = frozenset()
+
+    @property
+    def required(self) -> bool:
+        return bool(self.read or self.write)
+
+    def __len__(self) -> int:
+        return len(self.read | self.write)
+
+    def allows(self, key: str | None, scope: str) -> bool | None:
+        """``True`` when ``key`` has ``scope``, ``False`` when it is a key without it, ``None`` when it is no key."""
+        if not key:
+            return None
+        digest = _digest(key)
+        hits = {s: any(hmac.compare_digest(digest, d) for d in getattr(self, s)) for s in SCOPES}
+        if not any(hits.values()):
+            return None
+        return hits[scope]
+
+
+def parse_keys(entries: Iterable[str], source: str) -> Keys:
+    """Keys from entries ``KEY`` (both scopes), ``read:KEY`` or ``write:KEY``; ``source`` names where they
+    come from in an error (never the key itself)."""
+    read, write = set(), set()
+    for i, raw in enumerate(entries):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        scope, sep, key = entry.partition(":")
+        if not sep or scope not in SCOPES:
+            scope, key = "", entry
+        if len(key) < 16 or not key.isprintable() or any(c.isspace() for c in key):
+            raise ValueError(f"{source}: entry {i + 1} is not a usable API key (at least 16 printable characters "
+                             "without spaces, optionally prefixed by read: or write:)")
+        if scope in ("", "read"):
+            read.add(_digest(key))
+        if scope in ("", "write"):
+            write.add(_digest(key))
+    return Keys(frozenset(read), frozenset(write))
+
+
+def load_keys(config, environ: dict[str, str] | None = None) -> Keys:
+    """Every configured key: ``[service] api_keys``, the lines of ``[service] api_keys_file`` and the
+    comma-separated ``NBM_API_KEYS``."""
+    environ = os.environ if environ is None else environ
+    service = config.service
+    parts = [parse_keys(service.api_keys, "[service] api_keys")]
+    if service.api_keys_file:
+        path = Path(service.api_keys_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"[service] api_keys_file: cannot read {str(path)!r}: {exc.strerror}") from None
+        parts.append(parse_keys(lines, f"[service] api_keys_file {str(path)!r}"))
+    if environ.get("NBM_API_KEYS"):
+        parts.append(parse_keys(environ["NBM_API_KEYS"].split(","), "NBM_API_KEYS"))
+    return Keys(frozenset().union(*(p.read for p in parts)), frozenset().union(*(p.write for p in parts)))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_keys(host: str, keys: Keys) -> str | None:
+    """Why the service may not listen on ``host`` with ``keys`` (``None``: it may): off loopback, anyone on the
+    network could post sends, unsubscribes and conversions."""
+    if is_loopback(host) or keys.required:
+        return None
+    return (f"`--host {host}` is reachable from other machines: set API keys first ([service] api_keys, "
+            "api_keys_file or NBM_API_KEYS; docs/serving.md, \"Security\"), or listen on 127.0.0.1")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    keys: Keys
+    allowed_origins: frozenset[str]
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, config, environ: dict[str, str] | None = None) -> GuardSettings:
+        service = config.service
+        return cls(load_keys(config, environ), frozenset(o.rstrip("/") for o in service.allowed_origins),
+                   service.max_body_bytes)
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _answer(send, status: int, code: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = orjson.dumps({"error": code, "detail": detail})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """The ASGI middleware; ``settings`` as :class:`GuardSettings` (built from the configuration when the
+    service's worker starts: :meth:`GuardSettings.of`)."""
+
+    def __init__(self, app, settings: GuardSettings | None = None, settings_factory=None) -> None:
+        self.app = app
+        self._settings = settings
+        self._factory = settings_factory
+
+    @property
+    def settings(self) -> GuardSettings:
+        if self._settings is None:
+            self._settings = self._factory()
+        return self._settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("nbm.path") or scope["path"]       # see bound_metrics_labels
+        scope["path"] = path
+        if path in HEALTH:
+            await self.app(scope, receive, send)
+            return
+        if not known(path):
+            await _answer(send, 404, "not_found", f"no route {clip(path)}; routes: /recommend, /recommend_batch, "
+                                                  "/feedback, /healthz, /readyz, /livez, /metrics, /docs.json")
+            return
+        settings = self.settings
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        write = path in WRITE_ROUTES
+        if settings.keys.required:
+            key = headers.get("x-api-key")
+            auth = headers.get("authorization", "")
+            if key is None and auth[:7].lower() == "bearer ":
+                key = auth[7:].strip()
+            allowed = settings.keys.allows(key, "write" if write else "read")
+            if allowed is None:
+                await _answer(send, 401, "unauthorized", "an API key is required: `Authorization: Bearer KEY` or "
+                                                         "`X-API-Key: KEY`", [(b"www-authenticate", b"Bearer")])
+                return
+            if not allowed:
+                await _answer(send, 403, "forbidden", f"this API key may not use {path} (it needs the "
+                                                      f"{'write' if write else 'read'} scope)")
+                return
+        method = scope.get("method", "GET")
+        if write and "origin" in headers and headers["origin"].rstrip("/") not in settings.allowed_origins:
+            await _answer(send, 403, "forbidden_origin", f"requests from origin {clip(headers['origin'])} may not "
+                                                         f"write; allowed: [service] allowed_origins")
+            return
+        if method == "POST":
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media != "application/json":
+                await _answer(send, 415, "unsupported_media_type",
+                              f"`Content-Type` must be application/json, got {clip(media or 'none')}")
+                return
+            length = headers.get("content-length")
+            if length is not None:
+                if not length.isdigit():
+                    await _answer(send, 400, "bad_request", f"`Content-Length` is not a number: {clip(length)}")
+                    return
+                if int(length) > settings.max_body_bytes:
+                    await self._too_large(send, settings)
+                    return
+            await self._limited(scope, receive, send, settings)
+            return
+        await self.app(scope, receive, send)
+
+    async def _too_large(self, send, settings: GuardSettings) -> None:
+        await _answer(send, 413, "payload_too_large",
+                      f"the body exceeds [service] max_body_bytes ({settings.max_body_bytes:,} bytes)",
+                      [(b"connection", b"close")])
+
+    async def _limited(self, scope, receive, send, settings: GuardSettings) -> None:
+        """The app with the body counted as it arrives: past the limit, a 413 (if nothing was answered yet)."""
+        seen = 0
+        started = False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > settings.max_body_bytes:
+                    raise TooLarge
+            return message
+
+        async def watched(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except TooLarge:
+            if not started:
+                await self._too_large(send, settings)
+
+
+def bound_metrics_labels() -> None:
+    """Count every unknown path under one ``/metrics`` label: BentoML's traffic-metrics middleware, the
+    outermost, labels each request by its path, so 3,000 random paths made ``/metrics`` 12 MB. It now sees
+    :data:`UNKNOWN` for them; :class:`Guard` (inside it) restores the path from ``scope["nbm.path"]`` and
+    answers 404. Idempotent."""
+    from bentoml._internal.server.http import instruments
+
+    cls = instruments.RunnerTrafficMetricsMiddleware
+    if getattr(cls, "_nbm_bounded", False):
+        return
+    original = cls.__call__
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and not known(scope.get("path", "")):
+            scope = {**scope, "nbm.path": scope["path"], "path": UNKNOWN}
+        await original(self, scope, receive, send)
+
+    cls.__call__ = __call__
+    cls._nbm_bounded = True
