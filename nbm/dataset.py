@@ -14,7 +14,7 @@ import pandas as pd
 from nbm.config import NbmConfig
 from nbm.errors import UnusableInputError
 from nbm.identity import IdentityResolution, resolve_identities
-from nbm.io import find_table, read_raw_table
+from nbm.io import find_table, read_raw_table, undecodable_rows
 from nbm.validation_report import ValidationReport, problems_frame
 from nbm.schema import TABLES
 from nbm.validate import (check_columns, validate_decisions, validate_events, validate_links, validate_messages,
@@ -36,6 +36,24 @@ class Dataset:
     identity: IdentityResolution
     decisions: pd.DataFrame | None = None
     """The decision log with canonical ``user_id`` (and ``source_user_id``); ``None`` when the data has none."""
+
+
+def unusable(dataset: Dataset, report: ValidationReport, directory: Path | str) -> str | None:
+    """Why nothing can be learned or decided from ``dataset`` (``None``: something can), naming the table and
+    the commonest reason its rows were refused. ``nbm validate`` and every command that loads data exit 2 on
+    it, with the same words."""
+    def refused(table: str) -> str:
+        counts = report.counts()
+        mine = counts[counts["table"] == table].sort_values("rows", ascending=False)
+        if not len(mine):
+            return ""
+        top = mine.iloc[0]
+        return f" ({int(mine['rows'].sum()):,} row problem(s), most: `{top['column']}` {top['reason']}, {int(top['rows']):,})"
+    if not len(dataset.messages):
+        return f"the messages table of {str(directory)!r} has no valid message: nothing to recommend{refused('messages')}"
+    if not len(dataset.events):
+        return f"no valid events in {str(directory)!r}: nothing to learn from{refused('events')}"
+    return None
 
 
 def read_tables(directory: Path) -> dict[str, pd.DataFrame | None]:
@@ -67,10 +85,13 @@ def build_dataset(raw: dict[str, pd.DataFrame | None], config: NbmConfig,
     check_columns(raw)
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     report = ValidationReport()
+    raw = dict(raw)
     for name, table in TABLES.items():
         frame = raw.get(name)
         if frame is not None:
             report.rows_read[name] = len(frame)
+            if frame.attrs.get("undecodable"):
+                raw[name] = _drop_undecodable(name, frame, report)
             extra = [c for c in frame.columns if c not in table.column_names]
             if extra and table.extra_columns == "ignore":
                 report.notes.append(f"table `{name}`: ignored unknown column(s) " + ", ".join(f"`{c}`" for c in extra))
@@ -110,6 +131,23 @@ def build_dataset(raw: dict[str, pd.DataFrame | None], config: NbmConfig,
     report.problems = (report.problems.assign(_t=report.problems["table"].map(order))
                        .sort_values(["_t", "row"], kind="stable").drop(columns="_t").reset_index(drop=True))
     return Dataset(events, messages, users, links, identity, decisions), report
+
+
+def _drop_undecodable(name: str, frame: pd.DataFrame, report: ValidationReport) -> pd.DataFrame:
+    """``frame`` less its rows with bytes that are not UTF-8, each reported with its line in the file (the
+    header is line 1; a quoted value spanning lines shifts the count)."""
+    bad = undecodable_rows(frame)
+    if not bad:
+        return frame
+    by_column: dict[str, list[int]] = {}
+    for row, (column, _) in bad.items():
+        by_column.setdefault(column, []).append(row)
+    for column, rows in by_column.items():
+        index = pd.Index(rows)
+        shown = pd.Series([bad[r][1] for r in rows], index=index)
+        lines = pd.Series([f"line {r + 2} of {name}.csv holds bytes that are not UTF-8" for r in rows], index=index)
+        report.add([problems_frame(name, index, None, column, shown, "undecodable_bytes", lines)])
+    return frame.drop(index=list(bad))       # the other rows keep their numbers
 
 
 def _merge_users(users: pd.DataFrame, identity: IdentityResolution, raw: pd.DataFrame,

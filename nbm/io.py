@@ -6,6 +6,8 @@ types. Turning raw values into typed, valid rows is :mod:`nbm.validate`'s job.
 
 from __future__ import annotations
 
+import codecs
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -45,14 +47,51 @@ def read_raw_table(path: Path) -> pd.DataFrame:
     as lists.
     """
     try:
+        seen = _BAD_SEEN[0]
         if path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+            # Bytes that are not UTF-8 are kept as private-use characters U+E0NN, so that one bad byte costs
+            # its row (reported with its line: undecodable_rows), not the whole table.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
+                                encoding_errors=BAD_BYTES)
         else:
             frame = pq.read_table(path).to_pandas()
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UnusableInputError(f"cannot read {path}: {exc}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["format"] = path.suffix.lstrip(".")
+    frame.attrs["undecodable"] = _BAD_SEEN[0] > seen       # rows to find and report: undecodable_rows
+    return frame
+
+
+BAD_BYTES = "nbm-bad-bytes"
+"""The decoding error handler CSVs are read with: a byte that is not UTF-8 becomes U+E000 + its value."""
+_BAD_SEEN = [0]      # bytes the handler has replaced, in this process
+
+
+def _bad_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    _BAD_SEEN[0] += error.end - error.start
+    return "".join(chr(0xE000 + b) for b in error.object[error.start:error.end]), error.end
+
+
+codecs.register_error(BAD_BYTES, _bad_bytes)
+UNDECODABLE = re.compile("[\ue000-\ue0ff]")
+"""Where a CSV held a byte that is not UTF-8."""
+
+
+def undecodable_rows(frame: pd.DataFrame) -> dict[int, tuple[str, str]]:
+    """Rows of a CSV-read ``frame`` with bytes that are not UTF-8: row → (first such column, its value with
+    the bytes shown as ``\\xNN``)."""
+    found: dict[int, tuple[str, str]] = {}
+    for column in frame.columns:
+        values = frame[column]
+        if not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+            continue
+        hit = values.astype(object).map(lambda v: isinstance(v, str) and UNDECODABLE.search(v) is not None)
+        for row in hit.index[hit.to_numpy(dtype=bool)]:
+            shown = UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xE000:02x}", values[row])
+            found.setdefault(int(row), (column, shown))
+    return found
 
 
 def write_table(frame: pd.DataFrame, directory: Path, name: str, file_format: FileFormat = "parquet") -> Path:

@@ -28,7 +28,7 @@ from rich.table import Table
 from features.pipeline import build_training_set
 from nbm.artifact import ScoringArtifact
 from nbm.config import NbmConfig
-from nbm.dataset import load_dataset
+from nbm.dataset import load_dataset, unusable
 from nbm.errors import UnusableInputError
 from training.actions import describe
 from training.fit import DAY, TimeSplit, time_split
@@ -85,9 +85,10 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
 
     console = console or Console(stderr=True)
     with console.status("loading and validating the data…"):
-        dataset, _ = load_dataset(data, config)
-    if not len(dataset.events):
-        raise UnusableInputError(f"no valid events in {data}")
+        dataset, report = load_dataset(data, config)
+    reason = unusable(dataset, report, data)
+    if reason:
+        raise UnusableInputError(reason)
     with console.status(f"building the evaluation set ({len(dataset.events):,} events)…"):
         rows = build_training_set(dataset, config)
     split = time_split(rows, valid_days=valid_days, test_days=test_days)
@@ -157,13 +158,13 @@ def print_policy_values(console: Console, report: PolicyReport, min_ess: float, 
     columns = ("policy", "SNIPS", "SNIPS 95% CI", "DR", "DR 95% CI") + (("IPS",) if ips else ()) + ("ESS", "true value")
     for column in columns:
         values.add_column(column, justify="left" if column == "policy" else "right")
-    unusable = f"ESS < {min_ess:,g}"
+    too_few = f"ESS < {min_ess:,g}"
     for v in report.values.values():
         if v.ess >= min_ess:
             estimates = (_number(v.snips), _interval(v.snips_low, v.snips_high), _number(v.dr),
                          _interval(v.dr_low, v.dr_high), *((_number(v.ips),) if ips else ()))
         else:
-            estimates = ("n/a", unusable, "n/a", unusable, *(("n/a",) if ips else ()))
+            estimates = ("n/a", too_few, "n/a", too_few, *(("n/a",) if ips else ()))
         values.add_row(v.policy, *estimates, _number(v.ess, "{:,.0f}"), _number(v.true_value))
     if len(report.logged.frame):
         values.add_row("logged", f"{report.logged.frame['reward'].mean():.4f}", *([""] * (len(columns) - 2)))

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from features.pipeline import Globals, build_training_set
 from nbm.config import NbmConfig
-from nbm.dataset import load_dataset
+from nbm.dataset import load_dataset, unusable
 from nbm.errors import UnusableInputError
 from nbm.simulate.manifest import read_world_manifest
 from training.evaluate import describe_split, print_policy_values
@@ -64,8 +64,9 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     began = time.perf_counter()
     with console.status("loading and validating the data…"):
         dataset, report = load_dataset(data, config)
-    if not len(dataset.events):
-        raise UnusableInputError(f"no valid events in {data}")
+    reason = unusable(dataset, report, data)
+    if reason:
+        raise UnusableInputError(reason)
     partitions = max(1, -(-len(dataset.events) // PARTITION_EVENTS))
     with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s))…"):
         shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths

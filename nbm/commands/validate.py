@@ -12,7 +12,7 @@ from nbm.config import load_config
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from nbm.dataset import load_dataset
+    from nbm.dataset import load_dataset, unusable
     from nbm.lifecycle import stage_mix
 
     config = load_config(args.config)
@@ -29,4 +29,8 @@ def run_validate(args: argparse.Namespace) -> int:
             console.print(line, style="yellow" if line.startswith("warning") else None, markup=False, highlight=False)
     if args.json:
         Path(args.json).write_text(report.to_json(), encoding="utf-8")
+    reason = unusable(dataset, report, args.data)
+    if reason:          # what `nbm train` would refuse: the same words, the same exit code
+        console.print(f"nbm validate: {reason}", style="bold red", markup=False, highlight=False)
+        return 2
     return report.exit_code

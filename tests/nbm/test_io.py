@@ -61,3 +61,47 @@ def test_unreadable_file_is_unusable(tmp_path: Path) -> None:
     (tmp_path / "events.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(UnusableInputError, match="cannot read"):
         read_raw_table(tmp_path / "events.parquet")
+
+
+def test_a_bad_byte_costs_its_row_not_the_table(world_tables, tmp_path: Path, config) -> None:
+    """One byte that is not UTF-8 in events.csv: that row is reported with its line and column, the other
+    rows load, and a problem after it keeps its own row number."""
+    directory = _write(world_tables, tmp_path, "csv")
+    path = directory / "events.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[5] = lines[5].replace(b",", b",\xff\xfe", 1)                  # data row 4, its second column
+    header = lines[0].decode().split(",")
+    row = lines[12].decode().split(",")
+    row[header.index("event_type")] = "teleport"                        # data row 11: an ordinary problem
+    lines[12] = ",".join(row).encode()
+    path.write_bytes(b"\n".join(lines))
+    dataset, report = load_dataset(directory, config, now=NOW)
+    bad = report.problems[report.problems["reason"] == "undecodable_bytes"]
+    assert len(bad) == 1
+    first = bad.iloc[0]
+    assert (first["table"], first["row"], first["column"]) == ("events", 4, header[1])
+    assert "line 6 of events.csv" in first["message"] and "\\xff\\xfe" in first["value"]
+    teleport = report.problems[(report.problems["table"] == "events") & (report.problems["column"] == "event_type")]
+    assert teleport["row"].tolist() == [11]
+    assert len(dataset.events) >= len(world_tables["events"]) - 2 - 40       # the rest loads (less attributions)
+    assert not dataset.events["event_id"].str.contains("\ue0ff").any()
+
+
+def test_an_empty_catalog_or_all_future_events_is_unusable_with_the_reason(world_tables, tmp_path: Path, config,
+                                                                          capsys) -> None:
+    """`nbm validate` and `nbm train` refuse such data alike (exit 2), naming the table and the reason."""
+    from nbm.cli import main
+
+    empty = {**world_tables, "messages": world_tables["messages"].iloc[0:0]}
+    directory = _write(empty, tmp_path / "empty", "parquet")
+    for command in (["validate", "--data", str(directory)], ["train", "--data", str(directory), "--no-compare"]):
+        assert main(command) == 2
+        out = capsys.readouterr()
+        assert "the messages table" in " ".join((out.out + out.err).split()), command
+    future = {**world_tables, "events": world_tables["events"].assign(
+        timestamp=world_tables["events"]["timestamp"] + pd.Timedelta(days=4000))}
+    directory = _write(future, tmp_path / "future", "parquet")
+    assert main(["validate", "--data", str(directory)]) == 2
+    out = capsys.readouterr()
+    text = " ".join((out.out + out.err).split())
+    assert "no valid events" in text and "future_timestamp" in text
