@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,20 +150,54 @@ class GuardSettings:
     keys: Keys
     allowed_origins: frozenset[str]
     max_body_bytes: int
+    channels: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, config, environ: dict[str, str] | None = None) -> GuardSettings:
         service = config.service
         return cls(load_keys(config, environ), frozenset(o.rstrip("/") for o in service.allowed_origins),
-                   service.max_body_bytes)
+                   service.max_body_bytes, tuple(config.channels))
+
+
+def envelope(status: int, body: bytes) -> dict:
+    """The service's one error shape, ``{"error": CODE, "detail": MESSAGE, "field": FIELD | None}``, of an
+    error answer from a route: pydantic's list of validation errors (BentoML's 400), the engine's
+    ``[{"error": "`field`: …"}]``, or any other JSON or text."""
+    code = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(status, "invalid_request")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"error": code, "detail": clip(body.decode("utf-8", "replace"), 300), "field": None}
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]
+    if not isinstance(data, dict):
+        return {"error": code, "detail": clip(data, 300), "field": None}
+    if set(data) == {"error", "detail", "field"}:
+        return data
+    detail = data.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict) and "msg" in detail[0]:
+        first = detail[0]
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())).lstrip(".")
+        if first.get("type") == "json_invalid":
+            field = ""
+        message = str(first["msg"])
+        more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+        return {"error": code, "detail": (f"`{field}`: {message}" if field else message) + more, "field": field or None}
+    message = data.get("error") if isinstance(data.get("error"), str) else str(detail if detail is not None else data)
+    if isinstance(detail, str) and isinstance(data.get("error"), str) and detail not in message:
+        message = f"{message}: {detail}"
+    match = re.match(r"`([^`]+)`:", message)
+    return {"error": code, "detail": clip(message, 1000)[1:-1] if len(message) > 1000 else message,
+            "field": match.group(1) if match else None}
 
 
 class TooLarge(Exception):
     pass
 
 
-async def _answer(send, status: int, code: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = orjson.dumps({"error": code, "detail": detail})
+async def _answer(send, status: int, code: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = (),
+                  field: str | None = None) -> None:
+    body = orjson.dumps({"error": code, "detail": detail, "field": field})
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
@@ -208,34 +243,72 @@ class Guard:
             allowed = settings.keys.allows(key, "write" if write else "read")
             if allowed is None:
                 await _answer(send, 401, "unauthorized", "an API key is required: `Authorization: Bearer KEY` or "
-                                                         "`X-API-Key: KEY`", [(b"www-authenticate", b"Bearer")])
+                                                         "`X-API-Key: KEY`", [(b"www-authenticate", b"Bearer")],
+                              "Authorization")
                 return
             if not allowed:
                 await _answer(send, 403, "forbidden", f"this API key may not use {path} (it needs the "
-                                                      f"{'write' if write else 'read'} scope)")
+                                                      f"{'write' if write else 'read'} scope)", field="Authorization")
                 return
         method = scope.get("method", "GET")
         if write and "origin" in headers and headers["origin"].rstrip("/") not in settings.allowed_origins:
             await _answer(send, 403, "forbidden_origin", f"requests from origin {clip(headers['origin'])} may not "
-                                                         f"write; allowed: [service] allowed_origins")
+                                                         f"write; allowed: [service] allowed_origins", field="Origin")
             return
         if method == "POST":
             media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if media != "application/json":
                 await _answer(send, 415, "unsupported_media_type",
-                              f"`Content-Type` must be application/json, got {clip(media or 'none')}")
+                              f"`Content-Type` must be application/json, got {clip(media or 'none')}",
+                              field="Content-Type")
                 return
             length = headers.get("content-length")
             if length is not None:
                 if not length.isdigit():
-                    await _answer(send, 400, "bad_request", f"`Content-Length` is not a number: {clip(length)}")
+                    await _answer(send, 400, "invalid_request", f"`Content-Length` is not a number: {clip(length)}",
+                                  field="Content-Length")
                     return
                 if int(length) > settings.max_body_bytes:
                     await self._too_large(send, settings)
                     return
-            await self._limited(scope, receive, send, settings)
+            await self._limited(scope, receive, self._rewriting(send, path, settings), settings)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, self._rewriting(send, path, settings))
+
+    def _rewriting(self, send, path: str, settings: GuardSettings):
+        """``send`` with error answers put in the one envelope (:func:`envelope`) and the OpenAPI completed
+        (:func:`serving.openapi.patch_spec`); other answers pass as they are."""
+        held: dict | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message):
+            nonlocal held
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if (400 <= status < 500 or status == 503) or (path == "/docs.json" and status == 200):
+                    held = message
+                    return
+                await send(message)
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if held["status"] == 200:
+                from serving.openapi import patch_spec
+
+                body = orjson.dumps(patch_spec(orjson.loads(body), settings.channels))
+            else:
+                body = orjson.dumps(envelope(held["status"], body))
+            headers = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({**held, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return rewrite
 
     async def _too_large(self, send, settings: GuardSettings) -> None:
         await _answer(send, 413, "payload_too_large",

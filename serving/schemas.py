@@ -64,12 +64,15 @@ def _printable(value: str | None) -> str | None:
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    user_id: str = Field(min_length=1, max_length=512, description="any identifier of the person")
-    k: int = Field(1, ge=1, le=10, description="items wanted (distinct message × channel)")
-    channels: list[str] | None = Field(None, max_length=32, description="only these channels")
-    candidates: list[str] | None = Field(None, max_length=5000, description="only these messages")
+    user_id: str = Field(min_length=1, max_length=512, description="any identifier of the person (printable "
+                         "characters; surrounding blanks are ignored)")
+    k: int = Field(1, ge=1, le=10, strict=True, description="items wanted (distinct message × channel)")
+    channels: list[str] | None = Field(None, min_length=1, max_length=32,
+                                       description="only these channels (leave it out for every channel)")
+    candidates: list[str] | None = Field(None, min_length=1, max_length=5000,
+                                         description="only these messages (leave it out for every message)")
     now: datetime | None = Field(None, description="decision time (ISO-8601; naive is UTC); default: the server's clock")
-    explore: bool = Field(True, description="let the explorer explore (false: greedy)")
+    explore: bool = Field(True, strict=True, description="let the explorer explore (false: greedy)")
     arm: str | None = Field(None, max_length=128, description="experiment arm, recorded in the decision log")
 
     _ids_printable = field_validator("user_id", "arm")(_printable)
@@ -120,3 +123,62 @@ def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if stamp.tzinfo is None:
         out["timestamp"] = stamp.replace(tzinfo=timezone.utc)
     return out, ""
+
+
+# -- answers (declared in the OpenAPI: serving/openapi.py) ------------------------------------------------------
+
+class Item(BaseModel):
+    """A message to send: on this channel, at this time."""
+
+    message_id: str
+    channel: str
+    send_at: datetime = Field(description="when to send it (UTC), out of the user's quiet hours")
+    score: float = Field(description="the model's calibrated probability of the target outcome at send_at")
+    propensity: float = Field(gt=0, le=1, description="probability with which this item was chosen")
+    propensity_error: float | None = Field(None, ge=0, description="standard error of an estimated propensity "
+                                                                    "(Thompson sampling); absent otherwise")
+
+
+class Suppressed(BaseModel):
+    """A candidate the contact policy kept from being sent, and why."""
+
+    message_id: str
+    channel: str
+    reason: str
+
+
+class RecommendResponse(BaseModel):
+    """The decision for one person (DESIGN.md, "Service contract")."""
+
+    decision_id: str = Field(description="report it back with the sends (`decision_id` of the events)")
+    user_id: str
+    model_version: str
+    items: list[Item] = Field(description="what to send; empty: nothing now (see `reason`)")
+    suppressed: list[Suppressed]
+    arm: str | None = Field(None, description="the experiment arm, when there is one")
+    reason: str | None = Field(None, description="why `items` is empty (absent when it is not)")
+
+
+class BatchResponse(BaseModel):
+    results: list[RecommendResponse] = Field(description="one answer per request, in order")
+
+
+class Rejected(BaseModel):
+    index: int = Field(ge=0, description="position of the event in the request")
+    error: str = Field(description="the field and the reason")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int = Field(ge=0, description="events stored now")
+    duplicates: int = Field(ge=0, description="events stored before (same event_id): ignored")
+    rejected: list[Rejected]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx answer (and the 503 of a decision that could not be reserved)."""
+
+    error: str = Field(description="a code: invalid_request, unauthorized, forbidden, forbidden_origin, not_found, "
+                                   "payload_too_large, unsupported_media_type, unavailable")
+    detail: str = Field(description="what is wrong, naming the field")
+    field: str | None = Field(description="the request field at fault (e.g. `requests[1].channels`), when one is")
+

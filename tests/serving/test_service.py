@@ -62,6 +62,10 @@ INVALID = [
     ('{"user_id": "u\\u200b1"}', "user_id", None),                           # zero-width space
     ('{"user_id": "u1", "arm": "\\u0000"}', "arm", None),
     ('{"user_id": "u1", "explore": "perhaps"}', "explore", None),
+    ('{"user_id": "u1", "k": "3"}', "k", None),                            # strict: no strings for numbers
+    ('{"user_id": "u1", "k": true}', "k", None),
+    ('{"user_id": "u1", "k": 2.5}', "k", None),
+    ('{"user_id": "u1", "explore": 0}', "explore", None),                  # strict: no numbers for booleans
     ('{"user_id": "u1", "k": NaN}', "k", None),
     ('{"user_id": "u1", "colour": "red"}', "colour", None),
     ('{"user_id": "   "}', "user_id", None),
@@ -76,6 +80,9 @@ def test_invalid_recommend_requests_are_4xx_naming_the_field(client, body, field
     r = client.post("/recommend", content=body, headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
     assert field in r.text
+    answer = r.json()                                       # the one error envelope, naming the field
+    assert set(answer) == {"error", "detail", "field"} and answer["error"] == "invalid_request"
+    assert answer["field"] == (field or None)
 
 
 def test_batch_answers_each_request_and_names_a_bad_one(client, served_world) -> None:
@@ -440,7 +447,7 @@ def test_a_decision_that_cannot_be_reserved_is_a_503_on_its_own(client, served_w
     first, second = sorted(lost)
     response = client.post("/recommend", json={"user_id": first, "now": NOW})
     assert response.status_code == 503 and response.headers["retry-after"] == "1", (response.text, calls)
-    assert response.json() == {"user_id": first, "error": UNRESERVED}
+    assert response.json() == {"error": "unavailable", "detail": UNRESERVED, "field": None}    # the one error envelope
     assert len(calls) == RESERVE_ATTEMPTS + 1
     other = _users(served_world, 262)[261]
     batch = client.post("/recommend_batch", json={"requests": [{"user_id": other, "now": NOW},

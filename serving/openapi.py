@@ -1,0 +1,109 @@
+"""The OpenAPI the service publishes (``/docs.json``): nbm's own title, version and description, typed answers,
+one error envelope, and the request schemas as strict as the service.
+
+BentoML builds the document from the routes' request models; :func:`patch_spec` completes it, and
+:class:`serving.guard.Guard` applies it to BentoML's answer (the document is small and asked for rarely):
+
+* ``info``: title, the package's version, a description of the routes (BentoML's own badges and links out);
+* each route's 200 answer typed (:class:`~serving.schemas.RecommendResponse`, ``BatchResponse``,
+  ``FeedbackResponse``), and its 4xx answers (400, 401, 403, 404, 413, 415; 503 for ``/recommend``) as the
+  one envelope the service answers them with, :class:`~serving.schemas.ErrorResponse`;
+* ``channels`` limited to the configured channels (an ``enum``): the service refuses others;
+* request fields that may be ``null`` marked ``nullable`` (BentoML's document drops it).
+
+What a JSON schema cannot say and the service still refuses (400): an identifier with characters that are not
+printable (docs/serving.md, "Errors"), a ``now`` outside 1679–2261.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from nbm import __version__
+from serving.schemas import BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse
+
+TITLE = "nbm — next-best-message decisions"
+DESCRIPTION = ("Which message, on which channel, at which hour each customer should get next — or nothing now. "
+               "`POST /recommend` decides for one person, `POST /recommend_batch` for many, `POST /feedback` "
+               "reports sends and outcomes back. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
+               "With API keys configured, send `Authorization: Bearer KEY` (docs/serving.md, \"Security\").")
+ANSWERS = {"/recommend": RecommendResponse, "/recommend_batch": BatchResponse, "/feedback": FeedbackResponse}
+SUMMARIES = {"/recommend": "Decide the next message for one person",
+             "/recommend_batch": "Decide for many people at once (a campaign run)",
+             "/feedback": "Report sends, outcomes and other events back (durable before the answer)"}
+ERRORS = {"400": "Bad request: a field is missing, malformed or refused (`field` names it)",
+          "401": "An API key is required", "403": "The API key lacks the route's scope, or the Origin may not write",
+          "404": "No such route", "413": "The body exceeds [service] max_body_bytes",
+          "415": "The body is not application/json"}
+REF = "#/components/schemas/{model}"
+
+
+def _schemas() -> dict[str, dict]:
+    """Component schemas of the answers and the error envelope."""
+    out: dict[str, dict] = {}
+    for model in (*ANSWERS.values(), ErrorResponse):
+        schema = model.model_json_schema(ref_template=REF)
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=ref)}}}}
+
+
+def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
+    """``spec`` (BentoML's document) completed as the module says; the input is not changed."""
+    spec = copy.deepcopy(spec)
+    spec["info"] = {"title": TITLE, "version": __version__, "description": DESCRIPTION}
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
+        components.pop(name, None)
+    components.update(_schemas())
+    for path, answer in ANSWERS.items():
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        operation["summary"] = SUMMARIES[path]
+        operation["description"] = SUMMARIES[path] + "."
+        responses = {"200": _json(answer.__name__, "The answer")}
+        responses.update({code: _json(ErrorResponse.__name__, text) for code, text in ERRORS.items()})
+        if path == "/recommend":
+            responses["503"] = _json(ErrorResponse.__name__, "The person's contacts kept changing under other "
+                                                             "writers: retry (Retry-After: 1)")
+        operation["responses"] = responses
+    if channels:
+        _limit_channels(spec, list(channels))
+    _nullable_defaults(spec.get("paths", {}))
+    return spec
+
+
+def _nullable_defaults(node) -> None:
+    """Request properties whose default is ``null`` accept an explicit ``null`` (pydantic's ``X | None``), which
+    BentoML's document drops: say so (OpenAPI 3.0's ``nullable``)."""
+    if isinstance(node, dict):
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for prop in props.values():
+                if isinstance(prop, dict) and "default" in prop and prop["default"] is None and "anyOf" not in prop:
+                    prop["nullable"] = True
+        for value in node.values():
+            _nullable_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _nullable_defaults(value)
+
+
+def _limit_channels(node, channels: list[str]) -> None:
+    """Every request schema's ``channels`` array (in components or inline) to the configured names."""
+    if isinstance(node, dict):
+        prop = node.get("properties", {}).get("channels") if isinstance(node.get("properties"), dict) else None
+        if isinstance(prop, dict) and "Response" not in str(node.get("title", "")):
+            for variant in prop.get("anyOf", [prop]):
+                if variant.get("type") == "array":
+                    variant["items"] = {"type": "string", "enum": channels}
+        for value in node.values():
+            _limit_channels(value, channels)
+    elif isinstance(node, list):
+        for value in node:
+            _limit_channels(value, channels)
