@@ -248,6 +248,11 @@ class ServiceConfig(_Section):
                                        "Origin header is refused (403); requests without one pass")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024**3,
                                 description="larger request bodies are refused (413) before they are read")
+    max_batch_requests: int = Field(10_000, ge=1, le=10_000, description="requests in one /recommend_batch at most "
+                                    "(400 beyond; 10,000 is the contract's ceiling)")
+    max_candidates: int = Field(5_000, ge=1, le=5_000, description="`candidates` of one request at most")
+    max_id_length: int = Field(512, ge=16, le=512, description="characters of a user_id at most (an event_id: "
+                               "at most this and 256)")
 
     @field_validator("allowed_origins")
     @classmethod

@@ -158,7 +158,15 @@ class Engine:
         return self._live[0]
 
     # -- requests ----------------------------------------------------------------------------------
-    def validate(self, channels: list[str] | None, candidates: list[str] | None) -> None:
+    def validate(self, channels: list[str] | None, candidates: list[str] | None, user_id: str | None = None) -> None:
+        """A request's names against the configuration, and its sizes against ``[service]``'s limits."""
+        limits = self.config.service
+        if user_id is not None and len(user_id) > limits.max_id_length:
+            raise BadRequest("user_id", f"has {len(user_id):,} characters; at most {limits.max_id_length} "
+                                        "([service] max_id_length)")
+        if candidates is not None and len(candidates) > limits.max_candidates:
+            raise BadRequest("candidates", f"holds {len(candidates):,} messages; at most {limits.max_candidates:,} "
+                                           "([service] max_candidates)")
         unknown = sorted(set(channels or ()) - self.channels)
         if unknown:
             raise BadRequest("channels", f"unknown channel(s) {clip(unknown)}; configured: {sorted(self.channels)}")
@@ -185,7 +193,7 @@ class Engine:
         :func:`unreserved` (→ 503 on ``/recommend``), nothing of it logged or planned.
         """
         for r in requests:
-            self.validate(r.get("channels"), r.get("candidates"))
+            self.validate(r.get("channels"), r.get("candidates"), r.get("user_id"))
         self.maybe_reload()
         requests = self._with_arms(requests)
         answers: list[dict | None] = [None] * len(requests)
@@ -403,6 +411,10 @@ class Engine:
         return {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
 
     def _event_error(self, e: dict) -> str:
+        longest = self.config.service.max_id_length
+        for name in ("user_id", "event_id"):
+            if len(e[name]) > longest:
+                return f"`{name}`: has {len(e[name]):,} characters; at most {longest} ([service] max_id_length)"
         kind = e.get("event_type")
         if kind not in EVENT_TYPES:
             return f"`event_type`: unknown {clip(kind)} (expected one of {', '.join(EVENT_TYPES)})"

@@ -321,3 +321,22 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world)
     assert not [s for s in statuses if s >= 500], statuses
     assert not failures, failures[:5]
     assert sum(statuses.values()) >= 300
+
+
+@pytest.mark.parametrize("request_, field", [
+    ({"user_id": "u" * 41}, "user_id"), ({"user_id": "u", "candidates": ["m"] * 4}, "candidates"),
+    ({"user_id": "u", "channels": ["fax"]}, "channels")])
+def test_the_operator_limits_sizes(request_, field) -> None:
+    """[service] max_id_length and max_candidates (lowered here) refuse with a 400 naming the field and the setting."""
+    from types import SimpleNamespace
+
+    from serving.engine import BadRequest, Engine
+
+    config = NbmConfig.model_validate({"service": {"max_id_length": 40, "max_candidates": 3}})
+    engine = SimpleNamespace(config=config, channels={"email", "sms"})
+    with pytest.raises(BadRequest) as refused:
+        Engine.validate(engine, request_.get("channels"), request_.get("candidates"), request_["user_id"])
+    assert refused.value.field == field
+    Engine.validate(engine, ["email"], ["m"] * 3, "u" * 40)                      # at the limits: fine
+    event = {"event_id": "e" * 41, "user_id": "u", "event_type": "visit"}
+    assert "max_id_length" in Engine._event_error(engine, event)
