@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+_LOG = logging.getLogger(__name__)
 
 HEALTH = frozenset({"/healthz", "/livez", "/readyz"})
 WRITE_ROUTES = frozenset({"/feedback"})
@@ -297,12 +300,15 @@ class Guard:
             if message.get("more_body"):
                 return
             body = b"".join(chunks)
-            if held["status"] == 200:
-                from serving.openapi import patch_spec
+            try:
+                if held["status"] == 200:
+                    from serving.openapi import patch_spec
 
-                body = orjson.dumps(patch_spec(orjson.loads(body), settings.channels))
-            else:
-                body = orjson.dumps(envelope(held["status"], body))
+                    body = orjson.dumps(patch_spec(orjson.loads(body), settings.channels))
+                else:
+                    body = orjson.dumps(envelope(held["status"], body))
+            except Exception:  # noqa: BLE001 — an answer that cannot be rewritten goes out as it came, never hangs
+                _LOG.exception("could not rewrite the answer to %s", clip(path))
             headers = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
             headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             await send({**held, "headers": headers})

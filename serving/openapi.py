@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 
 from nbm import __version__
-from serving.schemas import BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse
+from serving.schemas import BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse, identifier_pattern
 
 TITLE = "nbm — next-best-message decisions"
 DESCRIPTION = ("Which message, on which channel, at which hour each customer should get next — or nothing now. "
@@ -64,6 +64,8 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
         operation = spec.get("paths", {}).get(path, {}).get("post")
         if operation is None:
             continue
+        if "requestBody" in operation:
+            operation["requestBody"]["required"] = True     # no body is a 415 (no JSON), not a default request
         operation["summary"] = SUMMARIES[path]
         operation["description"] = SUMMARIES[path] + "."
         responses = {"200": _json(answer.__name__, "The answer")}
@@ -75,7 +77,32 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
     if channels:
         _limit_channels(spec, list(channels))
     _nullable_defaults(spec.get("paths", {}))
+    _identifiers(spec.get("paths", {}), identifier_pattern())
     return spec
+
+
+NOW_PATTERN = r"^(?:1679|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9]|2260)-"
+"""A decision's ``now`` lies in 1679–2260 (serving.schemas.DECIDE_EARLIEST, DECIDE_LATEST), as a year prefix."""
+
+
+def _identifiers(node, pattern: str) -> None:
+    """Request identifiers (``user_id``, ``arm``) with the service's printable rule as a ``pattern``, and a
+    decision's ``now`` with its years."""
+    if isinstance(node, dict):
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for name in ("user_id", "arm"):
+                prop = props.get(name)
+                if isinstance(prop, dict) and prop.get("type") == "string":
+                    prop["pattern"] = pattern
+            now = props.get("now")
+            if isinstance(now, dict) and now.get("format") == "date-time":
+                now["pattern"] = NOW_PATTERN
+        for value in node.values():
+            _identifiers(value, pattern)
+    elif isinstance(node, list):
+        for value in node:
+            _identifiers(value, pattern)
 
 
 def _nullable_defaults(node) -> None:

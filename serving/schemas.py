@@ -8,7 +8,10 @@ reason, the good ones are stored.
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -48,17 +51,45 @@ def _decidable(value: datetime | None) -> datetime | None:
     return _check_range(value, DECIDE_EARLIEST, DECIDE_LATEST)
 
 
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories an identifier may not hold: controls (NUL, …), format characters (zero-width,
+bidirectional overrides: an id that displays like another is a way to hide in reports), surrogates, line and
+paragraph separators."""
+
+
 def _printable(value: str | None) -> str | None:
-    """Identifiers are printable text: no NUL, control, bidirectional-override or zero-width characters (a
-    user id that displays like another is a way to hide in reports), and not blank."""
+    """Identifiers are printable text (no character of :data:`REFUSED_CATEGORIES`) and not blank; surrounding
+    blanks are dropped."""
     if value is None:
         return value
-    if not value.isprintable():
-        bad = next(c for c in value if not c.isprintable())
+    bad = next((c for c in value if unicodedata.category(c) in REFUSED_CATEGORIES), None)
+    if bad is not None:
         raise ValueError(f"must hold printable characters only (found U+{ord(bad):04X})")
     if not value.strip():
         raise ValueError("must not be blank")
     return value.strip()
+
+
+@lru_cache(maxsize=1)
+def identifier_pattern() -> str:
+    """:func:`_printable`'s rule as a JSON-schema ``pattern`` (for the OpenAPI): no character of
+    :data:`REFUSED_CATEGORIES`, at least one that is not blank."""
+    ranges, start, last = [], None, None
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in REFUSED_CATEGORIES:
+            if start is None:
+                start = code
+            last = code
+        elif start is not None:
+            ranges.append((start, last))
+            start = None
+    if start is not None:
+        ranges.append((start, last))
+    def char(code: int) -> str:        # \uXXXX escapes for the BMP (surrogates cannot be written raw)
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    refused = "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
+    return f"^[^{refused}]*[^{refused}\\s][^{refused}]*$"
 
 
 class RecommendRequest(BaseModel):
@@ -73,7 +104,7 @@ class RecommendRequest(BaseModel):
                                          description="only these messages (leave it out for every message)")
     now: datetime | None = Field(None, description="decision time (ISO-8601; naive is UTC); default: the server's clock")
     explore: bool = Field(True, strict=True, description="let the explorer explore (false: greedy)")
-    arm: str | None = Field(None, max_length=128, description="experiment arm, recorded in the decision log")
+    arm: str | None = Field(None, min_length=1, max_length=128, description="experiment arm, recorded in the decision log")
 
     _ids_printable = field_validator("user_id", "arm")(_printable)
     _now_in_range = field_validator("now")(_decidable)
