@@ -57,6 +57,13 @@ bidirectional overrides: an id that displays like another is a way to hide in re
 paragraph separators."""
 
 
+def _iso_text(value):
+    """A time comes as ISO-8601 text (the contract): pydantic would read a number as seconds since 1970."""
+    if value is not None and not isinstance(value, (str, datetime)):
+        raise ValueError("must be an ISO-8601 date-time string")
+    return value
+
+
 def _printable(value: str | None) -> str | None:
     """Identifiers are printable text (no character of :data:`REFUSED_CATEGORIES`) and not blank; surrounding
     blanks are dropped."""
@@ -107,6 +114,7 @@ class RecommendRequest(BaseModel):
     arm: str | None = Field(None, min_length=1, max_length=128, description="experiment arm, recorded in the decision log")
 
     _ids_printable = field_validator("user_id", "arm")(_printable)
+    _now_a_string = field_validator("now", mode="before")(lambda value: _iso_text(value))
     _now_in_range = field_validator("now")(_decidable)
 
 
@@ -137,6 +145,7 @@ class FeedbackEvent(BaseModel):
     propensity: float | None = Field(None, gt=0, le=1)
     value: float | None = Field(None, ge=0)
 
+    _timestamp_a_string = field_validator("timestamp", mode="before")(lambda value: _iso_text(value))
     _timestamp_in_range = field_validator("timestamp")(_in_range)
     _ids_printable = field_validator("event_id", "user_id", "message_id", "channel", "decision_id")(_printable)
 
