@@ -158,6 +158,12 @@ class Engine:
         return self._live[0]
 
     # -- requests ----------------------------------------------------------------------------------
+    def check_batch(self, n: int) -> None:
+        """A ``/recommend_batch`` of ``n`` requests against ``[service] max_batch_requests``."""
+        most = self.config.service.max_batch_requests
+        if n > most:
+            raise BadRequest("requests", f"{n:,} requests; at most {most:,} in one batch ([service] max_batch_requests)")
+
     def validate(self, channels: list[str] | None, candidates: list[str] | None, user_id: str | None = None) -> None:
         """A request's names against the configuration, and its sizes against ``[service]``'s limits."""
         limits = self.config.service

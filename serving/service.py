@@ -121,10 +121,10 @@ class NbmService:
         # BentoML's thread pool, 4,377 this way; docs/serving.md). BATCH_CHUNK requests at a time, with a few
         # loop turns between pieces, so that health checks and other calls of this worker are answered
         # during a long batch (a 10,000-request batch in one piece held /readyz for 6.2 s; 239 ms in pieces).
-        most = self.engine.config.service.max_batch_requests
-        if len(requests) > most:
-            raise bentoml.exceptions.InvalidArgument(f"`requests`: {len(requests):,} requests; at most {most:,} in one "
-                                                     "batch ([service] max_batch_requests)")
+        try:
+            self.engine.check_batch(len(requests))
+        except BadRequest as exc:
+            raise _bad(exc) from None
         for i, r in enumerate(requests):
             try:
                 self.engine.validate(r.channels, r.candidates, r.user_id)

@@ -365,5 +365,10 @@ def test_the_operator_limits_sizes(request_, field) -> None:
         Engine.validate(engine, request_.get("channels"), request_.get("candidates"), request_["user_id"])
     assert refused.value.field == field
     Engine.validate(engine, ["email"], ["m"] * 3, "u" * 40)                      # at the limits: fine
+    config = NbmConfig.model_validate({"service": {"max_batch_requests": 2}})
+    with pytest.raises(BadRequest, match="max_batch_requests") as refused:
+        Engine.check_batch(SimpleNamespace(config=config), 3)
+    assert refused.value.field == "requests"
+    Engine.check_batch(SimpleNamespace(config=config), 2)
     event = {"event_id": "e" * 41, "user_id": "u", "event_type": "visit"}
     assert "max_id_length" in Engine._event_error(engine, event)
