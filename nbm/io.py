@@ -49,7 +49,7 @@ def read_raw_table(path: Path) -> pd.DataFrame:
     try:
         seen = _BAD_SEEN[0]
         if path.suffix == ".csv":
-            # Bytes that are not UTF-8 are kept as private-use characters U+E0NN, so that one bad byte costs
+            # Bytes that are not UTF-8 are kept as private-use characters U+F00NN, so that one bad byte costs
             # its row (reported with its line: undecodable_rows), not the whole table.
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
                                 encoding_errors=BAD_BYTES)
@@ -65,17 +65,22 @@ def read_raw_table(path: Path) -> pd.DataFrame:
 
 
 BAD_BYTES = "nbm-bad-bytes"
-"""The decoding error handler CSVs are read with: a byte that is not UTF-8 becomes U+E000 + its value."""
+"""The decoding error handler CSVs are read with: a byte that is not UTF-8 becomes U+F0000 + its value."""
 _BAD_SEEN = [0]      # bytes the handler has replaced, in this process
+
+
+BASE = 0xF0000
+"""Bad byte ``b`` reads as ``chr(BASE + b)``: supplementary private use (plane 15), which text data does not
+hold (lone surrogates, which valid UTF-8 never decodes to, cannot pass pandas' parser)."""
 
 
 def _bad_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
     _BAD_SEEN[0] += error.end - error.start
-    return "".join(chr(0xE000 + b) for b in error.object[error.start:error.end]), error.end
+    return "".join(chr(BASE + b) for b in error.object[error.start:error.end]), error.end
 
 
 codecs.register_error(BAD_BYTES, _bad_bytes)
-UNDECODABLE = re.compile("[\ue000-\ue0ff]")
+UNDECODABLE = re.compile("[\U000f0000-\U000f00ff]")
 """Where a CSV held a byte that is not UTF-8."""
 
 
@@ -89,7 +94,7 @@ def undecodable_rows(frame: pd.DataFrame) -> dict[int, tuple[str, str]]:
             continue
         hit = values.astype(object).map(lambda v: isinstance(v, str) and UNDECODABLE.search(v) is not None)
         for row in hit.index[hit.to_numpy(dtype=bool)]:
-            shown = UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xE000:02x}", values[row])
+            shown = UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - BASE:02x}", values[row])
             found.setdefault(int(row), (column, shown))
     return found
 

@@ -8,15 +8,17 @@ it answers the requests it refuses itself, in the service's error envelope
   configured every route but the health checks (``/healthz``, ``/livez``, ``/readyz``) needs one, as
   ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. A key is ``KEY`` (every scope), ``read:KEY``
   (``/recommend``, ``/recommend_batch``, the OpenAPI, ``/metrics``) or ``write:KEY`` (``/feedback``). No key:
-  401; a key without the route's scope: 403. Keys are compared by SHA-256 digest in constant time and never
-  logged. ``nbm serve`` refuses a non-loopback ``--host`` without keys (:func:`require_keys`).
+  401; a key without the route's scope: 403. Keys are held and looked up as SHA-256 digests and never
+  logged. A header the door reads (``Content-Type``, ``Origin``, ``Authorization``, ``X-API-Key``,
+  ``Content-Length``) given twice is a 400: the route would read another copy than the door. ``nbm serve`` refuses a non-loopback ``--host`` without keys (:func:`require_keys`).
 * **Content types**: a POST must be ``application/json`` (any charset parameter): 415 otherwise — a form or
   ``text/plain`` body is what a web page can post across sites without asking first, and BentoML answered
   ``multipart/form-data`` with a 500.
 * **Origins**: a write route refuses a request whose ``Origin`` is not in ``[service] allowed_origins`` (403);
   requests without ``Origin`` (servers, curl) are not browsers and pass.
 * **Body size**: a body over ``[service] max_body_bytes`` is refused (413) from its ``Content-Length`` before
-  it is read, or as soon as a streamed body passes the limit.
+  it is read, or as soon as a streamed body passes the limit (the door reads the body, then hands it on).
+* **WebSockets**: no route speaks them; refused at the door.
 * **Unknown paths**: answered 404 here, and counted in ``/metrics`` under one ``endpoint="/<unknown>"`` label
   instead of one label per path (:func:`bound_metrics_labels`).
 """
@@ -24,7 +26,6 @@ it answers the requests it refuses itself, in the service's error envelope
 from __future__ import annotations
 
 import hashlib
-import hmac
 import ipaddress
 import logging
 import os
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from starlette.routing import get_route_path
 
 _LOG = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ KNOWN_PREFIXES = ("/static_content/",)
 UNKNOWN = "/<unknown>"
 """The one path label every unknown path is counted under in ``/metrics``."""
 SCOPES = ("read", "write")
+SINGLE = frozenset({"content-type", "origin", "authorization", "x-api-key", "content-length"})
+"""Headers a request may give once: the door and the route must read the same value."""
 ECHO = 100
 """Longest piece of a client's input an error message repeats."""
 
@@ -83,8 +87,8 @@ class Keys:
         """``True`` when ``key`` has ``scope``, ``False`` when it is a key without it, ``None`` when it is no key."""
         if not key:
             return None
-        digest = _digest(key)
-        hits = {s: any(hmac.compare_digest(digest, d) for d in getattr(self, s)) for s in SCOPES}
+        digest = _digest(key)       # a set lookup on a SHA-256 digest: nothing about a key leaks by its timing
+        hits = {s: digest in getattr(self, s) for s in SCOPES}
         if not any(hits.values()):
             return None
         return hits[scope]
@@ -190,12 +194,8 @@ def envelope(status: int, body: bytes) -> dict:
     if isinstance(detail, str) and isinstance(data.get("error"), str) and detail not in message:
         message = f"{message}: {detail}"
     match = re.match(r"`([^`]+)`:", message)
-    return {"error": code, "detail": clip(message, 1000)[1:-1] if len(message) > 1000 else message,
+    return {"error": code, "detail": message if len(message) <= 1000 else f"{message[:1000]}… ({len(message):,} characters)",
             "field": match.group(1) if match else None}
-
-
-class TooLarge(Exception):
-    pass
 
 
 async def _answer(send, status: int, code: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = (),
@@ -223,11 +223,14 @@ class Guard:
         return self._settings
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":             # no route speaks it: refused at the door (403)
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("nbm.path") or scope["path"]       # see bound_metrics_labels
-        scope["path"] = path
+        scope["path"] = scope.get("nbm.path") or scope["path"]       # see bound_metrics_labels
+        path = get_route_path(scope)                 # what the router routes on (less any root_path)
         if path in HEALTH:
             await self.app(scope, receive, send)
             return
@@ -236,10 +239,17 @@ class Guard:
                                                   "/feedback, /healthz, /readyz, /livez, /metrics, /docs.json")
             return
         settings = self.settings
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").lower()
+            if name in SINGLE and name in headers:   # the router would read the first, a dict the last
+                await _answer(send, 400, "invalid_request", f"the `{name}` header is given more than once",
+                              field=name)
+                return
+            headers[name] = raw_value.decode("latin-1")
         write = path in WRITE_ROUTES
         if settings.keys.required:
-            key = headers.get("x-api-key")
+            key = headers.get("x-api-key") or None
             auth = headers.get("authorization", "")
             if key is None and auth[:7].lower() == "bearer ":
                 key = auth[7:].strip()
@@ -274,9 +284,35 @@ class Guard:
                 if int(length) > settings.max_body_bytes:
                     await self._too_large(send, settings)
                     return
-            await self._limited(scope, receive, self._rewriting(send, path, settings), settings)
+            body = await self._read(receive, settings.max_body_bytes)
+            if body is None:
+                await self._too_large(send, settings)
+                return
+            await self.app(scope, _replay(body, receive), self._rewriting(send, path, settings))
             return
         await self.app(scope, receive, self._rewriting(send, path, settings))
+
+    @staticmethod
+    async def _read(receive, limit: int) -> bytes | None:
+        """The whole body, or ``None`` once it passes ``limit`` bytes (a streamed body has no Content-Length to
+        refuse it by): read here, before the route, so that a 413 is the answer and not the route's 500."""
+        parts, seen = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":    # the client went away: nothing to answer
+                return b"".join(parts)
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def _too_large(self, send, settings: GuardSettings) -> None:
+        await _answer(send, 413, "payload_too_large",
+                      f"the body exceeds [service] max_body_bytes ({settings.max_body_bytes:,} bytes)",
+                      [(b"connection", b"close")])
 
     def _rewriting(self, send, path: str, settings: GuardSettings):
         """``send`` with error answers put in the one envelope (:func:`envelope`) and the OpenAPI completed
@@ -316,36 +352,19 @@ class Guard:
 
         return rewrite
 
-    async def _too_large(self, send, settings: GuardSettings) -> None:
-        await _answer(send, 413, "payload_too_large",
-                      f"the body exceeds [service] max_body_bytes ({settings.max_body_bytes:,} bytes)",
-                      [(b"connection", b"close")])
 
-    async def _limited(self, scope, receive, send, settings: GuardSettings) -> None:
-        """The app with the body counted as it arrives: past the limit, a 413 (if nothing was answered yet)."""
-        seen = 0
-        started = False
+def _replay(body: bytes, receive):
+    """A ``receive`` that gives the app the body already read, then the client's own messages (a disconnect)."""
+    sent = False
 
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > settings.max_body_bytes:
-                    raise TooLarge
-            return message
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
 
-        async def watched(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except TooLarge:
-            if not started:
-                await self._too_large(send, settings)
+    return replay
 
 
 def bound_metrics_labels() -> None:
@@ -361,8 +380,11 @@ def bound_metrics_labels() -> None:
     original = cls.__call__
 
     async def __call__(self, scope, receive, send):
-        if scope.get("type") == "http" and not known(scope.get("path", "")):
-            scope = {**scope, "nbm.path": scope["path"], "path": UNKNOWN}
+        if scope.get("type") in ("http", "websocket"):
+            path = scope.get("path", "")
+            label = UNKNOWN if not known(path) else KNOWN_PREFIXES[0] if path.startswith(KNOWN_PREFIXES) else None
+            if label is not None:       # Swagger's files: one label too
+                scope = {**scope, "nbm.path": path, "path": label}
         await original(self, scope, receive, send)
 
     cls.__call__ = __call__

@@ -41,6 +41,9 @@ def serve(data: Path, model: str, *, host: str, port: int, workers: int, explore
            "NBM_HOME": str(Path(home).expanduser().resolve())}
     if config_path:
         env["NBM_CONFIG"] = str(Path(config_path).resolve())
+    # BentoML keeps /metrics' multi-process files in BENTOML_HOME and wipes them when a server starts: two
+    # services on one machine sharing the default ~/bentoml emptied each other's /metrics. Each its own.
+    env.setdefault("BENTOML_HOME", str(Path(env["NBM_HOME"]) / "bentoml" / f"{host}-{port}".replace(":", "_")))
     print(f"nbm serve: starting on http://{host}:{port} (data {data}, model {model}, "
           f"{workers} worker(s))", file=sys.stderr, flush=True)
     example = example or example_user(Path(data)) or "u000001"

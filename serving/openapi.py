@@ -12,7 +12,7 @@ BentoML builds the document from the routes' request models; :func:`patch_spec` 
 * request fields that may be ``null`` marked ``nullable`` (BentoML's document drops it).
 
 What a JSON schema cannot say and the service still refuses (400): an identifier with characters that are not
-printable (docs/serving.md, "Errors"), a ``now`` outside 1679–2261.
+printable (docs/serving.md, "Errors"), a ``now`` outside 1680–2259 — both also stated as patterns.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
     return spec
 
 
-NOW_PATTERN = r"^(?:1679|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9]|2260)-"
-"""A decision's ``now`` lies in 1679–2260 (serving.schemas.DECIDE_EARLIEST, DECIDE_LATEST), as a year prefix."""
+NOW_PATTERN = r"^\s*(?:16[89][0-9]|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9])-[0-9]{2}-[0-9]{2}"
+"""A decision's ``now``: ISO-8601 text in the years 1680–2259 (serving.schemas.DECIDE_YEARS)."""
 
 
 def _identifiers(node, pattern: str) -> None:

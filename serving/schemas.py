@@ -8,6 +8,7 @@ reason, the good ones are stored.
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from datetime import datetime, timezone
@@ -26,10 +27,11 @@ EARLIEST, LATEST = pd.Timestamp("1678-01-01T00:00:00Z"), pd.Timestamp("2262-01-0
 to 2262-04-11), and a decision reaches days before and after its time (the contact look-back, the send slots)."""
 
 
-DECIDE_EARLIEST, DECIDE_LATEST = EARLIEST + pd.Timedelta(days=366), LATEST - pd.Timedelta(days=366)
-"""The decision times accepted: a year inside the stored range, so that every instant a decision reaches — its
-contact look-back, its send slots, quiet hours moved to the next morning — is one ``/feedback`` accepts back
-(``now`` in 2261 once gave a ``send_at`` that ``/feedback`` refused)."""
+DECIDE_YEARS = (1680, 2259)
+"""The years (as written, before any offset) a decision's ``now`` may lie in: more than a year inside the stored
+range, so that every instant a decision reaches — its contact look-back, its send slots, quiet hours moved to
+the next morning — is one ``/feedback`` accepts back (``now`` in 2261 once gave a ``send_at`` that ``/feedback``
+refused); whole years, so that the OpenAPI can say it (a pattern on the year)."""
 
 
 def _check_range(value: datetime | None, low: pd.Timestamp, high: pd.Timestamp) -> datetime | None:
@@ -47,8 +49,10 @@ def _in_range(value: datetime | None) -> datetime | None:
 
 
 def _decidable(value: datetime | None) -> datetime | None:
-    """A decision time in [DECIDE_EARLIEST, DECIDE_LATEST)."""
-    return _check_range(value, DECIDE_EARLIEST, DECIDE_LATEST)
+    """A decision time in the years :data:`DECIDE_YEARS`."""
+    if value is not None and not DECIDE_YEARS[0] <= value.year <= DECIDE_YEARS[1]:
+        raise ValueError(f"{value.isoformat()} is outside the supported years {DECIDE_YEARS[0]}–{DECIDE_YEARS[1]}")
+    return value
 
 
 REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -57,10 +61,14 @@ bidirectional overrides: an id that displays like another is a way to hide in re
 paragraph separators."""
 
 
+ISO_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}")
+
+
 def _iso_text(value):
-    """A time comes as ISO-8601 text (the contract): pydantic would read a number as seconds since 1970."""
-    if value is not None and not isinstance(value, (str, datetime)):
-        raise ValueError("must be an ISO-8601 date-time string")
+    """A time comes as ISO-8601 text (the contract): pydantic would read a number — or a string of digits — as
+    seconds since 1970."""
+    if value is not None and not isinstance(value, datetime) and not (isinstance(value, str) and ISO_DATE.match(value)):
+        raise ValueError("must be an ISO-8601 date-time string (YYYY-MM-DDTHH:MM:SSZ)")
     return value
 
 

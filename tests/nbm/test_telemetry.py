@@ -36,6 +36,14 @@ def test_the_service_workers_get_telemetry_off(tracking_on, monkeypatch: pytest.
     assert launch.serve(tmp_path, "models:/nbm-ranker@champion", host="127.0.0.1", port=1, workers=1,
                         explorer="greedy", threshold=0.0, reload_seconds=60.0, home=tmp_path) == 0
     assert {k: seen.get(k) for k in telemetry.OFF} == telemetry.OFF
+    # Its own BentoML home (where /metrics' files live, wiped at every start): not another service's.
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    homes = set()
+    for port in (3001, 3002):
+        launch.serve(tmp_path, "models:/nbm-ranker@champion", host="127.0.0.1", port=port, workers=1,
+                     explorer="greedy", threshold=0.0, reload_seconds=60.0, home=tmp_path)
+        homes.add(seen["BENTOML_HOME"])
+    assert len(homes) == 2 and all(h.startswith(str(tmp_path.resolve())) for h in homes)
 
     from bentoml._internal.utils.analytics import usage_stats
 

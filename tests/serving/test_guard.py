@@ -99,6 +99,53 @@ def test_a_body_over_the_limit_is_refused_before_or_while_it_is_read() -> None:
     assert streamed.status_code == 413
 
 
+def test_a_streamed_body_over_the_limit_is_a_413_even_when_the_route_catches_errors() -> None:
+    """BentoML's routes answer any exception with a 500: the door reads the body itself before the route runs."""
+    async def catching(scope, receive, send) -> None:
+        try:
+            await _inner(scope, receive, send)
+        except Exception:  # noqa: BLE001 — as BentoML's api_endpoint_wrapper does
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"oops"})
+
+    client = TestClient(Guard(catching, GuardSettings(Keys(), frozenset(), 4096)))
+
+    def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    assert client.post("/recommend", content=chunks(), headers={"Content-Type": "application/json"}).status_code == 413
+    small = client.post("/recommend", content=iter([b"{}", b" "]), headers={"Content-Type": "application/json"})
+    assert small.status_code == 200 and small.json()["bytes"] == 3             # what was read is handed on
+
+
+@pytest.mark.parametrize("headers", [
+    [("Content-Type", "application/x-www-form-urlencoded"), ("Content-Type", "application/json")],
+    [("Content-Type", "application/json"), ("Origin", "http://evil.example"), ("Origin", "https://crm.example.com")],
+    [("Content-Type", "application/json"), ("X-API-Key", READ), ("X-API-Key", WRITE)],
+])
+def test_a_header_the_door_reads_may_come_once(headers) -> None:
+    """The router reads a header's first copy; the door must not read another."""
+    client = _client(KEYS, origins=["https://crm.example.com"])
+    response = client.post("/feedback", content=b"{}", headers=httpx_headers(headers + [("Authorization", f"Bearer {BOTH}")]
+                                                                         if not any(k == "X-API-Key" for k, _ in headers)
+                                                                         else headers))
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def httpx_headers(pairs):
+    import httpx
+
+    return httpx.Headers(pairs)
+
+
+def test_a_root_path_does_not_move_the_door() -> None:
+    """Routes are matched on the path less root_path: so is the door's check."""
+    client = TestClient(Guard(_inner, GuardSettings(KEYS, frozenset(), 4096)), root_path="/static_content")
+    response = client.post("/static_content/feedback", json={}, headers={"X-API-Key": READ})
+    assert response.status_code == 403                                          # /feedback: a write route
+
+
 def test_an_unknown_path_is_a_short_404() -> None:
     response = _client().get("/" + "a" * 30_000)
     assert response.status_code == 404 and len(response.content) < 400

@@ -56,6 +56,9 @@ INVALID = [
     ('{"user_id": "u1", "now": "2262-03-01T00:00:00Z"}', "now", None),    # holdable, but its slots are not
     ('{"user_id": "u1", "now": "2261-06-01T00:00:00Z"}', "now", None),    # its send_at /feedback would refuse
     ('{"user_id": "u1", "now": "1678-06-01T00:00:00Z"}', "now", None),
+    ('{"user_id": "u1", "now": "2260-01-01T00:00:00Z"}', "now", None),    # the years are 1680-2259
+    ('{"user_id": "u1", "now": 0.0}', "now", None),                         # a number is not ISO-8601 text
+    ('{"user_id": "u1", "now": "0"}', "now", None),                         # nor a string of digits
     ('{"user_id": "u\\u0000001"}', "user_id", None),                        # NUL
     ('{"user_id": "u\\u0007"}', "user_id", None),                            # a control character
     ('{"user_id": "u\\u202e100"}', "user_id", None),                         # right-to-left override
