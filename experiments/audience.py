@@ -349,7 +349,7 @@ def _contacts(cells: _Cells, in_week: np.ndarray, weeks: tuple[str, ...], config
         total += sends
         frames += [_rows("contacts", list(weeks), "channel", name, "contacts_per_user", sends.sum(axis=0), users),
                    _rows("contacts", list(weeks), "channel", name, "share_above_channel_cap",
-                         (sends > policy.weekly_cap_per_channel).sum(axis=0), users)]
+                         (sends > policy.weekly_cap(name)).sum(axis=0), users)]
     frames += [_rows("contacts", list(weeks), ALL, ALL, "contacts_per_user", total.sum(axis=0), users),
                _rows("contacts", list(weeks), ALL, ALL, "share_above_total_cap",
                      (total > policy.weekly_cap_total).sum(axis=0), users)]

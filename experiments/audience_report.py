@@ -38,7 +38,8 @@ def render_html(report: AudienceReport, config: NbmConfig) -> str:
              f'<p class="meta">{_e(f"{report.start:%Y-%m-%d}")} → {_e(f"{report.end:%Y-%m-%d}")} UTC · '
              f"{len(report.weeks)} weeks · new &lt; {lc.new_days:g} days after signup · at risk after "
              f"{lc.at_risk_after_days:g}, dormant after {lc.dormant_after_days:g} days without a visit · ideal "
-             f"{ac.ideal_visits_per_week:g} visits a week · caps {cp.weekly_cap_per_channel} a channel, "
+             f"{ac.ideal_visits_per_week:g} visits a week · caps {cp.weekly_cap_per_channel} a channel"
+             + "".join(f", {_e(name)} {cp.weekly_cap(name)}" for name in sorted(cp.channel_caps)) + ", "
              f"{cp.weekly_cap_total} in all a week</p>"]
     if report.notes:
         parts.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in report.notes) + "</ul>")

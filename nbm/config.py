@@ -52,16 +52,34 @@ class ValidationConfig(_Section):
     max_problems_shown: int = Field(20, ge=0, description="problem rows printed by `nbm validate`")
 
 
+class ChannelCaps(_Section):
+    """One channel's own caps, over ``daily_cap_per_channel`` / ``weekly_cap_per_channel`` (unset: those)."""
+
+    daily: int | None = Field(None, ge=0)
+    weekly: int | None = Field(None, ge=0)
+
+
 class ContactPolicyConfig(_Section):
     """Defaults of the contact policy; the decision policy enforces them."""
 
     daily_cap_per_channel: int = Field(1, ge=0)
     weekly_cap_per_channel: int = Field(3, ge=0)
+    channel_caps: dict[str, ChannelCaps] = Field(
+        default_factory=dict, description="caps of one channel over the two above, e.g. `sms = {weekly = 1}` "
+        "(an SMS a week, email still 3); channels must be configured ones")
     weekly_cap_total: int = Field(5, ge=0)
     min_gap_hours: float = Field(12.0, ge=0)
     message_cooldown_days: float = Field(7.0, ge=0)
     quiet_hours_start: int = Field(21, ge=0, le=23, description="local hour at which quiet hours begin")
     quiet_hours_end: int = Field(8, ge=0, le=23, description="local hour at which quiet hours end")
+
+    def daily_cap(self, channel: str) -> int:
+        own = self.channel_caps.get(channel)
+        return self.daily_cap_per_channel if own is None or own.daily is None else own.daily
+
+    def weekly_cap(self, channel: str) -> int:
+        own = self.channel_caps.get(channel)
+        return self.weekly_cap_per_channel if own is None or own.weekly is None else own.weekly
 
 
 class LifecycleConfig(_Section):
@@ -321,6 +339,14 @@ class NbmConfig(_Section):
         if len(set(value)) != len(value) or any(not c or c != c.strip() for c in value):
             raise ValueError(f"`channels` must be distinct non-empty names, got {list(value)!r}")
         return value
+
+    @model_validator(mode="after")
+    def _caps_of_known_channels(self) -> NbmConfig:
+        unknown = sorted(set(self.contact_policy.channel_caps) - set(self.channels))
+        if unknown:
+            raise ValueError(f"`contact_policy.channel_caps`: unknown channel(s) {unknown}; configured: "
+                             f"{list(self.channels)}")
+        return self
 
     @field_validator("state_url")
     @classmethod

@@ -5,7 +5,7 @@ Rules (``[contact_policy]`` in the configuration, documented in ``docs/contact-p
 * **quiet hours** — a send time inside the user's local quiet hours moves to the end of them (it is not
   dropped); the other rules are checked at the moved time;
 * ``daily_cap_per_channel`` — sends on the channel within 24 hours of the send time;
-* ``weekly_cap_per_channel`` — sends on the channel within 7 days of it;
+* ``weekly_cap_per_channel`` — sends on the channel within 7 days of it (``channel_caps`` sets a channel's own daily and weekly caps);
 * ``weekly_cap_total`` — sends on any channel within 7 days of it;
 * ``min_gap_hours`` — another send on any channel is closer than this;
 * ``message_cooldown_days`` — the same message reaches the user within this many days.
@@ -240,9 +240,9 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
 
     # Windows reach both ways: past sends lie before the decision, but sends already planned (an earlier
     # item of the same slate, an earlier decision for a later hour) may lie after the candidate's time.
-    flag(t_reason, by_channel.count(t_key, t_at - DAY_NS + 1, t_at + DAY_NS) >= policy.daily_cap_per_channel,
-         "frequency_cap_daily")
-    flag(t_reason, by_channel.count(t_key, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= policy.weekly_cap_per_channel,
+    daily_cap, weekly_cap = _channel_caps(channels, first, policy)
+    flag(t_reason, by_channel.count(t_key, t_at - DAY_NS + 1, t_at + DAY_NS) >= daily_cap, "frequency_cap_daily")
+    flag(t_reason, by_channel.count(t_key, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= weekly_cap,
          "frequency_cap_weekly")
     by_user = _PackedCounts(h_group, h_times, origin, span, n_groups)
     flag(t_reason, by_user.count(t_group, t_at - 7 * DAY_NS + 1, t_at + 7 * DAY_NS) >= policy.weekly_cap_total,
@@ -259,6 +259,21 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
         hit = by_message.count(m_key[maybe], at[maybe] - cooldown + 1, at[maybe] + cooldown) > 0
         reason[maybe[hit]] = REASONS.index("cooldown") + 1
     return ContactDecision(reason == 0, REASON_NAMES[reason], at, reason)
+
+
+def _channel_caps(channels: np.ndarray | pd.Categorical, rows: np.ndarray, policy: ContactPolicyConfig):
+    """(daily, weekly) caps of the candidates ``rows``' channels: the two settings as they are (scalars) when no
+    channel has caps of its own (``[contact_policy] channel_caps``), else one value per row."""
+    if not policy.channel_caps:
+        return policy.daily_cap_per_channel, policy.weekly_cap_per_channel
+    if isinstance(channels, pd.Categorical):
+        names, codes = channels.categories.tolist(), np.asarray(channels.codes, np.int64)[rows]
+    else:
+        codes, uniques = pd.factorize(np.asarray(channels, dtype=object)[rows])
+        names = list(uniques)
+    daily = np.array([policy.daily_cap(str(n)) for n in names], dtype=np.int64)
+    weekly = np.array([policy.weekly_cap(str(n)) for n in names], dtype=np.int64)
+    return daily[codes], weekly[codes]
 
 
 FEW_TIMES = 64

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbm.config import ContactPolicyConfig
+from nbm.config import ChannelCaps, ContactPolicyConfig, NbmConfig
 from nbm.policy.contact import SendHistory, apply_contact_policy, quiet_shifted, shift_quiet_hours
 
 NOW = pd.Timestamp("2026-10-14T12:00:00Z")  # a Wednesday, 12:00 UTC
@@ -81,9 +81,9 @@ def _naive(group, channels, messages, send_at, timezones, hist, policy):
         t = int(shift_quiet_hours(np.array([t]), timezones[g], policy.quiet_hours_start, policy.quiet_hours_end)[0])
         mine = [(ht, hc, hm) for hg, ht, hc, hm in zip(*hist) if hg == g]
         near = lambda width, ok: sum(1 for ht, hc, hm in mine if t - width < ht < t + width and ok(hc, hm))  # noqa: E731
-        if near(day, lambda hc, hm: hc == c) >= policy.daily_cap_per_channel:
+        if near(day, lambda hc, hm: hc == c) >= policy.daily_cap(c):
             reasons.append("frequency_cap_daily")
-        elif near(7 * day, lambda hc, hm: hc == c) >= policy.weekly_cap_per_channel:
+        elif near(7 * day, lambda hc, hm: hc == c) >= policy.weekly_cap(c):
             reasons.append("frequency_cap_weekly")
         elif near(7 * day, lambda hc, hm: True) >= policy.weekly_cap_total:
             reasons.append("frequency_cap_total")
@@ -97,9 +97,14 @@ def _naive(group, channels, messages, send_at, timezones, hist, policy):
     return np.array(reasons, dtype=object), np.array(moved, dtype=np.int64)
 
 
+PER_CHANNEL = POLICY.model_copy(update={"channel_caps": {
+    "sms": ChannelCaps(weekly=1), "email": ChannelCaps(daily=2, weekly=4), "push": ChannelCaps(daily=0)}})
+
+
+@pytest.mark.parametrize("policy", [POLICY, PER_CHANNEL], ids=["same caps", "caps per channel"])
 @pytest.mark.parametrize("categorical", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_batch_equals_the_naive_rules(seed, categorical) -> None:
+def test_batch_equals_the_naive_rules(seed, categorical, policy) -> None:
     from nbm.policy.contact import SendHistories, apply_contact_policy_batch
 
     rng = np.random.default_rng(seed)
@@ -118,9 +123,9 @@ def test_batch_equals_the_naive_rules(seed, categorical) -> None:
     h_messages = rng.choice(message_names + ["other"], n_sends).astype(object)[order]
     histories = SendHistories(h_group[order], h_times[order], h_channels, h_messages)
     args = (pd.Categorical(channels), pd.Categorical(messages)) if categorical else (channels, messages)
-    got = apply_contact_policy_batch(group, *args, send_at, zones, histories, POLICY)
+    got = apply_contact_policy_batch(group, *args, send_at, zones, histories, policy)
     reasons, moved = _naive(group, channels, messages, send_at, zones,
-                            (histories.group, histories.times, h_channels, h_messages), POLICY)
+                            (histories.group, histories.times, h_channels, h_messages), policy)
     assert len(set(reasons)) >= 5                                  # the table exercises most rules
     np.testing.assert_array_equal(got.send_at, moved)
     np.testing.assert_array_equal(got.reason, reasons)
@@ -139,3 +144,27 @@ def test_quiet_shifted_is_the_per_zone_shift_for_few_and_many_times() -> None:
         expected = np.array([shift_quiet_hours(np.array([t]), zones[g], 21, 8)[0] for g, t in zip(group, at)])
         np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(quiet_shifted(group, got, zones, POLICY), got)
+
+
+@pytest.mark.parametrize(("history", "channel", "expected"), [
+    ((("-3D", "sms", "m9"),), "sms", "frequency_cap_weekly"),        # an SMS a week
+    ((("-3D", "email", "m9"),), "email", ""),                         # email: the default weekly cap (2)
+    ((("-3D", "email", "m8"), ("-4D", "email", "m9")), "email", "frequency_cap_weekly"),
+    ((), "push", "frequency_cap_daily"),                              # push: daily cap 0, never
+])
+def test_a_channel_may_have_caps_of_its_own(history, channel, expected) -> None:
+    policy = POLICY.model_copy(update={"channel_caps": {"sms": ChannelCaps(weekly=1), "push": ChannelCaps(daily=0)}})
+    at = np.array([NOW.value], dtype=np.int64)
+    decision = apply_contact_policy(np.array([channel], dtype=object), np.array(["m1"], dtype=object), at,
+                                    _history(*history), "UTC", policy)
+    assert decision.reason[0] == expected
+
+
+def test_channel_caps_name_configured_channels() -> None:
+    config = NbmConfig.model_validate({"contact_policy": {"channel_caps": {"sms": {"weekly": 1}}}})
+    assert config.contact_policy.weekly_cap("sms") == 1 and config.contact_policy.weekly_cap("email") == 3
+    with pytest.raises(ValueError, match="unknown channel"):
+        NbmConfig.model_validate({"contact_policy": {"channel_caps": {"fax": {"weekly": 1}}}})
+    with pytest.raises(ValueError):
+        NbmConfig.model_validate({"contact_policy": {"channel_caps": {"sms": {"weekly": -1}}}})
+
