@@ -224,7 +224,11 @@ class ScoringArtifact:
     def learned_from(self, start) -> bool:
         """Whether the model learned from sends at or after ``start`` (a timestamp): judged on a window from
         there, it would be judged in-sample. ``False`` when ``trained_until`` is unknown."""
-        return self.trained_until is not None and pd.Timestamp(self.trained_until) >= pd.Timestamp(start)
+        if self.trained_until is None:
+            return False
+        until, start = pd.Timestamp(self.trained_until), pd.Timestamp(start)
+        utc = lambda t: t.tz_localize("UTC") if t.tzinfo is None else t      # noqa: E731 — naive is UTC
+        return utc(until) >= utc(start)
 
     def compile(self, cache_dir: str | Path) -> ScoringArtifact:
         """This artifact scoring through its compiled booster (cached in ``cache_dir``); itself unchanged

@@ -95,7 +95,11 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
     console.print(describe_split(split, derived=valid_days is None or test_days is None))
     fit = "registered"
     if artifact.learned_from(split.test_start) and held_out is not None:
-        candidate = held_out()
+        try:
+            candidate = held_out()
+        except Exception as exc:  # noqa: BLE001 — an unreadable held-out fit: the registered one, labelled in-sample
+            console.print(f"[yellow]the held-out fit cannot be loaded ({exc}): evaluating the registered model[/yellow]")
+            candidate = None
         if candidate is not None and not candidate.learned_from(split.test_start):
             artifact, fit = candidate, "held_out"
             console.print("the registered model was refitted on a log that includes this test window: evaluating "
@@ -111,6 +115,8 @@ def evaluate_model(data: Path, config: NbmConfig, artifact: ScoringArtifact, mod
                                    progress=lambda k, n: bar.update(task, completed=k, total=n))
     metrics = {k: float(v) for k, v in evaluation.metrics.items() if k in METRICS}
     learned = None if artifact.trained_until is None else pd.Timestamp(artifact.trained_until)
+    if learned is not None and learned.tzinfo is None:
+        learned = learned.tz_localize("UTC")
     return OfflineEvaluation(model + (", held-out fit" if fit == "held_out" else ""), metrics, report, learned,
                              split.test_start, fit)
 

@@ -193,7 +193,7 @@ REFIT_MIN_ROUNDS = 2
 
 
 def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerParams,
-                 catalog: pd.DataFrame | None = None) -> ScoringArtifact:
+                 catalog: pd.DataFrame | None = None, rows: pd.DataFrame | None = None) -> ScoringArtifact:
     """The model to serve: ``artifact``'s booster fitted again on every window (training, validation and test),
     with the number of trees early stopping chose for it, and a funnel's second step learned from every window.
 
@@ -206,7 +206,8 @@ def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerPara
     rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
     if rounds < REFIT_MIN_ROUNDS or params.objective == "lambdarank":
         return artifact
-    rows = pd.concat([split.train, split.valid, split.test], ignore_index=True)
+    if rows is None:         # every window's sends (the caller's training set, when it has it: no second copy)
+        rows = pd.concat([split.train, split.valid, split.test], ignore_index=True)
     features = list(artifact.features)
     data, _ = _dataset(rows, features, params, artifact.categories)
     booster = lgb.train(params.lightgbm(), data, num_boost_round=rounds)
@@ -218,7 +219,8 @@ def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerPara
 
 def _latest(*windows: pd.DataFrame) -> str:
     """ISO time (UTC) of the latest send in ``windows``."""
-    return pd.Timestamp(max(w["timestamp"].max() for w in windows if len(w))).isoformat()
+    latest = pd.Timestamp(max(w["timestamp"].max() for w in windows if len(w)))
+    return (latest.tz_localize("UTC") if latest.tzinfo is None else latest.tz_convert("UTC")).isoformat()
 
 
 def fit_followup(rows: pd.DataFrame, given: str, target: str, catalog: pd.DataFrame | None = None) -> FollowUp:

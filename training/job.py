@@ -103,7 +103,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         served = artifact
         if params.refit:
             with console.status(f"refitting on the whole log ({len(rows):,} rows)…"):
-                served = refit_ranker(artifact, split, params, dataset.messages)
+                served = refit_ranker(artifact, split, params, dataset.messages, rows)
         mlflow.set_tag("mlflow.runName", f"train-{params.objective}-{params.target}")
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
@@ -124,6 +124,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         if artifact.followup is not None:
             metrics.update({f"followup_strength_{k}": v for k, v in artifact.followup.strengths.items()})
             metrics["followup_overall"] = artifact.followup.overall
+            if served.followup is not None and served is not artifact:     # the table the registered model carries
+                metrics["refit_followup_overall"] = served.followup.overall
         with console.status("logging to MLflow…"):
             logged = log_training(served, split.test.head(200), asdict(params), metrics, evaluation.figures,
                                   held_out=None if served is artifact else artifact)
@@ -196,7 +198,11 @@ def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, ch
     if champion_version is not None:
         try:
             # Judged on this test window: if it learned from it (refitted), the fit its training held out.
-            artifacts["champion"] = load_registered("champion", held_out_before=split.test_start)
+            champion = artifacts["champion"] = load_registered("champion", held_out_before=split.test_start)
+            if champion.learned_from(split.test_start):      # its value on this window is optimistic
+                console.print(f"[yellow]the champion (version {champion_version}) learned from sends of this test "
+                              f"window (up to {champion.trained_until}): the gate's comparison favours it[/yellow]")
+                mlflow.set_tag("nbm.champion_in_sample", "true")
         except Exception as exc:  # noqa: BLE001 — an unreadable champion must not lose the new model
             console.print(f"[yellow]the champion (version {champion_version}) cannot be loaded: {exc}[/yellow]")
     history_rows = pd.concat([split.train, split.valid], ignore_index=True)
