@@ -77,7 +77,13 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     assert m["refit_rows"] == m["train_rows"] + m["valid_rows"] + m["test_rows"] > m["train_rows"]
     assert champion.booster.current_iteration() == int(m["best_iteration"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"reliability.png", "importance.png", "nbm_artifact"} <= artifacts
+    assert {"reliability.png", "importance.png", "nbm_artifact", "nbm_artifact_held_out"} <= artifacts
+    # A test window that reaches into what even the champion's held-out fit learned from: the gate says so.
+    assert main(["train", "--data", str(data), "--target", "click", "--no-compare", "--valid-days", "5",
+                 "--test-days", "10"]) in (0, 1)
+    fourth = client.get_run(client.get_model_version(MODEL_NAME, "4").run_id)
+    assert fourth.data.tags.get("nbm.champion_in_sample") == "true"
+    assert second.data.tags.get("nbm.champion_in_sample") is None       # same windows: its held-out fit was not
 
     from features.pipeline import build_training_set
 
