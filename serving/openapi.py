@@ -74,10 +74,7 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
             responses["503"] = _json(ErrorResponse.__name__, "The person's contacts kept changing under other "
                                                              "writers: retry (Retry-After: 1)")
         operation["responses"] = responses
-    if channels:
-        _limit_channels(spec, list(channels))
-    _nullable_defaults(spec.get("paths", {}))
-    _identifiers(spec.get("paths", {}), identifier_pattern())
+    _request_rules(spec, list(channels), set(_schemas()))
     return spec
 
 
@@ -85,52 +82,37 @@ NOW_PATTERN = r"^\s*(?:16[89][0-9]|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9]
 """A decision's ``now``: ISO-8601 text in the years 1680–2259 (serving.schemas.DECIDE_YEARS)."""
 
 
-def _identifiers(node, pattern: str) -> None:
-    """Request identifiers (``user_id``, ``arm``) with the service's printable rule as a ``pattern``, and a
-    decision's ``now`` with its years."""
-    if isinstance(node, dict):
-        props = node.get("properties")
-        if isinstance(props, dict):
-            for name in ("user_id", "arm"):
-                prop = props.get(name)
-                if isinstance(prop, dict) and prop.get("type") == "string":
-                    prop["pattern"] = pattern
-            now = props.get("now")
-            if isinstance(now, dict) and now.get("format") == "date-time":
-                now["pattern"] = NOW_PATTERN
-        for value in node.values():
-            _identifiers(value, pattern)
-    elif isinstance(node, list):
-        for value in node:
-            _identifiers(value, pattern)
-
-
-def _nullable_defaults(node) -> None:
-    """Request properties whose default is ``null`` accept an explicit ``null`` (pydantic's ``X | None``), which
-    BentoML's document drops: say so (OpenAPI 3.0's ``nullable``)."""
-    if isinstance(node, dict):
-        props = node.get("properties")
-        if isinstance(props, dict):
-            for prop in props.values():
-                if isinstance(prop, dict) and "default" in prop and prop["default"] is None and "anyOf" not in prop:
-                    prop["nullable"] = True
-        for value in node.values():
-            _nullable_defaults(value)
-    elif isinstance(node, list):
-        for value in node:
-            _nullable_defaults(value)
-
-
-def _limit_channels(node, channels: list[str]) -> None:
-    """Every request schema's ``channels`` array (in components or inline) to the configured names."""
-    if isinstance(node, dict):
-        prop = node.get("properties", {}).get("channels") if isinstance(node.get("properties"), dict) else None
-        if isinstance(prop, dict) and "Response" not in str(node.get("title", "")):
+def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
+    """What the service checks beyond BentoML's types, on every request schema (inline in a path's body or a
+    component; the answers' schemas, ``answers``, left alone): ``nullable`` where the default is ``null``
+    (pydantic's ``X | None``, which BentoML's document drops), ``channels`` limited to the configured names,
+    identifiers (``user_id``, ``arm``) with the printable rule as a ``pattern``, ``now`` with its years."""
+    identifier = identifier_pattern()
+    bodies = [op.get("requestBody", {}) for item in spec.get("paths", {}).values() for op in item.values()
+              if isinstance(op, dict)]
+    requests = [schema for name, schema in spec.get("components", {}).get("schemas", {}).items() if name not in answers]
+    for props in _properties([*bodies, *requests]):
+        for name, prop in props.items():
+            if not isinstance(prop, dict):
+                continue
+            if "default" in prop and prop["default"] is None and "anyOf" not in prop:
+                prop["nullable"] = True
             for variant in prop.get("anyOf", [prop]):
-                if variant.get("type") == "array":
+                if name == "channels" and channels and variant.get("type") == "array":
                     variant["items"] = {"type": "string", "enum": channels}
+                elif name in ("user_id", "arm") and variant.get("type") == "string":
+                    variant["pattern"] = identifier
+                elif name == "now" and variant.get("format") == "date-time":
+                    variant["pattern"] = NOW_PATTERN
+
+
+def _properties(node):
+    """Every ``properties`` mapping under ``node`` (nested schemas included)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict):
+            yield node["properties"]
         for value in node.values():
-            _limit_channels(value, channels)
+            yield from _properties(value)
     elif isinstance(node, list):
         for value in node:
-            _limit_channels(value, channels)
+            yield from _properties(value)
