@@ -28,6 +28,8 @@ def attribute(events: pd.DataFrame, attribution: AttributionConfig, also: tuple[
     """
     n = len(events)
     out = np.full(n, -1, dtype=np.int64)
+    if not n:                   # a person without events (a user the service first hears of)
+        return pd.Series(out, index=events.index, name="send_position")
     kind_codes, kind_names = pd.factorize(events["event_type"])
     code_of = {name: i for i, name in enumerate(kind_names)}
     stamps = events["timestamp"].to_numpy(dtype="int64")  # int64 ns: object Timestamps are 100× slower

@@ -263,9 +263,15 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     since = parse_time(args.since, "--since")
-    counts = export_log(open_state(config.state_url), args.out, since, args.format)
-    print(f"wrote {counts['decisions']:,} decisions and {counts['events']:,} feedback events to {args.out} "
-          f"({counts['propensities_filled']:,} reported sends given the propensity their answer had)", file=sys.stderr)
+    users = None
+    if args.data is not None:
+        from nbm.dataset import load_dataset
+
+        users = load_dataset(args.data, config)[0].users
+    counts = export_log(open_state(config.state_url), args.out, since, args.format, users)
+    print(f"wrote {counts['decisions']:,} decisions, {counts['events']:,} feedback events and the facts of "
+          f"{counts['users']:,} users to {args.out} ({counts['propensities_filled']:,} reported sends given the "
+          "propensity their answer had)", file=sys.stderr)
     return 0
 
 
@@ -440,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "next training and its off-policy evaluation.")
     exp.add_argument("--out", type=Path, required=True, help="output directory")
     exp.add_argument("--since", help="only rows at or after this time (ISO-8601)")
+    exp.add_argument("--data", type=Path, help="the data directory whose users table the users posted to the service "
+                                               "are merged into (the written users table then holds every user)")
     exp.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     exp.set_defaults(handler=_cmd_export_log)
 

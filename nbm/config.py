@@ -271,6 +271,9 @@ class ServiceConfig(_Section):
     max_candidates: int = Field(5_000, ge=1, le=5_000, description="`candidates` of one request at most")
     max_id_length: int = Field(512, ge=16, le=512, description="characters of a user_id at most (an event_id: "
                                "at most this and 256)")
+    live_refresh_seconds: float = Field(0.25, ge=0.0, le=60.0, description="how often each worker reads the users "
+                                        "whose feedback or facts changed (POST /feedback, /users, a request's context) "
+                                        "and featurises them again; 0: only at start (docs/serving.md, \"Live users\")")
 
     @field_validator("allowed_origins")
     @classmethod

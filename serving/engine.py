@@ -36,7 +36,8 @@ from nbm.policy.explore import EXPLORERS, Greedy, make_explorer
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 from serving.guard import clip
 from serving.registry import LoadedModel, load_model, resolve_version
-from serving.schemas import event_errors
+from serving.live import LiveUsers, unseen_sends
+from serving.schemas import event_errors, user_errors
 from serving.state import open_state
 
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
@@ -113,6 +114,9 @@ class Engine:
         self.lookback_ns = lookback_ns(config.contact_policy)
         self.sends = SendIndex.of(self.dataset.events)           # the snapshot's sends, by (user, time)
         self._canonical = self.dataset.identity.canonical.to_dict() if len(self.dataset.identity.canonical) else {}
+        # Users whose feedback or facts changed since the snapshot: their own stores, refreshed by a thread.
+        self.live_users = LiveUsers(self.store, self.state, config.service.live_refresh_seconds)
+        self.live_users.start()
         self._rng = np.random.default_rng(settings.seed)
         self._rng_lock = threading.Lock()
         self._checked = time.monotonic()
@@ -164,9 +168,16 @@ class Engine:
         if n > most:
             raise BadRequest("requests", f"{n:,} requests; at most {most:,} in one batch ([service] max_batch_requests)")
 
-    def validate(self, channels: list[str] | None, candidates: list[str] | None, user_id: str | None = None) -> None:
+    def validate(self, channels: list[str] | None, candidates: list[str] | None, user_id: str | None = None,
+                 context: dict | None = None) -> None:
         """A request's names against the configuration, and its sizes against ``[service]``'s limits."""
         limits = self.config.service
+        consent = (context or {}).get("consent")
+        if consent is not None:
+            unknown = sorted(set(consent) - self.channels)
+            if unknown:
+                raise BadRequest("context.consent", f"unknown channel(s) {clip(unknown)}; configured: "
+                                                    f"{sorted(self.channels)}")
         if user_id is not None and len(user_id) > limits.max_id_length:
             raise BadRequest("user_id", f"has {len(user_id):,} characters; at most {limits.max_id_length} "
                                         "([service] max_id_length)")
@@ -199,8 +210,9 @@ class Engine:
         :func:`unreserved` (→ 503 on ``/recommend``), nothing of it logged or planned.
         """
         for r in requests:
-            self.validate(r.get("channels"), r.get("candidates"), r.get("user_id"))
+            self.validate(r.get("channels"), r.get("candidates"), r.get("user_id"), r.get("context"))
         self.maybe_reload()
+        self._apply_context(requests)
         requests = self._with_arms(requests)
         answers: list[dict | None] = [None] * len(requests)
         for members in _rounds([self.canonical(r["user_id"]) for r in requests]):
@@ -231,6 +243,104 @@ class Engine:
             answers[i] = unreserved(requests[i]["user_id"])
         return answers  # type: ignore[return-value]
 
+    # -- live users ----------------------------------------------------------------------------------
+    def _apply_context(self, requests: list[dict]) -> None:
+        """Store the facts of requests' ``context`` that change what nbm knows of their users, and build those
+        users' live stores now, so that this decision uses them (the others' decisions are unchanged)."""
+        changed: dict[str, dict] = {}
+        for r in requests:
+            context = r.get("context")
+            if not context:
+                continue
+            user = self.canonical(r["user_id"])
+            row = {"user_id": user, **{k: context.get(k) for k in ("consent", "timezone", "attributes")}}
+            if self._changes_facts(user, row):
+                changed[user] = row
+        if changed:
+            self.state.upsert_users(list(changed.values()))
+            self.live_users.ensure(list(changed))
+
+    def _user_row(self, user: str) -> pd.Series | None:
+        """The users row nbm decides ``user`` by now (the live store's, else the snapshot's; ``None``: none)."""
+        live = self.live_users.of(user)
+        history = (live.store if live is not None else self.store).history
+        i = history.users.get_indexer([user])[0]
+        return history.user_frame.iloc[i] if i >= 0 else None
+
+    def _changes_facts(self, user: str, row: dict) -> bool:
+        """Whether ``row``'s facts differ from the users row ``user`` is decided by."""
+        current = self._user_row(user)
+        if current is None:
+            return any(row.get(k) is not None for k in ("consent", "timezone", "attributes"))
+        if row.get("consent") is not None and set(row["consent"]) != set(current["consent"] or ()):
+            return True
+        if row.get("timezone") is not None and row["timezone"] != str(current["timezone"]):
+            return True
+        for name, value in (row.get("attributes") or {}).items():
+            if name not in current.index:
+                continue                       # not a column of the users table: no feature of the model
+            old = current[name]
+            if value is None or old is None or (isinstance(old, float) and np.isnan(old)):
+                if (value is None) != (old is None or (isinstance(old, float) and np.isnan(old))):
+                    return True
+            elif isinstance(old, (float, np.floating, int, np.integer)) and not isinstance(value, str):
+                if float(value) != float(old):
+                    return True
+            elif str(value) != str(old):
+                return True
+        return False
+
+    def upsert_users(self, rows: list) -> dict:
+        """Validate and store users' facts (durable before returning); the ``/users`` answer. Every worker
+        decides by them within ``[service] live_refresh_seconds`` (:mod:`serving.live`)."""
+        good, rejected = [], []
+        for index, raw in enumerate(rows):
+            row, error = user_errors(raw)
+            if not error:
+                error = self._user_error(row)
+            if error:
+                rejected.append({"index": index, "error": error})
+                continue
+            good.append({**row, "user_id": self.canonical(row["user_id"])})
+        accepted = self.state.upsert_users(good) if good else 0
+        return {"accepted": accepted, "rejected": rejected}
+
+    def _user_error(self, row: dict) -> str:
+        if len(row["user_id"]) > self.config.service.max_id_length:
+            return (f"`user_id`: has {len(row['user_id']):,} characters; at most {self.config.service.max_id_length} "
+                    "([service] max_id_length)")
+        unknown = sorted(set(row.get("consent") or ()) - self.channels)
+        if unknown:
+            return f"`consent`: unknown channel(s) {clip(unknown)}; configured: {sorted(self.channels)}"
+        return ""
+
+    def feature_rows(self, user_id: str, now: pd.Timestamp) -> pd.DataFrame:
+        """The features of every eligible candidate of ``user_id`` at ``now`` as the next decision sees them
+        (its live store or the snapshot, patched with the sends and losses the store lacks), after the candidate's
+        ``candidate_message_id``, ``candidate_channel`` and ``candidate_send_at`` (int ns)."""
+        from decision.candidates import expand
+
+        user, t = self.canonical(user_id), int(pd.Timestamp(now).value)
+        live = self.live_users.of(user)
+        model, store = self._live
+        if live is not None:
+            store = live.store.with_strengths(model.artifact.prior_strengths)
+        candidates = expand(store, user, pd.Timestamp(now))
+        frame = store.featurise(candidates)
+        contacts = self.state.contacts(user, t, self.lookback_ns)
+        if live is not None:
+            contacts = unseen_sends(contacts, live.sends.get(user, frozenset()))
+        sends = len(contacts.times) and (contacts.times < t).any()
+        lost = self._counted_losses({"now": now}, contacts, t)
+        columns = {name: frame[name].to_numpy() for name in frame.columns}
+        if sends or lost:
+            self._patch_many(columns, candidates, {(user, t): (contacts if sends else None, lost)}, store)
+        out = pd.DataFrame(columns)
+        out.insert(0, "candidate_send_at", candidates.send_at)
+        out.insert(0, "candidate_channel", candidates.channel)
+        out.insert(0, "candidate_message_id", candidates.message_id)
+        return out
+
     def _with_arms(self, requests: list[dict]) -> list[dict]:
         """Each request with its arm: assigned by the running experiment (``experiment`` in the configuration),
         which overrides a request's own ``arm``; without one, the model decides and a request's ``arm`` is
@@ -245,8 +355,29 @@ class Engine:
     def _decide(self, requests: list[dict], k: int, explore: bool, kind: str = "model") -> list[dict | None]:
         """One group of requests (distinct users, one ``k``, explore flag and arm) decided by
         :func:`~decision.decide.decide_many`, then reserved (the holdout: logged); ``None`` for a request whose
-        reservation lost to another writer (retried by :meth:`_reserved`)."""
+        reservation lost to another writer (retried by :meth:`_reserved`). Users with a live store
+        (:mod:`serving.live`) are decided on it, one call per store."""
         model, store = self._live
+        by_store: dict[int, list[int]] = {}
+        lives = [self.live_users.of(self.canonical(r["user_id"])) for r in requests]
+        for i, live in enumerate(lives):
+            by_store.setdefault(id(live), []).append(i)
+        if len(by_store) == 1:
+            live = lives[0]
+            return self._decide_on(live.store.with_strengths(model.artifact.prior_strengths) if live else store,
+                                   live, requests, k, explore, kind)
+        answers: list[dict | None] = [None] * len(requests)
+        for members in by_store.values():
+            live = lives[members[0]]
+            on = live.store.with_strengths(model.artifact.prior_strengths) if live else store
+            for i, answer in zip(members, self._decide_on(on, live, [requests[j] for j in members], k, explore, kind)):
+                answers[i] = answer
+        return answers
+
+    def _decide_on(self, store: FeatureStore, live, requests: list[dict], k: int, explore: bool,
+                   kind: str) -> list[dict | None]:
+        """:meth:`_decide` for requests whose users are all on ``store`` (``live``: the live store it is, or ``None``)."""
+        model = self._live[0]
         n = len(requests)
         users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
         clock = time.time_ns()
@@ -265,13 +396,16 @@ class Engine:
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
         # What the snapshot lacks, by (user, time): sends before the time, and channels lost by feedback.
+        # A live store holds the user's reported sends already: only the others patch its features.
         known = {}
         for r, u, c, ti in zip(requests, users, contacts, t):
+            if live is not None:
+                c = unseen_sends(c, live.sends.get(str(u), frozenset()))
             sends = len(c.times) and (c.times < ti).any()
             lost = self._counted_losses(r, c, int(ti))
             if sends or lost:
                 known[str(u), int(ti)] = (c if sends else None, lost)
-        patch = (lambda columns, rows: self._patch_many(columns, rows, known)) if known else None
+        patch = (lambda columns, rows: self._patch_many(columns, rows, known, store)) if known else None
         keep = lambda pairs: self._keep(requests, pairs, contacts, t)      # noqa: E731
         decided = decide_many(store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
                               threshold=self.settings.threshold, keep=keep, statistics=statistics, patch=patch)
@@ -341,10 +475,12 @@ class Engine:
         # (Whole milliseconds, as the snapshot compares, but not clipped to its indexes' span: a loss before a
         # `now` earlier than the snapshot's base, or ~17 years after it, still counts.)
 
-    def _patch_many(self, columns: dict[str, np.ndarray], rows, known: dict) -> None:
+    def _patch_many(self, columns: dict[str, np.ndarray], rows, known: dict, store: FeatureStore | None = None) -> None:
         """The features of the candidates of every decision that the state store knows more of (``known``:
         (user, time) → (contacts with sends before the time or ``None``, codes of channels lost by
-        feedback)): :meth:`_patch` for the sends, the channel-loss features for the losses. One pass over rows."""
+        feedback)): :meth:`_patch` for the sends, the channel-loss features for the losses (by ``store``'s
+        history: the one that featurised ``rows``). One pass over rows."""
+        store = store or self.store
         user, users = pd.factorize(np.asarray(rows.user_id, dtype=object))
         at, times = pd.factorize(np.asarray(rows.as_of, dtype=np.int64))
         codes, uniques = pd.factorize(user.astype(np.int64) * len(times) + at)     # (user, time), three hashes of ints
@@ -366,10 +502,10 @@ class Engine:
                     patched[name][idx] = values
             if lost:
                 code = rows.user_code[idx[:1]] if rows.user_code is not None else \
-                    self.store.history.user_codes(np.array([key[0]], dtype=object))
-                consent, lost_before = self.store.channel_losses(code, np.array([key[1]], dtype=np.int64))
+                    store.history.user_codes(np.array([key[0]], dtype=object))
+                consent, lost_before = store.channel_losses(code, np.array([key[1]], dtype=np.int64))
                 lost_before[0, lost] = True
-                for name, value in self.store.loss_features(consent, lost_before).items():
+                for name, value in store.loss_features(consent, lost_before).items():
                     patched[name][idx] = value[0]
         columns.update(patched)
 

@@ -6,6 +6,11 @@ their decision ids and propensities, and the outcomes) in the data contract, so 
 to the next training's data and its off-policy evaluation covers the choices to send nothing. A reported
 ``send`` that names its decision but no propensity gets the one the service answered for that item: the
 campaign engine need not echo it for the log to be evaluated.
+
+``users`` holds what ``/users`` and requests' ``context`` told the service (consent, time zone, sign-up time,
+attributes). Given the data directory's users table (``nbm export-log --data DIR``) it is that table with
+those facts merged in — every user, ready to replace it; otherwise one row per user the service was told
+about, with the facts it was told (a fact never told is missing there: merge by ``user_id``).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from nbm.io import write_table
 from serving.state import StateStore
 
 
-def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet") -> dict[str, int]:
-    """Write ``decisions`` and ``events`` (rows at or after ``since``) to ``out``; the row counts."""
+def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet",
+               users: pd.DataFrame | None = None) -> dict[str, int]:
+    """Write ``decisions`` and ``events`` (rows at or after ``since``) and ``users`` (see the module docstring;
+    ``users``: the data directory's table to merge into) to ``out``; the row counts."""
     log = state.decision_log()
     decisions = log
     events = state.feedback_events()
@@ -34,7 +41,38 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
     events, filled = answered_propensities(events, log)     # a send may name a decision taken before `since`
     write_table(contract.reset_index(drop=True), out, "decisions", file_format)
     write_table(events.reset_index(drop=True), out, "events", file_format)
-    return {"decisions": len(contract), "events": len(events), "propensities_filled": filled}
+    facts = state.users_table()
+    table = users_table(facts, users)
+    if len(table) or users is not None:
+        write_table(table, out, "users", file_format)
+    return {"decisions": len(contract), "events": len(events), "propensities_filled": filled, "users": len(facts)}
+
+
+def users_table(facts: dict[str, dict], base: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The users table of ``facts`` (user → stored facts): ``base`` with them merged in (attributes that are
+    not among its columns are added), or the told facts alone."""
+    from features.live import live_users_frame
+
+    names = sorted({a for f in facts.values() for a in (f.get("attributes") or {})})
+    if base is None:
+        rows = []
+        for user, f in sorted(facts.items()):
+            stamp = f.get("signup_at")
+            rows.append({"user_id": user, "signup_at": pd.NaT if stamp is None else pd.Timestamp(int(stamp), tz="UTC"),
+                         "timezone": f.get("timezone"), "consent": f.get("consent"),
+                         **{a: (f.get("attributes") or {}).get(a) for a in names}})
+        frame = pd.DataFrame(rows, columns=["user_id", "signup_at", "timezone", "consent", *names])
+        frame["signup_at"] = pd.to_datetime(frame["signup_at"], utc=True)
+        return frame
+    base = base.copy()
+    for name in names:
+        if name not in base.columns:
+            told = [v for f in facts.values() for k, v in (f.get("attributes") or {}).items() if k == name and v is not None]
+            numeric = bool(told) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in told)
+            base[name] = pd.Series(float("nan") if numeric else None, index=base.index, dtype=float if numeric else object)
+    users = list(facts)
+    changed = live_users_frame(base[base["user_id"].astype(str).isin(users)], users, facts)
+    return pd.concat([base[~base["user_id"].astype(str).isin(users)], changed], ignore_index=True)
 
 
 def answered_propensities(events: pd.DataFrame, decisions: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -47,10 +47,18 @@ def serve(data: Path, model: str, *, host: str, port: int, workers: int, explore
     print(f"nbm serve: starting on http://{host}:{port} (data {data}, model {model}, "
           f"{workers} worker(s))", file=sys.stderr, flush=True)
     example = example or example_user(Path(data)) or "u000001"
-    body = json.dumps({"user_id": example}).replace("'", "'\\''")          # quoted for a POSIX shell
+    quote = lambda text: text.replace("'", "'\\''")          # noqa: E731 — quoted for a POSIX shell
+    body = quote(json.dumps({"user_id": example}))
+    # A person nbm has never seen, with what the caller knows of them in the request (a cold start).
+    from nbm.config import load_config
+
+    channel = next(iter(load_config(config_path or None).channels), "email")
+    newcomer = quote(json.dumps({"user_id": "newcomer-1", "context": {"consent": [channel], "timezone": "Europe/Paris"}}))
     ready_line = (f"nbm serve: ready on http://{host}:{port}; try:\n"
                   f"  curl -s -X POST http://{host}:{port}/recommend -H 'content-type: application/json' "
-                  f"-d '{body}'")
+                  f"-d '{body}'\n"
+                  f"  curl -s -X POST http://{host}:{port}/recommend -H 'content-type: application/json' "
+                  f"-d '{newcomer}'")
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:NbmService", "--host", host,
                "--port", str(port)]
     shared_file = None

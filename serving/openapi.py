@@ -20,17 +20,21 @@ from __future__ import annotations
 import copy
 
 from nbm import __version__
-from serving.schemas import BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse, identifier_pattern
+from serving.schemas import (RESERVED_ATTRIBUTES, BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse,
+                             UsersResponse, identifier_pattern, time_zones)
 
 TITLE = "nbm — next-best-message decisions"
 DESCRIPTION = ("Which message, on which channel, at which hour each customer should get next — or nothing now. "
                "`POST /recommend` decides for one person, `POST /recommend_batch` for many, `POST /feedback` "
-               "reports sends and outcomes back. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
+               "reports sends and outcomes back, `POST /users` updates what nbm knows of people. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
                "With API keys configured, send `Authorization: Bearer KEY` (docs/serving.md, \"Security\").")
-ANSWERS = {"/recommend": RecommendResponse, "/recommend_batch": BatchResponse, "/feedback": FeedbackResponse}
+ANSWERS = {"/recommend": RecommendResponse, "/recommend_batch": BatchResponse, "/feedback": FeedbackResponse,
+           "/users": UsersResponse}
 SUMMARIES = {"/recommend": "Decide the next message for one person",
              "/recommend_batch": "Decide for many people at once (a campaign run)",
-             "/feedback": "Report sends, outcomes and other events back (durable before the answer)"}
+             "/feedback": "Report sends, outcomes and other events back (durable before the answer)",
+             "/users": "Upsert people's consent, time zone, sign-up time and attributes (durable; every worker "
+                       "decides by them within a second)"}
 ERRORS = {"400": "Bad request: a field is missing, malformed or refused (`field` names it)",
           "401": "An API key is required", "403": "The API key lacks the route's scope, or the Origin may not write",
           "404": "No such route", "413": "The body exceeds [service] max_body_bytes",
@@ -86,7 +90,9 @@ def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
     """What the service checks beyond BentoML's types, on every request schema (inline in a path's body or a
     component; the answers' schemas, ``answers``, left alone): ``nullable`` where the default is ``null``
     (pydantic's ``X | None``, which BentoML's document drops), ``channels`` limited to the configured names,
-    identifiers (``user_id``, ``arm``) with the printable rule as a ``pattern``, ``now`` with its years."""
+    identifiers (``user_id``, ``arm``) with the printable rule as a ``pattern``, ``now`` with its years; in a
+    request's ``context``, ``consent`` limited to the channels, ``timezone`` to the IANA names the system knows,
+    attribute names to printable ones other than the users table's own columns."""
     identifier = identifier_pattern()
     bodies = [op.get("requestBody", {}) for item in spec.get("paths", {}).values() for op in item.values()
               if isinstance(op, dict)]
@@ -98,8 +104,13 @@ def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
             if "default" in prop and prop["default"] is None and "anyOf" not in prop:
                 prop["nullable"] = True
             for variant in prop.get("anyOf", [prop]):
-                if name == "channels" and channels and variant.get("type") == "array":
+                if name in ("channels", "consent") and channels and variant.get("type") == "array":
                     variant["items"] = {"type": "string", "enum": channels}
+                elif name == "timezone" and variant.get("type") == "string":
+                    variant["enum"] = list(time_zones())
+                elif name == "attributes" and variant.get("type") == "object":
+                    variant["propertyNames"] = {"pattern": identifier, "maxLength": 128,
+                                                "not": {"enum": list(RESERVED_ATTRIBUTES)}}
                 elif name in ("user_id", "arm") and variant.get("type") == "string":
                     variant["pattern"] = identifier
                 elif name == "now" and variant.get("format") == "date-time":

@@ -107,6 +107,95 @@ def identifier_pattern() -> str:
     return f"^[^{refused}]*[^{refused}\\s][^{refused}]*$"
 
 
+AttributeValue = str | float | bool | None
+MAX_ATTRIBUTES = 256
+
+
+@lru_cache(maxsize=1)
+def time_zones() -> tuple[str, ...]:
+    """The IANA time-zone names this system knows (``zoneinfo.available_timezones``), sorted: the OpenAPI's enum."""
+    from zoneinfo import available_timezones
+
+    return tuple(sorted(available_timezones()))
+
+
+def _timezone(value: str | None) -> str | None:
+    """An IANA time-zone name the system knows (``Europe/Paris``; ``UTC``)."""
+    if value is not None and value not in set(time_zones()):
+        raise ValueError(f"unknown IANA time zone {clip(value)}")
+    return value
+
+
+RESERVED_ATTRIBUTES = ("user_id", "signup_at", "timezone", "consent")
+
+
+def _attributes(value: dict | None) -> dict | None:
+    if value is None:
+        return value
+    for name in value:
+        _printable(name)
+        if len(name) > 128:
+            raise ValueError(f"attribute name {clip(name)} has over 128 characters")
+        if name in RESERVED_ATTRIBUTES:
+            raise ValueError(f"`{name}` is a field of its own, not an attribute")
+    return value
+
+
+class UserFacts(BaseModel):
+    """Facts about a person (the users table's columns): given ones replace what nbm knows, attributes name by name."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    consent: list[str] | None = Field(None, max_length=32, description="the channels the person accepts now "
+                                      "(replaces the stored consent; [] withdraws every channel)")
+    timezone: str | None = Field(None, max_length=64, description="IANA time zone, e.g. Europe/Paris")
+    attributes: dict[str, AttributeValue] | None = Field(None, max_length=MAX_ATTRIBUTES,
+                                                         description="user attributes as in the users table "
+                                                         "(null: missing)")
+
+    _timezone_known = field_validator("timezone")(_timezone)
+    _attribute_names = field_validator("attributes")(_attributes)
+
+
+class RequestContext(UserFacts):
+    """What the caller knows now about the person (``consent``, ``timezone``, ``attributes``: used for this
+    decision and stored, like ``POST /users``)."""
+
+
+class UserRow(UserFacts):
+    """One user of ``POST /users``: an upsert of the person's facts."""
+
+    user_id: str = Field(min_length=1, max_length=512, description="the person's identifier")
+    signup_at: datetime | None = Field(None, description="when the person signed up (ISO-8601)")
+
+    _id_printable = field_validator("user_id")(_printable)
+    _signup_a_string = field_validator("signup_at", mode="before")(lambda value: _iso_text(value))
+    _signup_in_range = field_validator("signup_at")(_in_range)
+
+
+class UsersRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+def user_errors(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """The validated user row (``signup_at`` as int ns), or ``None`` and the reason naming the field."""
+    if not isinstance(raw, dict):
+        return None, "`user`: not a JSON object"
+    try:
+        row = UserRow.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "user"
+        return None, f"`{field}`: {first['msg']} (got {clip(first.get('input'))})"
+    out = row.model_dump()
+    if out["signup_at"] is not None:
+        stamp = out["signup_at"]
+        out["signup_at"] = int(pd.Timestamp(stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).value)
+    return out, ""
+
+
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -120,6 +209,8 @@ class RecommendRequest(BaseModel):
     now: datetime | None = Field(None, description="decision time (ISO-8601; naive is UTC); default: the server's clock")
     explore: bool = Field(True, strict=True, description="let the explorer explore (false: greedy)")
     arm: str | None = Field(None, min_length=1, max_length=128, description="experiment arm, recorded in the decision log")
+    context: RequestContext | None = Field(None, description="facts the caller knows now (consent, timezone, "
+                                           "attributes): this decision uses them, and they are stored")
 
     _ids_printable = field_validator("user_id", "arm")(_printable)
     _now_a_string = field_validator("now", mode="before")(lambda value: _iso_text(value))
@@ -220,6 +311,11 @@ class FeedbackResponse(BaseModel):
     accepted: int = Field(ge=0, description="events stored now")
     duplicates: int = Field(ge=0, description="events stored before (same event_id): ignored")
     rejected: list[Rejected]
+
+
+class UsersResponse(BaseModel):
+    accepted: int = Field(ge=0, description="users stored now")
+    rejected: list[Rejected] = Field(description="rows refused, with their position and reason")
 
 
 class ErrorResponse(BaseModel):

@@ -1,4 +1,4 @@
-"""The BentoML service: ``/recommend``, ``/recommend_batch``, ``/feedback`` (DESIGN.md, "Service contract").
+"""The BentoML service: ``/recommend``, ``/recommend_batch``, ``/feedback``, ``/users`` (DESIGN.md, "Service contract").
 
 Started by ``nbm serve`` (which sets the ``NBM_*`` variables below and runs ``bentoml serve`` on
 127.0.0.1), or in-process from :func:`asgi_app`. Each worker process builds one :class:`~serving.engine.Engine`
@@ -37,7 +37,7 @@ from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.guard import Guard, GuardSettings, bound_metrics_labels
-from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest
+from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest, UsersRequest
 
 telemetry.switch_off()      # also when started by `bentoml serve` directly: before BentoML's serve tracking
 bound_metrics_labels()      # unknown paths: one /metrics label (serving/guard.py)
@@ -55,7 +55,7 @@ def settings_from_env() -> EngineSettings:
     )
 
 
-SCORING_ROUTES = ["/recommend", "/recommend_batch", "/feedback"]
+SCORING_ROUTES = ["/recommend", "/recommend_batch", "/feedback", "/users"]
 BATCH_CHUNK = 500
 """Requests of a ``/recommend_batch`` decided in one piece (~0.2 s on the benchmark's machine)."""
 BATCH_YIELDS = 8
@@ -102,8 +102,11 @@ class NbmService:
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, ctx: bentoml.Context, **request) -> dict:
+        if request.get("context") is not None and not isinstance(request["context"], dict):
+            request["context"] = request["context"].model_dump()
         try:
-            self.engine.validate(request.get("channels"), request.get("candidates"), request.get("user_id"))
+            self.engine.validate(request.get("channels"), request.get("candidates"), request.get("user_id"),
+                                 request.get("context"))
         except BadRequest as exc:
             raise _bad(exc) from None
         answer = await self.batcher.submit(request)
@@ -127,7 +130,7 @@ class NbmService:
             raise _bad(exc) from None
         for i, r in enumerate(requests):
             try:
-                self.engine.validate(r.channels, r.candidates, r.user_id)
+                self.engine.validate(r.channels, r.candidates, r.user_id, r.context.model_dump() if r.context else None)
             except BadRequest as exc:
                 raise _bad(exc, f"requests[{i}].") from None
         asked = [r.model_dump() for r in requests]
@@ -142,6 +145,10 @@ class NbmService:
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     def feedback(self, ctx: bentoml.Context, events: list) -> dict:
         return _json(self.engine.feedback(events), self._close(ctx))
+
+    @bentoml.api(route="/users", input_spec=UsersRequest)
+    def users(self, ctx: bentoml.Context, users: list) -> dict:
+        return _json(self.engine.upsert_users(users), self._close(ctx))
 
 
 def _guard_settings() -> GuardSettings:

@@ -21,6 +21,10 @@ its URL. Both stores pass one contract test, ``tests/serving/test_state.py``.
   ``.lost``), as one in the data directory's events is not.
 * **Explorer statistics** — per (message, channel), impressions and successes (the model's target
   outcome), for Thompson sampling.
+* **Live users** — facts about users (``consent``, ``timezone``, ``signup_at``, ``attributes``) posted to
+  ``/users`` or carried by a request's ``context``, merged field by field (:func:`merge_facts`); and a
+  numbered log of changes (each accepted feedback event, each upsert) from which every worker's live
+  refresher learns which users to featurise again (:meth:`StateStore.changes_since`).
 * **Decision log** — every answer, empty ones included, in the columns of the data contract's
   ``decisions`` table (plus the items), so ``nbm`` reads it back (:meth:`StateStore.decision_log`).
 """
@@ -74,3 +78,25 @@ class StateStore(Protocol):
     def explorer_statistics(self) -> dict[tuple[str, str], tuple[int, int]]: ...
     def decision_log(self) -> pd.DataFrame: ...
     def feedback_events(self) -> pd.DataFrame: ...
+    def upsert_users(self, rows: Sequence[dict]) -> int: ...
+    def user_facts(self, users: Sequence[str]) -> dict[str, dict]: ...
+    def users_table(self) -> dict[str, dict]: ...
+    def user_events(self, users: Sequence[str]) -> pd.DataFrame: ...
+    def changes_since(self, after: int) -> tuple[int, list[str]]: ...
+
+
+FACTS = ("consent", "timezone", "signup_at")
+"""A user's facts besides ``attributes``: each replaced whole when an upsert gives it."""
+
+
+def merge_facts(old: dict, row: dict) -> dict:
+    """``old`` facts with ``row``'s merged in: ``consent`` (a list of channels), ``timezone`` and ``signup_at``
+    (int ns) replace the stored value when given (not ``None``); ``attributes`` are merged name by name (a
+    ``None`` value stores the attribute as missing)."""
+    out = {k: v for k, v in old.items() if k in (*FACTS, "attributes")}
+    for key in FACTS:
+        if row.get(key) is not None:
+            out[key] = list(row[key]) if key == "consent" else row[key]
+    if row.get("attributes"):
+        out["attributes"] = {**out.get("attributes", {}), **row["attributes"]}
+    return out

@@ -16,6 +16,10 @@ across any number of worker processes and machines:
   (the channel is not eligible from then on).
 * ``{prefix}arms:impressions`` / ``{prefix}arms:successes`` — the explorer's statistics per (message, channel).
 * ``{prefix}decisions`` — the decision log by ``decision_id``.
+* ``{prefix}user:{user}`` — a user's facts (one field per fact, ``attr:NAME`` per attribute: ``HSET`` merges);
+  ``{prefix}users`` the set of users with facts; ``{prefix}uev:{user}`` the user's accepted feedback rows;
+  ``{prefix}changes`` — a list of the users changed, one entry per accepted event or upsert: its index is
+  the change number the workers' live refreshers read from.
 
 Durability: ``/feedback`` is durable before it answers only if the Redis server persists every write before
 it replies — ``appendonly yes`` with ``appendfsync always``. The store checks this when it opens and logs a
@@ -37,7 +41,7 @@ import pandas as pd
 
 from decision.answer import Answer
 from nbm.errors import UsageError
-from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
+from serving.state.contract import FACTS, LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +77,20 @@ local function before(a, b)
 end
 """
 
-# KEYS: events, impressions, successes, seq, then per event (sends, ver, dsend, lost).
-# ARGV: target, then per event (event_id, row, event_type, at, channel, message, decision_id).
+# KEYS: events, impressions, successes, seq, changes, then per event (sends, ver, dsend, lost, uev).
+# ARGV: target, then per event (event_id, row, event_type, at, channel, message, decision_id, user_id).
 _FEEDBACK = _BEFORE + """
 local accepted, duplicates = 0, 0
-local n = (#ARGV - 1) / 7
+local n = (#ARGV - 1) / 8
 for i = 0, n - 1 do
-  local a, k = 2 + 7 * i, 5 + 4 * i
+  local a, k = 2 + 8 * i, 6 + 5 * i
   local kind, at, ch, msg, dec = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   if redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1]) == 0 then
     duplicates = duplicates + 1
   else
     accepted = accepted + 1
+    redis.call('RPUSH', KEYS[k + 4], ARGV[a + 1])
+    redis.call('RPUSH', KEYS[5], ARGV[a + 7])
     if kind == 'send' then
       if dec ~= '' then
         local field = cjson.encode({'planned', msg, ch})
@@ -148,6 +154,23 @@ class RedisState:
         self._feedback = self._redis.register_script(_FEEDBACK)
         self.durable = self._check_durability()
         self._backfill_losses()
+        self._backfill_live()
+
+    def _backfill_live(self) -> None:
+        """Once per database (``{prefix}live:ready``): the per-user feedback lists and the change log of feedback
+        stored before live users existed (an event stored twice meanwhile is read once: :meth:`user_events`)."""
+        if not self._redis.set(self._key("live", "ready"), "1", nx=True):
+            return
+        by_user: dict[str, list[tuple[int, str, bytes | str]]] = {}
+        for _, row in self._redis.hscan_iter(self._key("events"), count=1000):
+            e = json.loads(row)
+            by_user.setdefault(str(e["user_id"]), []).append((int(e["timestamp"]), str(e["event_id"]), row))
+        if by_user:
+            pipe = self._redis.pipeline(transaction=False)
+            for user, rows in sorted(by_user.items()):
+                pipe.rpush(self._key("uev", user), *[r for _, _, r in sorted(rows)])
+                pipe.rpush(self._key("changes"), user)
+            pipe.execute()
 
     def _backfill_losses(self) -> None:
         """Once per database (``{prefix}lost:ready``): the losses among feedback stored before losses were kept
@@ -257,17 +280,18 @@ class RedisState:
         """Store events (idempotent by ``event_id``) and apply them, in one atomic script. (accepted, duplicates)."""
         if not events:
             return 0, 0
-        keys = [self._key("events"), self._key("arms", "impressions"), self._key("arms", "successes"), self._key("seq")]
+        keys = [self._key("events"), self._key("arms", "impressions"), self._key("arms", "successes"), self._key("seq"),
+                self._key("changes")]
         args: list = [target]
         now = time.time_ns()
         for e in events:
             decision = e.get("decision_id") or ""
             keys += [self._key("sends", e["user_id"]), self._key("ver", e["user_id"]),
-                     self._key("dsend", decision or "-"), self._key("lost", e["user_id"])]
+                     self._key("dsend", decision or "-"), self._key("lost", e["user_id"]), self._key("uev", e["user_id"])]
             row = {c: e.get(c) for c in _EVENT_COLUMNS}
             row["received_at"] = now
             args += [e["event_id"], json.dumps(row), e["event_type"], str(int(e["timestamp"])), e.get("channel") or "",
-                     e.get("message_id") or "", decision]
+                     e.get("message_id") or "", decision, e["user_id"]]
         accepted, duplicates = self._feedback(keys=keys, args=args)
         return int(accepted), int(duplicates)
 
@@ -283,6 +307,56 @@ class RedisState:
             out[tuple(json.loads(field))] = (s, max(i - s, 0))
         return out
 
+    # -- live users ----------------------------------------------------------------------------------
+    def upsert_users(self, rows: Sequence[dict]) -> int:
+        """Merge each row's facts into the stored ones (:func:`~serving.state.contract.merge_facts`): a hash per
+        user, one field per fact and per attribute, so that ``HSET`` is the merge; the user's change is logged in
+        the same ``MULTI``. Rows stored."""
+        if not rows:
+            return 0
+        pipe = self._redis.pipeline(transaction=True)
+        for row in rows:
+            user = str(row["user_id"])
+            fields = {key: json.dumps(list(row[key]) if key == "consent" else row[key])
+                      for key in FACTS if row.get(key) is not None}
+            fields.update({f"attr:{name}": json.dumps(value) for name, value in (row.get("attributes") or {}).items()})
+            if fields:
+                pipe.hset(self._key("user", user), mapping=fields)
+            pipe.sadd(self._key("users"), user)
+            pipe.rpush(self._key("changes"), user)
+        pipe.execute()
+        return len(rows)
+
+    def user_facts(self, users: Sequence[str]) -> dict[str, dict]:
+        """The stored facts of each of ``users`` that has any."""
+        users = sorted({str(u) for u in users})
+        pipe = self._redis.pipeline(transaction=False)
+        for user in users:
+            pipe.hgetall(self._key("user", user))
+        out = {}
+        for user, fields in zip(users, pipe.execute()):
+            if fields:
+                out[user] = _facts(fields)
+        return out
+
+    def users_table(self) -> dict[str, dict]:
+        """Every user's stored facts."""
+        return self.user_facts([_text(u) for u in self._redis.smembers(self._key("users"))])
+
+    def user_events(self, users: Sequence[str]) -> pd.DataFrame:
+        """The feedback of ``users``, as :meth:`feedback_events` (the data contract's ``events``)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for user in sorted({str(u) for u in users}):
+            pipe.lrange(self._key("uev", user), 0, -1)
+        rows = [json.loads(r) for reply in pipe.execute() for r in reply]
+        return _frame(rows, _EVENT_COLUMNS, "event_id", ("propensity", "value")).drop_duplicates(
+            "event_id", ignore_index=True)
+
+    def changes_since(self, after: int) -> tuple[int, list[str]]:
+        """The users whose feedback or facts changed after change number ``after``, and the last number."""
+        users = self._redis.lrange(self._key("changes"), int(after), -1)
+        return int(after) + len(users), list(dict.fromkeys(_text(u) for u in users))
+
     # -- reading back ------------------------------------------------------------------------------
     def decision_log(self) -> pd.DataFrame:
         """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``, ...)."""
@@ -295,12 +369,29 @@ class RedisState:
     def _table(self, key: str, columns: list[str], tie: str, floats: tuple[str, ...]) -> pd.DataFrame:
         """The JSON rows of hash ``key`` as a frame sorted by (timestamp, ``tie``), times as UTC timestamps."""
         rows = [json.loads(v) for _, v in self._redis.hscan_iter(self._key(key), count=1000)]
-        frame = pd.DataFrame(rows, columns=columns)
-        frame = frame.sort_values(["timestamp", tie], kind="stable").reset_index(drop=True)
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
-        for column in floats:
-            frame[column] = frame[column].astype(float)
-        return frame
+        return _frame(rows, columns, tie, floats)
+
+
+def _frame(rows: list[dict], columns: list[str], tie: str, floats: tuple[str, ...]) -> pd.DataFrame:
+    """JSON rows as a frame sorted by (timestamp, ``tie``), times as UTC timestamps."""
+    frame = pd.DataFrame(rows, columns=columns)
+    frame = frame.sort_values(["timestamp", tie], kind="stable").reset_index(drop=True)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"].astype("int64"), utc=True)
+    for column in floats:
+        frame[column] = frame[column].astype(float)
+    return frame
+
+
+def _facts(fields: dict) -> dict:
+    """A user's hash (fact → JSON, ``attr:NAME`` → JSON) as facts."""
+    out: dict = {}
+    for key, value in fields.items():
+        key, value = _text(key), json.loads(value)
+        if key.startswith("attr:"):
+            out.setdefault("attributes", {})[key[5:]] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _decision_row(d: Answer) -> str:

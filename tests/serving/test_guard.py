@@ -353,6 +353,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world)
                 value = r.get(name)
                 if isinstance(value, str) and not pattern.search(value):
                     return False
+            context = r.get("context")
+            attributes = context.get("attributes") if isinstance(context, dict) else None
+            if isinstance(attributes, dict) and any(not identifier.search(k) for k in attributes):
+                return False
         return True
 
     data, home = served_world
@@ -367,7 +371,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world)
         schema = schemathesis.openapi.from_url(f"{base}/docs.json")
         operations = [result.ok() for result in schema.get_all_operations()]
         posted = [op for op in operations if op.method.upper() == "POST"]
-        assert sorted(op.path for op in posted) == ["/feedback", "/recommend", "/recommend_batch"]
+        assert sorted(op.path for op in posted) == ["/feedback", "/recommend", "/recommend_batch", "/users"]
         for operation in posted:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 @settings(max_examples=80, deadline=None, database=None, derandomize=True, phases=[Phase.generate],

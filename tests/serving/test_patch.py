@@ -44,7 +44,10 @@ def test_what_feedback_patches_equals_the_features_of_the_data_with_those_events
 
     data, home = served_world
     monkeypatch.setenv("NBM_HOME", str(home))
+    # No live refresh: the patch is what a worker decides by until its refresher has built the user's live
+    # store (serving/live.py; tests/serving/test_live.py), and what planned items always go through.
     config = load_config().model_copy(update={"state_url": f"sqlite:///{tmp_path / 'patch.db'}"})
+    config = config.model_copy(update={"service": config.service.model_copy(update={"live_refresh_seconds": 0.0})})
     engine = Engine(config, EngineSettings(data=data, explorer="greedy"))
     users = pd.read_parquet(data / "users.parquet")
     user = users.loc[users["consent"].map(lambda c: {"email", "sms", "push"} <= set(c)), "user_id"].iloc[7]

@@ -247,16 +247,21 @@ def test_nbm_serve_without_data_serves_the_demo_world_and_its_printed_example_wo
         time.sleep(0.2)
         ready = next(i for i, line in enumerate(lines) if "ready on" in line)
         assert str(demo) in "".join(lines[:ready]), lines[:ready]      # it said which data it serves
-        example = lines[ready + 1].strip()
-        assert example.startswith("curl ") and f"127.0.0.1:{port}/recommend" in example
-        if shutil.which("curl"):
-            out = subprocess.run(["sh", "-c", example], capture_output=True, text=True, timeout=60, check=True).stdout
-        else:   # the same request from the printed words
-            words = shlex.split(example)
-            out = json.dumps(_post(port, "/recommend", json.loads(words[words.index("-d") + 1])))
-        answer = json.loads(out)
+        answers = []
+        for example in (lines[ready + 1].strip(), lines[ready + 2].strip()):
+            assert example.startswith("curl ") and f"127.0.0.1:{port}/recommend" in example
+            if shutil.which("curl"):
+                out = subprocess.run(["sh", "-c", example], capture_output=True, text=True, timeout=60, check=True).stdout
+            else:   # the same request from the printed words
+                words = shlex.split(example)
+                out = json.dumps(_post(port, "/recommend", json.loads(words[words.index("-d") + 1])))
+            answers.append(json.loads(out))
+        answer, newcomer = answers
         assert {"decision_id", "user_id", "items", "suppressed"} <= set(answer), answer
         users = pd.read_parquet(data / "users.parquet")
         assert answer["user_id"] in set(users.loc[users["consent"].map(len) > 0, "user_id"])
+        # The second example: a person never seen, with consent in the request's context — a cold start.
+        assert newcomer["user_id"] not in set(users["user_id"]) and newcomer["items"], newcomer
+        assert {i["channel"] for i in newcomer["items"]} == {"email"}
     finally:
         stop_service(process)

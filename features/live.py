@@ -1,0 +1,110 @@
+"""Features that follow the feedback stream: a store of a few users' histories, the snapshot's plus what came since.
+
+The service's snapshot (:class:`features.pipeline.FeatureStore`) is built once per worker from the data
+directory. When ``/feedback`` reports a user's events, or ``/users`` (or a request's ``context``) changes a
+user's facts (consent, time zone, sign-up time, attributes), that user's features must be what offline
+featurisation of the data *plus* those events would give. Because every feature of a candidate is a
+function of its own user's events and row and of the shared global tables (the partition property that
+:func:`features.pipeline.partition` relies on and a test pins), a store built from those users' events
+and rows alone, with the snapshot's :class:`~features.pipeline.Globals`, featurises them exactly as the
+whole data plus the new events would (population rates and smoothing strengths stay the snapshot's: they
+move with the next ``nbm train`` and the model reload, not with each event).
+
+:class:`LiveRows` finds one user's snapshot events quickly; :func:`live_store` builds the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from features.pipeline import FeatureStore
+
+EVENT_COLUMNS = ("event_id", "timestamp", "user_id", "event_type", "message_id", "channel", "decision_id",
+                 "propensity", "value")
+
+
+class LiveRows:
+    """The snapshot's events and users rows of given users (positions by user, built once)."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        events = store.dataset.events
+        codes, names = pd.factorize(events["user_id"], sort=False)
+        order = np.argsort(codes, kind="stable")                   # by user, each user's events in time order
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        self._order, self._bounds = order, bounds
+        self._event_user = pd.Index(np.asarray(names, dtype=object))
+        self._user_row = pd.Index(store.dataset.users["user_id"].astype(str))
+
+    def events(self, users: list[str]) -> pd.DataFrame:
+        found = self._event_user.get_indexer(users)
+        parts = [self._order[self._bounds[i]:self._bounds[i + 1]] for i in found if i >= 0]
+        rows = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        return self.store.dataset.events.iloc[rows]
+
+    def users(self, users: list[str]) -> pd.DataFrame:
+        found = self._user_row.get_indexer(users)
+        return self.store.dataset.users.iloc[found[found >= 0]]
+
+
+def live_users_frame(base: pd.DataFrame, users: list[str], facts: dict[str, dict]) -> pd.DataFrame:
+    """Users rows of ``users``: the snapshot's (``base``, the data contract's columns and the attributes), a new
+    row for a user the snapshot lacks (no consent, UTC, no sign-up time, missing attributes), each with its
+    stored ``facts`` applied (:func:`serving.state.contract.merge_facts`'s form). Attributes the snapshot's
+    users table has no column for are not features of this model and are left out."""
+    known = set(base["user_id"].astype(str))
+    new = [u for u in users if u not in known]
+    frame = base.reset_index(drop=True)
+    if new:
+        extra = pd.DataFrame({c: pd.Series([None] * len(new), dtype=frame[c].dtype) for c in frame.columns})
+        extra["user_id"] = pd.Series(new, dtype=frame["user_id"].dtype)
+        extra["timezone"] = pd.Series(["UTC"] * len(new), dtype=frame["timezone"].dtype)
+        extra["consent"] = pd.Series([[] for _ in new], dtype=object)
+        frame = pd.concat([frame, extra], ignore_index=True)
+    frame = frame.copy()
+    position = {u: i for i, u in enumerate(frame["user_id"].astype(str))}
+    for user in users:
+        fact = facts.get(user)
+        if not fact:
+            continue
+        i = position[user]
+        if fact.get("consent") is not None:
+            frame.at[i, "consent"] = list(fact["consent"])
+        if fact.get("timezone") is not None:
+            frame.at[i, "timezone"] = fact["timezone"]
+        if fact.get("signup_at") is not None:
+            frame.at[i, "signup_at"] = pd.Timestamp(int(fact["signup_at"]), tz="UTC")
+        for name, value in (fact.get("attributes") or {}).items():
+            if name not in frame.columns or name in ("user_id", "signup_at", "timezone", "consent"):
+                continue
+            if pd.api.types.is_numeric_dtype(frame[name].dtype):
+                frame.at[i, name] = np.nan if value is None or isinstance(value, str) else float(value)
+            else:
+                frame.at[i, name] = None if value is None else str(value)
+    return frame
+
+
+def live_events_frame(base: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
+    """The snapshot's events of some users (``base``) with their feedback appended — events whose id the
+    snapshot has are the snapshot's — in the dataset's order, (timestamp, event_id), and dtypes."""
+    if not len(feedback):
+        return base.reset_index(drop=True)
+    extra = feedback.loc[~feedback["event_id"].isin(base["event_id"]), list(EVENT_COLUMNS)].copy()
+    extra["source_user_id"] = extra["user_id"]
+    extra = extra[list(base.columns)]
+    for column in base.columns:
+        extra[column] = extra[column].astype(base[column].dtype)
+    joined = pd.concat([base, extra], ignore_index=True)
+    return joined.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+
+
+def live_store(base: FeatureStore, rows: LiveRows, users: list[str], feedback: pd.DataFrame,
+               facts: dict[str, dict]) -> FeatureStore:
+    """A store of ``users`` alone — their snapshot events plus ``feedback`` (their events from ``/feedback``),
+    their rows with ``facts`` applied — featurising with ``base``'s globals: see the module docstring."""
+    dataset = replace(base.dataset, events=live_events_frame(rows.events(users), feedback),
+                      users=live_users_frame(rows.users(users), users, facts), decisions=None)
+    return FeatureStore.build(dataset, base.config, base.globals)

@@ -1,0 +1,142 @@
+"""Live users: each worker's view of the users whose feedback or facts changed since its snapshot was built.
+
+The state store numbers every change (an accepted ``/feedback`` event, a ``/users`` upsert, a request's
+``context`` that changed a fact: :meth:`~serving.state.contract.StateStore.changes_since`). Each worker keeps
+a watermark and a thread that, every ``[service] live_refresh_seconds``, reads the users changed after it and
+builds one store of their histories (:func:`features.live.live_store`: the snapshot's events plus their
+feedback, their rows with their facts), so that their next decisions are featurised as offline
+featurisation of the data plus those events would be, and are eligible by their new consent and stage.
+A decision never waits for that build, except for a request whose own ``context`` changed its user's facts
+(the decision uses them at once, :meth:`LiveUsers.ensure`).
+
+Every user keeps the newest store built for them; when more than :data:`MAX_STORES` stores are referenced,
+the next refresh builds one store of every live user instead (compaction). A store also records, per user,
+the feedback sends it holds: the engine's patch of contact features counts only the sends the store lacks
+(planned items, and sends reported after it was built), never one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.live import LiveRows, live_store
+from features.pipeline import FeatureStore
+
+log = logging.getLogger(__name__)
+
+MAX_STORES = 32
+"""Distinct live stores past which the next refresh rebuilds every live user into one."""
+
+
+@dataclass(frozen=True)
+class LiveStore:
+    """A store of some live users, and the feedback sends (time ns, channel, message) it holds per user."""
+
+    store: FeatureStore
+    sends: dict[str, frozenset] = field(default_factory=dict)
+    facts: dict[str, dict] = field(default_factory=dict)
+
+
+class LiveUsers:
+    """See the module docstring. Thread-safe: the refresher thread and request threads share it."""
+
+    def __init__(self, base: FeatureStore, state, refresh_seconds: float = 0.25) -> None:
+        self.base = base
+        self.state = state
+        self.refresh_seconds = float(refresh_seconds)
+        self._rows: LiveRows | None = None
+        self._of: dict[str, LiveStore] = {}
+        self.watermark = 0
+        self._lock = threading.Lock()          # one build at a time
+        self._thread: threading.Thread | None = None
+        self.refreshed_at = 0.0
+
+    # -- reading -----------------------------------------------------------------------------------
+    def of(self, user: str) -> LiveStore | None:
+        """The live store of ``user`` (``None``: the snapshot's user, unchanged since)."""
+        return self._of.get(user)
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def facts(self, user: str) -> dict:
+        """``user``'s stored facts as this worker knows them (empty: none beyond the snapshot's row)."""
+        live = self._of.get(user)
+        return live.facts.get(user, {}) if live is not None else {}
+
+    # -- building ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Catch up with every change stored so far, then start the refresher thread (once per process)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self.refresh()
+        if self.refresh_seconds > 0:
+            self._thread = threading.Thread(target=self._run, name="nbm-live-refresh", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.refresh_seconds)
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 — a state-store hiccup must not end the thread; the next turn retries
+                log.exception("live users: refresh failed")
+
+    def refresh(self) -> int:
+        """Build the stores of the users changed since the watermark; how many users."""
+        with self._lock:
+            seq, users = self.state.changes_since(self.watermark)
+            if users:
+                if len({id(s) for s in self._of.values()}) >= MAX_STORES:
+                    users = sorted(set(users) | set(self._of))       # compaction: one store of every live user
+                self._build(users)
+            self.watermark = seq
+            self.refreshed_at = time.monotonic()
+            return len(users)
+
+    def ensure(self, users: list[str]) -> None:
+        """Build the stores of ``users`` now (their facts just changed by a request's context)."""
+        with self._lock:
+            self._build(sorted(set(users)))
+
+    def _build(self, users: list[str]) -> None:
+        if self._rows is None:
+            self._rows = LiveRows(self.base)
+        feedback = self.state.user_events(users)
+        facts = self.state.user_facts(users)
+        store = live_store(self.base, self._rows, users, feedback, facts)
+        sent = feedback[feedback["event_type"] == "send"]
+        sends = {u: frozenset() for u in users}
+        for u, group in sent.groupby("user_id", sort=False):
+            sends[str(u)] = frozenset(zip(group["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist(),
+                                          group["channel"].astype(object).tolist(),
+                                          group["message_id"].astype(object).tolist()))
+        live = LiveStore(store, sends, {u: facts.get(u, {}) for u in users})
+        for u in users:
+            self._of[u] = live
+
+
+def unseen_sends(contacts, held: frozenset) -> object:
+    """``contacts`` less the sends a live store holds (``held``: (time ns, channel, message))."""
+    if not held or not len(contacts.times):
+        return contacts
+    keep = np.fromiter(((int(t), str(c), str(m)) not in held for t, c, m in
+                        zip(contacts.times, contacts.channels, contacts.messages)), dtype=bool, count=len(contacts.times))
+    if keep.all():
+        return contacts
+    from dataclasses import replace
+
+    return replace(contacts, times=contacts.times[keep], channels=contacts.channels[keep],
+                   messages=contacts.messages[keep])
+
+
+def as_ns(value) -> int:
+    """A time (ISO text, datetime or int ns) as int ns UTC."""
+    stamp = pd.Timestamp(value)
+    return int((stamp if stamp.tzinfo is not None else stamp.tz_localize("UTC")).value)
