@@ -429,3 +429,62 @@ def test_a_redis_store_from_before_losses_were_kept_finds_them_in_its_feedback(t
     raw.hset(store._key("lost", "w"), "sms", str(NOW + 2))      # a later loss stored: the backfill's rule mends it
     raw.delete(store._key("lost", "ready"))
     assert open_state(url).contacts("w", NOW, LOOKBACK).lost == {"sms": NOW + 1}
+
+
+# -- live users: facts, per-user feedback, the change log ---------------------------------------------------------
+def test_user_facts_merge_field_by_field_and_each_upsert_is_a_change(store) -> None:
+    start, _ = store.changes_since(0)
+    assert store.upsert_users([{"user_id": "p", "consent": ["email"], "timezone": "Europe/Paris",
+                                "attributes": {"tier": "gold", "points": 3.0}}]) == 1
+    assert store.upsert_users([{"user_id": "p", "consent": [], "attributes": {"points": None}},
+                               {"user_id": "q", "signup_at": NOW}]) == 2
+    assert store.user_facts(["p", "q", "nobody"]) == {
+        "p": {"consent": [], "timezone": "Europe/Paris", "attributes": {"tier": "gold", "points": None}},
+        "q": {"signup_at": NOW}}
+    assert store.users_table() == store.user_facts(["p", "q"])
+    seq, users = store.changes_since(start)
+    assert seq == start + 3 and users == ["p", "q"]
+    assert store.changes_since(seq) == (seq, [])
+
+
+def test_accepted_feedback_is_kept_per_user_and_logged_as_changes_once(store) -> None:
+    start, _ = store.changes_since(0)
+    events = [_send("e1", "a", NOW - DAY), _loss("e2", "a", NOW - 3, "sms"), _send("e3", "b", NOW - 2 * DAY)]
+    assert store.feedback(events) == (3, 0)
+    assert store.feedback(events[:1]) == (0, 1)                # a duplicate is no change
+    seq, users = store.changes_since(start)
+    assert sorted(users) == ["a", "b"] and store.changes_since(seq) == (seq, [])
+    mine = store.user_events(["a"])
+    assert mine["event_id"].tolist() == ["e1", "e2"]
+    assert mine["timestamp"].tolist() == [pd.Timestamp(NOW - DAY, tz="UTC"), pd.Timestamp(NOW - 3, tz="UTC")]
+    assert list(mine.columns) == list(store.feedback_events().columns)
+    assert store.user_events(["nobody"]).empty
+
+
+def test_a_state_file_from_before_live_users_logs_its_feedback_users_as_changes(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    SQLiteState(path).feedback([_send("s1", "u", NOW - DAY), _send("s2", "v", NOW - DAY)])
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE changes")
+        db.execute("DROP TABLE users")
+    store = SQLiteState(path)
+    assert sorted(store.changes_since(0)[1]) == ["u", "v"]
+    assert store.user_events(["u"])["event_id"].tolist() == ["s1"]
+
+
+def test_a_redis_store_from_before_live_users_finds_its_feedback_per_user(tmp_path, redis_server) -> None:
+    import redis
+
+    url = _url("redis", tmp_path, redis_server)
+    store = open_state(url)
+    store.feedback([_send("s1", "u", NOW - DAY), _send("s2", "u", NOW - 2 * DAY), _send("s3", "v", NOW)])
+    raw = redis.Redis.from_url(redis_server)
+    raw.delete(store._key("uev", "u"), store._key("uev", "v"), store._key("changes"), store._key("live", "ready"))
+    again = open_state(url)
+    assert sorted(again.changes_since(0)[1]) == ["u", "v"]
+    assert again.user_events(["u"])["event_id"].tolist() == ["s2", "s1"]
+    store.feedback([_send("s4", "u", NOW)])
+    raw.delete(store._key("live", "ready"))          # a second backfill pushes s1–s4 again: each is read once
+    assert open_state(url).user_events(["u"])["event_id"].tolist() == ["s2", "s1", "s4"]
