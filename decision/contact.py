@@ -2,8 +2,13 @@
 
 :func:`pair_contact` runs :func:`nbm.policy.contact.apply_contact_policy_batch` once per (decision,
 channel, slot) that some pair uses, and again only for the pairs of messages the user was sent before
-(the cooldown): the same verdicts as the policy on every candidate row (:func:`contact_verdict` against
-:func:`_contact_every_row`, tested), at a fraction of the rows.
+(the cooldown, and topic caps): the same verdicts as the policy on every candidate row (:func:`contact_verdict`
+against :func:`_contact_every_row`, tested), at a fraction of the rows.
+
+Two rules need more than the send history, and are applied here to both: **outcome-based suppression**
+(:func:`ignored_pairs`: a message or topic ignored ``ignored_sends`` times is paused, from the feature store's
+opens and clicks), and a **mandatory** message's send time, the decision's own (not a slot moved out of quiet
+hours).
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ import pandas as pd
 from decision.pairs import CandidateRows, Pairs
 from features.pipeline import FeatureStore
 from nbm.arrays import Spread
-from nbm.policy.contact import REASON_NAMES, ContactDecision, SendHistories, apply_contact_policy_batch
+from features.keys import pair
+from nbm.policy.contact import REASON_NAMES, REASONS, ContactDecision, SendHistories, apply_contact_policy_batch
+
+DAY_NS = 86_400 * 10**9
+IGNORED = REASONS.index("suppressed_ignored") + 1
 
 
 @dataclass(frozen=True)
@@ -28,16 +37,21 @@ class PairContact:
     allowed: np.ndarray
     code: np.ndarray
     send_at: np.ndarray
+    held: np.ndarray | None = None          # per pair: paused by outcome-based suppression
+    fixed_at: np.ndarray | None = None      # per pair: a mandatory message's send time (−1: none)
 
     def take(self, index: np.ndarray) -> PairContact:
-        return PairContact(self.allowed[index], self.code[index], self.send_at[index])
+        return PairContact(self.allowed[index], self.code[index], self.send_at[index],
+                           None if self.held is None else self.held[index],
+                           None if self.fixed_at is None else self.fixed_at[index])
 
     def rows(self, p: np.ndarray, s: np.ndarray, spread_reasons: bool = False) -> ContactDecision:
         """The verdicts of the rows (pair ``p[i]``, slot ``s[i]``); with ``spread_reasons`` the reasons' names
         are a :class:`~nbm.arrays.Spread` over their codes (built only where read)."""
         code = self.code[p, s]
         return ContactDecision(self.allowed[p, s], Spread(REASON_NAMES, code) if spread_reasons else REASON_NAMES[code],
-                               self.send_at[p, s], code)
+                               self.send_at[p, s], code, None if self.held is None else self.held[p],
+                               None if self.fixed_at is None else self.fixed_at[p])
 
     @classmethod
     def of_rows(cls, contact: ContactDecision, pairs: Pairs, p: np.ndarray, s: np.ndarray) -> PairContact:
@@ -74,7 +88,7 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
         p, s = np.nonzero(pairs.ok)
         every = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
                                slot_times[pairs.group[p], s], pairs.timezones, histories, shifted=True)
-        return PairContact.of_rows(every, pairs, p, s)
+        return _finish_pairs(store, pairs, PairContact.of_rows(every, pairs, p, s))
     # The grid: (decision, channel) cells that some pair uses × their slots.
     # (A table of the n_groups × n_ch possible cells, not a sort of the ~150,000 pairs of a batch.)
     pair_key = pairs.group * n_ch + pairs.channel_code
@@ -103,13 +117,126 @@ def pair_contact(store: FeatureStore, pairs: Pairs, histories: SendHistories) ->
     known = h_message >= 0
     sent = np.unique(np.asarray(histories.group, np.int64)[known] * n_msg + h_message[known])
     again = np.flatnonzero(np.isin(pairs.group * n_msg + pairs.message_code, sent, kind="table")) if len(sent) else sent
+    if policy.topic_caps or policy.mandatory_messages or policy.mandatory_topics:
+        again = np.union1d(again, _topic_rows(store, pairs, h_message, known, histories))
     if len(again):
         a, s = np.nonzero(pairs.ok[again])
         p = again[a]
         own = policy_on_rows(store, pairs.group[p], pairs.channel_code[p], pairs.message_code[p],
                              slot_times[pairs.group[p], s], pairs.timezones, histories, shifted=True)
         allowed[p, s], code[p, s], send_at[p, s] = own.allowed, own.code, own.send_at
-    return PairContact(allowed, code, send_at)
+    return _finish_pairs(store, pairs, PairContact(allowed, code, send_at))
+
+
+def _topic_rows(store: FeatureStore, pairs: Pairs, h_message: np.ndarray, known: np.ndarray,
+                histories: SendHistories) -> np.ndarray:
+    """The pairs the grid cannot judge beyond the cooldown: those of a capped topic the decision's user was sent
+    (``topic_caps``), and mandatory messages' (judged on their own rows, where they pass every rule)."""
+    voc, policy = store.globals.vocabulary, store.config.contact_policy
+    n_topics = len(voc.topics)
+    topic = voc.message_topic[pairs.message_code]
+    out = np.zeros(len(pairs), dtype=bool)
+    if policy.topic_caps:
+        capped = np.isin(np.arange(n_topics), voc.topics.get_indexer(list(policy.topic_caps)))
+        h_topic = np.where(known, voc.message_topic[np.maximum(h_message, 0)], -1)
+        hit = known & (h_topic >= 0)
+        hit[hit] = capped[h_topic[hit]]
+        sent = np.unique(np.asarray(histories.group, np.int64)[hit] * n_topics + h_topic[hit])
+        if len(sent):
+            out |= (topic >= 0) & np.isin(pairs.group * n_topics + topic, sent)
+    out |= _mandatory(store, pairs.message_code)
+    return np.flatnonzero(out)
+
+
+def _mandatory(store: FeatureStore, message_code: np.ndarray) -> np.ndarray:
+    """Whether each message (vocabulary code) is mandatory (``[contact_policy] mandatory_*``)."""
+    policy = store.config.contact_policy
+    if not policy.mandatory_messages and not policy.mandatory_topics:
+        return np.zeros(len(message_code), dtype=bool)
+    by_code = policy.mandatory(np.asarray(store.globals.vocabulary.messages, dtype=object))
+    return by_code[message_code]
+
+
+def _finish_pairs(store: FeatureStore, pairs: Pairs, contact: PairContact) -> PairContact:
+    """Suppression of ignored messages or topics, and mandatory messages' send time, on every (pair, slot)."""
+    policy = store.config.contact_policy
+    mandatory = _mandatory(store, pairs.message_code)
+    held = fixed_at = None
+    if policy.ignored_sends and len(pairs):
+        held = ignored_pairs(store, pairs.user_code[pairs.group], pairs.message_code, pairs.now[pairs.group]) \
+            & ~mandatory
+        hit = contact.allowed & held[:, None]
+        contact.allowed[hit] = False
+        contact.code[hit] = IGNORED
+    if mandatory.any():
+        rows = np.flatnonzero(mandatory)
+        contact.send_at[rows] = np.where(pairs.ok[rows], pairs.now[pairs.group[rows]][:, None], contact.send_at[rows])
+        fixed_at = np.where(mandatory, pairs.now[pairs.group], -1)
+    return PairContact(contact.allowed, contact.code, contact.send_at, held, fixed_at)
+
+
+def _finish_rows(store: FeatureStore, ex: CandidateRows, contact: ContactDecision) -> ContactDecision:
+    """:func:`_finish_pairs` on candidate rows."""
+    policy = store.config.contact_policy
+    if not policy.ignored_sends and not policy.mandatory_messages and not policy.mandatory_topics:
+        return contact
+    rows = ex.rows
+    voc = store.globals.vocabulary
+    codes = rows.message_code if rows.message_code is not None else voc.messages.get_indexer(
+        np.asarray(rows.message_id, dtype=object))
+    codes = np.asarray(codes, dtype=np.int64)
+    mandatory = _mandatory(store, np.maximum(codes, 0)) & (codes >= 0)
+    allowed, code = np.array(contact.allowed, dtype=bool), np.array(contact.code, dtype=np.int8)
+    send_at = np.array(contact.send_at, dtype=np.int64)
+    held = fixed_at = None
+    if policy.ignored_sends and len(codes):
+        user_code = rows.user_code if rows.user_code is not None else store.history.user_codes(
+            np.asarray(rows.user_id, dtype=object))
+        held = ignored_pairs(store, np.asarray(user_code, np.int64), np.maximum(codes, 0),
+                             np.asarray(rows.as_of, np.int64)) & ~mandatory & (codes >= 0)
+        hit = allowed & held
+        allowed[hit], code[hit] = False, IGNORED
+    if mandatory.any():
+        fixed_at = np.where(mandatory, np.asarray(rows.as_of, np.int64), -1)
+        send_at[mandatory] = fixed_at[mandatory]
+    return ContactDecision(allowed, REASON_NAMES[code], send_at, code, held, fixed_at)
+
+
+def ignored_pairs(store: FeatureStore, user_code: np.ndarray, message_code: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Outcome-based suppression: whether each (user, message) at ``now`` is paused because the message — or its
+    topic, ``[contact_policy] ignored_by`` — was ignored: sent at least ``ignored_sends`` times within
+    ``ignored_within_days`` ending at its last send ``L``, with no open or click of it from the first day of
+    that window until ``now``, and ``now`` less than ``ignored_pause_days`` after ``L``. From the store's
+    history (the snapshot's events, or a live user's with their feedback): every stage that decides by the
+    store pauses alike."""
+    policy, history, voc = store.config.contact_policy, store.history, store.globals.vocabulary
+    n = len(message_code)
+    if not policy.ignored_sends or not n:
+        return np.zeros(n, dtype=bool)
+    now = np.asarray(now, dtype=np.int64)
+    if policy.ignored_by == "topic":
+        index, engaged = history.user_topic, ("opens", "clicks")
+        key = pair(np.asarray(user_code, np.int64), voc.message_topic[message_code], len(voc.topics))
+    else:
+        index, engaged = history.user_message, ("engaged",)
+        key = pair(np.asarray(user_code, np.int64), np.asarray(message_code, np.int64), len(voc.messages))
+    dense = index.dense(key)
+    last = index.last_time(key, now, dense=dense)
+    pause, window = int(policy.ignored_pause_days * DAY_NS), int(policy.ignored_within_days * DAY_NS)
+    candidates = np.flatnonzero(~np.isnan(last) & (now - np.nan_to_num(last) < pause))
+    out = np.zeros(n, dtype=bool)
+    if not len(candidates):
+        return out
+    d = (dense[0][candidates], dense[1][candidates])
+    k, t, at = key[candidates], now[candidates], last[candidates].astype(np.int64)
+    names = ("sends", *engaged)
+    start = index.totals(k, at - window, names, None, dense=d)
+    upto_last = index.totals(k, at + 10**6, ("sends",), None, dense=d)       # the indexes count whole ms: L included
+    upto_now = index.totals(k, t, engaged, None, dense=d)
+    sends = upto_last["sends"] - start["sends"]
+    engagements = sum(upto_now[e] - start[e] for e in engaged)
+    out[candidates] = (sends >= policy.ignored_sends) & (engagements == 0)
+    return out
 
 
 def policy_on_rows(store: FeatureStore, group: np.ndarray, channel_code: np.ndarray, message_code: np.ndarray,
@@ -160,10 +287,12 @@ def _contact_every_row(store: FeatureStore, ex: CandidateRows, histories: SendHi
     """The contact policy on every row (the reference :func:`contact_verdict` equals)."""
     rows = ex.rows
     if rows.channel_code is not None and rows.message_code is not None:   # codes into the vocabulary: no hashing
-        return policy_on_rows(store, ex.group, rows.channel_code, rows.message_code, rows.send_at, ex.timezones,
-                              histories)
-    return apply_contact_policy_batch(ex.group, rows.channel, rows.message_id, rows.send_at, ex.timezones, histories,
-                                      store.config.contact_policy)
+        verdict = policy_on_rows(store, ex.group, rows.channel_code, rows.message_code, rows.send_at, ex.timezones,
+                                 histories)
+    else:
+        verdict = apply_contact_policy_batch(ex.group, rows.channel, rows.message_id, rows.send_at, ex.timezones,
+                                             histories, store.config.contact_policy)
+    return _finish_rows(store, ex, verdict)
 
 
 def as_pairs(store: FeatureStore, candidates: Pairs | CandidateRows, histories: SendHistories,

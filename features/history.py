@@ -266,7 +266,8 @@ class History:
             "lost": lost[c_rows]}, base, keep_times=True)
         t_rows = topic >= 0
         self.user_topic = KeyedIndex(pair(user[t_rows], topic[t_rows], len(vocabulary.topics)), times[t_rows], {
-            "sends": is_["send"][t_rows], "opens": is_["open"][t_rows], "clicks": is_["click"][t_rows]}, base)
+            "sends": is_["send"][t_rows], "opens": is_["open"][t_rows], "clicks": is_["click"][t_rows]}, base,
+            keep_times=True)           # last_time: outcome-based suppression by topic (decision/contact.py)
         tags = pd.DataFrame({"row": np.flatnonzero(message >= 0), "message": message[message >= 0]}).merge(
             pd.DataFrame({"message": vocabulary.message_tags.index, "tag": vocabulary.message_tags.to_numpy()}),
             on="message")

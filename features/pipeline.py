@@ -72,6 +72,10 @@ class FeatureStore:
         """The store of ``dataset``. ``strengths``: a model's smoothing strengths (``artifact.prior_strengths``,
         what it was trained with) used as they are instead of being learned again on ``dataset``."""
         shared = shared or Globals.build(dataset, config, _pinned(strengths))
+        policy = config.contact_policy
+        if policy.needs_topics() and policy.topic_of is None:        # topic caps, suppression, mandatory topics
+            topic_of = dict(zip(dataset.messages["message_id"].astype(str), dataset.messages["topic"].astype(str)))
+            config = config.model_copy(update={"contact_policy": policy.with_topics(topic_of)})
         return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base))
 
     def freeze(self) -> FeatureStore:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from nbm.errors import UsageError
 
@@ -72,6 +72,57 @@ class ContactPolicyConfig(_Section):
     message_cooldown_days: float = Field(7.0, ge=0)
     quiet_hours_start: int = Field(21, ge=0, le=23, description="local hour at which quiet hours begin")
     quiet_hours_end: int = Field(8, ge=0, le=23, description="local hour at which quiet hours end")
+    topic_caps: dict[str, ChannelCaps] = Field(
+        default_factory=dict, description="sends of one topic (the catalog's `topic`), on any channel, within 24 "
+        "hours (`daily`) and 7 days (`weekly`) of the send time, e.g. `promotion = {daily = 1, weekly = 2}`")
+    ignored_sends: int = Field(0, ge=0, description="outcome-based suppression: a message (or topic, "
+                               "`ignored_by`) sent this many times within `ignored_within_days` without an open or "
+                               "a click is paused `ignored_pause_days` after the last of them; 0: off")
+    ignored_within_days: float = Field(30.0, gt=0, description="the window of `ignored_sends`")
+    ignored_pause_days: float = Field(30.0, gt=0, description="how long an ignored message or topic is paused")
+    ignored_by: Literal["message", "topic"] = Field("message", description="what is paused: the message ignored, "
+                                                    "or its whole topic")
+    mandatory_messages: list[str] = Field(default_factory=list, description="transactional messages (by id): no "
+                                          "cap, gap, cooldown, topic cap or suppression holds them back (they still "
+                                          "count toward the caps), and they go at the decision's time, not at a slot "
+                                          "moved out of quiet hours")
+    mandatory_topics: list[str] = Field(default_factory=list, description="every message of these topics is "
+                                        "mandatory")
+    _topic_of: dict[str, str] | None = PrivateAttr(default=None)
+
+    def with_topics(self, topic_of: dict[str, str]) -> ContactPolicyConfig:
+        """This policy knowing each message's topic (the catalog's), which topic caps, topic suppression and
+        mandatory topics need; set by the feature store from its catalog."""
+        out = self.model_copy()
+        out._topic_of = dict(topic_of)
+        return out
+
+    @property
+    def topic_of(self) -> dict[str, str] | None:
+        """message id → topic, when the catalog was given (:meth:`with_topics`)."""
+        return self._topic_of
+
+    def needs_topics(self) -> bool:
+        return bool(self.topic_caps or self.mandatory_topics or (self.ignored_sends and self.ignored_by == "topic"))
+
+    def mandatory(self, messages) -> np.ndarray:
+        """Whether each of ``messages`` (ids) is mandatory (its id, or its topic, is listed)."""
+        messages = np.asarray(messages, dtype=object)
+        if not self.mandatory_messages and not self.mandatory_topics:
+            return np.zeros(len(messages), dtype=bool)
+        ids = set(self.mandatory_messages)
+        topics = set(self.mandatory_topics)
+        topic_of = self._topic_of or {}
+        return np.fromiter((m in ids or topic_of.get(m) in topics for m in messages.tolist()), dtype=bool,
+                           count=len(messages))
+
+    def topic_cap(self, topic: str) -> tuple[int, int]:
+        """(daily, weekly) caps of ``topic``; a cap not set: no limit."""
+        own = self.topic_caps.get(topic)
+        big = np.iinfo(np.int64).max
+        if own is None:
+            return big, big
+        return (big if own.daily is None else own.daily), (big if own.weekly is None else own.weekly)
 
     def daily_cap(self, channel: str) -> int:
         own = self.channel_caps.get(channel)

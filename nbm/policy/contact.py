@@ -8,7 +8,13 @@ Rules (``[contact_policy]`` in the configuration, documented in ``docs/contact-p
 * ``weekly_cap_per_channel`` — sends on the channel within 7 days of it (``channel_caps`` sets a channel's own daily and weekly caps);
 * ``weekly_cap_total`` — sends on any channel within 7 days of it;
 * ``min_gap_hours`` — another send on any channel is closer than this;
-* ``message_cooldown_days`` — the same message reaches the user within this many days.
+* ``message_cooldown_days`` — the same message reaches the user within this many days;
+* ``topic_caps`` — sends of the message's topic (any channel) within 24 hours / 7 days of the send time;
+* ``mandatory_messages`` / ``mandatory_topics`` — transactional messages: none of the rules above holds them
+  back (their sends still count toward every cap).
+
+Outcome-based suppression (``ignored_sends``) needs the user's opens and clicks, which a send history does not
+hold: :func:`decision.contact.ignored_pairs` applies it from the feature store's history.
 
 Windows reach both ways: past sends lie before the decision, but a send already planned for later (an
 earlier item of the same slate, a decision taken earlier for a later hour) counts as well. Counting both
@@ -33,7 +39,8 @@ from nbm.config import ContactPolicyConfig
 
 HOUR_NS = 3_600 * 10**9
 DAY_NS = 24 * HOUR_NS
-REASONS = ("frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown")
+REASONS = ("frequency_cap_daily", "frequency_cap_weekly", "frequency_cap_total", "min_gap", "cooldown",
+           "topic_cap_daily", "topic_cap_weekly", "suppressed_ignored")
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,32 @@ class ContactDecision:
     send_at: np.ndarray
     code: np.ndarray | None = None
     """Per candidate, the reason as its index in :data:`REASON_NAMES` (0: allowed), when the policy computed it."""
+    held: np.ndarray | None = None
+    """Per candidate, held back by a rule the send history does not decide (outcome-based suppression), when
+    one was applied: a slate's later picks, judged again with the earlier ones, keep it (:meth:`keeping`)."""
+    fixed_at: np.ndarray | None = None
+    """Per candidate, the send time a mandatory message goes at whatever its slot (−1: none)."""
 
     def take(self, index: np.ndarray) -> ContactDecision:
         return ContactDecision(self.allowed[index], self.reason[index], self.send_at[index],
-                               None if self.code is None else self.code[index])
+                               None if self.code is None else self.code[index],
+                               None if self.held is None else self.held[index],
+                               None if self.fixed_at is None else self.fixed_at[index])
+
+    def keeping(self, before: ContactDecision | None) -> ContactDecision:
+        """This verdict (the send-history rules, judged again) with ``before``'s holds and fixed send times on
+        the same rows: what a slate's later pick is judged by."""
+        if before is None or (before.held is None and before.fixed_at is None):
+            return self
+        allowed, code = np.array(self.allowed, dtype=bool), np.array(self.code, dtype=np.int8)
+        send_at = np.array(self.send_at, dtype=np.int64)
+        if before.held is not None:
+            hit = allowed & before.held
+            allowed[hit], code[hit] = False, REASONS.index("suppressed_ignored") + 1
+        if before.fixed_at is not None:
+            fixed = before.fixed_at >= 0
+            send_at[fixed] = before.fixed_at[fixed]
+        return ContactDecision(allowed, REASON_NAMES[code], send_at, code, before.held, before.fixed_at)
 
 
 @lru_cache(maxsize=512)
@@ -258,7 +287,48 @@ def apply_contact_policy_batch(group: np.ndarray, channels: np.ndarray | pd.Cate
         by_message = _PackedCounts(h_group * n_msg + m_hist, h_times, origin, span, n_groups * n_msg)
         hit = by_message.count(m_key[maybe], at[maybe] - cooldown + 1, at[maybe] + cooldown) > 0
         reason[maybe[hit]] = REASONS.index("cooldown") + 1
+    if policy.topic_caps:
+        _topic_caps(reason, group, messages, at, histories, policy, origin, span, n_groups)
+    if policy.mandatory_messages or policy.mandatory_topics:
+        names, codes = _names_codes(messages)
+        reason[policy.mandatory(names)[codes]] = 0
     return ContactDecision(reason == 0, REASON_NAMES[reason], at, reason)
+
+
+def _names_codes(values: np.ndarray | pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (object) and each row's code into them."""
+    if isinstance(values, pd.Categorical):
+        return np.asarray(values.categories, dtype=object), np.asarray(values.codes, np.int64)
+    codes, names = pd.factorize(np.asarray(values, dtype=object))
+    return np.asarray(names, dtype=object), codes.astype(np.int64)
+
+
+def _topic_caps(reason: np.ndarray, group: np.ndarray, messages, at: np.ndarray, histories: SendHistories,
+                policy: ContactPolicyConfig, origin: int, span: int, n_groups: int) -> None:
+    """Flag the rows still allowed whose topic has ``topic_caps`` reached (in place)."""
+    topic_of = policy.topic_of
+    if topic_of is None:
+        raise ValueError("`contact_policy.topic_caps` needs each message's topic: the policy was not given the "
+                         "catalog (ContactPolicyConfig.with_topics)")
+    names, codes = _names_codes(messages)
+    topics = pd.Index(sorted(set(policy.topic_caps)))
+    n_topics = len(topics) + 1                                  # the last: a topic without caps
+    name_topic = topics.get_indexer([topic_of.get(m) for m in names.tolist()])
+    row_topic = np.where(name_topic >= 0, name_topic, len(topics))[codes] if len(names) else np.zeros(0, np.int64)
+    h_topic = topics.get_indexer([topic_of.get(m) for m in np.asarray(histories.messages, dtype=object).tolist()])
+    h_topic = np.where(h_topic >= 0, h_topic, len(topics)).astype(np.int64)
+    open_rows = np.flatnonzero((reason == 0) & (row_topic < len(topics)))
+    if not len(open_rows):
+        return
+    h_group = np.asarray(histories.group, np.int64)
+    by_topic = _PackedCounts(h_group * n_topics + h_topic, np.asarray(histories.times, np.int64), origin, span,
+                             n_groups * n_topics)
+    caps = np.array([policy.topic_cap(str(t)) for t in topics] + [(2**62, 2**62)], dtype=np.int64)
+    key, t = group[open_rows] * n_topics + row_topic[open_rows], at[open_rows]
+    daily = by_topic.count(key, t - DAY_NS + 1, t + DAY_NS) >= caps[row_topic[open_rows], 0]
+    weekly = by_topic.count(key, t - 7 * DAY_NS + 1, t + 7 * DAY_NS) >= caps[row_topic[open_rows], 1]
+    reason[open_rows[daily]] = REASONS.index("topic_cap_daily") + 1
+    reason[open_rows[weekly & ~daily]] = REASONS.index("topic_cap_weekly") + 1
 
 
 def _channel_caps(channels: np.ndarray | pd.Categorical, rows: np.ndarray, policy: ContactPolicyConfig):

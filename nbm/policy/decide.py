@@ -283,14 +283,20 @@ def decide_slate(group: np.ndarray, n_groups: int, candidates: ScoredCandidates,
     parts: list[tuple[np.ndarray, ...]] = []
     first = None
     hist = histories
+    initial = contact          # rank 0's verdict: its holds and fixed send times stay for the later ranks
     for rank in range(k):
         sub = candidates if rank == 0 else ScoredCandidates(
             *(take(getattr(candidates, f), keep) for f in ("message_id", "channel", "send_at", "probability", "value")),
             *(None if getattr(candidates, f) is None else take(getattr(candidates, f), keep)
               for f in ("weight", "pair", "cost")))
+        again = None
+        if rank > 0 and initial is not None and (initial.held is not None or initial.fixed_at is not None):
+            # Judged again with the earlier picks, keeping what the send history does not decide.
+            again = apply_contact_policy_batch(group[keep], sub.channel, sub.message_id, sub.send_at, timezones, hist,
+                                               policy).keeping(initial.take(keep))
         b = decide_batch(group if rank == 0 else group[keep], n_groups, sub, hist, timezones, policy, explorer, rng,
                          threshold, statistics if (statistics is None or rank == 0) else statistics.take(keep),
-                         contact if rank == 0 else None)
+                         contact if rank == 0 else again)
         first = b if first is None else first
         decided = np.flatnonzero(b.chosen >= 0)
         if not len(decided):
@@ -338,7 +344,7 @@ def _reslot(reslot: Reslot, rows: np.ndarray, decided: np.ndarray, at: np.ndarra
         return
     if rank > 0:     # the earlier picks of the decision are in ``hist`` now: judge the slots again with them
         verdict = apply_contact_policy_batch(decided[owner], extra.channel, extra.message_id, extra.send_at,
-                                             timezones, hist, policy)
+                                             timezones, hist, policy).keeping(verdict)
     expected = extra.expected()
     ok = np.flatnonzero(np.asarray(verdict.allowed, dtype=bool))
     if not len(ok):

@@ -88,3 +88,79 @@ def test_a_send_a_fraction_of_a_millisecond_outside_a_window_is_outside_on_both_
         on_slot = rows.rows.send_at == at
         for verdict in (contact_verdict(store, rows, histories), _contact_every_row(store, rows, histories)):
             assert verdict.allowed[on_slot].all()
+
+
+def _topical(dataset, config, by: str = "message"):
+    """A store whose policy has topic caps, outcome-based suppression and mandatory messages."""
+    from nbm.config import ChannelCaps
+
+    topics = sorted(dataset.messages["topic"].astype(str).unique())
+    mandatory = str(dataset.messages["message_id"].iloc[-1])
+    policy = ContactPolicyConfig(daily_cap_per_channel=2, weekly_cap_per_channel=4, weekly_cap_total=8,
+                                 min_gap_hours=2, message_cooldown_days=0.5, quiet_hours_start=21, quiet_hours_end=8,
+                                 topic_caps={topics[0]: ChannelCaps(daily=1, weekly=2), topics[1]: ChannelCaps(weekly=1)},
+                                 ignored_sends=2, ignored_within_days=21, ignored_pause_days=10, ignored_by=by,
+                                 mandatory_messages=[mandatory])
+    return FeatureStore.build(dataset, config.model_copy(update={"contact_policy": policy})), mandatory
+
+
+def test_topic_caps_suppression_and_mandatory_messages_agree_on_the_grid_and_every_row(dataset, config) -> None:
+    rng = np.random.default_rng(12)
+    for by in ("message", "topic"):
+        store, mandatory = _topical(dataset, config, by)
+        users = dataset.users["user_id"].to_numpy(dtype=object)
+        stamps = dataset.events["timestamp"]
+        seen = set()
+        for quantile, size in ((0.6, 200), (0.95, 200), (0.9, 3)):
+            t = int(stamps.quantile(quantile).value)
+            chosen = users[rng.integers(0, len(users), size)]
+            now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4
+            ex = expand_many(store, chosen, now)
+            histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
+            fast, every = contact_verdict(store, ex, histories), _contact_every_row(store, ex, histories)
+            np.testing.assert_array_equal(fast.allowed, every.allowed)
+            np.testing.assert_array_equal(fast.send_at, every.send_at)
+            assert fast.reason.tolist() == every.reason.tolist()
+            seen |= set(every.reason.tolist())
+            # A mandatory message is never held back, and goes at the decision's time.
+            own = np.asarray(ex.rows.message_id, dtype=object) == mandatory
+            assert every.allowed[own].all() and (every.send_at[own] == ex.rows.as_of[own]).all()
+        assert {"topic_cap_daily", "topic_cap_weekly", "suppressed_ignored"} <= seen, (by, seen)
+
+
+def test_suppression_follows_its_definition(dataset, config) -> None:
+    """``ignored_pairs`` against the rule computed from the events table, pair by pair: L the last event of the
+    user with the message before now; paused when now − L < P, at least N sends in [L − D, L] and no open or
+    click in [L − D, now)."""
+    from decision.contact import ignored_pairs
+
+    store, _ = _topical(dataset, config)
+    policy = store.config.contact_policy
+    events = dataset.events[dataset.events["message_id"].notna()]
+    rng = np.random.default_rng(4)
+    sample = events.iloc[rng.integers(0, len(events), 400)]
+    now = (sample["timestamp"] + pd.to_timedelta(rng.integers(0, 20 * 24, len(sample)), unit="h")).to_numpy(
+        dtype="datetime64[ns]").astype(np.int64)
+    users, messages = sample["user_id"].to_numpy(dtype=object), sample["message_id"].to_numpy(dtype=object)
+    voc = store.globals.vocabulary
+    got = ignored_pairs(store, store.history.user_codes(users), voc.messages.get_indexer(messages), now)
+    day = 86_400 * 10**9
+    by_pair = {k: g for k, g in events.groupby(["user_id", "message_id"])}
+    expected = []
+    for u, m, t in zip(users, messages, now):
+        g = by_pair[(u, m)]
+        times = g["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        kinds = g["event_type"].to_numpy(dtype=object)
+        before = times < t
+        if not before.any():
+            expected.append(False)
+            continue
+        last = times[before].max()
+        start = last - int(policy.ignored_within_days * day)
+        sends = ((kinds == "send") & (times >= start) & (times <= last)).sum()
+        engaged = (np.isin(kinds, ["open", "click"]) & (times >= start) & (times < t)).sum()
+        expected.append(bool(t - last < policy.ignored_pause_days * day and sends >= policy.ignored_sends
+                             and engaged == 0))
+    expected = np.array(expected)
+    assert 10 <= expected.sum() <= len(expected) - 10          # both sides of the rule are exercised
+    np.testing.assert_array_equal(got, expected)

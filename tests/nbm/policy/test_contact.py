@@ -91,8 +91,16 @@ def _naive(group, channels, messages, send_at, timezones, hist, policy):
             reasons.append("min_gap")
         elif near(int(policy.message_cooldown_days * day), lambda hc, hm: hm == m) > 0:
             reasons.append("cooldown")
+        elif (topic := (policy.topic_of or {}).get(m)) in policy.topic_caps and near(
+                day, lambda hc, hm: policy.topic_of.get(hm) == topic) >= policy.topic_cap(topic)[0]:
+            reasons.append("topic_cap_daily")
+        elif topic in policy.topic_caps and near(
+                7 * day, lambda hc, hm: policy.topic_of.get(hm) == topic) >= policy.topic_cap(topic)[1]:
+            reasons.append("topic_cap_weekly")
         else:
             reasons.append("")
+        if policy.mandatory([m])[0]:           # transactional: no rule holds it back
+            reasons[-1] = ""
         moved.append(t)
     return np.array(reasons, dtype=object), np.array(moved, dtype=np.int64)
 
@@ -101,7 +109,13 @@ PER_CHANNEL = POLICY.model_copy(update={"channel_caps": {
     "sms": ChannelCaps(weekly=1), "email": ChannelCaps(daily=2, weekly=4), "push": ChannelCaps(daily=0)}})
 
 
-@pytest.mark.parametrize("policy", [POLICY, PER_CHANNEL], ids=["same caps", "caps per channel"])
+TOPICS = {**{f"m{i}": "promo" for i in range(4)}, "m4": "news", "m5": "news", "m6": "tips", "m7": "receipts",
+          "other": "promo"}
+TOPICAL = POLICY.model_copy(update={"topic_caps": {"promo": ChannelCaps(daily=1, weekly=2), "news": ChannelCaps(weekly=1)},
+                                    "mandatory_messages": ["m6"], "mandatory_topics": ["receipts"]}).with_topics(TOPICS)
+
+
+@pytest.mark.parametrize("policy", [POLICY, PER_CHANNEL, TOPICAL], ids=["same caps", "caps per channel", "topics"])
 @pytest.mark.parametrize("categorical", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_batch_equals_the_naive_rules(seed, categorical, policy) -> None:
@@ -127,6 +141,9 @@ def test_batch_equals_the_naive_rules(seed, categorical, policy) -> None:
     reasons, moved = _naive(group, channels, messages, send_at, zones,
                             (histories.group, histories.times, h_channels, h_messages), policy)
     assert len(set(reasons)) >= 5                                  # the table exercises most rules
+    if policy is TOPICAL:
+        assert {"topic_cap_daily", "topic_cap_weekly"} <= set(reasons)
+        assert (reasons[np.isin(messages, ["m6", "m7"])] == "").all()
     np.testing.assert_array_equal(got.send_at, moved)
     np.testing.assert_array_equal(got.reason, reasons)
     np.testing.assert_array_equal(got.allowed, reasons == "")
@@ -158,6 +175,14 @@ def test_a_channel_may_have_caps_of_its_own(history, channel, expected) -> None:
     decision = apply_contact_policy(np.array([channel], dtype=object), np.array(["m1"], dtype=object), at,
                                     _history(*history), "UTC", policy)
     assert decision.reason[0] == expected
+
+
+def test_topic_caps_need_the_catalog() -> None:
+    policy = POLICY.model_copy(update={"topic_caps": {"promo": ChannelCaps(daily=1)}})
+    at = np.array([NOW.value], dtype=np.int64)
+    with pytest.raises(ValueError, match="with_topics"):
+        apply_contact_policy(np.array(["email"], dtype=object), np.array(["m1"], dtype=object), at, _history(), "UTC",
+                             policy)
 
 
 def test_channel_caps_name_configured_channels() -> None:
