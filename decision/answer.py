@@ -43,6 +43,9 @@ class Answer:
     policy: str = ""
     propensity: float = 1.0
     planned: list[tuple[int, str, str]] = field(default_factory=list)
+    trigger: str | None = None
+    """A triggered decision's trigger, as JSON (``event_type``, ``message_id``, ``topic``, ``messages``: the
+    candidates it allowed), for the decision log."""
 
     def public(self) -> dict:
         """The ``/recommend`` answer: ``arm`` when there is one, ``reason`` when nothing is sent."""

@@ -366,6 +366,16 @@ class ExperimentConfig(_Section):
         return self
 
 
+class TriggerConfig(_Section):
+    """The messages a triggered request (``context.trigger.event_type`` = this trigger's name) may answer with:
+    these ids, the messages of these topics and those with these tags — and, always, the messages tagged
+    ``trigger:NAME`` in the catalog."""
+
+    messages: list[str] = Field(default_factory=list, description="message ids")
+    topics: list[str] = Field(default_factory=list, description="every message of these topics")
+    tags: list[str] = Field(default_factory=list, description="every message with one of these tags")
+
+
 class NbmConfig(_Section):
     """The effective configuration. Build it with :func:`load_config`."""
 
@@ -386,6 +396,9 @@ class NbmConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     service: ServiceConfig = ServiceConfig()
+    triggers: dict[str, TriggerConfig] = Field(default_factory=dict, description="triggered decisions: "
+                                               "`[triggers.cart_abandoned] topics = [\"cart\"]` (docs/serving.md, "
+                                               "\"Triggers\")")
 
     @field_validator("channels")
     @classmethod

@@ -146,6 +146,8 @@ DECISIONS = Table(
         Column("model_version", "string", False, "Version of the model that scored the decision (`nbm export-log`)."),
         Column("explorer", "string", False, "How the policy chose among its candidates (e.g. `epsilon_greedy`)."),
         Column("items", "string", False, "The answer's items as JSON (message, channel, send time, score, propensity each)."),
+        Column("trigger", "string", False, "A triggered decision's trigger as JSON (`event_type`, `message_id`, "
+               "`topic`, and `messages`: the candidates it allowed)."),
     ),
 )
 

@@ -17,10 +17,11 @@ import gc
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from decision.answer import Answer
@@ -47,6 +48,8 @@ PATCHED = ("time_hours_since_contact", "user_contacts_7d", "uc_hours_since_conta
 """Features that sends unknown to the snapshot (feedback, planned items) change at once."""
 LOSS_PATCHED = ("user_unsubscribed_channels", "user_consented_channels")
 """Features that unsubscribes and bounces unknown to the snapshot (feedback) change at once."""
+NO_MESSAGE = "\x00no message"
+"""A candidate no catalog holds: a triggered request whose candidates leave none of the trigger's messages."""
 BASELINE_EXPLORERS = {"rules": "greedy", "random": "uniform", "holdout": "none"}
 """What the decision log's ``explorer`` says for the arms other than ``model``."""
 
@@ -172,6 +175,8 @@ class Engine:
                  context: dict | None = None) -> None:
         """A request's names against the configuration, and its sizes against ``[service]``'s limits."""
         limits = self.config.service
+        if (context or {}).get("trigger"):
+            self._triggered(context["trigger"], candidates)
         consent = (context or {}).get("consent")
         if consent is not None:
             unknown = sorted(set(consent) - self.channels)
@@ -212,6 +217,7 @@ class Engine:
         for r in requests:
             self.validate(r.get("channels"), r.get("candidates"), r.get("user_id"), r.get("context"))
         self.maybe_reload()
+        requests = self._with_triggers(requests)
         self._apply_context(requests)
         requests = self._with_arms(requests)
         answers: list[dict | None] = [None] * len(requests)
@@ -242,6 +248,67 @@ class Engine:
         for i in pending:
             answers[i] = unreserved(requests[i]["user_id"])
         return answers  # type: ignore[return-value]
+
+    # -- triggers ------------------------------------------------------------------------------------
+    def trigger_messages(self, trigger: dict) -> list[str]:
+        """The messages a triggered request may answer with: those ``[triggers.EVENT]`` names (ids, topics, tags)
+        and those tagged ``trigger:EVENT`` in the catalog; narrowed to the trigger's ``topic`` when some are of it.
+        Empty when the trigger has none. (Cached per catalog, event and topic.)"""
+        catalog = self.dataset.messages
+        key = (id(catalog), trigger["event_type"], trigger.get("topic"))
+        cache = self.__dict__.setdefault("_trigger_cache", {})
+        if key not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = self._trigger_messages(catalog, trigger)
+        return cache[key]
+
+    def _trigger_messages(self, catalog: pd.DataFrame, trigger: dict) -> list[str]:
+        event = trigger["event_type"]
+        configured = self.config.triggers.get(event)
+        ids = catalog["message_id"].astype(str)
+        tags = catalog["tags"].map(lambda t: set(t) if isinstance(t, (list, tuple, np.ndarray)) else set())
+        chosen = np.array(tags.map(lambda t: f"trigger:{event}" in t).to_numpy(dtype=bool))     # a writable copy
+        if configured is not None:
+            chosen |= ids.isin(configured.messages).to_numpy()
+            chosen |= catalog["topic"].astype(str).isin(configured.topics).to_numpy()
+            chosen |= np.asarray(tags.map(lambda t: bool(t & set(configured.tags))).to_numpy(dtype=bool))
+        if trigger.get("topic"):
+            narrow = chosen & (catalog["topic"].astype(str) == trigger["topic"]).to_numpy()
+            if narrow.any():
+                chosen = narrow
+        return ids[chosen].tolist()
+
+    def _triggered(self, trigger: dict, candidates: list[str] | None) -> list[str]:
+        """The trigger's messages among ``candidates`` (all when ``None``; none left: the decision has no eligible
+        candidate, as with ``candidates`` alone); a 400 when the trigger has no message at all."""
+        allowed = self.trigger_messages(trigger)
+        if not allowed:
+            event = clip(trigger["event_type"])
+            raise BadRequest("context.trigger.event_type",
+                             f"no message is configured ([triggers.{event}]) or tagged `trigger:{event}` for this "
+                             "trigger")
+        if candidates:
+            asked = set(candidates)
+            allowed = [m for m in allowed if m in asked]
+        return allowed
+
+    def _with_triggers(self, requests: list[dict]) -> list[dict]:
+        """Requests with a ``context.trigger``: their candidates restricted to the trigger's messages (and to their
+        own ``candidates``, when given), and the trigger recorded for the decision log."""
+        if not any((r.get("context") or {}).get("trigger") for r in requests):
+            return requests
+        out = []
+        for i, r in enumerate(requests):
+            trigger = (r.get("context") or {}).get("trigger")
+            if not trigger:
+                out.append(r)
+                continue
+            allowed = self._triggered(trigger, r.get("candidates"))
+            record = {k: trigger.get(k) for k in ("event_type", "message_id", "topic")} | {"messages": allowed}
+            # (No message left: a name no catalog holds, so that the filter keeps nothing.)
+            out.append({**r, "candidates": allowed or [NO_MESSAGE], "_trigger": orjson.dumps(record).decode()})
+        return out
 
     # -- live users ----------------------------------------------------------------------------------
     def _apply_context(self, requests: list[dict]) -> None:
@@ -423,8 +490,9 @@ class Engine:
         else:
             explorer, policy = BASELINE_EXPLORERS[kind], kind
         experiment = self.config.experiment.name or None
-        return [decided.answer(i, decision_id, r["user_id"], version, int(t[i]), r.get("arm"), experiment, explorer,
-                               policy) for i, (r, decision_id) in enumerate(zip(requests, decision_ids(len(requests))))]
+        answers = [decided.answer(i, decision_id, r["user_id"], version, int(t[i]), r.get("arm"), experiment, explorer,
+                                  policy) for i, (r, decision_id) in enumerate(zip(requests, decision_ids(len(requests))))]
+        return [replace(a, trigger=r["_trigger"]) if r.get("_trigger") else a for a, r in zip(answers, requests)]
 
     def _keep(self, requests: list[dict], pairs, contacts: list, t: np.ndarray) -> np.ndarray | None:
         """Which candidate pairs stay: a request's ``channels`` and ``candidates`` filters, less the channels

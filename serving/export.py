@@ -37,7 +37,7 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     contract = decisions[["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "experiment",
-                          "model_version", "explorer", "items"]]
+                          "model_version", "explorer", "items", "trigger"]]
     events, filled = answered_propensities(events, log)     # a send may name a decision taken before `since`
     write_table(contract.reset_index(drop=True), out, "decisions", file_format)
     write_table(events.reset_index(drop=True), out, "events", file_format)

@@ -158,12 +158,33 @@ class GuardSettings:
     allowed_origins: frozenset[str]
     max_body_bytes: int
     channels: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, config, environ: dict[str, str] | None = None) -> GuardSettings:
         service = config.service
         return cls(load_keys(config, environ), frozenset(o.rstrip("/") for o in service.allowed_origins),
-                   service.max_body_bytes, tuple(config.channels))
+                   service.max_body_bytes, tuple(config.channels), known_triggers(config, (environ or os.environ).get("NBM_DATA")))
+
+
+def known_triggers(config, data: str | None) -> tuple[str, ...]:
+    """The trigger names a request may give: ``[triggers]``'s and the catalog's ``trigger:NAME`` tags (the data
+    directory's messages table, when it can be read), sorted — the OpenAPI's enum."""
+    names = set(config.triggers)
+    if data:
+        from pathlib import Path
+
+        from nbm.io import find_table, read_raw_table
+
+        try:
+            path = find_table(Path(data), "messages")
+            tags = read_raw_table(path)["tags"] if path is not None else []
+        except Exception:  # noqa: BLE001 — the document only; the engine reports an unreadable catalog
+            tags = []
+        for value in tags:
+            items = value.split(";") if isinstance(value, str) else list(value) if value is not None else []
+            names.update(t[len("trigger:"):] for t in items if isinstance(t, str) and t.startswith("trigger:"))
+    return tuple(sorted(n for n in names if n))
 
 
 def envelope(status: int, body: bytes) -> dict:
@@ -340,7 +361,7 @@ class Guard:
                 if held["status"] == 200:
                     from serving.openapi import patch_spec
 
-                    body = orjson.dumps(patch_spec(orjson.loads(body), settings.channels))
+                    body = orjson.dumps(patch_spec(orjson.loads(body), settings.channels, settings.triggers))
                 else:
                     body = orjson.dumps(envelope(held["status"], body))
             except Exception:  # noqa: BLE001 — an answer that cannot be rewritten goes out as it came, never hangs

@@ -56,7 +56,7 @@ def _json(ref: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=ref)}}}}
 
 
-def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
+def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = (), triggers: tuple[str, ...] | list[str] = ()) -> dict:
     """``spec`` (BentoML's document) completed as the module says; the input is not changed."""
     spec = copy.deepcopy(spec)
     spec["info"] = {"title": TITLE, "version": __version__, "description": DESCRIPTION}
@@ -78,7 +78,7 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = ()) -> dict:
             responses["503"] = _json(ErrorResponse.__name__, "The person's contacts kept changing under other "
                                                              "writers: retry (Retry-After: 1)")
         operation["responses"] = responses
-    _request_rules(spec, list(channels), set(_schemas()))
+    _request_rules(spec, list(channels), set(_schemas()), list(triggers))
     return spec
 
 
@@ -86,7 +86,7 @@ NOW_PATTERN = r"^\s*(?:16[89][0-9]|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9]
 """A decision's ``now``: ISO-8601 text in the years 1680–2259 (serving.schemas.DECIDE_YEARS)."""
 
 
-def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
+def _request_rules(spec: dict, channels: list[str], answers: set[str], triggers: list[str] | None = None) -> None:
     """What the service checks beyond BentoML's types, on every request schema (inline in a path's body or a
     component; the answers' schemas, ``answers``, left alone): ``nullable`` where the default is ``null``
     (pydantic's ``X | None``, which BentoML's document drops), ``channels`` limited to the configured names,
@@ -98,6 +98,8 @@ def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
               if isinstance(op, dict)]
     requests = [schema for name, schema in spec.get("components", {}).get("schemas", {}).items() if name not in answers]
     for props in _properties([*bodies, *requests]):
+        if not triggers and "trigger" in props and "event_type" not in props:   # a context: no trigger is known
+            props.pop("trigger")
         for name, prop in props.items():
             if not isinstance(prop, dict):
                 continue
@@ -108,6 +110,8 @@ def _request_rules(spec: dict, channels: list[str], answers: set[str]) -> None:
                     variant["items"] = {"type": "string", "enum": channels}
                 elif name == "timezone" and variant.get("type") == "string":
                     variant["enum"] = list(time_zones())
+                elif name == "event_type" and variant.get("type") == "string" and triggers:
+                    variant["enum"] = list(triggers)
                 elif name == "attributes" and variant.get("type") == "object":
                     variant["propertyNames"] = {"pattern": identifier, "maxLength": 128,
                                                 "not": {"enum": list(RESERVED_ATTRIBUTES)}}

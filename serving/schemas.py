@@ -157,9 +157,26 @@ class UserFacts(BaseModel):
     _attribute_names = field_validator("attributes")(_attributes)
 
 
+class Trigger(BaseModel):
+    """The event that prompts a decision (``cart_abandoned``): the answer is chosen among the messages configured
+    (``[triggers]``) or tagged (``trigger:EVENT``) for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str = Field(min_length=1, max_length=128, description="the trigger's name, e.g. cart_abandoned")
+    message_id: str | None = Field(None, min_length=1, max_length=256, description="what the event concerned "
+                                   "(recorded in the decision log)")
+    topic: str | None = Field(None, min_length=1, max_length=256, description="narrows the trigger's messages to "
+                              "this topic when some are of it")
+
+    _printable_names = field_validator("event_type", "message_id", "topic")(_printable)
+
+
 class RequestContext(UserFacts):
     """What the caller knows now about the person (``consent``, ``timezone``, ``attributes``: used for this
-    decision and stored, like ``POST /users``)."""
+    decision and stored, like ``POST /users``), and the ``trigger`` of a triggered decision."""
+
+    trigger: Trigger | None = Field(None, description="the event that prompts this decision")
 
 
 class UserRow(UserFacts):

@@ -130,7 +130,7 @@ if (not old) or before(ARGV[2], old) then redis.call('HSET', KEYS[1], ARGV[1], A
 """
 
 _DECISION_COLUMNS = ["decision_id", "timestamp", "user_id", "propensity", "policy", "arm", "model_version",
-                     "explorer", "items", "reason", "experiment"]
+                     "explorer", "items", "reason", "experiment", "trigger"]
 _EVENT_COLUMNS = ["event_id", "timestamp", "user_id", "event_type", "message_id", "channel", "decision_id",
                   "propensity", "value"]
 
@@ -398,7 +398,7 @@ def _decision_row(d: Answer) -> str:
     return json.dumps({"decision_id": d.decision_id, "timestamp": d.now, "user_id": d.user_id,
                        "propensity": d.propensity, "policy": d.policy, "arm": d.arm, "model_version": d.model_version,
                        "explorer": d.explorer, "items": items_json(d.items), "reason": d.reason,
-                       "experiment": d.experiment})
+                       "experiment": d.experiment, "trigger": d.trigger})
 
 
 def _text(value: bytes | str) -> str:

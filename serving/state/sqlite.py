@@ -43,7 +43,7 @@ from decision.answer import Answer
 from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json, merge_facts
 
 DECISION_INSERT = ("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
-                   "model_version, explorer, items, reason, experiment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                   "model_version, explorer, items, reason, experiment, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 QUERY_CHUNK = 500
 """Users per query of :meth:`SQLiteState.contacts_many` (SQLite bounds a statement's parameters)."""
 CHECKPOINT_SECONDS = 1.0
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS arms (
 );
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id TEXT PRIMARY KEY, timestamp INTEGER NOT NULL, user_id TEXT NOT NULL, propensity REAL,
-    policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT, experiment TEXT
+    policy TEXT, arm TEXT, model_version TEXT, explorer TEXT, items TEXT NOT NULL, reason TEXT, experiment TEXT,
+    trigger TEXT
 );
 CREATE INDEX IF NOT EXISTS events_user ON events (user_id);
 CREATE TABLE IF NOT EXISTS users (
@@ -117,6 +118,8 @@ class SQLiteState:
             columns = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
             if "experiment" not in columns:      # a state file written before experiments were logged
                 db.execute("ALTER TABLE decisions ADD COLUMN experiment TEXT")
+            if "trigger" not in columns:         # … or before triggers were
+                db.execute("ALTER TABLE decisions ADD COLUMN trigger TEXT")
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteState:
@@ -281,7 +284,7 @@ class SQLiteState:
     @staticmethod
     def _decision_row(d: Answer) -> tuple:
         return (d.decision_id, d.now, d.user_id, d.propensity, d.policy, d.arm, d.model_version, d.explorer,
-                items_json(d.items), d.reason, d.experiment)
+                items_json(d.items), d.reason, d.experiment, d.trigger)
 
 
     # -- feedback ----------------------------------------------------------------------------------
@@ -409,7 +412,7 @@ class SQLiteState:
     def decision_log(self) -> pd.DataFrame:
         """The decision log as the data contract's ``decisions`` table (plus ``model_version``, ``items``, ...)."""
         frame = pd.read_sql_query("SELECT decision_id, timestamp, user_id, propensity, policy, arm, model_version, "
-                                  "explorer, items, reason, experiment FROM decisions ORDER BY timestamp, decision_id",
+                                  "explorer, items, reason, experiment, trigger FROM decisions ORDER BY timestamp, decision_id",
                                   self._connect())
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["propensity"] = frame["propensity"].astype(float)
