@@ -298,9 +298,19 @@ class History:
         """Every as-of index of this history."""
         return [index for index, _ in self.windows()]
 
-    def _profile_arrays(self, dataset: Dataset) -> None:
-        """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
-        messages = dataset.messages.set_index(dataset.messages["message_id"].astype(str)).reindex(self.vocabulary.messages)
+    def with_catalog(self, messages: pd.DataFrame) -> History:
+        """This history with the catalog's arrays (live windows, channels, stages, values, weights) of
+        ``messages`` — the same messages (the vocabulary's) with other fields: the indexes are shared, not built
+        again (what ``POST /messages`` changes in place; a new message or topic needs a new store)."""
+        import copy
+
+        out = copy.copy(self)
+        out._catalog(messages)
+        return out
+
+    def _catalog(self, catalog: pd.DataFrame) -> None:
+        """Catalog arrays by message code: live windows, value, business weight, channels, stages."""
+        messages = catalog.set_index(catalog["message_id"].astype(str)).reindex(self.vocabulary.messages)
         # In nanoseconds whatever unit the caller's frame holds (pandas 3 makes microseconds of many inputs).
         start = pd.to_datetime(messages["start_at"], utc=True).dt.as_unit("ns")
         end = pd.to_datetime(messages["end_at"], utc=True).dt.as_unit("ns")
@@ -318,6 +328,11 @@ class History:
         stages = _membership(messages["lifecycle_stages"], pd.Index(LIFECYCLE_STAGES))
         stages[~stages.any(axis=1)] = True  # no targeting: every stage
         self.message_stages = stages
+
+    def _profile_arrays(self, dataset: Dataset) -> None:
+        """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
+        self._catalog(dataset.messages)
+        channels = self.vocabulary.channels
         consent = np.zeros((len(self.user_frame), len(channels)), dtype=bool)
         lists = self.user_frame["consent"].explode().dropna() if len(self.user_frame) else pd.Series(dtype=object)
         column = channels.get_indexer(lists.astype(object).to_numpy())

@@ -108,3 +108,50 @@ def live_store(base: FeatureStore, rows: LiveRows, users: list[str], feedback: p
     dataset = replace(base.dataset, events=live_events_frame(rows.events(users), feedback),
                       users=live_users_frame(rows.users(users), users, facts), decisions=None)
     return FeatureStore.build(dataset, base.config, base.globals)
+
+
+def live_catalog(base: pd.DataFrame, stored: dict[str, dict]) -> pd.DataFrame:
+    """The catalog ``base`` (the data directory's messages) with the stored upserts of ``POST /messages`` applied
+    (``stored``: message id → its fields, times as int ns): known messages' fields replaced, new ones appended
+    in id order, in ``base``'s columns and dtypes."""
+    frame = base.reset_index(drop=True).copy()
+    position = {m: i for i, m in enumerate(frame["message_id"].astype(str))}
+    new = sorted(m for m in stored if m not in position)
+    if new:
+        extra = pd.DataFrame({c: pd.Series([None] * len(new), dtype=frame[c].dtype) for c in frame.columns})
+        extra["message_id"] = pd.Series(new, dtype=frame["message_id"].dtype)
+        for column, empty in (("tags", []), ("lifecycle_stages", []), ("channels", [])):
+            extra[column] = pd.Series([list(empty) for _ in new], dtype=object)
+        extra["value"] = 1.0
+        frame = pd.concat([frame, extra], ignore_index=True)
+        position.update({m: len(frame) - len(new) + i for i, m in enumerate(new)})
+    for message, fields in stored.items():
+        i = position[message]
+        for name, value in fields.items():
+            if name not in frame.columns or value is None:
+                continue
+            if name in ("start_at", "end_at"):
+                frame.at[i, name] = pd.Timestamp(int(value), tz="UTC")
+            elif name in ("tags", "channels", "lifecycle_stages"):
+                frame.at[i, name] = list(value)
+            elif name == "value":
+                frame.at[i, name] = float(value)
+            else:
+                frame.at[i, name] = value
+    return frame
+
+
+def same_vocabulary(old: pd.DataFrame, new: pd.DataFrame) -> bool:
+    """Whether two catalogs hold the same messages with the same topics and tags (codes of the store stay
+    valid: only the catalog's arrays change, :meth:`features.history.History.with_catalog`)."""
+    if len(old) != len(new) or (old["message_id"].astype(str).to_numpy() != new["message_id"].astype(str).to_numpy()).any():
+        return False
+    if (old["topic"].astype(str).to_numpy() != new["topic"].astype(str).to_numpy()).any():
+        return False
+    tags = lambda frame: [sorted(map(str, t)) if isinstance(t, (list, tuple, np.ndarray)) else [] for t in frame["tags"]]  # noqa: E731
+    return tags(old) == tags(new)
+
+
+def with_catalog(store: FeatureStore, catalog: pd.DataFrame) -> FeatureStore:
+    """``store`` deciding by ``catalog`` (the same vocabulary: :func:`same_vocabulary`), its indexes shared."""
+    return replace(store, dataset=replace(store.dataset, messages=catalog), history=store.history.with_catalog(catalog))

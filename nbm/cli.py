@@ -263,15 +263,16 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     since = parse_time(args.since, "--since")
-    users = None
+    users = messages = None
     if args.data is not None:
         from nbm.dataset import load_dataset
 
-        users = load_dataset(args.data, config)[0].users
-    counts = export_log(open_state(config.state_url), args.out, since, args.format, users)
-    print(f"wrote {counts['decisions']:,} decisions, {counts['events']:,} feedback events and the facts of "
-          f"{counts['users']:,} users to {args.out} ({counts['propensities_filled']:,} reported sends given the "
-          "propensity their answer had)", file=sys.stderr)
+        dataset = load_dataset(args.data, config)[0]
+        users, messages = dataset.users, dataset.messages
+    counts = export_log(open_state(config.state_url), args.out, since, args.format, users, messages)
+    print(f"wrote {counts['decisions']:,} decisions, {counts['events']:,} feedback events, the facts of "
+          f"{counts['users']:,} users and {counts['messages']:,} catalog changes to {args.out} "
+          f"({counts['propensities_filled']:,} reported sends given the propensity their answer had)", file=sys.stderr)
     return 0
 
 
@@ -446,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "next training and its off-policy evaluation.")
     exp.add_argument("--out", type=Path, required=True, help="output directory")
     exp.add_argument("--since", help="only rows at or after this time (ISO-8601)")
-    exp.add_argument("--data", type=Path, help="the data directory whose users table the users posted to the service "
-                                               "are merged into (the written users table then holds every user)")
+    exp.add_argument("--data", type=Path, help="the data directory whose users and messages tables the users and "
+                                               "messages posted to the service are merged into (the written tables "
+                                               "then hold every user and message)")
     exp.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     exp.set_defaults(handler=_cmd_export_log)
 

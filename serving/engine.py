@@ -14,6 +14,7 @@ channel away (``keep``) and patch the channel-loss features; answers are reserve
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from serving.live import LiveUsers, unseen_sends
 from serving.schemas import event_errors, user_errors
 from serving.state import open_state
 
+log = logging.getLogger(__name__)
 DAY_NS, HOUR_NS = 86_400 * 10**9, 3_600 * 10**9
 RESERVE_ATTEMPTS = 5
 PATCHED = ("time_hours_since_contact", "user_contacts_7d", "uc_hours_since_contact", "uc_contacts_24h", "uc_contacts_7d",
@@ -117,8 +119,14 @@ class Engine:
         self.lookback_ns = lookback_ns(config.contact_policy)
         self.sends = SendIndex.of(self.dataset.events)           # the snapshot's sends, by (user, time)
         self._canonical = self.dataset.identity.canonical.to_dict() if len(self.dataset.identity.canonical) else {}
+        # The catalog as ``/messages`` changed it (checked by the live refresher's thread, and here once).
+        self._base_messages = self.dataset.messages
+        self._catalog_version = 0
+        self._swap_lock = threading.Lock()
+        self._rebuilding: threading.Thread | None = None
+        self.check_catalog(wait=True)
         # Users whose feedback or facts changed since the snapshot: their own stores, refreshed by a thread.
-        self.live_users = LiveUsers(self.store, self.state, config.service.live_refresh_seconds)
+        self.live_users = LiveUsers(self.store, self.state, config.service.live_refresh_seconds, hook=self.check_catalog)
         self.live_users.start()
         self._rng = np.random.default_rng(settings.seed)
         self._rng_lock = threading.Lock()
@@ -152,7 +160,8 @@ class Engine:
             if version is not None and version != self.model.version:
                 model = load_model(self.settings.model, self.config)
                 # The model and the store featurising with its strengths, in one reference swap: atomic.
-                self._live = (model, self.store.with_strengths(model.artifact.prior_strengths))
+                with self._swap_lock:
+                    self._live = (model, self.store.with_strengths(model.artifact.prior_strengths))
         except Exception:  # noqa: BLE001 — a registry hiccup must not fail requests; retry next interval
             pass
         finally:
@@ -248,6 +257,100 @@ class Engine:
         for i in pending:
             answers[i] = unreserved(requests[i]["user_id"])
         return answers  # type: ignore[return-value]
+
+    # -- the live catalog (POST /messages) ------------------------------------------------------------
+    def upsert_messages(self, rows: list) -> dict:
+        """Validate and store catalog entries (durable before returning); the ``/messages`` answer. Every worker
+        decides by them within ``[service] live_refresh_seconds`` when they change known messages' channels,
+        stages, value or live window; a new message, or a new topic or tags, within the time a new snapshot
+        store takes to build (docs/serving.md, "POST /messages")."""
+        from serving.schemas import message_errors
+
+        good, rejected = [], []
+        current = self.dataset.messages.set_index(self.dataset.messages["message_id"].astype(str))
+        for index, raw in enumerate(rows):
+            row, error = message_errors(raw)
+            error = error or self._message_error(row, current, {r["message_id"]: r for r in good})
+            if error:
+                rejected.append({"index": index, "error": error})
+            else:
+                good.append(row)
+        accepted = self.state.upsert_messages(good) if good else 0
+        return {"accepted": accepted, "rejected": rejected}
+
+    def _message_error(self, row: dict, current: pd.DataFrame, earlier: dict) -> str:
+        known = row["message_id"] in current.index or row["message_id"] in earlier
+        if not known:
+            missing = [f for f in ("topic", "channels") if row.get(f) is None]
+            if missing:
+                return f"`{missing[0]}`: required for a new message ({clip(row['message_id'])} is not in the catalog)"
+        unknown = sorted(set(row.get("channels") or ()) - self.channels)
+        if unknown:
+            return f"`channels`: unknown channel(s) {clip(unknown)}; configured: {sorted(self.channels)}"
+        from nbm.config import LIFECYCLE_STAGES
+
+        stages = sorted(set(row.get("lifecycle_stages") or ()) - set(LIFECYCLE_STAGES))
+        if stages:
+            return f"`lifecycle_stages`: unknown stage(s) {clip(stages)}; stages: {list(LIFECYCLE_STAGES)}"
+        def stamp(name):
+            if row.get(name) is not None:
+                return row[name]
+            before = earlier.get(row["message_id"], {}).get(name)
+            if before is not None:
+                return before
+            if row["message_id"] in current.index:
+                value = current.at[row["message_id"], name]
+                return None if pd.isna(value) else int(pd.Timestamp(value).value)
+            return None
+        start, end = stamp("start_at"), stamp("end_at")
+        if start is not None and end is not None and end < start:
+            return "`end_at`: before the message's `start_at`"
+        return ""
+
+    def check_catalog(self, wait: bool = False) -> None:
+        """Apply the catalog's upserts stored since the last check: in place when they change only known messages'
+        fields (every store keeps its indexes), else by a new snapshot store built on a thread of its own (``wait``:
+        on this one) and swapped in when ready, its live users built again."""
+        if self._rebuilding is not None and self._rebuilding.is_alive():
+            return
+        if self.state.catalog_version() == self._catalog_version:
+            return
+        from features.live import live_catalog, same_vocabulary, with_catalog
+
+        version, stored = self.state.messages_table()
+        catalog = live_catalog(self._base_messages, stored)
+        if same_vocabulary(self.store.dataset.messages, catalog):
+            self._swap(with_catalog(self.store, catalog), catalog, version, in_place=True)
+            return
+
+        def rebuild() -> None:
+            try:
+                model = self._live[0]
+                store = FeatureStore.build(replace(self.dataset, messages=catalog), self.config,
+                                           strengths=model.artifact.prior_strengths).freeze()
+            except Exception:  # noqa: BLE001 — keep serving the catalog that works; say why, once per version
+                log.exception("the catalog of version %s could not be built; serving the previous one", version)
+                self._catalog_version = version
+                return
+            self._swap(store, catalog, version, in_place=False)
+
+        if wait:
+            rebuild()
+        else:
+            self._rebuilding = threading.Thread(target=rebuild, name="nbm-catalog-rebuild", daemon=True)
+            self._rebuilding.start()
+
+    def _swap(self, store: FeatureStore, catalog: pd.DataFrame, version: int, in_place: bool) -> None:
+        with self._swap_lock:
+            model = self._live[0]
+            self.store = store
+            self.dataset = replace(self.dataset, messages=catalog)
+            self.messages = frozenset(catalog["message_id"].astype(str))
+            self._live = (model, store.with_strengths(model.artifact.prior_strengths))
+            self._catalog_version = version
+        live = getattr(self, "live_users", None)
+        if live is not None:
+            live.rebase(store, catalog if in_place else None)
 
     # -- triggers ------------------------------------------------------------------------------------
     def trigger_messages(self, trigger: dict) -> list[str]:
@@ -473,7 +576,7 @@ class Engine:
             if sends or lost:
                 known[str(u), int(ti)] = (c if sends else None, lost)
         patch = (lambda columns, rows: self._patch_many(columns, rows, known, store)) if known else None
-        keep = lambda pairs: self._keep(requests, pairs, contacts, t)      # noqa: E731
+        keep = lambda pairs: self._keep(requests, pairs, contacts, t, store)      # noqa: E731
         decided = decide_many(store, model.artifact, users, t, histories, rng, arm=kind, explorer=explorer, k=k,
                               threshold=self.settings.threshold, keep=keep, statistics=statistics, patch=patch)
         answers = self._answers(decided, requests, t, explore, kind)
@@ -494,20 +597,22 @@ class Engine:
                                   policy) for i, (r, decision_id) in enumerate(zip(requests, decision_ids(len(requests))))]
         return [replace(a, trigger=r["_trigger"]) if r.get("_trigger") else a for a, r in zip(answers, requests)]
 
-    def _keep(self, requests: list[dict], pairs, contacts: list, t: np.ndarray) -> np.ndarray | None:
+    def _keep(self, requests: list[dict], pairs, contacts: list, t: np.ndarray,
+              store: FeatureStore | None = None) -> np.ndarray | None:
         """Which candidate pairs stay: a request's ``channels`` and ``candidates`` filters, less the channels
         lost by feedback (``None``: all)."""
-        keep = self._requested(requests, pairs) if any(r.get("channels") or r.get("candidates") for r in requests) \
+        keep = self._requested(requests, pairs, store) if any(r.get("channels") or r.get("candidates") for r in requests) \
             else None
         if any(c.lost for c in contacts):
             kept = ~self._lost(requests, pairs, contacts, t)
             keep = kept if keep is None else keep & kept
         return keep
 
-    def _requested(self, requests: list[dict], pairs) -> np.ndarray:
+    def _requested(self, requests: list[dict], pairs, store: FeatureStore | None = None) -> np.ndarray:
         """Which candidate pairs each request's ``channels`` and ``candidates`` filters keep (one table lookup
-        per pair: a (request × channel) and a (request × message) table of what is asked for)."""
-        voc = self.store.globals.vocabulary
+        per pair: a (request × channel) and a (request × message) table of what is asked for), by the codes of
+        ``store`` (the one the pairs come from)."""
+        voc = (store or self.store).globals.vocabulary
         keep = np.ones(len(pairs), dtype=bool)
         for field, index, codes in (("channels", voc.channels, pairs.channel_code),
                                     ("candidates", voc.messages, pairs.message_code)):

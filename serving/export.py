@@ -10,7 +10,9 @@ campaign engine need not echo it for the log to be evaluated.
 ``users`` holds what ``/users`` and requests' ``context`` told the service (consent, time zone, sign-up time,
 attributes). Given the data directory's users table (``nbm export-log --data DIR``) it is that table with
 those facts merged in — every user, ready to replace it; otherwise one row per user the service was told
-about, with the facts it was told (a fact never told is missing there: merge by ``user_id``).
+about, with the facts it was told (a fact never told is missing there: merge by ``user_id``). ``messages``
+likewise holds the catalog as ``/messages`` changed it (``--data``: the data directory's catalog with the
+changes applied).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from serving.state import StateStore
 
 
 def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet",
-               users: pd.DataFrame | None = None) -> dict[str, int]:
+               users: pd.DataFrame | None = None, messages: pd.DataFrame | None = None) -> dict[str, int]:
     """Write ``decisions`` and ``events`` (rows at or after ``since``) and ``users`` (see the module docstring;
     ``users``: the data directory's table to merge into) to ``out``; the row counts."""
     log = state.decision_log()
@@ -45,7 +47,25 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
     table = users_table(facts, users)
     if len(table) or users is not None:
         write_table(table, out, "users", file_format)
-    return {"decisions": len(contract), "events": len(events), "propensities_filled": filled, "users": len(facts)}
+    _, catalog = state.messages_table()
+    if catalog or messages is not None:
+        write_table(messages_table(catalog, messages), out, "messages", file_format)
+    return {"decisions": len(contract), "events": len(events), "propensities_filled": filled, "users": len(facts),
+            "messages": len(catalog)}
+
+
+def messages_table(stored: dict[str, dict], base: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The messages table of the catalog entries posted to ``/messages``: ``base`` (the data directory's) with
+    them applied, or those entries alone (a field never posted is missing there: merge by ``message_id``)."""
+    from features.live import live_catalog
+
+    if base is None:
+        base = pd.DataFrame({"message_id": pd.Series([], dtype=object), "topic": pd.Series([], dtype=object),
+                             "tags": pd.Series([], dtype=object), "channels": pd.Series([], dtype=object),
+                             "lifecycle_stages": pd.Series([], dtype=object), "value": pd.Series([], dtype=float),
+                             "start_at": pd.Series([], dtype="datetime64[ns, UTC]"),
+                             "end_at": pd.Series([], dtype="datetime64[ns, UTC]")})
+    return live_catalog(base, stored)
 
 
 def users_table(facts: dict[str, dict], base: pd.DataFrame | None = None) -> pd.DataFrame:

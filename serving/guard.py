@@ -7,7 +7,7 @@ it answers the requests it refuses itself, in the service's error envelope
 * **API keys** (``[service] api_keys``, ``api_keys_file``, ``NBM_API_KEYS``; :func:`load_keys`): when any is
   configured every route but the health checks (``/healthz``, ``/livez``, ``/readyz``) needs one, as
   ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. A key is ``KEY`` (every scope), ``read:KEY``
-  (``/recommend``, ``/recommend_batch``, the OpenAPI, ``/metrics``) or ``write:KEY`` (``/feedback``, ``/users``). No key:
+  (``/recommend``, ``/recommend_batch``, the OpenAPI, ``/metrics``) or ``write:KEY`` (``/feedback``, ``/users``, ``/messages``). No key:
   401; a key without the route's scope: 403. Keys are held and looked up as SHA-256 digests and never
   logged. A header the door reads (``Content-Type``, ``Origin``, ``Authorization``, ``X-API-Key``,
   ``Content-Length``) given twice is a 400: the route would read another copy than the door. ``nbm serve`` refuses a non-loopback ``--host`` without keys (:func:`require_keys`).
@@ -40,7 +40,7 @@ from starlette.routing import get_route_path
 _LOG = logging.getLogger(__name__)
 
 HEALTH = frozenset({"/healthz", "/livez", "/readyz"})
-WRITE_ROUTES = frozenset({"/feedback", "/users"})
+WRITE_ROUTES = frozenset({"/feedback", "/users", "/messages"})
 READ_ROUTES = frozenset({"/recommend", "/recommend_batch"})
 OTHER_ROUTES = frozenset({"/metrics", "/docs.json", "/", "/docs", "/schema.json"})
 KNOWN_PREFIXES = ("/static_content/",)
@@ -257,7 +257,7 @@ class Guard:
             return
         if not known(path):
             await _answer(send, 404, "not_found", f"no route {clip(path)}; routes: /recommend, /recommend_batch, "
-                                                  "/feedback, /users, /healthz, /readyz, /livez, /metrics, /docs.json")
+                                                  "/feedback, /users, /messages, /healthz, /readyz, /livez, /metrics, /docs.json")
             return
         settings = self.settings
         headers: dict[str, str] = {}

@@ -46,8 +46,9 @@ class LiveStore:
 class LiveUsers:
     """See the module docstring. Thread-safe: the refresher thread and request threads share it."""
 
-    def __init__(self, base: FeatureStore, state, refresh_seconds: float = 0.25) -> None:
+    def __init__(self, base: FeatureStore, state, refresh_seconds: float = 0.25, hook=None) -> None:
         self.base = base
+        self.hook = hook            # called each turn before the users (the engine's catalog check)
         self.state = state
         self.refresh_seconds = float(refresh_seconds)
         self._rows: LiveRows | None = None
@@ -84,6 +85,8 @@ class LiveUsers:
         while True:
             time.sleep(self.refresh_seconds)
             try:
+                if self.hook is not None:
+                    self.hook()
                 self.refresh()
             except Exception:  # noqa: BLE001 — a state-store hiccup must not end the thread; the next turn retries
                 log.exception("live users: refresh failed")
@@ -99,6 +102,26 @@ class LiveUsers:
             self.watermark = seq
             self.refreshed_at = time.monotonic()
             return len(users)
+
+    def rebase(self, base: FeatureStore, catalog: pd.DataFrame | None = None) -> None:
+        """A new snapshot store: ``catalog`` given (the same vocabulary), every live store keeps its indexes and
+        takes the catalog's arrays; else every live user's store is built again on ``base``."""
+        from features.live import with_catalog
+
+        with self._lock:
+            self.base = base
+            if catalog is not None:
+                moved: dict[int, LiveStore] = {}
+                for user, live in list(self._of.items()):
+                    if id(live) not in moved:
+                        moved[id(live)] = LiveStore(with_catalog(live.store, catalog), live.sends, live.facts)
+                    self._of[user] = moved[id(live)]
+                return
+            self._rows = None
+            users = sorted(self._of)
+            self._of = {}
+            if users:
+                self._build(users)
 
     def ensure(self, users: list[str]) -> None:
         """Build the stores of ``users`` now (their facts just changed by a request's context)."""

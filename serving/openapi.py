@@ -20,19 +20,20 @@ from __future__ import annotations
 import copy
 
 from nbm import __version__
-from serving.schemas import (RESERVED_ATTRIBUTES, BatchResponse, ErrorResponse, FeedbackResponse, RecommendResponse,
-                             UsersResponse, identifier_pattern, time_zones)
+from serving.schemas import (RESERVED_ATTRIBUTES, BatchResponse, ErrorResponse, FeedbackResponse, MessagesResponse,
+                             RecommendResponse, UsersResponse, identifier_pattern, time_zones)
 
 TITLE = "nbm — next-best-message decisions"
 DESCRIPTION = ("Which message, on which channel, at which hour each customer should get next — or nothing now. "
                "`POST /recommend` decides for one person, `POST /recommend_batch` for many, `POST /feedback` "
-               "reports sends and outcomes back, `POST /users` updates what nbm knows of people. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
+               "reports sends and outcomes back, `POST /users` updates what nbm knows of people, `POST /messages` the catalog. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
                "With API keys configured, send `Authorization: Bearer KEY` (docs/serving.md, \"Security\").")
 ANSWERS = {"/recommend": RecommendResponse, "/recommend_batch": BatchResponse, "/feedback": FeedbackResponse,
-           "/users": UsersResponse}
+           "/users": UsersResponse, "/messages": MessagesResponse}
 SUMMARIES = {"/recommend": "Decide the next message for one person",
              "/recommend_batch": "Decide for many people at once (a campaign run)",
              "/feedback": "Report sends, outcomes and other events back (durable before the answer)",
+             "/messages": "Add, change or end catalog messages (durable; every worker decides by them)",
              "/users": "Upsert people's consent, time zone, sign-up time and attributes (durable; every worker "
                        "decides by them within a second)"}
 ERRORS = {"400": "Bad request: a field is missing, malformed or refused (`field` names it)",

@@ -190,6 +190,55 @@ class UserRow(UserFacts):
     _signup_in_range = field_validator("signup_at")(_in_range)
 
 
+class MessageRow(BaseModel):
+    """One catalog entry of ``POST /messages``: a new message (``topic`` and ``channels`` required), or fields of a
+    known one replaced (``end_at`` ends it)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    message_id: str = Field(min_length=1, max_length=256, description="the message's identifier")
+    topic: str | None = Field(None, min_length=1, max_length=256, description="what it is about")
+    tags: list[str] | None = Field(None, max_length=64, description="finer labels (replaces the stored ones)")
+    channels: list[str] | None = Field(None, min_length=1, max_length=32, description="channels it may be sent on")
+    lifecycle_stages: list[str] | None = Field(None, max_length=8, description="stages it targets ([]: every stage)")
+    value: float | None = Field(None, ge=0, description="business value of a conversion from it")
+    start_at: datetime | None = Field(None, description="earliest send time (ISO-8601)")
+    end_at: datetime | None = Field(None, description="latest send time (ISO-8601): ends the message")
+
+    _ids_printable = field_validator("message_id", "topic")(_printable)
+    _start_a_string = field_validator("start_at", "end_at", mode="before")(lambda value: _iso_text(value))
+    _start_in_range = field_validator("start_at", "end_at")(_in_range)
+
+    @field_validator("tags", "lifecycle_stages", "channels")
+    @classmethod
+    def _printable_items(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [_printable(v) for v in value]
+
+
+class MessagesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Any] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+def message_errors(raw: Any) -> tuple[dict[str, Any] | None, str]:
+    """The validated catalog row (times as int ns), or ``None`` and the reason naming the field."""
+    if not isinstance(raw, dict):
+        return None, "`message`: not a JSON object"
+    try:
+        row = MessageRow.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "message"
+        return None, f"`{field}`: {first['msg']} (got {clip(first.get('input'))})"
+    out = row.model_dump()
+    for name in ("start_at", "end_at"):
+        stamp = out[name]
+        if stamp is not None:
+            out[name] = int(pd.Timestamp(stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).value)
+    return out, ""
+
+
 class UsersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -332,6 +381,11 @@ class FeedbackResponse(BaseModel):
 
 class UsersResponse(BaseModel):
     accepted: int = Field(ge=0, description="users stored now")
+    rejected: list[Rejected] = Field(description="rows refused, with their position and reason")
+
+
+class MessagesResponse(BaseModel):
+    accepted: int = Field(ge=0, description="catalog entries stored now")
     rejected: list[Rejected] = Field(description="rows refused, with their position and reason")
 
 

@@ -1,4 +1,4 @@
-"""The BentoML service: ``/recommend``, ``/recommend_batch``, ``/feedback``, ``/users`` (DESIGN.md, "Service contract").
+"""The BentoML service: ``/recommend``, ``/recommend_batch``, ``/feedback``, ``/users``, ``/messages`` (DESIGN.md, "Service contract").
 
 Started by ``nbm serve`` (which sets the ``NBM_*`` variables below and runs ``bentoml serve`` on
 127.0.0.1), or in-process from :func:`asgi_app`. Each worker process builds one :class:`~serving.engine.Engine`
@@ -37,7 +37,7 @@ from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.guard import Guard, GuardSettings, bound_metrics_labels
-from serving.schemas import BatchRequest, FeedbackRequest, RecommendRequest, UsersRequest
+from serving.schemas import BatchRequest, FeedbackRequest, MessagesRequest, RecommendRequest, UsersRequest
 
 telemetry.switch_off()      # also when started by `bentoml serve` directly: before BentoML's serve tracking
 bound_metrics_labels()      # unknown paths: one /metrics label (serving/guard.py)
@@ -55,7 +55,7 @@ def settings_from_env() -> EngineSettings:
     )
 
 
-SCORING_ROUTES = ["/recommend", "/recommend_batch", "/feedback", "/users"]
+SCORING_ROUTES = ["/recommend", "/recommend_batch", "/feedback", "/users", "/messages"]
 BATCH_CHUNK = 500
 """Requests of a ``/recommend_batch`` decided in one piece (~0.2 s on the benchmark's machine)."""
 BATCH_YIELDS = 8
@@ -149,6 +149,10 @@ class NbmService:
     @bentoml.api(route="/users", input_spec=UsersRequest)
     def users(self, ctx: bentoml.Context, users: list) -> dict:
         return _json(self.engine.upsert_users(users), self._close(ctx))
+
+    @bentoml.api(route="/messages", input_spec=MessagesRequest)
+    def messages(self, ctx: bentoml.Context, messages: list) -> dict:
+        return _json(self.engine.upsert_messages(messages), self._close(ctx))
 
 
 def _guard_settings() -> GuardSettings:

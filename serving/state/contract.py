@@ -25,6 +25,8 @@ its URL. Both stores pass one contract test, ``tests/serving/test_state.py``.
   ``/users`` or carried by a request's ``context``, merged field by field (:func:`merge_facts`); and a
   numbered log of changes (each accepted feedback event, each upsert) from which every worker's live
   refresher learns which users to featurise again (:meth:`StateStore.changes_since`).
+* **Live catalog** — messages added, changed or ended by ``/messages`` (the messages table's fields, merged
+  field by field: :func:`merge_message`), with a catalog version every upsert raises.
 * **Decision log** — every answer, empty ones included, in the columns of the data contract's
   ``decisions`` table (plus the items), so ``nbm`` reads it back (:meth:`StateStore.decision_log`).
 """
@@ -83,6 +85,20 @@ class StateStore(Protocol):
     def users_table(self) -> dict[str, dict]: ...
     def user_events(self, users: Sequence[str]) -> pd.DataFrame: ...
     def changes_since(self, after: int) -> tuple[int, list[str]]: ...
+    def upsert_messages(self, rows: Sequence[dict]) -> int: ...
+    def messages_table(self) -> tuple[int, dict[str, dict]]: ...
+    def catalog_version(self) -> int: ...
+
+
+MESSAGE_FACTS = ("topic", "tags", "channels", "lifecycle_stages", "value", "start_at", "end_at")
+"""A catalog entry's fields (the messages table's columns): each replaced whole when an upsert gives it."""
+
+
+def merge_message(old: dict, row: dict) -> dict:
+    """``old`` (a message's stored fields) with ``row``'s given (not ``None``) fields replacing them."""
+    out = {k: v for k, v in old.items() if k in MESSAGE_FACTS}
+    out.update({k: row[k] for k in MESSAGE_FACTS if row.get(k) is not None})
+    return out
 
 
 FACTS = ("consent", "timezone", "signup_at")

@@ -20,6 +20,8 @@ across any number of worker processes and machines:
   ``{prefix}users`` the set of users with facts; ``{prefix}uev:{user}`` the user's accepted feedback rows;
   ``{prefix}changes`` — a list of the users changed, one entry per accepted event or upsert: its index is
   the change number the workers' live refreshers read from.
+* ``{prefix}msg:{message}`` — a catalog entry posted to ``/messages`` (one JSON field per column);
+  ``{prefix}msgs`` the set of their ids; ``{prefix}catalog:ver`` the catalog version.
 
 Durability: ``/feedback`` is durable before it answers only if the Redis server persists every write before
 it replies — ``appendonly yes`` with ``appendfsync always``. The store checks this when it opens and logs a
@@ -41,7 +43,7 @@ import pandas as pd
 
 from decision.answer import Answer
 from nbm.errors import UsageError
-from serving.state.contract import FACTS, LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json
+from serving.state.contract import FACTS, LOSS_TYPES, MESSAGE_FACTS, PLANNED_GRACE_NS, Contacts, items_json
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +358,46 @@ class RedisState:
         """The users whose feedback or facts changed after change number ``after``, and the last number."""
         users = self._redis.lrange(self._key("changes"), int(after), -1)
         return int(after) + len(users), list(dict.fromkeys(_text(u) for u in users))
+
+    # -- live catalog --------------------------------------------------------------------------------
+    def upsert_messages(self, rows: Sequence[dict]) -> int:
+        """Merge each row's fields into the stored message: a hash per message, one JSON field per column (``HSET``
+        merges), and the catalog version raised, in one ``MULTI``. Rows stored."""
+        if not rows:
+            return 0
+        pipe = self._redis.pipeline(transaction=True)
+        for row in rows:
+            message = str(row["message_id"])
+            fields = {key: json.dumps(row[key]) for key in MESSAGE_FACTS if row.get(key) is not None}
+            if fields:
+                pipe.hset(self._key("msg", message), mapping=fields)
+            pipe.sadd(self._key("msgs"), message)
+            pipe.incr(self._key("catalog", "ver"))
+        pipe.execute()
+        return len(rows)
+
+    def messages_table(self) -> tuple[int, dict[str, dict]]:
+        """(catalog version, every stored message's fields), read together (``WATCH``: retried if an upsert
+        lands between)."""
+        import redis
+
+        while True:
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(self._key("catalog", "ver"))
+                    version = int(pipe.get(self._key("catalog", "ver")) or 0)
+                    ids = sorted(_text(m) for m in pipe.smembers(self._key("msgs")))
+                    pipe.multi()
+                    for message in ids:
+                        pipe.hgetall(self._key("msg", message))
+                    replies = pipe.execute()
+                except redis.WatchError:
+                    continue
+            return version, {m: {_text(k): json.loads(v) for k, v in fields.items()} for m, fields in zip(ids, replies)}
+
+    def catalog_version(self) -> int:
+        """Raised by every ``/messages`` upsert (0: none yet)."""
+        return int(self._redis.get(self._key("catalog", "ver")) or 0)
 
     # -- reading back ------------------------------------------------------------------------------
     def decision_log(self) -> pd.DataFrame:

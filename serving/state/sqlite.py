@@ -40,7 +40,7 @@ import orjson
 import pandas as pd
 
 from decision.answer import Answer
-from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json, merge_facts
+from serving.state.contract import LOSS_TYPES, PLANNED_GRACE_NS, Contacts, items_json, merge_facts, merge_message
 
 DECISION_INSERT = ("INSERT OR REPLACE INTO decisions (decision_id, timestamp, user_id, propensity, policy, arm, "
                    "model_version, explorer, items, reason, experiment, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -89,6 +89,9 @@ CREATE TABLE IF NOT EXISTS users (
 """ + CHANGES_TABLE + """
 """
 CHANGE_INSERT = "INSERT INTO changes (user_id) VALUES (?)"
+MESSAGES_TABLE = """CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY, facts TEXT NOT NULL, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL
+);"""
 
 
 class SQLiteState:
@@ -99,6 +102,7 @@ class SQLiteState:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._connect() as db:
+            db.execute(MESSAGES_TABLE)
             # A state file from before `lost`: the table and the losses among its stored feedback in one
             # transaction (a crash between them would leave the table without its backfill for good).
             db.execute("BEGIN IMMEDIATE")
@@ -407,6 +411,48 @@ class SQLiteState:
         if not rows:
             return int(after), []
         return int(rows[-1][0]), list(dict.fromkeys(u for _, u in rows))
+
+    # -- live catalog --------------------------------------------------------------------------------
+    def upsert_messages(self, rows: Sequence[dict]) -> int:
+        """Merge each row's fields into the stored message (:func:`~serving.state.contract.merge_message`), in one
+        transaction that raises the catalog version; durable on return. Rows stored."""
+        if not rows:
+            return 0
+        db = self._connect()
+        db.execute("PRAGMA synchronous=FULL")
+        now = time.time_ns()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
+            for row in rows:
+                message = str(row["message_id"])
+                old = db.execute("SELECT facts FROM messages WHERE message_id = ?", (message,)).fetchone()
+                seq += 1
+                facts = merge_message(orjson.loads(old[0]) if old else {}, row)
+                db.execute("INSERT INTO messages (message_id, facts, seq, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT "
+                           "(message_id) DO UPDATE SET facts = excluded.facts, seq = excluded.seq, "
+                           "updated_at = excluded.updated_at", (message, orjson.dumps(facts).decode(), seq, now))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")
+        return len(rows)
+
+    def messages_table(self) -> tuple[int, dict[str, dict]]:
+        """(catalog version, every stored message's fields), read together."""
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            rows = db.execute("SELECT message_id, facts, seq FROM messages ORDER BY message_id").fetchall()
+        finally:
+            db.execute("COMMIT")
+        return max((r[2] for r in rows), default=0), {m: orjson.loads(f) for m, f, _ in rows}
+
+    def catalog_version(self) -> int:
+        """Raised by every ``/messages`` upsert (0: none yet)."""
+        return int(self._connect().execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0])
 
     # -- reading back ------------------------------------------------------------------------------
     def decision_log(self) -> pd.DataFrame:

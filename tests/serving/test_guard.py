@@ -371,7 +371,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world)
         schema = schemathesis.openapi.from_url(f"{base}/docs.json")
         operations = [result.ok() for result in schema.get_all_operations()]
         posted = [op for op in operations if op.method.upper() == "POST"]
-        assert sorted(op.path for op in posted) == ["/feedback", "/recommend", "/recommend_batch", "/users"]
+        assert sorted(op.path for op in posted) == ["/feedback", "/messages", "/recommend", "/recommend_batch", "/users"]
         for operation in posted:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 @settings(max_examples=80, deadline=None, database=None, derandomize=True, phases=[Phase.generate],

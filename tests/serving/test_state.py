@@ -488,3 +488,15 @@ def test_a_redis_store_from_before_live_users_finds_its_feedback_per_user(tmp_pa
     store.feedback([_send("s4", "u", NOW)])
     raw.delete(store._key("live", "ready"))          # a second backfill pushes s1–s4 again: each is read once
     assert open_state(url).user_events(["u"])["event_id"].tolist() == ["s2", "s1", "s4"]
+
+
+def test_catalog_entries_merge_field_by_field_and_raise_the_version(store) -> None:
+    assert store.catalog_version() == 0 and store.messages_table() == (0, {})
+    assert store.upsert_messages([{"message_id": "m9", "topic": "t", "channels": ["email"], "tags": [],
+                                   "end_at": NOW}]) == 1
+    assert store.upsert_messages([{"message_id": "m9", "channels": ["sms", "push"], "value": 2.0},
+                                  {"message_id": "m1", "end_at": NOW - DAY}]) == 2
+    version, table = store.messages_table()
+    assert version == store.catalog_version() == 3
+    assert table == {"m9": {"topic": "t", "channels": ["sms", "push"], "tags": [], "end_at": NOW, "value": 2.0},
+                     "m1": {"end_at": NOW - DAY}}
