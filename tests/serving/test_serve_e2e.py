@@ -265,3 +265,77 @@ def test_nbm_serve_without_data_serves_the_demo_world_and_its_printed_example_wo
         assert {i["channel"] for i in newcomer["items"]} == {"email"}
     finally:
         stop_service(process)
+
+
+@pytest.mark.slow
+def test_rows_accepted_before_a_kill_9_are_stored_once_after_a_resend(served_world, tmp_path) -> None:
+    """Writers post feedback, users and catalog rows to two workers; the whole service is killed with SIGKILL
+    mid-stream; after a restart every batch is sent again. Every row an answer accepted before the kill is
+    stored, and every row is stored exactly once (feedback by event id, users and messages by id)."""
+    data, home = served_world
+    config = tmp_path / "nbm.toml"
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    config.write_text(f'state_url = "{url}"\n')
+    env = {"NBM_CONFIG": str(config)}
+    users = pd.read_parquet(data / "users.parquet")["user_id"].astype(str).tolist()
+    known = pd.read_parquet(data / "messages.parquet")["message_id"].astype(str).tolist()
+    batches = []
+    for b in range(60):
+        u = users[b % len(users)]
+        batches.append(("/feedback", {"events": [{"event_id": f"k9-{b}-{i}", "timestamp": NOW, "user_id": u,
+                                                  "event_type": "visit"} for i in range(20)]}))
+        batches.append(("/users", {"users": [{"user_id": f"k9-user-{b}", "consent": ["email"],
+                                              "attributes": {"batch": b}}]}))
+        batches.append(("/messages", {"messages": [{"message_id": known[b % len(known)], "value": float(b)}]}))
+    port = free_port()
+    process = start_service(data, home, port, workers=2, env=env)
+    answered: list[int] = []
+    killed = threading.Event()
+
+    def write() -> None:
+        for i, (path, body) in enumerate(batches):
+            if killed.is_set():
+                return
+            try:
+                _post(port, path, body)
+                answered.append(i)
+            except Exception:  # noqa: BLE001 — the kill cuts requests short: those are resent below
+                return
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(answered) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGKILL)       # the server and both workers, mid-stream
+        killed.set()
+        process.wait(timeout=30)
+    finally:
+        writer.join(timeout=60)
+        if process.poll() is None:
+            stop_service(process)
+    assert 40 <= len(answered) < len(batches), len(answered)
+    stored = open_state(url)
+    before = set(stored.feedback_events()["event_id"])
+    for i in answered:                                           # durable before the answer returned
+        path, body = batches[i]
+        if path == "/feedback":
+            assert {e["event_id"] for e in body["events"]} <= before
+    port = free_port()
+    process = start_service(data, home, port, workers=2, env=env)
+    try:
+        for path, body in batches:                               # everything again, as a client that lost answers
+            answer = _post(port, path, body)
+            assert not answer["rejected"], answer
+    finally:
+        stop_service(process)
+    stored = open_state(url)
+    events = stored.feedback_events()
+    assert len(events) == events["event_id"].nunique() == 60 * 20
+    facts = stored.users_table()
+    assert {u: f["attributes"]["batch"] for u, f in facts.items() if u.startswith("k9-user-")} == \
+        {f"k9-user-{b}": b for b in range(60)}
+    _, catalog = stored.messages_table()
+    last = {known[b % len(known)]: float(b) for b in range(60)}
+    assert {m: f["value"] for m, f in catalog.items()} == last
