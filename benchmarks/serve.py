@@ -6,13 +6,17 @@ is one of those),
 registers a model in a temporary NBM_HOME, then — on 127.0.0.1 only, each level bounded in requests and
 seconds — measures ``nbm serve`` with 1 and 2 workers at concurrency 1, 8 and 32, 2 workers at concurrency 8
 with the batching of concurrent calls off (``NBM_MAX_BATCH=1``), /recommend_batch one and two requests at a
-time (a new connection each), and the HTTP path alone (a request refused by validation).
+time (a new connection each), and the HTTP path alone (a request refused by validation). With ``--live``, a
+level of live decisions too (issue 41): 2 workers at concurrency 8, every request carrying a ``context``
+(the user's consent and time zone), while a writer posts opens, clicks and visits of the users decided to
+``/feedback`` (each rebuilds its user's features within ``[service] live_refresh_seconds``); then how long a
+consent posted to ``/users`` takes to rule the next decision, on either worker.
 Floors measured in the same run: the engine's ``recommend`` in-process (candidates, features, LightGBM,
 ``decide()``, state store: what the service wraps) one request at a time and 1, 4, 8, 32 together, LightGBM
 ``Booster.predict`` and the compiled booster alone on one decision's rows, and a plain FastAPI/uvicorn app calling the
 same engine (in its own process, like the service).
 
-    .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10]
+    .venv/bin/python benchmarks/serve.py [--requests 400] [--seconds 10] [--live] [--only-live]
 """
 
 from __future__ import annotations
@@ -169,12 +173,114 @@ def serve_fastapi_floor(data: Path, port: int) -> None:
     uvicorn.run(fastapi_app(data), host="127.0.0.1", port=port, log_level="error")
 
 
+def live_level(data: Path, home: Path, take, args) -> None:
+    """The live level (see the module docstring): p50/p99 at concurrency 8 on 2 workers with context and a
+    feedback stream, the feedback accepted meanwhile, and the seconds a posted consent takes to rule decisions."""
+    users = pd.read_parquet(data / "users.parquet").set_index("user_id")
+    messages = pd.read_parquet(data / "messages.parquet")["message_id"].astype(str).tolist()
+
+    def body(u: str) -> bytes:
+        return json.dumps({"user_id": u, "now": NOW, "context": {"consent": CHANNELS,
+                                                                 "timezone": str(users.at[u, "timezone"])}}).encode()
+
+    port = free_port()
+    env = {}
+    if os.environ.get("NBM_BENCH_CONFIG"):          # (a configuration of the live level's service: experiments)
+        env["NBM_CONFIG"] = os.environ["NBM_BENCH_CONFIG"]
+    process = start_service(data, home, port, 2, env=env)
+    stop = threading.Event()
+    posted = [0]
+
+    def feedback() -> None:            # ~100 events/s: opens, clicks and visits of users being decided
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        rng = np.random.default_rng(1)
+        pool = list(users.index[:5000])
+        n = 0
+        while not stop.is_set():
+            events = []
+            for _ in range(10):
+                u, m = pool[int(rng.integers(len(pool)))], messages[int(rng.integers(len(messages)))]
+                kind = ("open", "click", "visit")[n % 3]
+                events.append({"event_id": f"live-{n}", "timestamp": "2026-10-31T12:00:00Z", "user_id": u,
+                               "event_type": kind, **({} if kind == "visit" else {"message_id": m, "channel": "email"})})
+                n += 1
+            conn.request("POST", "/feedback", json.dumps({"events": events}).encode(), {"content-type": "application/json"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            posted[0] += answer["accepted"]
+            time.sleep(0.1)
+        conn.close()
+
+    plain = lambda u: json.dumps({"user_id": u, "now": NOW}).encode()      # noqa: E731
+    try:
+        load(port, "/recommend", [body(u) for u in take(20)], 2, args.seconds)          # warm-up
+        # The same load without the live parts, then with the context alone, on the same warm workers.
+        for name, make in (("no context, no feedback", plain), ("context, no feedback", body)):
+            r = load(port, "/recommend", [make(u) for u in take(args.requests)], 8, args.seconds)
+            print(f"live: /recommend, {name}, 2 workers, concurrency 8: p50 {r['p50_ms']:.1f} ms, "
+                  f"p99 {r['p99_ms']:.1f} ms, {r['per_s']:.0f}/s")
+        writer = threading.Thread(target=feedback)
+        writer.start()
+        time.sleep(1.0)
+        r = load(port, "/recommend", [body(u) for u in take(args.requests)], 8, args.seconds)
+        time.sleep(0.5)
+        stop.set()
+        writer.join()
+        print(f"live: /recommend with context, 2 workers, concurrency 8, feedback stream on: p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms (target ≤ 25), {r['per_s']:.0f}/s; {posted[0]:,} feedback events accepted "
+              "meanwhile")
+        # A consent posted to /users: how long until the next decision (on either worker) obeys it.
+        waits = []
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def post(path: str, payload: dict) -> dict:
+            conn.request("POST", path, json.dumps(payload).encode(), {"content-type": "application/json"})
+            response = conn.getresponse()
+            return json.loads(response.read())
+
+        def probe(u: str, day: int) -> dict:
+            # Each probe a week after the last (no cap of an earlier probe holds), on a new connection (either
+            # worker), asking for email and push alone: answered before the change, nothing after it.
+            now = (pd.Timestamp(NOW) + pd.Timedelta(days=day)).isoformat()
+            fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            fresh.request("POST", "/recommend", json.dumps({"user_id": u, "now": now, "channels": ["email", "push"],
+                                                            "explore": False}).encode(),
+                          {"content-type": "application/json"})
+            answer = json.loads(fresh.getresponse().read())
+            fresh.close()
+            return answer
+
+        for i, u in enumerate(take(30)):
+            if not probe(u, 8)["items"]:
+                continue                       # nothing for this user even before: it would prove nothing
+            post("/users", {"users": [{"user_id": u, "consent": ["sms"]}]})
+            began, day = time.perf_counter(), 8
+            while True:
+                day += 8
+                answer = probe(u, day)
+                if not answer["items"] and answer["reason"] == "no_eligible_candidate":
+                    break
+                if time.perf_counter() - began > 10:
+                    raise RuntimeError(f"a consent posted for {u} was not obeyed within 10 s")
+            waits.append(time.perf_counter() - began)
+            if len(waits) == 10:
+                break
+        conn.close()
+        print(f"live: a consent posted to /users rules the next decision within {max(waits):.2f} s (max of "
+              f"{len(waits)}; median {np.median(waits):.2f} s; target ≤ 1 s)")
+    finally:
+        stop.set()
+        stop_service(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per level (at most; a fresh user each)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (at most)")
     parser.add_argument("--fastapi-floor", type=Path, help=argparse.SUPPRESS)   # internal: serve the floor's app
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--live", action="store_true", help="also the live level (context, feedback stream)")
+    parser.add_argument("--only-live", action="store_true", help="the live level and its floors only")
     args = parser.parse_args()
     if args.fastapi_floor is not None:
         serve_fastapi_floor(args.fastapi_floor, args.port)
@@ -223,6 +329,10 @@ def main() -> None:
         print("in-process recommend_many, requests decided together: "
               + ", ".join(f"{k}: {v:.1f} ms" for k, v in curve.items()))
         del engine
+        if args.live or args.only_live:
+            live_level(data, home, take, args)
+            if args.only_live:
+                return
         rows_out = []
         for c in (1, 8):
             r = fastapi_floor(data, home, bodies_for(args.requests + 20), c, args.seconds)

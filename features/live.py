@@ -102,12 +102,22 @@ def live_events_frame(base: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFram
 
 
 def live_store(base: FeatureStore, rows: LiveRows, users: list[str], feedback: pd.DataFrame,
-               facts: dict[str, dict]) -> FeatureStore:
+               facts: dict[str, dict], aliases: dict[str, str] | None = None) -> FeatureStore:
     """A store of ``users`` alone — their snapshot events plus ``feedback`` (their events from ``/feedback``),
-    their rows with ``facts`` applied — featurising with ``base``'s globals: see the module docstring."""
-    dataset = replace(base.dataset, events=live_events_frame(rows.events(users), feedback),
+    their rows with ``facts`` applied — featurising with ``base``'s globals: see the module docstring.
+    ``aliases`` (identifier → one of ``users``): other identifiers of the same people (``/users`` links) whose
+    snapshot events and feedback are theirs (as identity resolution makes them offline)."""
+    aliases = {a: u for a, u in (aliases or {}).items() if a not in set(users)}
+    events = rows.events([*users, *aliases])
+    if aliases:
+        events = events.assign(user_id=events["user_id"].astype(object).map(lambda x: aliases.get(x, x)).astype(
+            events["user_id"].dtype))
+        if len(feedback):
+            feedback = feedback.assign(user_id=feedback["user_id"].map(lambda x: aliases.get(x, x)))
+        events = events.sort_values(["timestamp", "event_id"], kind="stable")
+    dataset = replace(base.dataset, events=live_events_frame(events, feedback),
                       users=live_users_frame(rows.users(users), users, facts), decisions=None)
-    return FeatureStore.build(dataset, base.config, base.globals)
+    return FeatureStore.build(dataset, base.config, base.globals, catalog_from=base.history)
 
 
 def live_catalog(base: pd.DataFrame, stored: dict[str, dict]) -> pd.DataFrame:

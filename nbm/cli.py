@@ -263,13 +263,13 @@ def _cmd_export_log(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     since = parse_time(args.since, "--since")
-    users = messages = None
+    users = messages = links = None
     if args.data is not None:
         from nbm.dataset import load_dataset
 
         dataset = load_dataset(args.data, config)[0]
-        users, messages = dataset.users, dataset.messages
-    counts = export_log(open_state(config.state_url), args.out, since, args.format, users, messages)
+        users, messages, links = dataset.users, dataset.messages, dataset.links
+    counts = export_log(open_state(config.state_url), args.out, since, args.format, users, messages, links)
     print(f"wrote {counts['decisions']:,} decisions, {counts['events']:,} feedback events, the facts of "
           f"{counts['users']:,} users and {counts['messages']:,} catalog changes to {args.out} "
           f"({counts['propensities_filled']:,} reported sends given the propensity their answer had)", file=sys.stderr)

@@ -126,7 +126,8 @@ class Engine:
         self._rebuilding: threading.Thread | None = None
         self.check_catalog(wait=True)
         # Users whose feedback or facts changed since the snapshot: their own stores, refreshed by a thread.
-        self.live_users = LiveUsers(self.store, self.state, config.service.live_refresh_seconds, hook=self.check_catalog)
+        self.live_users = LiveUsers(self.store, self.state, config.service.live_refresh_seconds, hook=self.check_catalog,
+                                    resolve=lambda identifier: self._canonical.get(identifier, identifier))
         self.live_users.start()
         self._rng = np.random.default_rng(settings.seed)
         self._rng_lock = threading.Lock()
@@ -138,6 +139,13 @@ class Engine:
         gc.freeze()
 
     def canonical(self, user_id: str) -> str:
+        """The person an identifier names: by the links posted to ``/users`` (the newest knowledge), else by the
+        data directory's identity resolution, else itself."""
+        live = getattr(self, "live_users", None)
+        if live is not None and live.links:
+            linked = live.links.get(user_id)
+            if linked is not None:
+                return linked
         return self._canonical.get(user_id, user_id)
 
     # -- model reload ------------------------------------------------------------------------------

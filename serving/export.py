@@ -12,7 +12,8 @@ attributes). Given the data directory's users table (``nbm export-log --data DIR
 those facts merged in — every user, ready to replace it; otherwise one row per user the service was told
 about, with the facts it was told (a fact never told is missing there: merge by ``user_id``). ``messages``
 likewise holds the catalog as ``/messages`` changed it (``--data``: the data directory's catalog with the
-changes applied).
+changes applied), and ``links`` the identifiers ``/users`` linked to each person (``--data``: after the data
+directory's own links).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from serving.state import StateStore
 
 
 def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, file_format: str = "parquet",
-               users: pd.DataFrame | None = None, messages: pd.DataFrame | None = None) -> dict[str, int]:
+               users: pd.DataFrame | None = None, messages: pd.DataFrame | None = None,
+               links: pd.DataFrame | None = None) -> dict[str, int]:
     """Write ``decisions`` and ``events`` (rows at or after ``since``) and ``users`` (see the module docstring;
     ``users``: the data directory's table to merge into) to ``out``; the row counts."""
     log = state.decision_log()
@@ -47,6 +49,12 @@ def export_log(state: StateStore, out: Path, since: pd.Timestamp | None = None, 
     table = users_table(facts, users)
     if len(table) or users is not None:
         write_table(table, out, "users", file_format)
+    posted = pd.DataFrame([(u, x) for u, f in sorted(facts.items()) for x in f.get("links", ())],
+                          columns=["identifier_a", "identifier_b"], dtype=object)
+    if len(posted) or (links is not None and len(links)):
+        joined = posted if links is None else pd.concat([links[["identifier_a", "identifier_b"]].astype(object), posted],
+                                                        ignore_index=True).drop_duplicates(ignore_index=True)
+        write_table(joined, out, "links", file_format)
     _, catalog = state.messages_table()
     if catalog or messages is not None:
         write_table(messages_table(catalog, messages), out, "messages", file_format)

@@ -10,7 +10,8 @@ A decision never waits for that build, except for a request whose own ``context`
 (the decision uses them at once, :meth:`LiveUsers.ensure`).
 
 Every user keeps the newest store built for them; when more than :data:`MAX_STORES` stores are referenced,
-the next refresh builds one store of every live user instead (compaction). A store also records, per user,
+the smaller half of them is built again as one (compaction: what a merge costs is bounded by the small
+stores' users, not by every live user). A store also records, per user,
 the feedback sends it holds: the engine's patch of contact features counts only the sends the store lacks
 (planned items, and sends reported after it was built), never one twice.
 """
@@ -30,8 +31,12 @@ from features.pipeline import FeatureStore
 
 log = logging.getLogger(__name__)
 
-MAX_STORES = 32
-"""Distinct live stores past which the next refresh rebuilds every live user into one."""
+MAX_STORES = 16
+"""Distinct live stores past which a refresh builds the smaller half of them again as one."""
+BUSY_SHARE = 0.2
+"""Most of a worker's time its refresher takes: after a turn that built for ``b`` seconds it waits at least
+``b / BUSY_SHARE − b`` (and ``live_refresh_seconds``), so that a heavy feedback stream slows the refresh rather
+than the decisions (benchmarks/serve.py --live)."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +51,10 @@ class LiveStore:
 class LiveUsers:
     """See the module docstring. Thread-safe: the refresher thread and request threads share it."""
 
-    def __init__(self, base: FeatureStore, state, refresh_seconds: float = 0.25, hook=None) -> None:
+    def __init__(self, base: FeatureStore, state, refresh_seconds: float = 0.25, hook=None, resolve=None) -> None:
         self.base = base
+        self.resolve = resolve or (lambda identifier: identifier)   # the snapshot's identity resolution
+        self.links: dict[str, str] = {}         # identifier → user, from the users' posted links
         self.hook = hook            # called each turn before the users (the engine's catalog check)
         self.state = state
         self.refresh_seconds = float(refresh_seconds)
@@ -82,23 +89,26 @@ class LiveUsers:
             self._thread.start()
 
     def _run(self) -> None:
+        pause = self.refresh_seconds
         while True:
-            time.sleep(self.refresh_seconds)
+            time.sleep(pause)
+            began = time.perf_counter()
             try:
                 if self.hook is not None:
                     self.hook()
                 self.refresh()
             except Exception:  # noqa: BLE001 — a state-store hiccup must not end the thread; the next turn retries
                 log.exception("live users: refresh failed")
+            spent = time.perf_counter() - began
+            pause = max(self.refresh_seconds, spent / BUSY_SHARE - spent)
 
     def refresh(self) -> int:
         """Build the stores of the users changed since the watermark; how many users."""
         with self._lock:
             seq, users = self.state.changes_since(self.watermark)
             if users:
-                if len({id(s) for s in self._of.values()}) >= MAX_STORES:
-                    users = sorted(set(users) | set(self._of))       # compaction: one store of every live user
-                self._build(users)
+                self._build(sorted(set(users)))
+                self._compact()
             self.watermark = seq
             self.refreshed_at = time.monotonic()
             return len(users)
@@ -123,6 +133,18 @@ class LiveUsers:
             if users:
                 self._build(users)
 
+    def _compact(self) -> None:
+        """Past :data:`MAX_STORES` stores, the smaller half (by users) built again as one: the cost of a merge is
+        that of the small stores' users, never of every live user (a store whose users all moved to newer ones
+        is gone already)."""
+        members: dict[int, list[str]] = {}
+        for user, live in self._of.items():
+            members.setdefault(id(live), []).append(user)
+        if len(members) <= MAX_STORES:
+            return
+        smallest = sorted(members.values(), key=len)[: len(members) // 2]
+        self._build(sorted(u for group in smallest for u in group))
+
     def ensure(self, users: list[str]) -> None:
         """Build the stores of ``users`` now (their facts just changed by a request's context)."""
         with self._lock:
@@ -131,9 +153,16 @@ class LiveUsers:
     def _build(self, users: list[str]) -> None:
         if self._rows is None:
             self._rows = LiveRows(self.base)
-        feedback = self.state.user_events(users)
         facts = self.state.user_facts(users)
-        store = live_store(self.base, self._rows, users, feedback, facts)
+        aliases: dict[str, str] = {}
+        for user in users:
+            for identifier in facts.get(user, {}).get("links", ()):
+                self.links[identifier] = user
+                aliases[identifier] = user
+                aliases.setdefault(self.resolve(identifier), user)     # the snapshot's person of that identifier
+        aliases.pop("", None)
+        feedback = self.state.user_events([*users, *aliases])
+        store = live_store(self.base, self._rows, users, feedback, facts, aliases)
         sent = feedback[feedback["event_type"] == "send"]
         sends = {u: frozenset() for u in users}
         for u, group in sent.groupby("user_id", sort=False):

@@ -184,8 +184,20 @@ class UserRow(UserFacts):
 
     user_id: str = Field(min_length=1, max_length=512, description="the person's identifier")
     signup_at: datetime | None = Field(None, description="when the person signed up (ISO-8601)")
+    links: list[str] | None = Field(None, max_length=64, description="other identifiers of the same person (an "
+                                    "email hash, a device id…): requests and feedback naming them are this person's")
 
     _id_printable = field_validator("user_id")(_printable)
+
+    @field_validator("links")
+    @classmethod
+    def _links_printable(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        out = [_printable(v) for v in value]
+        if any(len(v) > 512 for v in out):
+            raise ValueError("an identifier has over 512 characters")
+        return out
     _signup_a_string = field_validator("signup_at", mode="before")(lambda value: _iso_text(value))
     _signup_in_range = field_validator("signup_at")(_in_range)
 

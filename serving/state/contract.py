@@ -108,11 +108,14 @@ FACTS = ("consent", "timezone", "signup_at")
 def merge_facts(old: dict, row: dict) -> dict:
     """``old`` facts with ``row``'s merged in: ``consent`` (a list of channels), ``timezone`` and ``signup_at``
     (int ns) replace the stored value when given (not ``None``); ``attributes`` are merged name by name (a
-    ``None`` value stores the attribute as missing)."""
-    out = {k: v for k, v in old.items() if k in (*FACTS, "attributes")}
+    ``None`` value stores the attribute as missing); ``links`` (identifiers of the same person) are added to the
+    stored ones (sorted, each once)."""
+    out = {k: v for k, v in old.items() if k in (*FACTS, "attributes", "links")}
     for key in FACTS:
         if row.get(key) is not None:
             out[key] = list(row[key]) if key == "consent" else row[key]
     if row.get("attributes"):
         out["attributes"] = {**out.get("attributes", {}), **row["attributes"]}
+    if row.get("links"):
+        out["links"] = sorted(set(out.get("links", ())) | set(row["links"]))
     return out

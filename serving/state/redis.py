@@ -16,7 +16,8 @@ across any number of worker processes and machines:
   (the channel is not eligible from then on).
 * ``{prefix}arms:impressions`` / ``{prefix}arms:successes`` — the explorer's statistics per (message, channel).
 * ``{prefix}decisions`` — the decision log by ``decision_id``.
-* ``{prefix}user:{user}`` — a user's facts (one field per fact, ``attr:NAME`` per attribute: ``HSET`` merges);
+* ``{prefix}user:{user}`` — a user's facts (one field per fact, ``attr:NAME`` per attribute, ``link:ID`` per
+  identifier linked to the user: ``HSET`` merges);
   ``{prefix}users`` the set of users with facts; ``{prefix}uev:{user}`` the user's accepted feedback rows;
   ``{prefix}changes`` — a list of the users changed, one entry per accepted event or upsert: its index is
   the change number the workers' live refreshers read from.
@@ -322,6 +323,7 @@ class RedisState:
             fields = {key: json.dumps(list(row[key]) if key == "consent" else row[key])
                       for key in FACTS if row.get(key) is not None}
             fields.update({f"attr:{name}": json.dumps(value) for name, value in (row.get("attributes") or {}).items()})
+            fields.update({f"link:{identifier}": "1" for identifier in row.get("links") or ()})
             if fields:
                 pipe.hset(self._key("user", user), mapping=fields)
             pipe.sadd(self._key("users"), user)
@@ -431,8 +433,12 @@ def _facts(fields: dict) -> dict:
         key, value = _text(key), json.loads(value)
         if key.startswith("attr:"):
             out.setdefault("attributes", {})[key[5:]] = value
+        elif key.startswith("link:"):
+            out.setdefault("links", []).append(key[5:])
         else:
             out[key] = value
+    if "links" in out:
+        out["links"] = sorted(out["links"])
     return out
 
 

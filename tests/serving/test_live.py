@@ -192,6 +192,8 @@ USER_ROWS = [
     ({"user_id": "u", "attributes": {"x": [1, 2]}}, "attributes"),
     ({"user_id": "u", "attributes": {"x": float("nan")}}, "attributes"),
     ({"user_id": "u", "colour": "red"}, "colour"),
+    ({"user_id": "u", "links": "device-1"}, "links"),
+    ({"user_id": "u", "links": ["dev\u0000ice"]}, "links"),
     ("not an object", "user"),
 ]
 
@@ -266,3 +268,44 @@ def test_export_log_writes_the_users_the_next_training_reads(served_world, tmp_p
     assert loaded.loc["brand-new", "signup_at"] == pd.Timestamp("2026-10-20T08:00:00Z")
     other = str(users["user_id"].iloc[9])
     assert loaded.loc[other, "timezone"] == users.set_index("user_id").loc[other, "timezone"]
+
+
+def test_a_posted_link_makes_two_identifiers_one_person_with_both_histories(served_world, tmp_path, monkeypatch) -> None:
+    """``links`` on /users: requests and feedback naming the other identifier are the person's, and the person's
+    features are offline featurisation of both identifiers' events as one person (what the links table does)."""
+    from decision.candidates import expand
+    from features.live import live_events_frame
+    from features.pipeline import FeatureStore
+
+    engine = _engine(served_world, _config(tmp_path, 0.0, served_world, monkeypatch), monkeypatch)
+    events = engine.dataset.events
+    counts = events["user_id"].value_counts()
+    users = engine.dataset.users
+    full = set(users.loc[users["consent"].map(lambda c: {"email", "sms", "push"} <= set(c)), "user_id"].astype(str))
+    a, b = [u for u in counts.index.astype(str) if u in full][:2]
+    assert engine.upsert_users([{"user_id": a, "links": ["device-xyz", b]}])["accepted"] == 1
+    engine.live_users.refresh()
+    assert engine.canonical("device-xyz") == a and engine.canonical(b) == a
+    assert engine.state.user_facts([a])[a]["links"] == sorted(["device-xyz", b])
+    served = engine.feature_rows("device-xyz", NOW)
+    merged = events.assign(user_id=events["user_id"].astype(object).replace({b: a}).astype(events["user_id"].dtype))
+    merged = merged.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+    offline = FeatureStore.build(replace(engine.dataset, events=live_events_frame(merged, merged.iloc[:0]),
+                                         users=users[users["user_id"] != b].reset_index(drop=True)),
+                                 engine.config, engine.store.globals)
+    reference = offline.featurise(expand(offline, a, NOW))
+    assert len(served) == len(reference) > 0
+    for feature in FEATURE_NAMES:
+        assert _same(served[feature].reset_index(drop=True), reference[feature].reset_index(drop=True)), feature
+    # Feedback naming the other identifier is the person's.
+    event = {"event_id": "link-1", "timestamp": (NOW - pd.Timedelta(hours=1)).isoformat(), "user_id": "device-xyz",
+             "event_type": "visit"}
+    assert engine.feedback([event])["accepted"] == 1
+    assert engine.state.user_events([a])["event_id"].tolist()[-1] == "link-1"
+    # Exported as the data contract's links, after the data directory's own.
+    from serving.export import export_log
+
+    export_log(engine.state, tmp_path / "out", links=engine.dataset.links)
+    written = pd.read_parquet(tmp_path / "out" / "links.parquet")
+    assert len(written) == len(engine.dataset.links) + 2
+    assert {("device-xyz", a), (b, a)} <= {(r.identifier_b, r.identifier_a) for r in written.itertuples()}
