@@ -339,3 +339,60 @@ def test_rows_accepted_before_a_kill_9_are_stored_once_after_a_resend(served_wor
     _, catalog = stored.messages_table()
     last = {known[b % len(known)]: float(b) for b in range(60)}
     assert {m: f["value"] for m, f in catalog.items()} == last
+
+
+@pytest.mark.slow
+def test_no_cap_is_broken_by_32_clients_on_2_workers_reporting_every_send(served_world, tmp_path) -> None:
+    """32 concurrent clients ask for 20 users over two workers (keep-alive and fresh connections), and report
+    every item back to /feedback as a send (so planned items become reported sends and the users' live stores
+    are rebuilt meanwhile). Every user's items, planned and reported, keep the contact policy: 0 violations."""
+    data, home = served_world
+    config = tmp_path / "nbm.toml"
+    config.write_text(f'state_url = "sqlite:///{tmp_path / "state.db"}"\n')
+    users = pd.read_parquet(data / "users.parquet")
+    chosen = users.loc[users["consent"].map(len) >= 3, "user_id"].astype(str).tolist()[:20]
+    port = free_port()
+    process = start_service(data, home, port, workers=2, explorer="epsilon_greedy", env={"NBM_CONFIG": str(config)})
+    items: dict[str, list[dict]] = collections.defaultdict(list)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client(seed: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        order = itertools.islice(itertools.cycle(chosen[seed % 20:] + chosen[:seed % 20]), 12)
+        for n, user in enumerate(order):
+            if n % 4 == 3:                      # now and then a new connection: the other worker, maybe
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", "/recommend", json.dumps({"user_id": user, "now": NOW, "k": 2}).encode(),
+                         {"content-type": "application/json"})
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            if response.status == 503:          # the user's contacts kept changing: nothing was planned
+                continue
+            if response.status != 200:
+                errors.append(f"{response.status}: {answer}")
+                return
+            sends = [{"event_id": f"c32-{answer['decision_id']}-{i}", "timestamp": item["send_at"], "user_id": user,
+                      "event_type": "send", "message_id": item["message_id"], "channel": item["channel"],
+                      "decision_id": answer["decision_id"]} for i, item in enumerate(answer["items"])]
+            with lock:
+                items[user].extend(answer["items"])
+            if sends:
+                conn.request("POST", "/feedback", json.dumps({"events": sends}).encode(),
+                             {"content-type": "application/json"})
+                reply = conn.getresponse()
+                accepted = json.loads(reply.read())
+                if reply.status != 200 or accepted["accepted"] != len(sends):
+                    errors.append(f"feedback {reply.status}: {accepted}")
+        conn.close()
+
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(client, range(32)))
+    finally:
+        stop_service(process)
+    assert not errors, errors[:3]
+    assert sum(len(v) for v in items.values()) >= 20, "nothing was sent: the test proves nothing"
+    for user, mine in items.items():
+        _check_caps(mine)
