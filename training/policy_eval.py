@@ -36,6 +36,8 @@ are counted in the report.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,14 +186,15 @@ def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArti
         frame = pd.DataFrame({"decision_id": d["decision_id"].to_numpy(dtype=object),
                               "user_id": d["user_id"].to_numpy(dtype=object),
                               "now": d["timestamp"].to_numpy(dtype="int64"),
-                              "propensity": d["propensity"].to_numpy(dtype=float)})
+                              "propensity": d["propensity"].to_numpy(dtype=float),
+                              "trigger": _trigger_messages(d)})
         first = sends[sends["decision_id"].notna()].drop_duplicates("decision_id")
         frame = frame.merge(first.drop(columns=["user_id"]), on="decision_id", how="left")
         frame["sent"] = frame["message_id"].notna()
         frame["propensity"] = frame["propensity"].fillna(frame["send_propensity"])
         scope = "decisions"
     else:
-        frame = sends.assign(now=sends["send_at"], propensity=sends["send_propensity"], sent=True)
+        frame = sends.assign(now=sends["send_at"], propensity=sends["send_propensity"], sent=True, trigger=None)
         scope = "sends"
     frame["reward"] = frame["reward"].fillna(0.0)
     frame["q_logged"] = frame["q_logged"].fillna(0.0)
@@ -212,8 +215,43 @@ def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArti
         frame = frame.iloc[keep].reset_index(drop=True)
     frame = frame.sort_values(["now", "user_id"], kind="stable").reset_index(drop=True)
     return LoggedDecisions(frame[["decision_id", "user_id", "now", "propensity", "sent", "message_id", "channel",
-                                  "send_at", "reward", "q_logged"]], scope, dropped, censored, until,
+                                  "send_at", "reward", "q_logged", "trigger"]], scope, dropped, censored, until,
                            float("nan") if horizon_hours is None else float(horizon_hours), reward)
+
+
+def _trigger_messages(decisions: pd.DataFrame) -> np.ndarray:
+    """Per logged decision, the messages its trigger allowed (a tuple; ``None``: not a triggered decision), from
+    the decisions table's optional ``trigger`` JSON (what the service logs, docs/serving.md "Triggers")."""
+    out = np.full(len(decisions), None, dtype=object)
+    if "trigger" not in decisions:
+        return out
+    for i, text in enumerate(decisions["trigger"].tolist()):
+        if isinstance(text, str) and text:
+            try:
+                out[i] = tuple(json.loads(text).get("messages") or ())
+            except (ValueError, AttributeError):
+                out[i] = None
+    return out
+
+
+def _trigger_keep(part: pd.DataFrame):
+    """``keep`` for :func:`~decision.decide.eligible_candidates`: a triggered decision's pairs only among its
+    trigger's messages, as the service decided it (``None`` when no decision of ``part`` was triggered)."""
+    triggers = part["trigger"].tolist() if "trigger" in part else []
+    if not any(t is not None for t in triggers):
+        return None
+
+    def keep(pairs) -> np.ndarray:
+        allowed = np.ones(len(pairs), dtype=bool)
+        names = np.asarray(pairs.messages, dtype=object)
+        for g, messages in enumerate(triggers):
+            if messages is None:
+                continue
+            mine = pairs.group == g
+            allowed[mine] = np.isin(names[pairs.message_code[mine]], list(messages))
+        return allowed
+
+    return keep
 
 
 def censoring_note(logged) -> str | None:
@@ -259,7 +297,8 @@ def replay(store: FeatureStore, logged: LoggedDecisions, artifacts: dict[str, Sc
         users, now = part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64")
         hist = sends.histories(users, now, lookback)
         logged_key = _logged_keys(part, a)
-        eligible = eligible_candidates(store, users, now, hist)       # every policy decides over the same
+        # Every policy decides over the same candidates: a triggered decision's, its trigger's messages only.
+        eligible = eligible_candidates(store, users, now, hist, _trigger_keep(part))
         for name, artifact in artifacts.items():
             md = decide_many(store, artifact, users, now, hist, rng, threshold=threshold, eligible=eligible).model
             b = md.batch

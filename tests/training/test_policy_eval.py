@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.features.conftest import config, dataset  # noqa: F401 (fixtures)
 from tests.training.worlds import evaluate_on_simulated_world
 from training.gate import promotion_gate
 from training.policy_eval import (LoggedDecisions, PolicyReport, Replay, _probability_of_logged, dr_terms,
@@ -218,3 +219,48 @@ def test_logged_decisions_leave_out_those_whose_outcomes_are_still_open() -> Non
     assert "2 decisions after" in censoring_note(cut) and censoring_note(whole) is None
     # a cut that would leave nothing is not made
     assert len(logged_decisions(dataset, test, artifact, 0, None, 0, horizon_hours=24.0 * 30).frame) == n
+
+
+def test_a_logged_triggered_decision_is_replayed_over_its_triggers_messages(dataset) -> None:
+    """The decisions table's ``trigger`` (as the service logs it) restricts a decision's candidates in the
+    replay to the messages its trigger allowed; other decisions keep all theirs."""
+    import json
+    from types import SimpleNamespace
+
+    from decision.decide import eligible_candidates
+    from decision.histories import send_histories
+    from features.pipeline import FeatureStore
+    from nbm.config import NbmConfig
+    from training.policy_eval import _trigger_keep, logged_decisions
+
+    messages = dataset.messages["message_id"].astype(str).tolist()
+    allowed = messages[:2]
+    users = dataset.users["user_id"].astype(str).to_numpy(dtype=object)[:6]
+    now = np.full(len(users), int(dataset.events["timestamp"].max().value), dtype=np.int64)
+    trigger = json.dumps({"event_type": "cart_abandoned", "message_id": None, "topic": None, "messages": allowed})
+    decisions = pd.DataFrame({"decision_id": [f"d{i}" for i in range(6)], "user_id": users, "timestamp": now,
+                              "propensity": 0.5, "trigger": [trigger, None, trigger, None, "", trigger]})
+    test = pd.DataFrame({"decision_id": pd.Series([], dtype=object), "event_id": pd.Series([], dtype=object),
+                         "user_id": pd.Series([], dtype=object), "message_id": pd.Series([], dtype=object),
+                         "channel_name": pd.Series([], dtype=object), "timestamp": pd.Series([], dtype="int64"),
+                         "revenue": pd.Series([], dtype=float), "propensity": pd.Series([], dtype=float)})
+    fake = SimpleNamespace(events=dataset.events, decisions=decisions, messages=dataset.messages)
+    logged = logged_decisions(fake, test, SimpleNamespace(score=lambda rows: np.zeros(len(rows))), 0, None, 0)
+    frame = logged.frame.set_index("decision_id")
+    assert frame.loc["d0", "trigger"] == tuple(allowed) and frame.loc["d1", "trigger"] is None
+    assert frame.loc["d4", "trigger"] is None
+    part = logged.frame
+    store = FeatureStore.build(dataset, NbmConfig())
+    users, now = part["user_id"].to_numpy(dtype=object), part["now"].to_numpy(dtype="int64")
+    hist = send_histories(store, users, now, 8.0)
+    every = eligible_candidates(store, users, now, hist).pairs
+    kept = eligible_candidates(store, users, now, hist, _trigger_keep(part)).pairs
+    names = np.asarray(kept.messages, dtype=object)
+    for g, messages_allowed in enumerate(part["trigger"]):
+        mine = names[kept.message_code[kept.group == g]]
+        theirs = np.asarray(every.messages, dtype=object)[every.message_code[every.group == g]]
+        if messages_allowed is None:
+            assert sorted(mine) == sorted(theirs)
+        else:
+            assert set(mine) <= set(allowed) and sorted(mine) == sorted(m for m in theirs if m in allowed)
+    assert _trigger_keep(part.assign(trigger=None)) is None
