@@ -220,7 +220,11 @@ class PopulationRates:
 class History:
     """As-of indexes over the events of a set of users (one partition, or everybody)."""
 
-    def __init__(self, dataset: Dataset, vocabulary: Vocabulary, config: NbmConfig, base: int) -> None:
+    def __init__(self, dataset: Dataset, vocabulary: Vocabulary, config: NbmConfig, base: int,
+                 catalog_from: History | None = None) -> None:
+        """``catalog_from``: a history of the same catalog and vocabulary whose catalog arrays are shared, not
+        computed again (a live store of a few users beside the snapshot's, features/live.py)."""
+        self._catalog_from = catalog_from
         events, users = dataset.events, dataset.users
         self.config, self.vocabulary, self.base = config, vocabulary, base
         self.users = pd.Index(users["user_id"].astype(str))
@@ -331,7 +335,13 @@ class History:
 
     def _profile_arrays(self, dataset: Dataset) -> None:
         """Catalog arrays by message code, the consent matrix, and codes of text attributes."""
-        self._catalog(dataset.messages)
+        shared = self._catalog_from
+        if shared is not None:
+            self.catalog_arrays, self.message_channels = shared.catalog_arrays, shared.message_channels
+            self.message_stages = shared.message_stages
+        else:
+            self._catalog(dataset.messages)
+        del self._catalog_from
         channels = self.vocabulary.channels
         consent = np.zeros((len(self.user_frame), len(channels)), dtype=bool)
         lists = self.user_frame["consent"].explode().dropna() if len(self.user_frame) else pd.Series(dtype=object)

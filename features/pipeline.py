@@ -68,15 +68,16 @@ class FeatureStore:
 
     @classmethod
     def build(cls, dataset: Dataset, config: NbmConfig, shared: Globals | None = None,
-              strengths: dict[str, float] | None = None) -> FeatureStore:
+              strengths: dict[str, float] | None = None, catalog_from: History | None = None) -> FeatureStore:
         """The store of ``dataset``. ``strengths``: a model's smoothing strengths (``artifact.prior_strengths``,
-        what it was trained with) used as they are instead of being learned again on ``dataset``."""
+        what it was trained with) used as they are instead of being learned again on ``dataset``. ``catalog_from``:
+        a history of the same catalog whose catalog arrays the new one shares (see :class:`History`)."""
         shared = shared or Globals.build(dataset, config, _pinned(strengths))
         policy = config.contact_policy
         if policy.needs_topics() and policy.topic_of is None:        # topic caps, suppression, mandatory topics
             topic_of = dict(zip(dataset.messages["message_id"].astype(str), dataset.messages["topic"].astype(str)))
             config = config.model_copy(update={"contact_policy": policy.with_topics(topic_of)})
-        return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base))
+        return cls(dataset, config, shared, History(dataset, shared.vocabulary, config, shared.base, catalog_from))
 
     def freeze(self) -> FeatureStore:
         """Precompute every index's per-key positions for queries past the history (the service's ``now``),
