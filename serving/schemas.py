@@ -235,20 +235,7 @@ class MessagesRequest(BaseModel):
 
 def message_errors(raw: Any) -> tuple[dict[str, Any] | None, str]:
     """The validated catalog row (times as int ns), or ``None`` and the reason naming the field."""
-    if not isinstance(raw, dict):
-        return None, "`message`: not a JSON object"
-    try:
-        row = MessageRow.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "message"
-        return None, f"`{field}`: {first['msg']} (got {clip(first.get('input'))})"
-    out = row.model_dump()
-    for name in ("start_at", "end_at"):
-        stamp = out[name]
-        if stamp is not None:
-            out[name] = int(pd.Timestamp(stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).value)
-    return out, ""
+    return _row_errors(MessageRow, raw, "message", ("start_at", "end_at"))
 
 
 class UsersRequest(BaseModel):
@@ -259,18 +246,25 @@ class UsersRequest(BaseModel):
 
 def user_errors(raw: Any) -> tuple[dict[str, Any] | None, str]:
     """The validated user row (``signup_at`` as int ns), or ``None`` and the reason naming the field."""
+    return _row_errors(UserRow, raw, "user", ("signup_at",))
+
+
+def _row_errors(model: type[BaseModel], raw: Any, what: str, times: tuple[str, ...]) -> tuple[dict[str, Any] | None, str]:
+    """A row of a ``/users`` or ``/messages`` body validated by ``model`` (the fields ``times`` as int ns, UTC
+    when naive), or ``None`` and the reason naming the field."""
     if not isinstance(raw, dict):
-        return None, "`user`: not a JSON object"
+        return None, f"`{what}`: not a JSON object"
     try:
-        row = UserRow.model_validate(raw)
+        row = model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "user"
+        field = ".".join(str(p) for p in first["loc"]) or what
         return None, f"`{field}`: {first['msg']} (got {clip(first.get('input'))})"
     out = row.model_dump()
-    if out["signup_at"] is not None:
-        stamp = out["signup_at"]
-        out["signup_at"] = int(pd.Timestamp(stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).value)
+    for name in times:
+        stamp = out[name]
+        if stamp is not None:
+            out[name] = int(pd.Timestamp(stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).value)
     return out, ""
 
 

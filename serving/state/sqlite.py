@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -294,13 +295,10 @@ class SQLiteState:
     # -- feedback ----------------------------------------------------------------------------------
     def feedback(self, events: list[dict], target: str = "convert") -> tuple[int, int]:
         """Store events (idempotent by ``event_id``) and apply them; durable on return. (accepted, duplicates)."""
-        db = self._connect()
-        db.execute("PRAGMA synchronous=FULL")
         accepted = duplicates = 0
         changed: set[str] = set()
         now = time.time_ns()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._durable() as db:
             for e in events:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO events (event_id, timestamp, user_id, event_type, message_id, channel, "
@@ -314,12 +312,6 @@ class SQLiteState:
                 self._apply(db, e, target)
                 changed.add(e["user_id"])
             db.executemany(CHANGE_INSERT, [(u,) for u in sorted(changed)])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.execute("PRAGMA synchronous=NORMAL")
         return accepted, duplicates
 
     @staticmethod
@@ -353,16 +345,28 @@ class SQLiteState:
         return {(m, c): (s, max(i - s, 0)) for m, c, i, s in rows}
 
     # -- live users ----------------------------------------------------------------------------------
+    @contextmanager
+    def _durable(self):
+        """One write transaction (``BEGIN IMMEDIATE``) synced to disk before it returns (``synchronous = FULL``)."""
+        db = self._connect()
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA synchronous=NORMAL")
+
     def upsert_users(self, rows: Sequence[dict]) -> int:
         """Merge each row's facts (``user_id`` and any of ``consent``, ``timezone``, ``signup_at``, ``attributes``:
         :func:`serving.state.contract.merge_facts`) into the stored ones, durable on return; rows stored."""
         if not rows:
             return 0
-        db = self._connect()
-        db.execute("PRAGMA synchronous=FULL")
         now = time.time_ns()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._durable() as db:
             for row in rows:
                 user = str(row["user_id"])
                 old = db.execute("SELECT facts FROM users WHERE user_id = ?", (user,)).fetchone()
@@ -371,12 +375,6 @@ class SQLiteState:
                            "UPDATE SET facts = excluded.facts, updated_at = excluded.updated_at",
                            (user, orjson.dumps(facts).decode(), now))
                 db.execute(CHANGE_INSERT, (user,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.execute("PRAGMA synchronous=NORMAL")
         return len(rows)
 
     def user_facts(self, users: Sequence[str]) -> dict[str, dict]:
@@ -418,11 +416,8 @@ class SQLiteState:
         transaction that raises the catalog version; durable on return. Rows stored."""
         if not rows:
             return 0
-        db = self._connect()
-        db.execute("PRAGMA synchronous=FULL")
         now = time.time_ns()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._durable() as db:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
             for row in rows:
                 message = str(row["message_id"])
@@ -432,12 +427,6 @@ class SQLiteState:
                 db.execute("INSERT INTO messages (message_id, facts, seq, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT "
                            "(message_id) DO UPDATE SET facts = excluded.facts, seq = excluded.seq, "
                            "updated_at = excluded.updated_at", (message, orjson.dumps(facts).decode(), seq, now))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            db.execute("PRAGMA synchronous=NORMAL")
         return len(rows)
 
     def messages_table(self) -> tuple[int, dict[str, dict]]:
