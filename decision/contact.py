@@ -168,11 +168,19 @@ def _finish_pairs(store: FeatureStore, pairs: Pairs, contact: PairContact) -> Pa
         hit = contact.allowed & held[:, None]
         contact.allowed[hit] = False
         contact.code[hit] = IGNORED
+    mandatory &= _live_at(store, pairs.message_code, pairs.now[pairs.group])
     if mandatory.any():
         rows = np.flatnonzero(mandatory)
         contact.send_at[rows] = np.where(pairs.ok[rows], pairs.now[pairs.group[rows]][:, None], contact.send_at[rows])
         fixed_at = np.where(mandatory, pairs.now[pairs.group], -1)
     return PairContact(contact.allowed, contact.code, contact.send_at, held, fixed_at)
+
+
+def _live_at(store: FeatureStore, message_code: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Whether each message (vocabulary code) is live at ``at``: a mandatory message goes at the decision's time
+    only when it may be sent then; otherwise at its slot, as any other."""
+    catalog = store.history.catalog_arrays
+    return (catalog["start_ns"][message_code] <= at) & (at < catalog["end_ns"][message_code])
 
 
 def _finish_rows(store: FeatureStore, ex: CandidateRows, contact: ContactDecision) -> ContactDecision:
@@ -196,17 +204,19 @@ def _finish_rows(store: FeatureStore, ex: CandidateRows, contact: ContactDecisio
                              np.asarray(rows.as_of, np.int64)) & ~mandatory & (codes >= 0)
         hit = allowed & held
         allowed[hit], code[hit] = False, IGNORED
-    if mandatory.any():
-        fixed_at = np.where(mandatory, np.asarray(rows.as_of, np.int64), -1)
-        send_at[mandatory] = fixed_at[mandatory]
+    now_live = mandatory & _live_at(store, np.maximum(codes, 0), np.asarray(rows.as_of, np.int64))
+    if now_live.any():
+        fixed_at = np.where(now_live, np.asarray(rows.as_of, np.int64), -1)
+        send_at[now_live] = fixed_at[now_live]
     return ContactDecision(allowed, REASON_NAMES[code], send_at, code, held, fixed_at)
 
 
 def ignored_pairs(store: FeatureStore, user_code: np.ndarray, message_code: np.ndarray, now: np.ndarray) -> np.ndarray:
     """Outcome-based suppression: whether each (user, message) at ``now`` is paused because the message — or its
-    topic, ``[contact_policy] ignored_by`` — was ignored: sent at least ``ignored_sends`` times within
-    ``ignored_within_days`` ending at its last send ``L``, with no open or click of it from the first day of
-    that window until ``now``, and ``now`` less than ``ignored_pause_days`` after ``L``. From the store's
+    topic, ``[contact_policy] ignored_by`` — was ignored: sent at least ``ignored_sends`` times within the
+    ``ignored_within_days`` up to ``L``, the user's last event with it before ``now`` (its last send, unless a
+    bounce or an unattributed outcome came after), with no open or click of it from the first day of that
+    window until ``now``, and ``now`` less than ``ignored_pause_days`` after ``L``. From the store's
     history (the snapshot's events, or a live user's with their feedback): every stage that decides by the
     store pauses alike."""
     policy, history, voc = store.config.contact_policy, store.history, store.globals.vocabulary

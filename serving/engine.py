@@ -274,8 +274,13 @@ class Engine:
         store takes to build (docs/serving.md, "POST /messages")."""
         from serving.schemas import message_errors
 
+        from features.live import live_catalog
+
         good, rejected = [], []
-        current = self.dataset.messages.set_index(self.dataset.messages["message_id"].astype(str))
+        # Checked against the catalog as stored (the data directory's with every upsert), not the one this worker
+        # has applied so far: a message added a moment ago may be changed or ended at once.
+        stored = live_catalog(self._base_messages, self.state.messages_table()[1])
+        current = stored.set_index(stored["message_id"].astype(str))
         for index, raw in enumerate(rows):
             row, error = message_errors(raw)
             error = error or self._message_error(row, current, {r["message_id"]: r for r in good})
@@ -366,7 +371,7 @@ class Engine:
         and those tagged ``trigger:EVENT`` in the catalog; narrowed to the trigger's ``topic`` when some are of it.
         Empty when the trigger has none. (Cached per catalog, event and topic.)"""
         catalog = self.dataset.messages
-        key = (id(catalog), trigger["event_type"], trigger.get("topic"))
+        key = (self._catalog_version, trigger["event_type"], trigger.get("topic"))
         cache = self.__dict__.setdefault("_trigger_cache", {})
         if key not in cache:
             if len(cache) > 4096:
@@ -454,10 +459,15 @@ class Engine:
             return True
         if row.get("timezone") is not None and row["timezone"] != str(current["timezone"]):
             return True
+        told = self.live_users.facts(user).get("attributes", {})
         for name, value in (row.get("attributes") or {}).items():
-            if name not in current.index:
-                continue                       # not a column of the users table: no feature of the model
+            if name not in current.index or name in ("user_id", "signup_at", "timezone", "consent"):
+                if told.get(name, object()) != value:
+                    return True                # not a feature of this model, but a fact to store (and export)
+                continue
             old = current[name]
+            if isinstance(value, str) and pd.api.types.is_number(old):
+                continue                       # text for a numeric column: it would be stored as missing anyway
             if value is None or old is None or (isinstance(old, float) and np.isnan(old)):
                 if (value is None) != (old is None or (isinstance(old, float) and np.isnan(old))):
                     return True
@@ -543,19 +553,20 @@ class Engine:
         if len(by_store) == 1:
             live = lives[0]
             return self._decide_on(live.store.with_strengths(model.artifact.prior_strengths) if live else store,
-                                   live, requests, k, explore, kind)
+                                   live, requests, k, explore, kind, model)
         answers: list[dict | None] = [None] * len(requests)
         for members in by_store.values():
             live = lives[members[0]]
             on = live.store.with_strengths(model.artifact.prior_strengths) if live else store
-            for i, answer in zip(members, self._decide_on(on, live, [requests[j] for j in members], k, explore, kind)):
+            for i, answer in zip(members, self._decide_on(on, live, [requests[j] for j in members], k, explore, kind,
+                                                           model)):
                 answers[i] = answer
         return answers
 
     def _decide_on(self, store: FeatureStore, live, requests: list[dict], k: int, explore: bool,
-                   kind: str) -> list[dict | None]:
-        """:meth:`_decide` for requests whose users are all on ``store`` (``live``: the live store it is, or ``None``)."""
-        model = self._live[0]
+                   kind: str, model: LoadedModel) -> list[dict | None]:
+        """:meth:`_decide` for requests whose users are all on ``store`` (``live``: the live store it is, or ``None``),
+        scored by ``model`` (the one whose smoothing strengths ``store`` featurises with)."""
         n = len(requests)
         users = np.array([self.canonical(r["user_id"]) for r in requests], dtype=object)
         clock = time.time_ns()

@@ -67,12 +67,17 @@ def messages_table(stored: dict[str, dict], base: pd.DataFrame | None = None) ->
     them applied, or those entries alone (a field never posted is missing there: merge by ``message_id``)."""
     from features.live import live_catalog
 
-    if base is None:
-        base = pd.DataFrame({"message_id": pd.Series([], dtype=object), "topic": pd.Series([], dtype=object),
-                             "tags": pd.Series([], dtype=object), "channels": pd.Series([], dtype=object),
-                             "lifecycle_stages": pd.Series([], dtype=object), "value": pd.Series([], dtype=float),
-                             "start_at": pd.Series([], dtype="datetime64[ns, UTC]"),
-                             "end_at": pd.Series([], dtype="datetime64[ns, UTC]")})
+    if base is None:            # the posted fields only: a field never posted stays missing
+        rows = [{"message_id": m, **{k: f.get(k) for k in ("topic", "tags", "channels", "lifecycle_stages", "value")},
+                 "start_at": pd.NaT if f.get("start_at") is None else pd.Timestamp(int(f["start_at"]), tz="UTC"),
+                 "end_at": pd.NaT if f.get("end_at") is None else pd.Timestamp(int(f["end_at"]), tz="UTC")}
+                for m, f in sorted(stored.items())]
+        frame = pd.DataFrame(rows, columns=["message_id", "topic", "tags", "channels", "lifecycle_stages", "value",
+                                            "start_at", "end_at"])
+        for name in ("start_at", "end_at"):
+            frame[name] = pd.to_datetime(frame[name], utc=True)
+        frame["value"] = frame["value"].astype(float)
+        return frame
     return live_catalog(base, stored)
 
 

@@ -107,7 +107,9 @@ class LiveUsers:
         with self._lock:
             seq, users = self.state.changes_since(self.watermark)
             if users:
-                self._build(sorted(set(users)))
+                # A change stored under a linked identifier (by a worker that did not know the link yet) is
+                # its person's: the person's store holds the identifier's events.
+                self._build(sorted({self.links.get(u, u) for u in users}))
                 self._compact()
             self.watermark = seq
             self.refreshed_at = time.monotonic()
@@ -129,9 +131,15 @@ class LiveUsers:
                 return
             self._rows = None
             users = sorted(self._of)
-            self._of = {}
-            if users:
-                self._build(users)
+            fresh: dict[str, LiveStore] = {}
+            try:
+                if users:
+                    self._build(users, fresh)
+            except Exception:  # noqa: BLE001 — keep deciding on the stores there are; the next refresh builds all
+                log.exception("live users: building the live stores on the new snapshot failed")
+                self.watermark = 0
+                return
+            self._of = fresh          # one assignment: requests never see a live user without its store
 
     def _compact(self) -> None:
         """Past :data:`MAX_STORES` stores, the smaller half (by users) built again as one: the cost of a merge is
@@ -150,7 +158,9 @@ class LiveUsers:
         with self._lock:
             self._build(sorted(set(users)))
 
-    def _build(self, users: list[str]) -> None:
+    def _build(self, users: list[str], into: dict[str, LiveStore] | None = None) -> None:
+        """One store of ``users`` (their snapshot events, feedback and facts, and their linked identifiers'),
+        put in ``into`` (default: the live map)."""
         if self._rows is None:
             self._rows = LiveRows(self.base)
         facts = self.state.user_facts(users)
@@ -170,8 +180,9 @@ class LiveUsers:
                                           group["channel"].astype(object).tolist(),
                                           group["message_id"].astype(object).tolist()))
         live = LiveStore(store, sends, {u: facts.get(u, {}) for u in users})
+        target = self._of if into is None else into
         for u in users:
-            self._of[u] = live
+            target[u] = live
 
 
 def unseen_sends(contacts, held: frozenset) -> object:

@@ -162,7 +162,7 @@ class RedisState:
     def _backfill_live(self) -> None:
         """Once per database (``{prefix}live:ready``): the per-user feedback lists and the change log of feedback
         stored before live users existed (an event stored twice meanwhile is read once: :meth:`user_events`)."""
-        if not self._redis.set(self._key("live", "ready"), "1", nx=True):
+        if self._redis.exists(self._key("live", "ready")):
             return
         by_user: dict[str, list[tuple[int, str, bytes | str]]] = {}
         for _, row in self._redis.hscan_iter(self._key("events"), count=1000):
@@ -174,6 +174,9 @@ class RedisState:
                 pipe.rpush(self._key("uev", user), *[r for _, _, r in sorted(rows)])
                 pipe.rpush(self._key("changes"), user)
             pipe.execute()
+        # Marked done only now: a crash part-way backfills again at the next open (an event pushed twice is read
+        # once, user_events).
+        self._redis.set(self._key("live", "ready"), "1")
 
     def _backfill_losses(self) -> None:
         """Once per database (``{prefix}lost:ready``): the losses among feedback stored before losses were kept
@@ -344,8 +347,10 @@ class RedisState:
         return out
 
     def users_table(self) -> dict[str, dict]:
-        """Every user's stored facts."""
-        return self.user_facts([_text(u) for u in self._redis.smembers(self._key("users"))])
+        """Every user's stored facts (``{}`` for a user posted without any, as SQLite keeps it)."""
+        users = sorted(_text(u) for u in self._redis.smembers(self._key("users")))
+        facts = self.user_facts(users)
+        return {u: facts.get(u, {}) for u in users}
 
     def user_events(self, users: Sequence[str]) -> pd.DataFrame:
         """The feedback of ``users``, as :meth:`feedback_events` (the data contract's ``events``)."""

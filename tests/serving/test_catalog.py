@@ -130,3 +130,22 @@ def test_export_log_writes_the_catalog_the_next_training_reads(served_world, tmp
     assert list(loaded.loc["m-extra", "channels"]) == ["sms"] and list(loaded.loc["m-extra", "tags"]) == ["a", "b"]
     other = str(messages["message_id"].iloc[3])
     assert loaded.loc[other, "topic"] == messages.set_index("message_id").loc[other, "topic"]
+
+
+def test_a_message_added_a_moment_ago_may_be_changed_at_once_on_any_worker(served_world, tmp_path, monkeypatch) -> None:
+    """Rows are checked against the catalog as stored, not the one a worker has applied so far; the catalog
+    exported without --data holds the posted fields alone (the others missing, not defaults)."""
+    from serving.export import messages_table
+
+    taking, other = _engines(served_world, tmp_path, monkeypatch, refresh=0.0)
+    topic = str(taking.dataset.messages["topic"].iloc[0])
+    assert taking.upsert_messages([{"message_id": "m-flash", "topic": topic, "channels": ["email"]}])["accepted"] == 1
+    assert "m-flash" not in other.messages                        # not applied there yet
+    assert other.upsert_messages([{"message_id": "m-flash", "end_at": "2026-12-01T00:00:00Z"}]) == \
+        {"accepted": 1, "rejected": []}
+    known = str(taking.dataset.messages["message_id"].iloc[0])
+    taking.upsert_messages([{"message_id": known, "end_at": "2026-12-01T00:00:00Z"}])
+    table = messages_table(taking.state.messages_table()[1]).set_index("message_id")
+    assert table.loc[known, "end_at"] == pd.Timestamp("2026-12-01T00:00:00Z")
+    assert table.loc[known, "channels"] is None and pd.isna(table.loc[known, "value"])
+    assert list(table.loc["m-flash", "channels"]) == ["email"]
