@@ -314,7 +314,7 @@ def test_the_openapi_describes_what_the_service_answers(client, served_world) ->
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world, tmp_path) -> None:
     """The issue's fuzzing, bounded: schema-valid and schema-invalid requests generated from the service's own
     OpenAPI (80 each per route, derandomised), against `nbm serve`. No 5xx; every answer's status, content type
     and body as declared; every schema-invalid request refused. (Schema-valid requests may still be refused where
@@ -361,7 +361,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(served_world)
 
     data, home = served_world
     port = free_port()
-    process = start_service(data, home, port)
+    # A state file of its own: fuzzed /users, /messages and /feedback rows that pass stay out of the shared one.
+    config = tmp_path / "nbm.toml"
+    config.write_text(f'state_url = "sqlite:///{tmp_path / "fuzz.db"}"\n')
+    process = start_service(data, home, port, env={"NBM_CONFIG": str(config)})
     base = f"http://127.0.0.1:{port}"
     statuses: Counter = Counter()
     refused: Counter = Counter()            # schema-valid requests refused, by field
