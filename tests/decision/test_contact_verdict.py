@@ -33,6 +33,22 @@ def _with_planned(histories: SendHistories, now: np.ndarray, rng: np.random.Gene
                          np.concatenate([np.asarray(histories.messages, object), messages])[order])
 
 
+def _both_paths(store, users: np.ndarray, stamps: pd.Series, quantile: float, size: int, rng: np.random.Generator):
+    """``size`` random users decided around the log's ``quantile`` time (at several times, with planned sends):
+    the grid's verdicts (``contact_verdict``) checked equal to the policy on every row; (users, times, rows,
+    histories, every row's verdict)."""
+    t = int(stamps.quantile(quantile).value)
+    chosen = users[rng.integers(0, len(users), size)]
+    now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4        # decisions at several times
+    ex = expand_many(store, chosen, now)
+    histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
+    fast, every = contact_verdict(store, ex, histories), _contact_every_row(store, ex, histories)
+    np.testing.assert_array_equal(fast.allowed, every.allowed)
+    np.testing.assert_array_equal(fast.send_at, every.send_at)
+    assert fast.reason.tolist() == every.reason.tolist()
+    return chosen, now, ex, histories, every
+
+
 def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
     rng = np.random.default_rng(8)
     # Tight caps and a long cooldown, so that every rule decides some rows.
@@ -44,15 +60,7 @@ def test_grid_verdicts_equal_the_policy_on_every_row(dataset, config) -> None:
     stamps = dataset.events["timestamp"]
     seen = set()
     for quantile, size in ((0.5, 150), (0.8, 150), (0.97, 150), (0.9, 1), (0.6, 20)):   # grid and every row
-        t = int(stamps.quantile(quantile).value)
-        chosen = users[rng.integers(0, len(users), size)]
-        now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4        # decisions at several times
-        ex = expand_many(store, chosen, now)
-        histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
-        fast, every = contact_verdict(store, ex, histories), _contact_every_row(store, ex, histories)
-        np.testing.assert_array_equal(fast.allowed, every.allowed)
-        np.testing.assert_array_equal(fast.send_at, every.send_at)
-        assert fast.reason.tolist() == every.reason.tolist()
+        chosen, now, ex, histories, every = _both_paths(store, users, stamps, quantile, size, rng)
         seen |= set(every.reason.tolist())
         # The verdicts laid out per (pair, slot) are the same, eligible slots only.
         pairs = expand_pairs(store, chosen, now)
@@ -112,15 +120,7 @@ def test_topic_caps_suppression_and_mandatory_messages_agree_on_the_grid_and_eve
         stamps = dataset.events["timestamp"]
         seen = set()
         for quantile, size in ((0.6, 200), (0.95, 200), (0.9, 3)):
-            t = int(stamps.quantile(quantile).value)
-            chosen = users[rng.integers(0, len(users), size)]
-            now = t + rng.integers(0, 48, len(chosen)) * HOUR // 4
-            ex = expand_many(store, chosen, now)
-            histories = _with_planned(send_histories(store, chosen, now, 11.0), now, rng, store)
-            fast, every = contact_verdict(store, ex, histories), _contact_every_row(store, ex, histories)
-            np.testing.assert_array_equal(fast.allowed, every.allowed)
-            np.testing.assert_array_equal(fast.send_at, every.send_at)
-            assert fast.reason.tolist() == every.reason.tolist()
+            _, _, ex, _, every = _both_paths(store, users, stamps, quantile, size, rng)
             seen |= set(every.reason.tolist())
             # A mandatory message is never held back, and goes at the decision's time when it is live then.
             own = np.asarray(ex.rows.message_id, dtype=object) == mandatory
