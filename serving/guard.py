@@ -2,7 +2,8 @@
 
 :class:`Guard` is an ASGI middleware the service registers with BentoML (``NbmService.add_asgi_middleware``);
 it answers the requests it refuses itself, in the service's error envelope
-(``{"error": CODE, "detail": MESSAGE}``), so that no route — and no parser — sees them:
+(``{"error": CODE, "detail": MESSAGE, "field": FIELD | None, "status": STATUS}``, :func:`envelope`), so that no
+route — and no parser — sees them, and puts the routes' own error answers in the same envelope:
 
 * **API keys** (``[service] api_keys``, ``api_keys_file``, ``NBM_API_KEYS``; :func:`load_keys`): when any is
   configured every route but the health checks (``/healthz``, ``/livez``, ``/readyz``) needs one, as
@@ -21,6 +22,8 @@ it answers the requests it refuses itself, in the service's error envelope
 * **WebSockets**: no route speaks them; refused at the door.
 * **Unknown paths**: answered 404 here, and counted in ``/metrics`` under one ``endpoint="/<unknown>"`` label
   instead of one label per path (:func:`bound_metrics_labels`).
+* **The docs page** (``GET /``, ``/docs``): nbm's own Swagger UI page, from BentoML's bundled assets and
+  ``/docs.json`` only (BentoML's page loads Google Tag Manager): :data:`serving.openapi.DOCS_PAGE`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ _LOG = logging.getLogger(__name__)
 HEALTH = frozenset({"/healthz", "/livez", "/readyz"})
 WRITE_ROUTES = frozenset({"/feedback", "/users", "/messages"})
 READ_ROUTES = frozenset({"/recommend", "/recommend_batch"})
-OTHER_ROUTES = frozenset({"/metrics", "/docs.json", "/", "/docs", "/schema.json"})
+DOCS_PAGES = frozenset({"/", "/docs"})
+OTHER_ROUTES = frozenset({"/metrics", "/docs.json", "/schema.json"}) | DOCS_PAGES
 KNOWN_PREFIXES = ("/static_content/",)
 UNKNOWN = "/<unknown>"
 """The one path label every unknown path is counted under in ``/metrics``."""
@@ -187,20 +191,30 @@ def known_triggers(config, data: str | None) -> tuple[str, ...]:
     return tuple(sorted(n for n in names if n))
 
 
+CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         413: "payload_too_large", 415: "unsupported_media_type", 503: "unavailable"}
+"""The envelope's ``error`` code of each status (other 4xx: ``invalid_request``; other 5xx: ``internal_error``)."""
+
+
+def error_body(status: int, code: str, detail: str, field: str | None = None) -> dict:
+    """The service's one error shape (``serving.schemas.ErrorResponse``)."""
+    return {"error": code, "detail": detail, "field": field, "status": status}
+
+
 def envelope(status: int, body: bytes) -> dict:
-    """The service's one error shape, ``{"error": CODE, "detail": MESSAGE, "field": FIELD | None}``, of an
-    error answer from a route: pydantic's list of validation errors (BentoML's 400), the engine's
-    ``[{"error": "`field`: …"}]``, or any other JSON or text."""
-    code = {404: "not_found", 405: "method_not_allowed", 503: "unavailable"}.get(status, "invalid_request")
+    """``body``, an error answer from a route, in the service's one error shape (:func:`error_body`): pydantic's
+    list of validation errors (BentoML's 400), the service's ``[{"error": "`field`: …"}]``, or any other JSON or
+    text."""
+    code = CODES.get(status, "invalid_request" if status < 500 else "internal_error")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {"error": code, "detail": clip(body.decode("utf-8", "replace"), 300), "field": None}
+        return error_body(status, code, clip(body.decode("utf-8", "replace"), 300))
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]
     if not isinstance(data, dict):
-        return {"error": code, "detail": clip(data, 300), "field": None}
-    if set(data) == {"error", "detail", "field"}:
+        return error_body(status, code, clip(data, 300))
+    if set(data) == {"error", "detail", "field", "status"}:
         return data
     detail = data.get("detail")
     if isinstance(detail, list) and detail and isinstance(detail[0], dict) and "msg" in detail[0]:
@@ -210,22 +224,36 @@ def envelope(status: int, body: bytes) -> dict:
             field = ""
         message = str(first["msg"])
         more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
-        return {"error": code, "detail": (f"`{field}`: {message}" if field else message) + more, "field": field or None}
+        return error_body(status, code, (f"`{field}`: {message}" if field else message) + more, field or None)
     message = data.get("error") if isinstance(data.get("error"), str) else str(detail if detail is not None else data)
     if isinstance(detail, str) and isinstance(data.get("error"), str) and detail not in message:
         message = f"{message}: {detail}"
     match = re.match(r"`([^`]+)`:", message)
-    return {"error": code, "detail": message if len(message) <= 1000 else f"{message[:1000]}… ({len(message):,} characters)",
-            "field": match.group(1) if match else None}
+    if len(message) > 1000:
+        message = f"{message[:1000]}… ({len(message):,} characters)"
+    return error_body(status, code, message, match.group(1) if match else None)
 
 
 async def _answer(send, status: int, code: str, detail: str, headers: Iterable[tuple[bytes, bytes]] = (),
                   field: str | None = None) -> None:
-    body = orjson.dumps({"error": code, "detail": detail, "field": field})
+    body = orjson.dumps(error_body(status, code, detail, field))
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _page(send, method: str) -> None:
+    """nbm's docs page (:data:`serving.openapi.DOCS_PAGE`), with a Content-Security-Policy that lets it load
+    nothing but this service's own files."""
+    from serving.openapi import DOCS_PAGE, DOCS_POLICY
+
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"),
+                            (b"content-length", str(len(DOCS_PAGE)).encode()),
+                            (b"content-security-policy", DOCS_POLICY.encode()),
+                            (b"cache-control", b"no-cache")]})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else DOCS_PAGE})
 
 
 class Guard:
@@ -257,7 +285,8 @@ class Guard:
             return
         if not known(path):
             await _answer(send, 404, "not_found", f"no route {clip(path)}; routes: /recommend, /recommend_batch, "
-                                                  "/feedback, /users, /messages, /healthz, /readyz, /livez, /metrics, /docs.json")
+                                                  "/feedback, /users, /messages, /healthz, /readyz, /livez, /metrics, "
+                                                  "/docs.json, / (docs)")
             return
         settings = self.settings
         headers: dict[str, str] = {}
@@ -285,6 +314,9 @@ class Guard:
                                                       f"{'write' if write else 'read'} scope)", field="Authorization")
                 return
         method = scope.get("method", "GET")
+        if path in DOCS_PAGES and method in ("GET", "HEAD"):
+            await _page(send, method)
+            return
         if write and "origin" in headers and headers["origin"].rstrip("/") not in settings.allowed_origins:
             await _answer(send, 403, "forbidden_origin", f"requests from origin {clip(headers['origin'])} may not "
                                                          f"write; allowed: [service] allowed_origins", field="Origin")
@@ -345,7 +377,7 @@ class Guard:
             nonlocal held
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if (400 <= status < 500 or status == 503) or (path == "/docs.json" and status == 200):
+                if status >= 400 or (path == "/docs.json" and status == 200):
                     held = message
                     return
                 await send(message)

@@ -1,46 +1,71 @@
-"""The OpenAPI the service publishes (``/docs.json``): nbm's own title, version and description, typed answers,
-one error envelope, and the request schemas as strict as the service.
+"""The OpenAPI the service publishes (``/docs.json``) and the docs page that shows it (``/``): nbm's own title,
+version and description, typed answers, one error envelope, and the request schemas as strict as the service.
 
-BentoML builds the document from the routes' request models; :func:`patch_spec` completes it, and
-:class:`serving.guard.Guard` applies it to BentoML's answer (the document is small and asked for rarely):
+BentoML builds the document from the routes' request models, answer models (``output_spec``) and docstrings;
+:func:`patch_spec` completes it, and :class:`serving.guard.Guard` applies it to BentoML's answer (the document is
+small and asked for rarely):
 
-* ``info``: title, the package's version, a description of the routes (BentoML's own badges and links out);
-* each route's 200 answer typed (:class:`~serving.schemas.RecommendResponse`, ``BatchResponse``,
-  ``FeedbackResponse``), and its 4xx answers (400, 401, 403, 404, 413, 415; 503 for ``/recommend``) as the
-  one envelope the service answers them with, :class:`~serving.schemas.ErrorResponse`;
+* ``info``: the installed package's name, version and summary (``importlib.metadata``), and a description of
+  the routes (BentoML's title is the service's name, its version ``"None"`` outside a Bento);
+* each route's summary and description from its method's docstring (``serving.service.NbmService``);
+* each route's 200 answer typed (:data:`ANSWERS`), and its error answers (:data:`ERRORS`: 400, 401, 403, 404,
+  413, 415, 500; 503 for ``/recommend``) as the one envelope the service answers them with,
+  :class:`~serving.schemas.ErrorResponse`;
 * ``channels`` limited to the configured channels (an ``enum``): the service refuses others;
 * request fields that may be ``null`` marked ``nullable`` (BentoML's document drops it).
 
 What a JSON schema cannot say and the service still refuses (400): an identifier with characters that are not
 printable (docs/serving.md, "Errors"), a ``now`` outside 1680–2259 — both also stated as patterns.
+
+The docs page (:data:`DOCS_PAGE`) is Swagger UI from the files BentoML ships (``/static_content/``), pointed at
+``/docs.json``: BentoML's own page also loads Google Tag Manager, and Swagger UI's default sends the document's
+address to an online validator (``validatorUrl``); this one loads nothing from elsewhere, and says so in its
+Content-Security-Policy (:data:`DOCS_POLICY`).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import inspect
+from functools import lru_cache
+from importlib import metadata
 
-from nbm import __version__
 from serving.schemas import (RESERVED_ATTRIBUTES, BatchResponse, ErrorResponse, FeedbackResponse, MessagesResponse,
                              RecommendResponse, UsersResponse, identifier_pattern, time_zones)
 
-TITLE = "nbm — next-best-message decisions"
-DESCRIPTION = ("Which message, on which channel, at which hour each customer should get next — or nothing now. "
-               "`POST /recommend` decides for one person, `POST /recommend_batch` for many, `POST /feedback` "
-               "reports sends and outcomes back, `POST /users` updates what nbm knows of people, `POST /messages` the catalog. Every 4xx answer is `{\"error\", \"detail\", \"field\"}`. "
-               "With API keys configured, send `Authorization: Bearer KEY` (docs/serving.md, \"Security\").")
+PACKAGE = "nbm"
+ROUTES = ("`POST /recommend` decides for one person, `POST /recommend_batch` for many, `POST /feedback` reports "
+          "sends and outcomes back, `POST /users` updates what nbm knows of people, `POST /messages` the catalog. "
+          "Every error answer is `{\"error\": CODE, \"detail\": MESSAGE, \"field\": FIELD or null, \"status\": "
+          "STATUS}` (`ErrorResponse`). With API keys configured, send `Authorization: Bearer KEY` "
+          "(docs/serving.md, \"Security\").")
 ANSWERS = {"/recommend": RecommendResponse, "/recommend_batch": BatchResponse, "/feedback": FeedbackResponse,
            "/users": UsersResponse, "/messages": MessagesResponse}
-SUMMARIES = {"/recommend": "Decide the next message for one person",
-             "/recommend_batch": "Decide for many people at once (a campaign run)",
-             "/feedback": "Report sends, outcomes and other events back (durable before the answer)",
-             "/messages": "Add, change or end catalog messages (durable; every worker decides by them)",
-             "/users": "Upsert people's consent, time zone, sign-up time and attributes (durable; every worker "
-                       "decides by them within a second)"}
+"""Each route's 200 answer (declared also as its ``output_spec`` in serving/service.py; never validated at run
+time: the answers are encoded in one orjson call)."""
 ERRORS = {"400": "Bad request: a field is missing, malformed or refused (`field` names it)",
           "401": "An API key is required", "403": "The API key lacks the route's scope, or the Origin may not write",
           "404": "No such route", "413": "The body exceeds [service] max_body_bytes",
-          "415": "The body is not application/json"}
+          "415": "The body is not application/json", "500": "An unexpected error (the server's log has it)"}
 REF = "#/components/schemas/{model}"
+
+
+@lru_cache(maxsize=1)
+def package_info() -> tuple[str, str, str]:
+    """(title, version, description) of the document, from the installed package's metadata (``pyproject.toml``):
+    ``nbm — Next-best-message engine`` (the name and the summary's head), the version, the summary and the routes;
+    ``nbm.__version__`` when the package is not installed (a source tree on ``sys.path``)."""
+    try:
+        meta = metadata.metadata(PACKAGE)
+        name, version, summary = meta["Name"], meta["Version"], meta.get("Summary") or ""
+    except metadata.PackageNotFoundError:
+        from nbm import __version__
+
+        name, version, summary = PACKAGE, __version__, ""
+    head = summary.split(":", 1)[0].strip()
+    return (f"{name} — {head}" if head else name), version, f"{summary}\n\n{ROUTES}".strip()
 
 
 def _schemas() -> dict[str, dict]:
@@ -60,9 +85,11 @@ def _json(ref: str, description: str) -> dict:
 def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = (), triggers: tuple[str, ...] | list[str] = ()) -> dict:
     """``spec`` (BentoML's document) completed as the module says; the input is not changed."""
     spec = copy.deepcopy(spec)
-    spec["info"] = {"title": TITLE, "version": __version__, "description": DESCRIPTION}
+    title, version, description = package_info()
+    spec["info"] = {"title": title, "version": version, "description": description}
     components = spec.setdefault("components", {}).setdefault("schemas", {})
-    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
+    for name in ("InvalidArgument", "NotFound", "InternalServerError", "TaskStatusResponse",
+                 *(f"{model.__name__}IODescriptor" for model in ANSWERS.values())):    # BentoML's copies of the answers
         components.pop(name, None)
     components.update(_schemas())
     for path, answer in ANSWERS.items():
@@ -71,9 +98,10 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = (), triggers:
             continue
         if "requestBody" in operation:
             operation["requestBody"]["required"] = True     # no body is a 415 (no JSON), not a default request
-        operation["summary"] = SUMMARIES[path]
-        operation["description"] = SUMMARIES[path] + "."
-        responses = {"200": _json(answer.__name__, "The answer")}
+        doc = inspect.cleandoc(operation.get("description") or "")   # BentoML's: the method's docstring as written
+        operation["summary"] = doc.split("\n\n", 1)[0].replace("\n", " ")
+        operation["description"] = doc
+        responses = {"200": _json(answer.__name__, answer.__doc__.strip() if answer.__doc__ else "The answer")}
         responses.update({code: _json(ErrorResponse.__name__, text) for code, text in ERRORS.items()})
         if path == "/recommend":
             responses["503"] = _json(ErrorResponse.__name__, "The person's contacts kept changing under other "
@@ -81,6 +109,35 @@ def patch_spec(spec: dict, channels: tuple[str, ...] | list[str] = (), triggers:
         operation["responses"] = responses
     _request_rules(spec, list(channels), set(_schemas()), list(triggers))
     return spec
+
+
+_SWAGGER = """window.onload = function () {
+  window.ui = SwaggerUIBundle({url: "./docs.json", dom_id: "#swagger-ui", deepLinking: true,
+                               validatorUrl: null, layout: "BaseLayout"});
+};"""
+DOCS_PAGE = f"""<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>nbm — API</title>
+    <link rel="stylesheet" type="text/css" href="./static_content/swagger-ui.css" />
+    <link rel="stylesheet" type="text/css" href="./static_content/index.css" />
+    <link rel="icon" type="image/png" href="./static_content/favicon-light-32x32.png" sizes="32x32" />
+  </head>
+  <body>
+    <div id="swagger-ui"><noscript>The OpenAPI document: <a href="./docs.json">docs.json</a></noscript></div>
+    <script src="./static_content/swagger-ui-bundle.js" charset="UTF-8"></script>
+    <script>{_SWAGGER}</script>
+  </body>
+</html>
+""".encode()
+"""``GET /`` and ``GET /docs``: Swagger UI from BentoML's bundled files, no tracker, no online validator."""
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'sha256-"
+               + base64.b64encode(hashlib.sha256(_SWAGGER.encode()).digest()).decode()
+               + "'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+                 "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+"""The page's Content-Security-Policy: the browser loads and connects to this service only, runs the one inline
+script of the page (by its hash), and the page cannot be framed by another site."""
 
 
 NOW_PATTERN = r"^\s*(?:16[89][0-9]|1[7-9][0-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9])-[0-9]{2}-[0-9]{2}"

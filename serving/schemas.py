@@ -336,7 +336,7 @@ def event_errors(raw: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     return out, ""
 
 
-# -- answers (declared in the OpenAPI: serving/openapi.py) ------------------------------------------------------
+# -- answers (declared in the OpenAPI and as the routes' output_spec; never validated at run time) ----------------
 
 class Item(BaseModel):
     """A message to send: on this channel, at this time."""
@@ -370,36 +370,56 @@ class RecommendResponse(BaseModel):
     reason: str | None = Field(None, description="why `items` is empty (absent when it is not)")
 
 
+class Unreserved(BaseModel):
+    """A batch's request that could not be decided: the person's contacts kept changing under other writers
+    (nothing was decided, logged or planned for it; ask again)."""
+
+    user_id: str
+    error: str = Field(description="why nothing was decided")
+
+
 class BatchResponse(BaseModel):
-    results: list[RecommendResponse] = Field(description="one answer per request, in order")
+    """The decisions of a ``/recommend_batch``, one per request, in order."""
+
+    results: list[RecommendResponse | Unreserved] = Field(description="one answer per request, in order")
 
 
 class Rejected(BaseModel):
+    """A row of the request that was refused (the others were stored)."""
+
     index: int = Field(ge=0, description="position of the event in the request")
     error: str = Field(description="the field and the reason")
 
 
 class FeedbackResponse(BaseModel):
+    """What became of the events: stored, seen before, refused."""
+
     accepted: int = Field(ge=0, description="events stored now")
     duplicates: int = Field(ge=0, description="events stored before (same event_id): ignored")
     rejected: list[Rejected]
 
 
 class UsersResponse(BaseModel):
+    """What became of the users' rows: stored or refused."""
+
     accepted: int = Field(ge=0, description="users stored now")
     rejected: list[Rejected] = Field(description="rows refused, with their position and reason")
 
 
 class MessagesResponse(BaseModel):
+    """What became of the catalog's rows: stored or refused."""
+
     accepted: int = Field(ge=0, description="catalog entries stored now")
     rejected: list[Rejected] = Field(description="rows refused, with their position and reason")
 
 
 class ErrorResponse(BaseModel):
-    """Every 4xx answer (and the 503 of a decision that could not be reserved)."""
+    """Every error answer — 4xx, the 503 of a decision that could not be reserved, a 500 — in one envelope."""
 
     error: str = Field(description="a code: invalid_request, unauthorized, forbidden, forbidden_origin, not_found, "
-                                   "payload_too_large, unsupported_media_type, unavailable")
+                                   "method_not_allowed, payload_too_large, unsupported_media_type, unavailable, "
+                                   "internal_error")
     detail: str = Field(description="what is wrong, naming the field")
-    field: str | None = Field(description="the request field at fault (e.g. `requests[1].channels`), when one is")
-
+    field: str | None = Field(description="the request field or header at fault (e.g. `requests[1].channels`, "
+                                          "`Content-Type`), when one is")
+    status: int = Field(ge=400, le=599, description="the HTTP status of the answer, repeated")

@@ -37,7 +37,8 @@ from serving.balance import ConnectionBalancer, connection
 from serving.batcher import DEFAULT_MAX_BATCH, MicroBatcher
 from serving.engine import BadRequest, Engine, EngineSettings
 from serving.guard import Guard, GuardSettings, bound_metrics_labels
-from serving.schemas import BatchRequest, FeedbackRequest, MessagesRequest, RecommendRequest, UsersRequest
+from serving.schemas import (BatchRequest, BatchResponse, FeedbackRequest, FeedbackResponse, MessagesRequest,
+                             MessagesResponse, RecommendRequest, RecommendResponse, UsersRequest, UsersResponse)
 
 telemetry.switch_off()      # also when started by `bentoml serve` directly: before BentoML's serve tracking
 bound_metrics_labels()      # unknown paths: one /metrics label (serving/guard.py)
@@ -100,8 +101,18 @@ class NbmService:
             return False
         return self.balancer.observe(connection(ctx.request.scope))
 
-    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    async def recommend(self, ctx: bentoml.Context, **request) -> dict:
+    # The routes' docstrings are their descriptions in the OpenAPI (the first paragraph its summary); each
+    # output_spec declares the answer there only: the answers are encoded by _json, never validated per response.
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest, output_spec=RecommendResponse)
+    async def recommend(self, ctx: bentoml.Context, **request) -> Response:
+        """Decide the next message for one person: which message, on which channel, at which hour — or nothing now.
+
+        Only `user_id` is required; an unknown person is a new one (population features), not an error. The
+        answer's `items` (at most `k`) are what to send, each with the `propensity` it was chosen with; empty
+        `items` mean nothing now (`suppressed` or `reason` says why). Report the sends back to `POST /feedback`
+        with the `decision_id`. 503 (with `Retry-After: 1`) when the person's contacts kept changing under other
+        writers: nothing was decided.
+        """
         if request.get("context") is not None and not isinstance(request["context"], dict):
             request["context"] = request["context"].model_dump()
         try:
@@ -116,8 +127,13 @@ class NbmService:
             ctx.response.metadata.update(RETRY)
         return _json(answer, self._close(ctx))
 
-    @bentoml.api(route="/recommend_batch", input_spec=BatchRequest)
-    async def recommend_batch(self, ctx: bentoml.Context, requests: list[RecommendRequest]) -> dict:
+    @bentoml.api(route="/recommend_batch", input_spec=BatchRequest, output_spec=BatchResponse)
+    async def recommend_batch(self, ctx: bentoml.Context, requests: list[RecommendRequest]) -> Response:
+        """Decide for many people at once (a campaign run): one answer per request, in order.
+
+        Each request as for `POST /recommend`; one refused request (a 400 naming `requests[i].field`) refuses the
+        batch. A person whose contacts kept changing under other writers gets `{"user_id", "error"}` in its place.
+        """
         # Decided on the event loop's thread: a worker busy with a batch accepts no new connection meanwhile,
         # so concurrent batches spread over the workers, and no worker thread fights the loop for the GIL
         # (benchmarks/batches.py, two at a time on 2 workers: median 4,093 decisions/s as a sync endpoint on
@@ -142,16 +158,32 @@ class NbmService:
             results.extend(self.engine.recommend_many(asked[lo:lo + BATCH_CHUNK]))
         return _json({"results": results}, self._close(ctx))
 
-    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    def feedback(self, ctx: bentoml.Context, events: list) -> dict:
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
+    def feedback(self, ctx: bentoml.Context, events: list) -> Response:
+        """Report sends, outcomes and other events back (rows of the events table); durable before the answer.
+
+        Each event is validated on its own: a bad one is `rejected` with its index and the reason, the good ones
+        are stored, and an `event_id` seen before is a duplicate, not stored twice. A send counts for the caps, an
+        unsubscribe or a bounce takes the channel away, at once.
+        """
         return _json(self.engine.feedback(events), self._close(ctx))
 
-    @bentoml.api(route="/users", input_spec=UsersRequest)
-    def users(self, ctx: bentoml.Context, users: list) -> dict:
+    @bentoml.api(route="/users", input_spec=UsersRequest, output_spec=UsersResponse)
+    def users(self, ctx: bentoml.Context, users: list) -> Response:
+        """Upsert people: consent, time zone, sign-up time, attributes and linked identifiers.
+
+        Given fields replace what nbm knows, attributes name by name; durable, and every worker decides by them
+        within a second. A bad row is `rejected` with its index and the reason, the others are stored.
+        """
         return _json(self.engine.upsert_users(users), self._close(ctx))
 
-    @bentoml.api(route="/messages", input_spec=MessagesRequest)
-    def messages(self, ctx: bentoml.Context, messages: list) -> dict:
+    @bentoml.api(route="/messages", input_spec=MessagesRequest, output_spec=MessagesResponse)
+    def messages(self, ctx: bentoml.Context, messages: list) -> Response:
+        """Add, change or end catalog messages (`end_at` ends one).
+
+        A new message needs `topic` and `channels`; a known one's given fields are replaced. Durable, and every
+        worker decides by them. A bad row is `rejected` with its index and the reason, the others are stored.
+        """
         return _json(self.engine.upsert_messages(messages), self._close(ctx))
 
 

@@ -50,7 +50,8 @@ def test_api_keys_and_their_scopes(path, key, status, header) -> None:
                 else client.get(path, headers=headers))
     assert response.status_code == status, response.text
     if status >= 400:
-        assert set(response.json()) == {"error", "detail", "field"}
+        assert set(response.json()) == {"error", "detail", "field", "status"}
+        assert response.json()["status"] == status
         assert key is None or key not in response.text          # a key is never echoed
     if status == 401:
         assert response.headers["www-authenticate"] == "Bearer"

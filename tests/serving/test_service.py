@@ -84,7 +84,7 @@ def test_invalid_recommend_requests_are_4xx_naming_the_field(client, body, field
     assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
     assert field in r.text
     answer = r.json()                                       # the one error envelope, naming the field
-    assert set(answer) == {"error", "detail", "field"} and answer["error"] == "invalid_request"
+    assert set(answer) == {"error", "detail", "field", "status"} and answer["error"] == "invalid_request"
     assert answer["field"] == (field or None)
 
 
@@ -450,7 +450,8 @@ def test_a_decision_that_cannot_be_reserved_is_a_503_on_its_own(client, served_w
     first, second = sorted(lost)
     response = client.post("/recommend", json={"user_id": first, "now": NOW})
     assert response.status_code == 503 and response.headers["retry-after"] == "1", (response.text, calls)
-    assert response.json() == {"error": "unavailable", "detail": UNRESERVED, "field": None}    # the one error envelope
+    assert response.json() == {"error": "unavailable", "detail": UNRESERVED, "field": None,
+                               "status": 503}    # the one error envelope
     assert len(calls) == RESERVE_ATTEMPTS + 1
     other = _users(served_world, 262)[261]
     batch = client.post("/recommend_batch", json={"requests": [{"user_id": other, "now": NOW},
