@@ -359,6 +359,10 @@ SLOT_FEATURES = ("uh_open_rate", "uh_open_rate_near", "uh_visit_share", "uh_visi
 """The features that depend on a candidate's send time; every other feature is the same at every slot."""
 
 
+PEAK_RESULTANT = 1e-9
+"""Length of the mean visit vector (of 1 for visits always at one hour) below which the visits have no peak hour."""
+
+
 def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: np.ndarray, s: PriorStrengths,
                    opens90: np.ndarray, sends90: np.ndarray, visits90: np.ndarray,
                    global_open: np.ndarray) -> dict[str, np.ndarray]:
@@ -381,12 +385,17 @@ def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: n
     kernel = NEAR_WEIGHTS[0] + 2 * NEAR_WEIGHTS[1:].sum()
     # The hour the person visits around: the circular mean of their visits' local hours over 90 days.
     clock = history.user.totals(user, t, ("visit_cos", "visit_sin", "visits"), 90 * DAY_NS)
+    # Visits spread evenly round the clock (6:00 and 18:00, say) have no peak: their vectors cancel, and what
+    # is left of the sums is rounding noise, whose angle depends on the order they were added in (one pass or a
+    # user partition, the snapshot or the training set). Below PEAK_RESULTANT a visit: no peak, concentration 0.
+    resultant = np.hypot(clock["visit_cos"], clock["visit_sin"])
+    visited = clock["visits"] > 0
+    peaked = visited & (resultant > PEAK_RESULTANT * np.maximum(clock["visits"], 1))
     with np.errstate(invalid="ignore", divide="ignore"):
         peak = np.mod(np.arctan2(clock["visit_sin"], clock["visit_cos"]) * 24 / (2 * np.pi), 24.0)
         gap = np.abs(local_hour - peak)
-        from_peak = np.where(clock["visits"] > 0, np.minimum(gap, 24.0 - gap), np.nan)
-        concentration = np.where(clock["visits"] > 0, np.hypot(clock["visit_cos"], clock["visit_sin"])
-                                 / np.maximum(clock["visits"], 1), np.nan)
+        from_peak = np.where(peaked, np.minimum(gap, 24.0 - gap), np.nan)
+        concentration = np.where(visited, np.where(peaked, resultant / np.maximum(clock["visits"], 1), 0.0), np.nan)
     return {
         "uh_hours_from_visit_peak": from_peak,
         "user_visit_hour_concentration": concentration,

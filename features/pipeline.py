@@ -15,6 +15,7 @@ set and the online store of the same data smooth alike, and no request recompute
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,6 +29,8 @@ from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from features.priors import PriorStrengths, prior_strengths
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
+
+log = logging.getLogger(__name__)
 
 TRAINING_CHUNK = 1_000_000
 """Sends featurised at once when building a training set."""
@@ -185,6 +188,28 @@ def partition_of(user_ids: pd.Series, n_partitions: int) -> np.ndarray:
 
 
 
+def _partition_training_set(part: Dataset, config: NbmConfig, shared: Globals) -> pd.DataFrame:
+    """One partition's training set (what a cluster's worker runs)."""
+    return FeatureStore.build(part, config, shared).training_set()
+
+
+def _on_cluster(client, dataset: Dataset, config: NbmConfig, shared: Globals, partitions: int) -> list[pd.DataFrame]:
+    """The partitions' training sets built by ``client``'s workers, in partition order."""
+    from distributed import as_completed
+
+    n = max(partitions, len(client.scheduler_info().get("workers", {})), 1)
+    globals_, config_ = client.scatter([shared, config], broadcast=True)
+    futures = {}
+    for i in range(n):      # one partition's rows at a time leave this process
+        part = client.scatter(partition(dataset, n, i))
+        futures[client.submit(_partition_training_set, part, config_, globals_, pure=False)] = i
+    parts: list[pd.DataFrame | None] = [None] * n
+    for done, frame in as_completed(futures, with_results=True):
+        parts[futures[done]] = frame
+        log.info("training set: partition %d of %d built on the cluster (%d rows)", futures[done] + 1, n, len(frame))
+    return parts  # type: ignore[return-value]
+
+
 def _pinned(strengths: dict[str, float] | None) -> PriorStrengths | None:
     """``{family: pseudo-sends}`` (an artifact's) as :class:`PriorStrengths`; ``None`` stays ``None``."""
     if not strengths:
@@ -193,18 +218,23 @@ def _pinned(strengths: dict[str, float] | None) -> PriorStrengths | None:
 
 
 def build_training_set(dataset: Dataset, config: NbmConfig, partitions: int = 1,
-                       shared: Globals | None = None) -> pd.DataFrame:
+                       shared: Globals | None = None, client=None) -> pd.DataFrame:
     """The training set of ``dataset``, built one user partition at a time.
 
     With ``partitions > 1`` only one partition's indexes are in memory at once; the result equals the
     single-pass one (same rows, same order: by send time, then event id). ``shared``: the dataset's
     :class:`Globals` when the caller built them already (to log ``shared.strengths.as_dict()``, say).
+    ``client``: a :class:`distributed.Client` (:func:`nbm.cluster.dask_client`): the partitions are built by
+    its workers, at least one per worker, each sent only its own users' rows and the shared globals.
     """
     shared = shared or Globals.build(dataset, config)
-    if partitions <= 1:
+    if client is not None:
+        parts = _on_cluster(client, dataset, config, shared, partitions)
+    elif partitions <= 1:
         return FeatureStore.build(dataset, config, shared).training_set()
-    parts = [FeatureStore.build(partition(dataset, partitions, i), config, shared).training_set()
-             for i in range(partitions)]
+    else:
+        parts = [_partition_training_set(partition(dataset, partitions, i), config, shared)
+                 for i in range(partitions)]
     joined = pd.concat(parts, ignore_index=True)
     del parts
     return joined.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
