@@ -15,6 +15,10 @@ week's start to its end among users signed up before its start. KPIs of week ``k
 before the week's end) by their stage and state at the week's *start* — the segment is fixed before the outcomes
 it is compared with; a user who signs up during the week is ``new`` and ``low``.
 
+Also: retention by signup cohort (activity in each user's own weeks after signup), DAU / WAU / MAU and
+stickiness per day — both counting the operator's ``[lifecycle] activity_events`` — and, given the features'
+featuriser, the engagement score's distribution by stage at the period's end (docs/report.md has each definition).
+
 Every figure is one row of a long frame (:data:`FIGURE_COLUMNS`): ``value = count / n`` for shares, rates and
 means, so a reader (and a test) can recompute it. An empty segment has ``n = 0`` and ``value`` NaN with a note.
 Everything is computed with ``np.bincount`` over per-user × per-week cells. Pure: no files, no printing.
@@ -29,11 +33,12 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from experiments.ab import ALL, DAY_NS, MISSING, NAT, NO_CHANNEL, _attribute, _check_by, _ns, preferred_channel
+from experiments.profiles import Featuriser
 from nbm.attribution import attribute
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset
 from nbm.errors import UnusableInputError, UsageError
-from nbm.lifecycle import stages_at, stages_in_use
+from nbm.lifecycle import activity_events, stages_at, stages_in_use
 from nbm.validation_report import ValidationReport
 from nbm.schema import EVENT_TYPES
 
@@ -94,8 +99,12 @@ class AudienceReport:
 
 def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | None = None,
             start: pd.Timestamp | None = None, end: pd.Timestamp | None = None,
-            by: str | None = None) -> AudienceReport:
+            by: str | None = None, featurise: Featuriser | None = None) -> AudienceReport:
     """All figures of the audience report over ``[start, end)`` (default: the days the events cover).
+
+    ``featurise`` (the features' featuriser, :class:`experiments.profiles.Featuriser`, handed in by the CLI:
+    ``experiments`` may not import ``features``) gives the engagement score's distribution by stage at the
+    period's end; without it that section is left out.
 
     Raises
     ------
@@ -152,7 +161,11 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
         _channel_engagement(cells, weeks, config),
         _hours(cells, users),
         _identities(dataset, cells, weeks),
+        _retention(cells, signup, instants, weeks, config),
+        _active_users(cells, t0, t1, config),
     ]
+    if featurise is not None:
+        frames.append(_engagement(users, stage[:, -1], signed_up[:, -1], stages, t1, featurise))
     messages = _messages(dataset, cells, config)
     frames.append(_message_rows(messages))
     if quality is not None:
@@ -164,6 +177,11 @@ def analyze(dataset: Dataset, config: NbmConfig, quality: ValidationReport | Non
     return AudienceReport(pd.Timestamp(t0, tz="UTC"), pd.Timestamp(t1, tz="UTC"), weeks,
                           figures[list(FIGURE_COLUMNS)], messages, quality or ValidationReport(),
                           tuple(segments), tuple(notes))
+
+
+def _activity_mask(cells: _Cells, config: NbmConfig) -> np.ndarray:
+    """The events that count as activity: the operator's ``[lifecycle] activity_events`` (:mod:`nbm.lifecycle`)."""
+    return np.isin(cells.kind, [EVENT_TYPES.index(e) for e in activity_events(config.lifecycle)])
 
 
 def _history_notes(first_event: int, t0: int, t1: int, config: NbmConfig) -> list[str]:
@@ -491,3 +509,103 @@ def _quality(report: ValidationReport) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True)
     frame["value"] = frame["count"]
     return frame
+
+
+# ------------------------------------------------------------------------ retention, active users, engagement
+
+
+ENGAGEMENT_BINS = 10
+"""The engagement score's distribution: shares of a stage's users in ``[0, 0.1)``, … ``[0.9, 1]``."""
+
+
+def _retention(cells: _Cells, signup: np.ndarray, instants: np.ndarray, weeks: tuple[str, ...],
+               config: NbmConfig) -> pd.DataFrame:
+    """Retention by signup cohort: of the users who signed up in report week ``c`` (the cohort), the share with
+    an activity event in their own week ``j`` after signup (``[signup + 7j d, signup + 7(j+1) d)``; ``week_0``
+    is the first 7 days). ``n`` counts only the cohort's users whose week ``j`` ends by the period's end (a
+    later one is not yet observed); cohort ``all`` pools the cohorts. Users with no ``signup_at``, or who
+    signed up before the period, belong to no cohort."""
+    t0, t1, n_weeks = int(instants[0]), int(instants[-1]), len(weeks)
+    cohort = np.where((signup != NAT) & (signup >= t0) & (signup < t1), (signup - t0) // WEEK_NS, -1)
+    active = _activity_mask(cells, config)
+    pos, t = cells.pos[active], cells.t[active]
+    mine = (cohort[pos] >= 0) & (t >= signup[pos])
+    pos, offset = pos[mine], (t[mine] - signup[pos[mine]]) // WEEK_NS
+    observed = signup[pos] + WEEK_NS * (offset + 1) <= t1          # the user's week has ended: they are in its n
+    cell = np.unique(pos[observed] * n_weeks + offset[observed])     # a user once per week of theirs
+    user, j = cell // n_weeks, cell % n_weeks
+    count = np.bincount(cohort[user] * n_weeks + j, minlength=n_weeks * n_weeks).reshape(n_weeks, n_weeks)
+    member = cohort >= 0
+    ended = signup[member][:, None] + WEEK_NS * (np.arange(n_weeks) + 1)[None, :] <= t1
+    n = np.bincount(np.repeat(cohort[member], n_weeks) * n_weeks + np.tile(np.arange(n_weeks), int(member.sum())),
+                    weights=ended.ravel(), minlength=n_weeks * n_weeks).reshape(n_weeks, n_weeks)
+    frames = []
+    labels = np.array([f"week_{k}" for k in range(n_weeks)], dtype=object)
+    for name, c, m in [*zip(weeks, count, n), (ALL, count.sum(axis=0), n.sum(axis=0))]:
+        observed = m > 0
+        if observed.any():
+            frames.append(_rows("retention", name, "signup_cohort", name, labels[observed], c[observed], m[observed]))
+    return pd.concat(frames, ignore_index=True) if frames else _rows("retention", [], "signup_cohort", [], [], [], [])
+
+
+ACTIVE_WINDOWS = {"dau": 1, "wau": 7, "mau": 30}
+"""Days of the window ending with a day (that day included) in which a user's activity counts."""
+
+
+def _active_users(cells: _Cells, t0: int, t1: int, config: NbmConfig) -> pd.DataFrame:
+    """Per whole day ``d`` of the period (UTC days from its start): DAU, WAU, MAU — the distinct users with an
+    activity event (``[lifecycle] activity_events``) on ``d``, in the 7 days ending with ``d``, in the 30 days
+    ending with ``d`` (the history before the period counts) — and stickiness = DAU ÷ MAU. Period ``all``:
+    stickiness as Σ DAU ÷ Σ MAU over the days (the mean DAU over the mean MAU)."""
+    n_days = (t1 - t0) // DAY_NS
+    if n_days <= 0:
+        return _rows("active_users", [], ALL, ALL, [], [], [])
+    reach = max(ACTIVE_WINDOWS.values()) - 1
+    active = _activity_mask(cells, config)
+    day = (cells.t[active] - t0) // DAY_NS + reach                 # day index, the window's lead-in first
+    keep = (day >= 0) & (day < n_days + reach)
+    span = n_days + reach
+    cell = np.unique(cells.pos[active][keep] * span + day[keep])   # (user, day) with activity, sorted
+    user, d = cell // span, cell % span
+    following = np.r_[np.where(user[1:] == user[:-1], d[1:], span), span]   # the user's next active day
+    days = [f"{pd.Timestamp(t0 + k * DAY_NS, tz='UTC'):%Y-%m-%d}" for k in range(n_days)]
+    frames, counts = [], {}
+    for metric, width in ACTIVE_WINDOWS.items():
+        # an active day counts for the `width` days from it, until the user's next active day takes over
+        until = np.minimum(d + width, following)
+        delta = np.bincount(d, minlength=span + 1) - np.bincount(until, minlength=span + 1)
+        counts[metric] = np.cumsum(delta)[reach:span]
+        frame = _rows("active_users", days, ALL, ALL, metric, counts[metric], np.nan)
+        frame["value"] = frame["count"]
+        frames.append(frame)
+    frames += [_rows("active_users", days, ALL, ALL, "stickiness", counts["dau"], counts["mau"]),
+               _rows("active_users", ALL, ALL, ALL, "stickiness", counts["dau"].sum(), counts["mau"].sum())]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _engagement(users: pd.DataFrame, stage: np.ndarray, alive: np.ndarray, stages: tuple[str, ...], t1: int,
+                featurise: Featuriser) -> pd.DataFrame:
+    """The engagement score (``user_engagement_score``, the features': 0.3 explicit + 0.7 implicit, in [0, 1])
+    of the users signed up by the period's end, at its end, by their lifecycle stage then: the share of a
+    stage's users in each tenth of the score (``score_0.0-0.1`` … ``score_0.9-1.0``, the last one closed), and
+    the stage's mean score and mean explicit and implicit parts."""
+    ids = users["user_id"].to_numpy(dtype=object)[alive]
+    none = np.full(len(ids), None, dtype=object)
+    at = np.full(len(ids), t1, dtype=np.int64)
+    frame = featurise(ids, none, none, at, at)
+    code = stage[alive].astype(np.int64)
+    names = np.array(stages, dtype=object)
+    n = np.bincount(code, minlength=len(stages))
+    score = frame["user_engagement_score"].to_numpy(dtype=np.float64)
+    bin_of = np.minimum((score * ENGAGEMENT_BINS).astype(np.int64), ENGAGEMENT_BINS - 1)
+    in_bin = np.bincount(code * ENGAGEMENT_BINS + bin_of, minlength=len(stages) * ENGAGEMENT_BINS)
+    in_bin = in_bin.reshape(len(stages), ENGAGEMENT_BINS)
+    period = f"{pd.Timestamp(t1, tz='UTC'):%Y-%m-%d}"
+    frames = [_rows("engagement", period, "lifecycle", names,
+                    f"score_{b / ENGAGEMENT_BINS:.1f}-{(b + 1) / ENGAGEMENT_BINS:.1f}", in_bin[:, b], n)
+              for b in range(ENGAGEMENT_BINS)]
+    for part, column in (("mean_score", "user_engagement_score"), ("mean_explicit", "user_engagement_explicit"),
+                         ("mean_implicit", "user_engagement_implicit")):
+        total = np.bincount(code, weights=frame[column].to_numpy(dtype=np.float64), minlength=len(stages))
+        frames.append(_rows("engagement", period, "lifecycle", names, part, total, n))
+    return pd.concat(frames, ignore_index=True)

@@ -7,6 +7,7 @@ the loader dropped bad input rows (the report is still written, and its data-qua
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,8 +16,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from experiments.audience import AudienceReport, analyze
 from experiments.audience_report import render_html
+from experiments.profiles import Featuriser
 from nbm.config import NbmConfig
-from nbm.dataset import load_dataset
+from nbm.dataset import Dataset, load_dataset
 from nbm.errors import UsageError
 from nbm.lifecycle import stage_mix
 
@@ -24,8 +26,11 @@ DEFAULT_OUT = Path("report.html")
 
 
 def run_report(data: Path, out: Path | None, config: NbmConfig, start: pd.Timestamp | None = None,
-               end: pd.Timestamp | None = None, by: str | None = None) -> int:
-    """Run ``nbm report`` and return its exit code (0 fine, 1 bad input rows were dropped)."""
+               end: pd.Timestamp | None = None, by: str | None = None,
+               featuriser_for: Callable[[Dataset, NbmConfig], Featuriser] | None = None) -> int:
+    """Run ``nbm report`` and return its exit code (0 fine, 1 bad input rows were dropped). ``featuriser_for``
+    builds the features' featuriser of the loaded data (the CLI wires ``features.pipeline.FeatureStore``): the
+    engagement score's section needs it, and is left out without it."""
     out = DEFAULT_OUT if out is None else Path(out)
     if out.is_dir():
         raise UsageError(f"`--out`: {str(out)!r} is a directory; name the HTML file (e.g. {str(out / 'report.html')!r})")
@@ -36,7 +41,8 @@ def run_report(data: Path, out: Path | None, config: NbmConfig, start: pd.Timest
         task = progress.add_task(f"{steps[0]} {data}", total=len(steps))
         dataset, quality = load_dataset(Path(data), config)
         progress.update(task, advance=1, description=steps[1])
-        report = analyze(dataset, config, quality, start=start, end=end, by=by)
+        featurise = None if featuriser_for is None else featuriser_for(dataset, config)
+        report = analyze(dataset, config, quality, start=start, end=end, by=by, featurise=featurise)
         progress.update(task, advance=1, description=steps[2])
         page = render_html(report, config)
         progress.update(task, advance=1, description=steps[3])

@@ -14,10 +14,11 @@ import re
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from experiments.ab import ALL
 from experiments.ab_report import STYLE, _e, _missing, _table
-from experiments.audience import ACTIVITY_STATES, KPIS, WEEKDAYS, AudienceReport
+from experiments.audience import ACTIVE_WINDOWS, ACTIVITY_STATES, ENGAGEMENT_BINS, KPIS, WEEKDAYS, AudienceReport
 from nbm.config import LIFECYCLE_STAGES, NbmConfig
 
 
@@ -43,8 +44,9 @@ def render_html(report: AudienceReport, config: NbmConfig) -> str:
              f"{cp.weekly_cap_total} in all a week</p>"]
     if report.notes:
         parts.append("<ul>" + "".join(f"<li>{_text(n)}</li>" for n in report.notes) + "</ul>")
-    parts += [_lifecycle(report), _kpis(report), _channels(report, config), _messages(report),
-              _identities(report), _quality(report), _methods()]
+    parts += [_lifecycle(report), _retention(report), _active_users(report, config), _engagement(report),
+              _kpis(report), _channels(report, config), _messages(report), _identities(report), _quality(report),
+              _methods()]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Audience report</title>"
             f"<style>{STYLE} td.empty {{ color: #999; }}</style></head><body>\n" + "\n".join(parts)
             + "\n</body></html>\n")
@@ -74,6 +76,65 @@ def _lifecycle(report: AudienceReport) -> str:
         table.append([_e(s)] + [_cell(mine.loc[f"to_{t}"], "share") for t in stages]
                      + [f"{int(mine['n'].iloc[0]):,}"])
     return "".join(parts) + _table(["from \\ to", *map(_e, stages), "user-weeks"], table)
+
+
+def _retention(report: AudienceReport) -> str:
+    rows = report.section("retention")
+    if not len(rows):
+        return "<h2>Retention by signup cohort</h2><p>No user signed up in the period.</p>"
+    cohorts = list(dict.fromkeys(rows["period"]))
+    offsets = sorted(set(rows["metric"]), key=lambda m: int(m.split("_")[1]))
+    table = []
+    for cohort in cohorts:
+        mine = rows[rows["period"] == cohort].set_index("metric")
+        size = int(mine["n"].max())
+        table.append([_e(cohort), f"{size:,}"] + [_count_share_row(mine.loc[m]) if m in mine.index else EMPTY
+                                                  for m in offsets])
+    return ("<h2>Retention by signup cohort</h2><p>Of the users who signed up in a week (the cohort), the share "
+            "with an activity event (<code>[lifecycle] activity_events</code>) in their own week <i>j</i> after "
+            "signup (week 0: their first 7 days); a week not yet over at the period's end is not shown.</p>"
+            + _img(_retention_png(report), "retention curves by signup cohort")
+            + _table(["cohort (signup week)", "users", *(f"week {m.split('_')[1]}" for m in offsets)], table))
+
+
+def _active_users(report: AudienceReport, config: NbmConfig) -> str:
+    rows = report.section("active_users")
+    daily = rows[rows["period"] != ALL]
+    if not len(daily):
+        return "<h2>Active users</h2><p>No whole day in the period.</p>"
+    pivot = daily.pivot(index="period", columns="metric", values="count")
+    table = []
+    for week, first in zip(report.weeks, report.weeks[1:] + ("9999",)):
+        days = pivot[(pivot.index >= week) & (pivot.index < first)]
+        if not len(days):
+            continue
+        stick = days["dau"].sum() / days["mau"].sum() if days["mau"].sum() else math.nan
+        table.append([_e(week), f"{days['dau'].mean():,.1f}", f"{int(days['wau'].iloc[-1]):,}",
+                      f"{int(days['mau'].iloc[-1]):,}", EMPTY if math.isnan(stick) else f"{stick:.1%}"])
+    overall = rows[(rows["period"] == ALL) & (rows["metric"] == "stickiness")].iloc[0]
+    events = ", ".join(config.lifecycle.activity_events)
+    return ("<h2>Active users</h2><p>Distinct users with an activity event (" + _e(events) + ") on a UTC day (DAU), "
+            "in the 7 days ending with it (WAU), in the 30 days ending with it (MAU); stickiness = DAU ÷ MAU. "
+            f"Over the period: stickiness {_cell(overall, 'share')} (mean DAU ÷ mean MAU).</p>"
+            + _img(_active_png(report), "daily, weekly and monthly active users and stickiness per day")
+            + _table(["week", "DAU (mean of its days)", "WAU (its last day)", "MAU (its last day)",
+                      "stickiness (Σ DAU ÷ Σ MAU)"], table))
+
+
+def _engagement(report: AudienceReport) -> str:
+    rows = report.section("engagement")
+    if not len(rows):
+        return "<h2>Engagement score by stage</h2><p>Not computed (no featuriser was given).</p>"
+    table = []
+    for stage in _stages(report):
+        mine = rows[rows["segment_value"] == stage].set_index("metric")
+        table.append([_e(stage), _users(mine["n"].iloc[0])]
+                     + [_cell(mine.loc[m], "score") for m in ("mean_score", "mean_explicit", "mean_implicit")])
+    return ("<h2>Engagement score by stage</h2><p>The model's engagement score at the period's end "
+            f"({_e(rows['period'].iloc[0])}), 0 to 1: 0.3 × explicit (profile completeness, consent breadth) + 0.7 × "
+            "implicit (visits, opens, clicks, conversions in 30 days), by lifecycle stage then.</p>"
+            + _img(_engagement_png(report), "distribution of the engagement score by lifecycle stage")
+            + _table(["stage", "users", "mean score", "mean explicit part", "mean implicit part"], table))
 
 
 def _stages(report: AudienceReport) -> tuple[str, ...]:
@@ -202,10 +263,12 @@ def _shares_png(report: AudienceReport) -> bytes:
             share = mine["value"].fillna(0).to_numpy()
             axes.bar(x, share, bottom=bottom, color=COLORS[name], label=name)
             bottom += share
-        axes.set_xticks(x, [w[5:] for w in report.weeks], rotation=45, fontsize=7)
+        _week_ticks(axes, report.weeks)
         axes.set_ylim(0, 1)
+        _percent(axes)
+        axes.set_ylabel("share of users signed up (%)", fontsize=8)
         axes.set_title(f"users by {section} at the week's end", fontsize=9)
-        axes.legend(fontsize=7, loc="lower left")
+        _legend_outside(axes)
     figure.tight_layout()
     return _png(figure)
 
@@ -226,9 +289,10 @@ def _transitions_png(report: AudienceReport) -> bytes:
                       color="white" if np.nan_to_num(share[i, j]) > 0.6 else "black")
     axes.set_xticks(range(s), stages, fontsize=8)
     axes.set_yticks(range(s), stages, fontsize=8)
-    axes.set_xlabel("at the week's end")
-    axes.set_ylabel("at the week's start")
-    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_xlabel("stage at the week's end")
+    axes.set_ylabel("stage at the week's start")
+    figure.colorbar(image, ax=axes, shrink=0.8, format=PercentFormatter(1.0, decimals=0),
+                    label="share of the start stage's users (%)")
     figure.tight_layout()
     return _png(figure)
 
@@ -244,9 +308,12 @@ def _kpi_png(report: AudienceReport) -> bytes:
             mine = mine.set_index("period").reindex(list(report.weeks))
             axes.plot(x, mine["value"].to_numpy(dtype=float), marker="o", markersize=3, color=COLORS[stage],
                       label=stage)
-        axes.set_xticks(x, [w[5:] for w in report.weeks], rotation=45, fontsize=7)
+        _week_ticks(axes, report.weeks)
+        axes.set_ylim(bottom=0)
+        _percent(axes)
+        axes.set_ylabel(f"{metric.replace('_', ' ')} (% of users)", fontsize=8)
         axes.set_title(metric, fontsize=9)
-    figure.axes[0].legend(fontsize=7)
+    _legend_outside(figure.axes[-1], "stage at the week's start")
     figure.tight_layout()
     return _png(figure)
 
@@ -261,7 +328,8 @@ def _contacts_png(report: AudienceReport, cap: int) -> bytes:
     axes.bar(range(len(labels)), rows["value"].fillna(0).to_numpy(), color=colors)
     axes.set_xticks(range(len(labels)), labels, fontsize=8)
     axes.set_xlabel(f"sends to a user in a week (red: above the total cap of {cap})")
-    axes.set_ylabel("share of user-weeks")
+    axes.set_ylabel("share of user-weeks (%)")
+    _percent(axes)
     figure.tight_layout()
     return _png(figure)
 
@@ -274,8 +342,94 @@ def _hours_png(report: AudienceReport) -> bytes:
     image = axes.imshow(share, aspect="auto", cmap="viridis")
     axes.set_yticks(range(7), WEEKDAYS, fontsize=8)
     axes.set_xticks(range(24), [str(h) for h in range(24)], fontsize=7)
-    axes.set_xlabel("local hour")
-    figure.colorbar(image, ax=axes, label="share of opens + clicks")
+    axes.set_xlabel("local hour (0–23, the user's time zone)")
+    axes.set_ylabel("local weekday")
+    figure.colorbar(image, ax=axes, label="share of opens + clicks (%)", format=PercentFormatter(1.0, decimals=1))
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _percent(axes, axis: str = "y") -> None:
+    """Shares on ``axis`` shown as percentages."""
+    (axes.yaxis if axis == "y" else axes.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def _legend_outside(axes, title: str | None = None) -> None:
+    """The legend right of the plot, off the data."""
+    axes.legend(fontsize=7, title=title, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                frameon=False)
+
+
+def _week_ticks(axes, weeks: tuple[str, ...]) -> None:
+    axes.set_xticks(np.arange(len(weeks)), [w[5:] for w in weeks], rotation=45, fontsize=7)
+    axes.set_xlabel("week starting (month-day, UTC)", fontsize=8)
+
+
+def _retention_png(report: AudienceReport) -> bytes:
+    rows = report.section("retention")
+    figure = Figure(figsize=(8, 3.4), dpi=90)
+    axes = figure.subplots()
+    for cohort in dict.fromkeys(rows["period"]):
+        mine = rows[rows["period"] == cohort]
+        weeks = mine["metric"].str.split("_").str[1].astype(int).to_numpy()
+        pooled = cohort == ALL
+        axes.plot(weeks, mine["value"].to_numpy(dtype=float), marker="o", markersize=3,
+                  linewidth=2.5 if pooled else 1, color="black" if pooled else None,
+                  label="all cohorts" if pooled else f"{cohort} ({int(mine['n'].max()):,} users)")
+    axes.set_xlabel("weeks since signup", fontsize=8)
+    axes.set_ylabel("users active in the week (%)", fontsize=8)
+    axes.set_ylim(0, 1.02)
+    _percent(axes)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    _legend_outside(axes, "signup week")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _active_png(report: AudienceReport) -> bytes:
+    rows = report.section("active_users")
+    daily = rows[rows["period"] != ALL]
+    figure = Figure(figsize=(10, 3.4), dpi=90)
+    counts, ratio = figure.subplots(1, 2)
+    days = list(dict.fromkeys(daily["period"]))
+    x = np.arange(len(days))
+    for metric in ACTIVE_WINDOWS:
+        mine = daily[daily["metric"] == metric].set_index("period").reindex(days)
+        counts.plot(x, mine["count"].to_numpy(dtype=float), label=metric.upper())
+    mine = daily[daily["metric"] == "stickiness"].set_index("period").reindex(days)
+    ratio.plot(x, mine["value"].to_numpy(dtype=float), color="#6a1b9a")
+    step = max(1, len(days) // 10)
+    for axes in (counts, ratio):
+        axes.set_xticks(x[::step], [d[5:] for d in days[::step]], rotation=45, fontsize=7)
+        axes.set_xlabel("day (month-day, UTC)", fontsize=8)
+    counts.set_ylabel("active users (people)", fontsize=8)
+    counts.set_ylim(bottom=0)
+    ratio.set_ylabel("stickiness: DAU ÷ MAU (%)", fontsize=8)
+    ratio.set_ylim(bottom=0)
+    _percent(ratio)
+    _legend_outside(counts)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _engagement_png(report: AudienceReport) -> bytes:
+    rows = report.section("engagement")
+    figure = Figure(figsize=(8, 3.4), dpi=90)
+    axes = figure.subplots()
+    centers = (np.arange(ENGAGEMENT_BINS) + 0.5) / ENGAGEMENT_BINS
+    for stage in _stages(report):
+        mine = rows[(rows["segment_value"] == stage) & rows["metric"].str.startswith("score_")]
+        if not mine["n"].iloc[0]:
+            continue
+        axes.plot(centers, mine["value"].to_numpy(dtype=float), marker="o", markersize=3, color=COLORS[stage],
+                  label=f"{stage} ({int(mine['n'].iloc[0]):,} users)")
+    axes.set_xlim(0, 1)
+    axes.set_xticks(np.linspace(0, 1, ENGAGEMENT_BINS + 1))
+    axes.set_xlabel("engagement score (0–1, in tenths)", fontsize=8)
+    axes.set_ylabel("share of the stage's users (%)", fontsize=8)
+    axes.set_ylim(bottom=0)
+    _percent(axes)
+    _legend_outside(axes, "stage at the period's end")
     figure.tight_layout()
     return _png(figure)
 
@@ -302,6 +456,8 @@ def _cell(row: pd.Series, metric: str) -> str:
         return f'<td class="empty" title="{_e(row["note"] or "no users")}">{EMPTY}</td>'
     if metric in MONEY:
         return f"{value:,.2f}"
+    if metric == "score":            # a score in [0, 1], not a share
+        return f"{value:.3f}"
     return f"{value:.1%}" if metric == "share" or value >= 0.1 else f"{value:.2%}"
 
 

@@ -136,13 +136,31 @@ def _cmd_ab(args: argparse.Namespace) -> int:
     return run_ab(args.data, args.experiment, args.out, config, by=args.by, control=args.control)
 
 
+def _featuriser(dataset, config):
+    """The features' featuriser of ``dataset`` (``experiments.profiles.Featuriser``): experiments may not import
+    features, so the composition root hands it to the profiles and the audience report."""
+    from features.compute import Candidates
+    from features.pipeline import FeatureStore
+
+    store = FeatureStore.build(dataset, config)
+    return lambda *columns: store.featurise(Candidates(*columns))
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from experiments.audience_command import run_report
     from nbm.commands.options import parse_time
     from nbm.config import load_config
 
     return run_report(args.data, args.out, load_config(args.config), start=parse_time(args.start, "--from"),
-                      end=parse_time(args.end, "--to"), by=args.by)
+                      end=parse_time(args.end, "--to"), by=args.by, featuriser_for=_featuriser)
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from experiments.profiles import run_profiles
+    from nbm.commands.options import parse_time
+    from nbm.config import load_config
+
+    return run_profiles(args.data, args.out, load_config(args.config), parse_time(args.now, "--now"), _featuriser)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -202,6 +220,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     with console.status("loading the data and the model…"):
         dataset, _ = load_dataset(args.data, config, now=now)
         loaded = load_model(args.model, config)
+    _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
     users = read_user_list(args.users) if args.users else None
     with console.status("deciding…") as status:
         summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
@@ -212,6 +231,25 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
                   f"{summary.with_items:,} with items ({summary.items:,} items); nothing — {reasons}. "
                   f"Written to {args.out}")
     return 0
+
+
+PAST_THE_DATA_DAYS = 1.0
+"""``--now`` later than the last event by more than this (days) gets a warning: decisions from a stale history."""
+
+
+def _warn_past_the_data(command: str, now, events, given: bool) -> None:
+    """Warn on stderr when ``now`` lies more than :data:`PAST_THE_DATA_DAYS` after the last event of ``events``:
+    every user then looks less active than they were when the data ends (stages drift to at_risk and dormant,
+    recent contacts and fatigue vanish), which is rarely what a batch run over an old export means."""
+    if not len(events):
+        return
+    last = events["timestamp"].max()
+    days = (now - last).total_seconds() / 86_400
+    if days > PAST_THE_DATA_DAYS:
+        source = "`--now`" if given else "`--now` (not given: the wall clock)"
+        print(f"nbm {command}: warning: {source} {now.isoformat()} is {days:.1f} days after the data's last event "
+              f"({last.isoformat()}): users look {days:.0f} days less active than the data shows; to decide as of "
+              f"the data's end, pass `--now {last.isoformat()}`", file=sys.stderr)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -374,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--model", default="models:/nbm-ranker@champion",
                      help="models:/NAME@ALIAS, models:/NAME/VERSION or an artifact directory "
                           "(default models:/nbm-ranker@champion)")
-    rec.add_argument("--now", help="decision time, ISO-8601 (default: now)")
+    rec.add_argument("--now", help="decision time, ISO-8601 (default: the clock; a time over a day after the data's "
+                                   "last event gets a warning)")
     rec.add_argument("--users", type=Path, help="only these users: one id per line, or CSV/Parquet with user_id")
     rec.add_argument("--k", type=int, default=1, help="items per decision, 1..10 (default 1)")
     rec.add_argument("--explorer", default="greedy", choices=EXPLORER_NAMES, help="how to choose (default greedy)")
@@ -423,6 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--to", dest="end", help="end of the period, ISO-8601 (default: the data's end)")
     rep.add_argument("--by", help="also segment by this users column")
     rep.set_defaults(handler=_cmd_report)
+
+    prof = sub.add_parser("profiles", parents=[common], help="one row per customer: stage, state, engagement, preferences",
+                          description="The 'know your customer' export: per user, the lifecycle stage, activity state, "
+                                      "engagement score (explicit and implicit parts), preferred channel, hour and "
+                                      "top topics with their smoothed rates, last contact and consent, all as the "
+                                      "features compute them (docs/report.md, 'Customer profiles').")
+    prof.add_argument("--data", type=Path, required=True, help="data directory (the data contract)")
+    prof.add_argument("--now", help="the profiles' time, ISO-8601 (default: just after the last event, not the clock)")
+    prof.add_argument("--out", type=Path, required=True, help="output file: Parquet or CSV, by its suffix")
+    prof.set_defaults(handler=_cmd_profiles)
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
                          description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")

@@ -374,7 +374,8 @@ def test_run_report_writes_the_page_and_every_figure(tables, config, tmp_path) -
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page) and "<script" not in page.lower()
     assert SCRIPT not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert not re.search(r"\bnan\b", page, re.IGNORECASE) and "—" in page
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 5  # stages + states, transitions, KPIs, contacts, local time
+    # stages + states, retention, active users, transitions, KPIs, contacts, local time (no featuriser: no engagement)
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', page)) == 7
     figures = pd.read_csv(out.with_suffix(".csv"))
     assert tuple(figures.columns) == FIGURE_COLUMNS and len(figures) > 1000
     assert sorted(figures.loc[figures["section"] == "lifecycle", "period"].unique()) == [
@@ -391,3 +392,100 @@ def test_weeks_with_too_little_history_are_flagged(report, loaded, config) -> No
     first = dataset.events["timestamp"].min()
     later = analyze(dataset, config, quality, start=(first + 31 * DAY).floor("D"))
     assert not any("for lack of history" in n or "activity states count" in n for n in later.notes)
+
+
+# ------------------------------------------------ retention, active users, engagement: a tiny world by hand
+
+TINY_START = pd.Timestamp("2026-06-01T00:00:00Z")
+NOON = pd.Timedelta(hours=12)
+
+
+def _tiny(activity_events: tuple[str, ...] | None = None, featurise=None):
+    """Five users over two weeks (2026-06-01 → 06-15). ``a`` and ``b`` sign up in week 0, ``c`` in week 1, ``d``
+    long before, ``e`` at an unknown time. Activity (visit/click) at noon: d 05-20, d 06-01, a 06-02, d 06-05,
+    a 06-09 (a click), c 06-10, e 06-14; opens (no activity by default): b 06-03, c 06-09."""
+    day = lambda k: TINY_START + (k - 1) * DAY + NOON      # noqa: E731 — day k of June at noon
+    users = pd.DataFrame({"user_id": ["a", "b", "c", "d", "e"],
+                          "signup_at": [TINY_START, TINY_START + DAY, TINY_START + 7 * DAY,
+                                        pd.Timestamp("2026-01-01T00:00:00Z"), pd.NaT],
+                          "timezone": "UTC", "consent": [["email"]] * 5})
+    rows_ = [("d", TINY_START - 12 * DAY + NOON, "visit"), ("d", day(1), "visit"), ("a", day(2), "visit"),
+             ("b", day(3), "open"), ("d", day(5), "visit"), ("a", day(9), "click"), ("c", day(9), "open"),
+             ("c", day(10), "visit"), ("e", day(14), "visit")]
+    events = pd.DataFrame([{"event_id": f"e{i}", "timestamp": t, "user_id": u, "event_type": k,
+                            "message_id": "m" if k in ("open", "click") else None,
+                            "channel": "email" if k in ("open", "click") else None}
+                           for i, (u, t, k) in enumerate(rows_)])
+    messages = pd.DataFrame({"message_id": ["m"], "topic": ["t"], "channels": [["email"]]})
+    config = NbmConfig() if activity_events is None else NbmConfig(
+        lifecycle=LifecycleConfig(activity_events=activity_events))
+    dataset, _ = build_dataset({"users": users, "events": events, "messages": messages}, config,
+                               pd.Timestamp("2026-12-01T00:00:00Z"))
+    return analyze(dataset, config, start=TINY_START, end=TINY_START + 14 * DAY, featurise=featurise)
+
+
+def _by(report, section: str, *keys: str) -> dict:
+    frame = report.section(section)
+    return {tuple(r[k] for k in keys): (r["count"], r["n"]) for _, r in frame.iterrows()}
+
+
+def test_retention_by_signup_cohort_by_hand() -> None:
+    # Cohort 06-01 (a, b): week 0 — a visited (06-02), b only opened: 1 of 2; week 1 [signup + 7 d, + 14 d) has
+    # ended by 06-15 for a (signed up 06-01) alone, who clicked on 06-09: 1 of 1. Cohort 06-08 (c): week 0 ends
+    # 06-15: visited 06-10, 1 of 1. d (before the period) and e (no signup) are in no cohort.
+    assert _by(_tiny(), "retention", "period", "metric") == {
+        ("2026-06-01", "week_0"): (1, 2), ("2026-06-01", "week_1"): (1, 1), ("2026-06-08", "week_0"): (1, 1),
+        ("all", "week_0"): (2, 3), ("all", "week_1"): (1, 1)}
+    # The operator's activity: with opens counted, b's open makes b retained in week 0; with clicks only, a's
+    # visit and c's visit no longer count (a's click of 06-09 still does).
+    with_opens = _by(_tiny(("visit", "click", "convert", "open")), "retention", "period", "metric")
+    assert with_opens[("2026-06-01", "week_0")] == (2, 2) and with_opens[("all", "week_0")] == (3, 3)
+    clicks = _by(_tiny(("click",)), "retention", "period", "metric")
+    assert clicks[("all", "week_0")] == (0, 3) and clicks[("all", "week_1")] == (1, 1)
+
+
+def test_daily_weekly_monthly_active_users_and_stickiness_by_hand() -> None:
+    report = _tiny()
+    frame = report.section("active_users")
+    daily = frame[frame["period"] != "all"]
+    assert list(dict.fromkeys(daily["period"])) == [f"2026-06-{k:02d}" for k in range(1, 15)]
+    got = {m: daily.loc[daily["metric"] == m, "count"].astype(int).tolist() for m in ("dau", "wau", "mau")}
+    # active user-days: d 05-20, d 06-01, a 06-02, d 06-05, a 06-09, c 06-10, e 06-14
+    assert got["dau"] == [1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1]
+    assert got["wau"] == [1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 2, 2, 3]     # e.g. 06-14: a (06-09), c, e
+    assert got["mau"] == [1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 4]     # d's 05-20 visit counts until 06-18
+    sticky = daily[daily["metric"] == "stickiness"]
+    np.testing.assert_allclose(sticky["value"], np.array(got["dau"]) / np.array(got["mau"]))
+    overall = frame[(frame["period"] == "all") & (frame["metric"] == "stickiness")].iloc[0]
+    assert (overall["count"], overall["n"]) == (6, 33) and overall["value"] == pytest.approx(6 / 33)
+    # opens count when the operator says so: b (06-03) and c (06-09) join
+    with_opens = _tiny(("visit", "click", "convert", "open")).section("active_users")
+    dau = with_opens.loc[(with_opens["metric"] == "dau") & (with_opens["period"] != "all"), "count"].astype(int)
+    assert dau.tolist() == [1, 1, 1, 0, 1, 0, 0, 0, 2, 1, 0, 0, 0, 1]
+
+
+def test_engagement_distribution_by_stage_by_hand() -> None:
+    """With a stub featuriser of known scores: a, b, c are new at 06-15 (signed up < 30 days before), d (last
+    visit 06-05) and e (06-14) active. A score of exactly 1 falls in the last tenth, which is closed."""
+    scores = {"a": (0.05, 0.1, 0.0), "b": (0.15, 0.5, 0.0), "c": (0.95, 1.0, 0.9), "d": (1.0, 1.0, 1.0),
+              "e": (0.5, 0.0, 0.7)}
+    asked = []
+
+    def featurise(user_id, message_id, channel, as_of, send_at):
+        asked.append(set(as_of))
+        s, x, i = zip(*(scores[u] for u in user_id))
+        return pd.DataFrame({"user_engagement_score": s, "user_engagement_explicit": x,
+                             "user_engagement_implicit": i})
+
+    report = _tiny(featurise=featurise)
+    assert asked == [{(TINY_START + 14 * DAY).value}]          # at the period's end
+    got = _by(report, "engagement", "segment_value", "metric")
+    assert got[("new", "score_0.0-0.1")] == (1, 3) and got[("new", "score_0.1-0.2")] == (1, 3)
+    assert got[("new", "score_0.9-1.0")] == (1, 3) and got[("new", "score_0.5-0.6")] == (0, 3)
+    assert got[("active", "score_0.9-1.0")] == (1, 2) and got[("active", "score_0.5-0.6")] == (1, 2)
+    assert got[("at_risk", "score_0.0-0.1")] == (0, 0)
+    assert got[("new", "mean_score")][0] == pytest.approx(0.05 + 0.15 + 0.95)
+    assert got[("active", "mean_implicit")] == (pytest.approx(1.7), 2)
+    engagement = report.section("engagement").set_index(["segment_value", "metric"])
+    assert engagement.loc[("new", "mean_explicit"), "value"] == pytest.approx(1.6 / 3)
+    assert engagement.loc[("dormant", "mean_score"), "note"] == "no users"

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 
 from experiments.audience_command import run_report
+from features.compute import Candidates
+from features.pipeline import FeatureStore
 from nbm.config import NbmConfig
 from nbm.simulate import SimConfig, simulate
 from nbm.simulate.manifest import write_world
@@ -22,13 +24,19 @@ PROBE = ("<script>window.addEventListener('load', function () { var broken = 0; 
          " document.body.appendChild(p); });</script>")
 
 
+def _featuriser(dataset, config):
+    """The features' featuriser, wired as `nbm report` wires it (nbm/cli.py)."""
+    store = FeatureStore.build(dataset, config)
+    return lambda *columns: store.featurise(Candidates(*columns))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (`make test` installs "
                     "Debian's chromium; apt-get install chromium)")
 def test_the_report_renders_in_a_headless_browser(tmp_path) -> None:
     data, out = tmp_path / "data", tmp_path / "report.html"
     write_world(simulate(SimConfig(n_users=300, n_days=21, seed=2)).tables, data, "parquet")
-    assert run_report(data, out, NbmConfig()) == 0
+    assert run_report(data, out, NbmConfig(), featuriser_for=_featuriser) == 0
     probed = tmp_path / "probed.html"
     probed.write_text(out.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     done = subprocess.run(
@@ -41,5 +49,7 @@ def test_the_report_renders_in_a_headless_browser(tmp_path) -> None:
     assert not console, console
     probe = re.search(r'id="probe">images=(\d+) broken=(\d+)<', dom)
     assert probe, dom[-500:]
-    assert (int(probe.group(1)), int(probe.group(2))) == (5, 0)
-    assert dom.count("<table") >= 10 and "Audience report" in dom and "Data quality" in dom
+    # stages + states, retention, active users, engagement by stage, transitions, KPIs, contacts, local time
+    assert (int(probe.group(1)), int(probe.group(2))) == (8, 0)
+    assert dom.count("<table") >= 13 and "Audience report" in dom and "Data quality" in dom
+    assert "Retention by signup cohort" in dom and "Active users" in dom and "Engagement score by stage" in dom
