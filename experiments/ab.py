@@ -83,10 +83,13 @@ class AbResult:
     """The analysis of one experiment; frames are long format.
 
     ``arms``: one row per arm (expected share, users, expected users, decisions, sends). ``results``: one row per
-    arm × metric × segment value (:data:`RESULT_COLUMNS`; the control's own rows carry its value and no test).
+    arm × metric × segment value with users (:data:`RESULT_COLUMNS`; the control's own rows carry its value and
+    no test).
     ``daily``: one row per day × treatment arm × per-user metric, on the data cumulated to that day's end.
     ``users``: one row per analysed user (arm, first decision, per-user counts and metrics, pre-period values,
     segments). ``problems`` make the command exit 1; ``notes`` are said in the report but are no problem.
+    ``empty_segments``: the (segment, value) pairs with no users at all, left out of ``results`` (one note says
+    which).
     """
 
     experiment: str
@@ -104,6 +107,7 @@ class AbResult:
     decisions_without_arm: int
     segments: tuple[str, ...]
     notes: tuple[str, ...]
+    empty_segments: tuple[tuple[str, str], ...] = ()
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -160,7 +164,10 @@ def analyze(dataset: Dataset, experiment: str, config: NbmConfig, *, by: str | N
         notes.append(f"{unknown:,} users of the decision log are not in the `users` table: segment `{MISSING}`")
 
     daily = _daily(users, window_events, arms, control, start, end, experiment, alpha, tau)
-    results = _results(users, segments, arms, control, experiment, alpha, daily)
+    results, empty = _results(users, segments, arms, control, experiment, alpha, daily)
+    if empty:
+        notes.append("segments with no users, left out of the results: "
+                     + ", ".join(f"{segment} = {value}" for segment, value in empty))
     srm = stats.srm(users["arm"].value_counts().reindex(arms, fill_value=0).to_numpy(), shares, srm_threshold)
     arm_table = pd.DataFrame({
         "arm": arms, "expected_share": shares / shares.sum(), "users": list(srm.observed),
@@ -172,7 +179,7 @@ def analyze(dataset: Dataset, experiment: str, config: NbmConfig, *, by: str | N
     notes += [f"arm `{a}` has no users" for a, n in zip(arms, srm.observed) if n == 0]
     return AbResult(experiment, control, primary_metric, alpha, pd.Timestamp(start, tz="UTC"),
                     pd.Timestamp(end, tz="UTC"), arm_table, results, daily, users, srm, several, without_arm,
-                    tuple(segments), tuple(notes))
+                    tuple(segments), tuple(notes), tuple(empty))
 
 
 # ------------------------------------------------------------------------------------------- assignment
@@ -356,25 +363,30 @@ class _Arm:
 
 
 def _results(users: pd.DataFrame, segments: dict[str, list[str]], arms: list[str], control: str, experiment: str,
-             alpha: float, daily: pd.DataFrame) -> pd.DataFrame:
-    """One row per segment value × metric × arm; BH over the segment tests; guardrail breaches flagged."""
+             alpha: float, daily: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per segment value × metric × arm; BH over the segment tests; guardrail breaches flagged.
+
+    A segment value without any user gives no rows (it would be arms × metrics rows of nothing): it is
+    returned apart, as (segment, value), for one note.
+    """
     columns = {c: users[c].to_numpy(dtype=float) for m in METRICS for c in (m.name, "pre_" + m.name)
                if m.kind != "ratio"}
     columns |= {c: users[c].to_numpy(dtype=float) for c in ("clicks", "sends", "pre_clicks", "pre_sends")}
     code = users["arm"].cat.codes.to_numpy()
-    rows = []
+    rows, empty = [], []
     for segment, values in segments.items():
         column = users[segment].to_numpy()
         for value in values:
             inside = column == value
-            empty = "" if inside.any() else "segment has no users"
+            if segment != ALL and not inside.any():
+                empty.append((segment, value))
+                continue
             by_arm = {a: _Arm(columns, np.flatnonzero(inside & (code == i))) for i, a in enumerate(arms)}
             for metric in METRICS:
                 for arm in arms:
                     row = _row(metric, by_arm[arm], by_arm[control], arm == control, alpha)
                     row.update(experiment=experiment, arm=arm, control=control, metric=metric.name,
                                segment=segment, segment_value=value, guardrail=metric.guardrail)
-                    row["note"] = "; ".join(n for n in (empty, row["note"]) if n)
                     rows.append(row)
     results = pd.DataFrame(rows)
     overall = (results["segment"] == ALL).to_numpy()
@@ -386,7 +398,7 @@ def _results(users: pd.DataFrame, segments: dict[str, list[str]], arms: list[str
         results.loc[tested, "p_adjusted"] = stats.benjamini_hochberg(results.loc[tested, "p_value"], alpha).p_adjusted
     evidence = np.where(overall, results["p_value"], results["p_adjusted"])
     results["guardrail_breach"] = results["guardrail"] & (results["difference"] > 0) & (evidence < alpha)
-    return results[list(RESULT_COLUMNS)]
+    return results[list(RESULT_COLUMNS)], empty
 
 
 def _row(metric: Metric, t: _Arm, c: _Arm, is_control: bool, alpha: float) -> dict[str, object]:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from experiments.ab import ALL, METRIC_BY_NAME, AbResult, analyze
-from experiments.ab_report import render_html
+from experiments.ab_report import render_html, verdicts
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
@@ -58,7 +58,9 @@ def write_outputs(result: AbResult, out: Path) -> list[Path]:
 
 
 def print_summary(console: Console, result: AbResult, written: list[Path], input_problems: list[str]) -> None:
-    """Users per arm and the primary metric against the control; problems and guardrail breaches."""
+    """The verdict per metric; users per arm and the primary metric against the control; problems, breaches."""
+    for verdict in verdicts(result):
+        console.print(f"  verdict: {verdict.sentence}", markup=False, highlight=False, soft_wrap=True)
     metric = result.primary_metric
     rows = result.results[(result.results["segment"] == ALL) & (result.results["metric"] == metric)]
     table = Table(title=escape(f"experiment {result.experiment}: {metric} against {result.control}"))

@@ -1,7 +1,9 @@
 """The A/B report as one self-contained HTML file: inline CSS, plots as base64 PNG, no script, no link out.
 
-Every string that comes from the data (arm, experiment, segment values, notes) goes through `html.escape`;
-the page is readable offline and safe to mail around.
+It opens with one verdict per metric (`verdicts`): which arm wins against the control, the lift with its
+interval, how certain that is, and whether the SRM check passed. Every string that comes from the data (arm,
+experiment, segment values, notes) goes through `html.escape`; the page is readable offline and safe to mail
+around.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import base64
 import html
 import io
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.ab import ALL, METRIC_BY_NAME, METRICS, AbResult
+from experiments.ab import ALL, METRIC_BY_NAME, METRICS, AbResult, Metric
+
+Certainty = Literal["significant", "significant_at_end_only", "not_significant", "untestable"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222; }
@@ -25,6 +31,8 @@ h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #c
 .banner.srm { background: #c62828; color: #fff; font-size: 1.1em; }
 .banner.problems { background: #fff3cd; border: 1px solid #e0b000; }
 .banner.guardrail { background: #fde0dc; border: 1px solid #c62828; }
+ul.verdicts li { margin: 0.3em 0; } ul.verdicts li.win { font-weight: 600; }
+ul.verdicts li.untrusted { color: #c62828; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; text-align: right; vertical-align: top; }
 th { background: #f3f3f3; } td.text, th.text { text-align: left; }
@@ -45,6 +53,7 @@ def render_html(result: AbResult) -> str:
         parts.append(f'<div class="banner srm">Sample ratio mismatch (χ² = {result.srm.chi2:.1f}, '
                      f"p = {_p(result.srm.p_value)} &lt; {result.srm.threshold:g}): the users per arm do not match "
                      "the design. Assignment or logging is broken; the differences below are not trustworthy.</div>")
+    parts.append(_verdicts(result))
     others = [p for p in result.problems if not p.startswith("sample ratio mismatch")]
     if others:
         parts.append('<div class="banner problems">Problems in the data:<ul>'
@@ -62,6 +71,132 @@ def render_html(result: AbResult) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>A/B test {_e(result.experiment)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer on one metric over all users: which arm beats the control, by how much, how surely.
+
+    ``winner`` is the treatment arm that beats the control at ``alpha`` (higher; lower for a guardrail), the
+    one with the largest difference when several do, and "" when none does. ``arm`` is the arm the numbers are
+    about: the arm of a guardrail breach if there is one (the largest rise), else the winner, else the treatment
+    arm with the smallest p-value ("" with no treatment arm).
+    ``relative`` is ``arm`` / control − 1 with its log-ratio interval, ``difference`` arm − control with its
+    interval. ``certainty``: ``significant`` (p < alpha, and the always-valid p too where there is one),
+    ``significant_at_end_only`` (p < alpha but not the always-valid p: valid only at the planned end),
+    ``not_significant`` or ``untestable``. ``srm_passed`` is False when the SRM check found a mismatch, and
+    then no verdict is to be trusted. ``sentence`` says it all in plain text.
+    """
+
+    metric: str
+    control: str
+    winner: str
+    arm: str
+    relative: float
+    relative_ci_low: float
+    relative_ci_high: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    sequential_p_value: float
+    certainty: Certainty
+    srm_passed: bool
+    sentence: str
+
+
+def verdicts(result: AbResult) -> tuple[Verdict, ...]:
+    """One `Verdict` per metric, in the order of :data:`experiments.ab.METRICS`."""
+    rows = result.results[(result.results["segment"] == ALL) & (result.results["arm"] != result.control)]
+    return tuple(_verdict(metric, rows[rows["metric"] == metric.name], result) for metric in METRICS)
+
+
+def _verdict(metric: Metric, rows: pd.DataFrame, result: AbResult) -> Verdict:
+    better = -1.0 if metric.guardrail else 1.0  # a guardrail wins by falling
+    significant = (rows["p_value"] < result.alpha).to_numpy()  # False for NaN
+    gain = better * rows["difference"].to_numpy(dtype=float)
+    winners = rows[significant & (gain > 0)]
+    tested = rows[rows["p_value"].notna()]
+    breaches = rows[rows["guardrail_breach"].astype(bool)]
+    if len(breaches):  # a guardrail's rise comes first, whichever arm lowers it
+        chosen = breaches["difference"].idxmax()
+    elif len(winners):
+        chosen = (better * winners["difference"]).idxmax()
+    elif len(tested):
+        chosen = tested["p_value"].idxmin()
+    else:
+        chosen = rows.index[0] if len(rows) else None
+    lead = None if chosen is None else next(rows.loc[[chosen]].itertuples())
+    srm = result.srm
+    srm_text = (f"SRM check failed ({_p_text(srm.p_value)}): the assignment or the logging is broken, do not "
+                "trust this" if srm.mismatch else f"SRM check passed ({_p_text(srm.p_value)})"
+                if not math.isnan(srm.p_value) else f"SRM not tested ({srm.note})")
+    name = metric.name + (" (guardrail, lower is better)" if metric.guardrail else "")
+    if lead is None:
+        return Verdict(metric.name, result.control, "", "", *[math.nan] * 8, "untestable", not srm.mismatch,
+                       f"{name}: no treatment arm to compare with {result.control}. {srm_text}.")
+    certainty = _certainty(lead.p_value, lead.sequential_p_value, result.alpha)
+    winner = str(winners.loc[(better * winners["difference"]).idxmax(), "arm"]) if len(winners) else ""
+    if len(breaches):
+        head = f"guardrail breach, {lead.arm} raises it against {result.control}"
+    elif winner:
+        head = f"{winner} wins against {result.control}"
+    elif certainty == "significant" or certainty == "significant_at_end_only":
+        head = f"no arm beats {result.control}; {lead.arm} does worse"
+    elif certainty == "not_significant":
+        head = f"no winner; {lead.arm} against {result.control}"
+    else:
+        head = f"no test of {lead.arm} against {result.control}"
+    others = [f"{r.arm} {_lift(metric.name, r)} ({_p_text(r.p_value)})" if not _missing(r.p_value)
+              else f"{r.arm} not tested" for r in rows.itertuples() if r.arm != lead.arm]
+    sentence = (f"{name}: {head}, {_lift(metric.name, lead)} ({_value(metric.name, lead.value)} against "
+                f"{_value(metric.name, lead.control_value)}); {_certainty_text(certainty, lead, result.alpha)}"
+                + (f"; other arms: {', '.join(others)}" if others else "") + f". {srm_text}.")
+    return Verdict(metric.name, result.control, winner, str(lead.arm), float(lead.relative),
+                   float(lead.relative_ci_low), float(lead.relative_ci_high), float(lead.difference),
+                   float(lead.ci_low), float(lead.ci_high), float(lead.p_value), float(lead.sequential_p_value),
+                   certainty, not srm.mismatch, sentence)
+
+
+def _certainty(p_value: float, sequential_p_value: float, alpha: float) -> Certainty:
+    if _missing(p_value):
+        return "untestable"
+    if p_value >= alpha:
+        return "not_significant"
+    if _missing(sequential_p_value) or sequential_p_value < alpha:
+        return "significant"
+    return "significant_at_end_only"
+
+
+def _certainty_text(certainty: Certainty, row, alpha: float) -> str:
+    sequential = "" if _missing(row.sequential_p_value) else f"always-valid {_p_text(row.sequential_p_value)}"
+    if certainty == "significant":
+        return (f"significant at α = {alpha:g} ({_p_text(row.p_value)}"
+                + (f"; {sequential}: it holds however often one looked" if sequential else "") + ")")
+    if certainty == "significant_at_end_only":
+        return (f"significant at α = {alpha:g} only if this is the planned end ({_p_text(row.p_value)}; "
+                f"{sequential} ≥ α: not enough to stop early on)")
+    if certainty == "not_significant":
+        return f"not significant at α = {alpha:g} ({_p_text(row.p_value)})"
+    return "no test" + (f": {row.note}" if row.note else "")
+
+
+def _lift(metric: str, row) -> str:
+    """The relative lift with its interval, or the difference where there is no relative one."""
+    difference = _interval(metric, row.difference, row.ci_low, row.ci_high)
+    if _missing(row.relative):
+        return difference
+    if _missing(row.relative_ci_low) and not _missing(row.ci_low):
+        return f"{_percent(row.relative)}, {difference}"
+    return _relative(row.relative, row.relative_ci_low, row.relative_ci_high)
+
+
+def _p_text(value: float) -> str:
+    """``p = …`` in plain text."""
+    if _missing(value):
+        return "p not available"
+    return (f"p = {value:.3f}" if value >= 0.001 else f"p = {value:.1e}" if value > 0
+            else f"p < {np.finfo(float).tiny:.0e}")
 
 
 def cumulative_lift_png(result: AbResult, metric: str | None = None) -> bytes | None:
@@ -96,6 +231,15 @@ def cumulative_lift_png(result: AbResult, metric: str | None = None) -> bytes | 
 
 
 # ----------------------------------------------------------------------------------------------- sections
+
+
+def _verdicts(result: AbResult) -> str:
+    items = "".join(
+        f'<li class="{"untrusted" if not v.srm_passed else "win" if v.winner else "none"}">{_e(v.sentence)}</li>'
+        for v in verdicts(result))
+    return ('<h2 id="verdict">Verdict</h2><p>Each metric over all users, treatment against the control at '
+            f"α = {result.alpha:g}; relative lifts with their 95 % log-ratio interval.</p>"
+            f'<ul class="verdicts">{items}</ul>')
 
 
 def _arms(result: AbResult) -> str:
@@ -138,9 +282,9 @@ def _segments(result: AbResult) -> str:
     parts = ["<h2>Segments</h2><p>p adj.: Benjamini–Hochberg over every segment test of this report "
              f"({int(result.results['p_adjusted'].notna().sum())} tests).</p>"]
     for segment in result.segments:
-        if segment == ALL:
-            continue
         rows = result.results[result.results["segment"] == segment]
+        if segment == ALL or not len(rows):
+            continue
         parts.append(f"<h3>by {_e(segment)}</h3>" + _results_table(rows, with_segment=True, adjusted=True))
     return "".join(parts)
 
@@ -148,9 +292,11 @@ def _segments(result: AbResult) -> str:
 def _methods(result: AbResult) -> str:
     items = "".join(f"<li><b>{_e(m.name)}</b> ({_e(m.test)}): {_e(m.description)}</li>" for m in METRICS)
     return ("<h2>Method</h2><ul>" + items + "</ul><p>Rates: pooled two-proportion z-test, Wald interval. Means: "
-            "Welch's t. Ratios: delta method (z). Relative differences: delta-method normal interval. CUPED: the "
-            "same metric over each user's pre-period of equal length, just before their window. SRM: Pearson χ² "
-            "of users per arm against the designed shares. Sequential: mixture SPRT (always valid).</p>")
+            "Welch's t. Ratios: delta method (z). Relative differences: log-ratio interval (the delta method on "
+            "log(treatment / control), exponentiated), which stays above −100 %. CUPED: the same metric over each "
+            "user's pre-period of equal length, just before their window. SRM: Pearson χ² of users per arm "
+            "against the designed shares (scipy.stats.chisquare). Segments: Benjamini–Hochberg "
+            "(statsmodels.stats.multitest). Sequential: mixture SPRT (always valid).</p>")
 
 
 # -------------------------------------------------------------------------------------------- formatting
@@ -223,7 +369,16 @@ def _interval(metric: str, value: float, low: float, high: float) -> str:
 def _relative(value: float, low: float, high: float) -> str:
     if _missing(value):
         return "–"
-    return f"{value:+.1%}" + ("" if _missing(low) else f" [{low:+.1%}, {high:+.1%}]")
+    return _percent(value) + ("" if _missing(low) else f" [{_percent(low)}, {_percent(high)}]")
+
+
+def _percent(value: float) -> str:
+    """``+12.3%``; near −100 % with as many decimals as it takes not to print −100.0 % for a bound above it."""
+    for decimals in range(1, 8):
+        text = f"{value:+.{decimals}%}"
+        if value == -1 or not text.startswith("-100.0"):
+            return text
+    return text
 
 
 def _p(value: float) -> str:

@@ -2,8 +2,10 @@
 
 The user is the unit of randomisation. Per arm: ``n`` users, estimate ``m`` (rate, mean or ratio), ``V`` the
 variance of ``m``; ``z = Φ⁻¹(1 − α/2)``. Every comparison returns a `Comparison`: the difference
-``m_t − m_c`` with its ``1 − α`` interval, the relative difference ``m_t / m_c − 1`` with a delta-method normal
-interval ``± z sqrt(V_t / m_c² + m_t² V_c / m_c⁴)``, and a two-sided test.
+``m_t − m_c`` with its ``1 − α`` interval, the relative difference ``m_t / m_c − 1`` with a log-ratio interval
+``exp(log(m_t / m_c) ± z sqrt(V_t / m_t² + V_c / m_c²)) − 1`` (the delta method on the log scale, as statsmodels'
+``confint_proportions_2indep(compare="ratio", method="log")`` for rates: it stays above −100 % and is skewed as
+a ratio is; it needs both estimates > 0), and a two-sided test.
 
 * `two_proportions`: rates ``p = x / n``; Wald interval with ``V = p (1 − p) / n`` per arm (unpooled); the
   test is the pooled z ``(p_t − p_c) / sqrt(p̄ (1 − p̄) (1/n_t + 1/n_c))``, ``p̄ = (x_t + x_c) / (n_t + n_c)``.
@@ -13,7 +15,7 @@ interval ``± z sqrt(V_t / m_c² + m_t² V_c / m_c⁴)``, and a two-sided test.
   (Deng et al. 2018) ``V = (s²_num − 2 R s_num,den + R² s²_den) / (n · mean(den)²)``; z-test, normal interval.
 * `cuped` (Deng et al. 2013): ``θ = cov(y, x) / var(x)`` over both arms, ``y − θ (x − x̄)`` compared by Welch;
   the variance falls by ``1 − var(y_adj) / var(y) ≈ ρ²(x, y)``.
-* `srm`: Pearson χ² of the users per arm against the expected shares, ``df = arms − 1``.
+* `srm`: Pearson χ² of the users per arm against the expected shares (``scipy.stats.chisquare``), ``df = arms − 1``.
 * `msprt` / `msprt_proportions`: always-valid p-values over repeated looks (Johari, Koomen, Pekelis and
   Walsh 2017). With ``Δ̂ ~ N(Δ, V)`` at a look and the mixture ``Δ ~ N(0, τ²)``, the likelihood ratio is
   ``Λ = sqrt(V / (V + τ²)) exp(Δ̂² τ² / (2 V (V + τ²)))``; ``p = min(1, 1/Λ)`` as a running minimum, and
@@ -21,11 +23,13 @@ interval ``± z sqrt(V_t / m_c² + m_t² V_c / m_c⁴)``, and a two-sided test.
   plug-in variance of each look. ``tau`` is in per-user standard deviations (``τ = tau · σ̂``); the default 0.1
   makes the test most sensitive (``τ² ≈ 3–30 V``) from ~600 to ~6,000 users per arm and loses little beyond;
   a ``tau`` too small for the sample (``τ² < V``) costs far more power than one too large.
-* `benjamini_hochberg`: step-up adjusted p-values ``min(1, min_{j ≥ i} p_(j) m / j)``, NaN ones left out.
+* `benjamini_hochberg`: step-up adjusted p-values ``min(1, min_{j ≥ i} p_(j) m / j)``
+  (``statsmodels.stats.multitest.multipletests(method="fdr_bh")``), NaN ones left out.
 * `power_two_proportions` / `sample_size_two_proportions`: the pooled z-test's normal-approximation power
   ``Φ((|Δ| √n − z sqrt(2 p̄ q̄)) / sqrt(p_t q_t + p_c q_c))`` (plus the far tail), ``p̄ = (p_t + p_c) / 2``.
 
-A degenerate input (an empty arm, zero variance, a control of 0) gives NaN fields and a `note` saying why,
+A degenerate input (an empty arm, zero variance, a control of 0, an estimate ≤ 0 for the relative interval)
+gives NaN fields and a `note` saying why,
 not an exception; an invalid argument raises ValueError naming it.
 """
 
@@ -37,6 +41,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
 
 NAN = float("nan")
 DEFAULT_TAU = 0.1
@@ -206,7 +212,8 @@ def welch(treatment: SampleStats | ArrayLike, control: SampleStats | ArrayLike, 
         return _undefined("welch", t.n, c.n, alpha, notes, t.mean, c.mean)
     v_t, v_c = t.variance / t.n, c.variance / c.n
     se2 = v_t + v_c
-    df = se2**2 / (v_t**2 / (t.n - 1) + v_c**2 / (c.n - 1)) if se2 > 0 else NAN
+    # Welch–Satterthwaite in shares of se2: the same number, without underflow when the variances are tiny
+    df = 1 / ((v_t / se2) ** 2 / (t.n - 1) + (v_c / se2) ** 2 / (c.n - 1)) if se2 > 0 else NAN
     return _compare("welch", (t.n, c.n), (t.mean, c.mean), (v_t, v_c), alpha, df=df)
 
 
@@ -282,8 +289,8 @@ def srm(observed_counts: ArrayLike, expected_shares: ArrayLike, threshold: float
                          f"users in arm(s) {impossible.tolist()} whose expected share is 0")
     if df == 0:
         return SrmResult(NAN, df, NAN, False, *record, threshold, "one arm with a positive share: nothing to test")
-    chi2 = float(((observed[live] - expected[live]) ** 2 / expected[live]).sum())
-    p_value = float(special.chdtrc(df, chi2))
+    test = scipy_stats.chisquare(observed[live], expected[live])
+    chi2, p_value = float(test.statistic), float(test.pvalue)
     return SrmResult(chi2, df, p_value, p_value < threshold, *record, threshold)
 
 
@@ -349,15 +356,11 @@ def benjamini_hochberg(pvalues: ArrayLike, alpha: float = 0.05) -> MultipleTesti
     p = np.asarray(pvalues, dtype=float)
     if ((p < 0) | (p > 1)).any():
         raise ValueError(f"`pvalues` must lie in [0, 1] (or be NaN), got {p[(p < 0) | (p > 1)][0]!r}")
-    flat = p.ravel()
-    tested = np.flatnonzero(~np.isnan(flat))
-    m = tested.size
-    order = tested[np.argsort(flat[tested], kind="stable")]
-    stepped = flat[order] * m / np.arange(1, m + 1)
-    adjusted = np.full(flat.shape, NAN)
-    adjusted[order] = np.minimum(1.0, np.minimum.accumulate(stepped[::-1])[::-1])
-    adjusted = adjusted.reshape(p.shape)
-    return MultipleTesting(adjusted, np.nan_to_num(adjusted, nan=2.0) <= alpha, m, alpha)
+    tested = ~np.isnan(p)
+    adjusted, reject = np.full(p.shape, NAN), np.zeros(p.shape, dtype=bool)
+    if tested.any():
+        reject[tested], adjusted[tested] = multipletests(p[tested], alpha=alpha, method="fdr_bh")[:2]
+    return MultipleTesting(adjusted, reject, int(tested.sum()), alpha)
 
 
 def power_two_proportions(p_control: float, p_treatment: float, n_per_arm: float, alpha: float = 0.05) -> float:
@@ -399,20 +402,34 @@ def _compare(method: str, n: tuple[int, int], estimate: tuple[float, float], var
     else:
         low = high = NAN
         notes.append("zero variance in both arms" + (": no interval" if test_se > 0 else ": no test"))
-    relative = rel_low = rel_high = NAN
+    relative = NAN
     if m_c == 0:
         notes.append("control is 0: no relative difference")
     else:
         relative = m_t / m_c - 1
-        rel_se = math.sqrt(v_t / m_c**2 + m_t**2 * v_c / m_c**4)
-        if rel_se > 0:
-            half = special.ndtri(1 - alpha / 2) * rel_se
-            rel_low, rel_high = relative - half, relative + half
-        elif se > 0:
-            notes.append("treatment is 0 with zero variance: no relative interval")
+    rel_low, rel_high, rel_note = _log_ratio_interval(m_t, m_c, v_t, v_c, alpha)
+    if m_c != 0 and rel_note and se > 0:
+        notes.append(rel_note)
     return Comparison(method, int(n[0]), int(n[1]), float(m_t), float(m_c), float(difference), float(low),
                       float(high), float(relative), float(rel_low), float(rel_high), float(statistic), float(df),
                       p_value, alpha, "; ".join(notes))
+
+
+def _log_ratio_interval(m_t: float, m_c: float, v_t: float, v_c: float,
+                        alpha: float) -> tuple[float, float, str]:
+    """``1 − alpha`` interval of ``m_t / m_c − 1`` from the normal interval of ``log(m_t / m_c)``.
+
+    ``Var(log m) ≈ V / m²`` per arm (the delta method), so the bounds are ``exp(log(m_t / m_c) ± z sqrt(V_t / m_t²
+    + V_c / m_c²)) − 1``: always > −1, since a ratio of positive estimates is positive. NaN bounds and a note
+    when an estimate is ≤ 0 (no logarithm) or both variances are 0 (no spread).
+    """
+    if not (m_t > 0 and m_c > 0):  # also False for NaN
+        return NAN, NAN, "an arm's estimate is ≤ 0: no log-ratio interval of the relative difference"
+    log_se = math.hypot(math.sqrt(v_t) / m_t, math.sqrt(v_c) / m_c)
+    if not log_se > 0:
+        return NAN, NAN, "zero variance in both arms: no relative interval"
+    log_ratio, half = math.log(m_t / m_c), special.ndtri(1 - alpha / 2) * log_se
+    return math.expm1(log_ratio - half), math.expm1(log_ratio + half), ""
 
 
 def _undefined(method: str, n_t: int, n_c: int, alpha: float, notes: list[str], treatment: float = NAN,

@@ -264,12 +264,18 @@ def test_the_planted_segment_effect_shows_where_it_was_planted(result) -> None:
     assert _row(result, "convert_rate", "model", "tier", "silver")["p_adjusted"] > 0.05
 
 
-def test_an_empty_segment_gives_explicit_rows_with_a_note(result) -> None:
-    """Nobody consents to wechat: one row per arm × metric, no users, no numbers, a note."""
-    rows = result.results[(result.results["segment"] == "channel") & (result.results["segment_value"] == "wechat")]
-    assert len(rows) == len(SHARES) * len(METRICS)
-    assert (rows["n_users"] == 0).all() and rows["value"].isna().all() and rows["p_value"].isna().all()
-    assert rows["note"].str.contains("segment has no users").all()
+def test_empty_segments_are_left_out_with_one_note(result) -> None:
+    """Nobody consents to in_app or wechat: no rows of nothing for them, one note naming both."""
+    rows = result.results
+    assert result.empty_segments == (("channel", "in_app"), ("channel", "wechat"))
+    assert not ((rows["segment"] == "channel") & rows["segment_value"].isin(["in_app", "wechat"])).any()
+    said = [n for n in result.notes if "segments with no users" in n]
+    assert said == ["segments with no users, left out of the results: channel = in_app, channel = wechat"]
+    assert not rows["note"].str.contains("segment has no users").any()
+    channels = rows.loc[rows["segment"] == "channel", "segment_value"]
+    assert set(channels) == set(result.users["channel"]) and "none" in set(channels)  # those with users stay
+    assert (rows.loc[rows["segment"] != ALL, "n_users"] + rows.loc[rows["segment"] != ALL, "n_control_users"]
+            > 0).all()
 
 
 def test_a_numeric_attribute_is_cut_into_quartiles(dataset) -> None:
@@ -359,6 +365,6 @@ def test_another_experiments_design_gives_equal_shares_and_the_rules_control(dat
 def test_results_have_one_row_per_arm_metric_and_segment_value(result) -> None:
     rows = result.results
     assert tuple(rows.columns) == RESULT_COLUMNS
-    segment_values = 1 + 4 + (len(NbmConfig().channels) + 1) + 3
+    segment_values = 1 + 4 + (len(NbmConfig().channels) + 1 - len(result.empty_segments)) + 3
     assert len(rows) == len(SHARES) * len(METRICS) * segment_values
     assert not rows.duplicated(["arm", "metric", "segment", "segment_value"]).any()

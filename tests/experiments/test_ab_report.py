@@ -16,7 +16,8 @@ from experiments.ab_command import default_out, run_ab
 from nbm.config import NbmConfig
 from tests.experiments.conftest import EXPERIMENT, SCRIPT, SHARES, experiment_config, make_world, write_world
 
-SEGMENT_VALUES = 1 + 4 + (len(NbmConfig().channels) + 1) + 3  # all, lifecycle, channel (+ none), tier
+EMPTY_CHANNELS = 2  # nobody consents to in_app or wechat: those segments are left out
+SEGMENT_VALUES = 1 + 4 + (len(NbmConfig().channels) + 1 - EMPTY_CHANNELS) + 3  # all, lifecycle, channel, tier
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,19 @@ def test_the_default_output_directory_is_named_after_the_experiment(small_world,
     assert run_ab(tmp_path / "data", EXPERIMENT, None, experiment_config()) == 0
     assert (tmp_path / "ab-spring-test" / "report.html").is_file()
     assert default_out("a/b test") == Path("ab-a_b_test")
+
+
+def test_empty_segments_are_one_note_not_rows(report) -> None:
+    """Nobody consents to in_app or wechat: one line says so; no table row of nothing, no repeated note."""
+    _, out, page = report
+    assert page.count("segments with no users, left out of the results: channel = in_app, channel = wechat") == 1
+    assert "segment has no users" not in page and ">in_app<" not in page and ">wechat<" not in page
+    assert not pd.read_csv(out / "results.csv")["segment_value"].isin(["in_app", "wechat"]).any()
+
+
+def test_the_summary_on_stderr_starts_with_the_verdicts(small_world, tmp_path, capsys) -> None:
+    write_world(small_world, tmp_path / "data")
+    assert run_ab(tmp_path / "data", EXPERIMENT, tmp_path / "out", experiment_config()) == 0
+    lines = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("verdict:")]
+    assert [line.split(":")[1].split()[0] for line in lines] == [m.name for m in METRICS]
+    assert all("SRM check passed" in line for line in lines)

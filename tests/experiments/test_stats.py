@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import (
@@ -35,11 +37,11 @@ from experiments.stats import (
 TIGHT = {"rel": 1e-10, "abs": 1e-12}
 
 
-def _delta_relative(m_t: float, m_c: float, v_t: float, v_c: float) -> float:
-    """Standard error of m_t / m_c − 1 by a numerical gradient (the slow, obviously right delta method)."""
+def _delta_log_ratio(m_t: float, m_c: float, v_t: float, v_c: float) -> float:
+    """Standard error of log(m_t / m_c) by a numerical gradient."""
     h = 1e-6 * max(abs(m_t), abs(m_c))
-    g_t = ((m_t + h) / m_c - (m_t - h) / m_c) / (2 * h)
-    g_c = (m_t / (m_c + h) - m_t / (m_c - h)) / (2 * h)
+    g_t = (math.log((m_t + h) / m_c) - math.log((m_t - h) / m_c)) / (2 * h)
+    g_c = (math.log(m_t / (m_c + h)) - math.log(m_t / (m_c - h))) / (2 * h)
     return math.sqrt(g_t**2 * v_t + g_c**2 * v_c)
 
 
@@ -62,11 +64,12 @@ def test_two_proportions_matches_statsmodels(x_t, n_t, x_c, n_c, alpha) -> None:
     assert (result.ci_low, result.ci_high) == (pytest.approx(low, **TIGHT), pytest.approx(high, **TIGHT))
     assert result.difference == pytest.approx(x_t / n_t - x_c / n_c, **TIGHT)
     p_t, p_c = x_t / n_t, x_c / n_c
-    se = _delta_relative(p_t, p_c, p_t * (1 - p_t) / n_t, p_c * (1 - p_c) / n_c)
-    half = stats.norm.ppf(1 - alpha / 2) * se
     assert result.relative == pytest.approx(p_t / p_c - 1, **TIGHT)
-    assert result.relative_ci_low == pytest.approx(p_t / p_c - 1 - half, rel=1e-6)
-    assert result.relative_ci_high == pytest.approx(p_t / p_c - 1 + half, rel=1e-6)
+    # the relative interval is statsmodels' log-ratio interval of p_t / p_c, less 1
+    low, high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="log", compare="ratio", alpha=alpha)
+    assert result.relative_ci_low == pytest.approx(low - 1, **TIGHT)
+    assert result.relative_ci_high == pytest.approx(high - 1, **TIGHT)
+    assert result.relative_ci_low < result.relative < result.relative_ci_high
     assert result.note == ""
 
 
@@ -80,6 +83,71 @@ def test_two_proportions_intervals_cover_the_truth() -> None:
     relative = np.mean([r.relative_ci_low <= p_t / p_c - 1 <= r.relative_ci_high for r in results])
     assert 0.93 <= absolute <= 0.97
     assert 0.93 <= relative <= 0.97
+
+
+def test_the_relative_interval_is_the_log_ratio_interval_computed_by_hand() -> None:
+    """3 / 100 against 11 / 100: log(3/11) ± 1.96 sqrt(1/3 − 1/100 + 1/11 − 1/100), exponentiated, less 1.
+
+    The delta-method normal interval of the ratio was [−106.7 %, −38.7 %]: its lower end said the treatment
+    could convert fewer than no users. The log-ratio interval is [−92.2 %, −5.2 %]."""
+    result = two_proportions(3, 100, 11, 100)
+    delta_se = math.sqrt(0.03 * 0.97 / 100 / 0.11**2 + 0.03**2 * 0.11 * 0.89 / 100 / 0.11**4)
+    assert 3 / 11 - 1 - stats.norm.ppf(0.975) * delta_se < -1  # the old interval
+    log_se = math.sqrt(1 / 3 - 1 / 100 + 1 / 11 - 1 / 100)
+    z = stats.norm.ppf(0.975)
+    assert result.relative == pytest.approx(3 / 11 - 1, **TIGHT)
+    assert result.relative_ci_low == pytest.approx(math.exp(math.log(3 / 11) - z * log_se) - 1, **TIGHT)
+    assert result.relative_ci_high == pytest.approx(math.exp(math.log(3 / 11) + z * log_se) - 1, **TIGHT)
+    assert (round(result.relative_ci_low, 4), round(result.relative_ci_high, 4)) == (-0.9216, -0.0517)
+
+
+def test_the_log_ratio_interval_covers_a_halved_rate_where_the_delta_interval_falls_below_minus_100() -> None:
+    """2,000 seeded experiments, 200 users an arm, 10 % → 5 % (a true lift of −50 %): the log-ratio 95 % interval
+    covers in [94 %, 97 %] (95.9 %) and never reaches −100 %; the delta-method normal interval covers < 93.5 %
+    (92.4 %) and reaches below −100 % in 3 % of the experiments."""
+    rng = np.random.default_rng(3)
+    n, p_c, p_t = 200, 0.10, 0.05
+    x_t, x_c = rng.binomial(n, p_t, 2_000), rng.binomial(n, p_c, 2_000)
+    results = [two_proportions(a, n, b, n) for a, b in zip(x_t, x_c)]
+    low = np.array([r.relative_ci_low for r in results])
+    high = np.array([r.relative_ci_high for r in results])
+    assert 0.94 <= np.mean((low <= p_t / p_c - 1) & (p_t / p_c - 1 <= high)) <= 0.97
+    assert (low > -1).all()
+    r_t, r_c = x_t / n, x_c / n
+    delta_se = np.sqrt(r_t * (1 - r_t) / n / r_c**2 + r_t**2 * r_c * (1 - r_c) / n / r_c**4)
+    relative = r_t / r_c - 1
+    assert np.mean(np.abs(relative - (p_t / p_c - 1)) <= 1.96 * delta_se) < 0.935
+    assert (relative - 1.96 * delta_se < -1).any()
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(n_t=st.integers(1, 10_000), n_c=st.integers(1, 10_000), share_t=st.floats(0, 1), share_c=st.floats(0, 1),
+       alpha=st.sampled_from([0.001, 0.05, 0.2]))
+def test_relative_intervals_of_rates_never_reach_minus_100(n_t, n_c, share_t, share_c, alpha) -> None:
+    result = two_proportions(round(share_t * n_t), n_t, round(share_c * n_c), n_c, alpha)
+    assert not result.relative_ci_low <= -1  # > −100 %, or NaN with a note
+    if math.isnan(result.relative_ci_low):
+        assert result.note
+    else:
+        assert result.relative_ci_low <= result.relative <= result.relative_ci_high
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(cents_t=st.lists(st.integers(0, 10**8), min_size=2, max_size=40),
+       cents_c=st.lists(st.integers(0, 10**8), min_size=2, max_size=40),
+       users=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=4, max_size=80))
+def test_relative_intervals_of_means_and_ratios_never_reach_minus_100(cents_t, cents_c, users) -> None:
+    """Revenue per user in cents up to 1,000,000 and click counts (clicks ≤ sends per user), in two arms.
+
+    (Amounts below a cent would let the ratio of means fall under e⁻³⁷, where ``exp(x) − 1`` rounds to −1.)"""
+    y_t, y_c = np.divide(cents_t, 100), np.divide(cents_c, 100)
+    clicks, not_clicked = np.array(users).T
+    sends, half = clicks + not_clicked, len(users) // 2
+    ratio = ratio_metric(clicks[:half], sends[:half], clicks[half:], sends[half:])
+    for result in (welch(y_t, y_c), ratio):
+        assert not result.relative_ci_low <= -1
+        if not math.isnan(result.relative_ci_low):
+            assert result.relative_ci_low <= result.relative <= result.relative_ci_high
 
 
 # --------------------------------------------------------------------------------------------------- Welch
@@ -109,8 +177,12 @@ def test_welch_matches_scipy(seed, n_t, n_c, sd_t, sd_c, alpha) -> None:
     exact = welch(y_t, y_c, alpha)  # the arrays themselves: the 1e-10 pin
     assert exact.statistic == pytest.approx(reference.statistic, **TIGHT)
     assert exact.p_value == pytest.approx(reference.pvalue, **TIGHT)
-    se = _delta_relative(y_t.mean(), y_c.mean(), y_t.var(ddof=1) / n_t, y_c.var(ddof=1) / n_c)
-    assert exact.relative_ci_high - exact.relative == pytest.approx(stats.norm.ppf(1 - alpha / 2) * se, rel=1e-6)
+    # log-ratio interval: the numerical-gradient delta method on log(m_t / m_c), exponentiated
+    m_t, m_c = y_t.mean(), y_c.mean()
+    se = _delta_log_ratio(m_t, m_c, y_t.var(ddof=1) / n_t, y_c.var(ddof=1) / n_c)
+    half = stats.norm.ppf(1 - alpha / 2) * se
+    assert exact.relative_ci_low == pytest.approx(math.exp(math.log(m_t / m_c) - half) - 1, rel=1e-6)
+    assert exact.relative_ci_high == pytest.approx(math.exp(math.log(m_t / m_c) + half) - 1, rel=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------- ratio
