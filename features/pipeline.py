@@ -75,7 +75,7 @@ class FeatureStore:
         """The store of ``dataset``. ``strengths``: a model's smoothing strengths (``artifact.prior_strengths``,
         what it was trained with) used as they are instead of being learned again on ``dataset``. ``catalog_from``:
         a history of the same catalog whose catalog arrays the new one shares (see :class:`History`)."""
-        shared = shared or Globals.build(dataset, config, _pinned(strengths))
+        shared = shared or Globals.build(dataset, config, pinned_strengths(strengths))
         policy = config.contact_policy
         if policy.needs_topics() and policy.topic_of is None:        # topic caps, suppression, mandatory topics
             topic_of = dict(zip(dataset.messages["message_id"].astype(str), dataset.messages["topic"].astype(str)))
@@ -94,7 +94,7 @@ class FeatureStore:
         instead of its own; itself when ``None`` or equal. The history and its indexes are shared, not rebuilt."""
         if not strengths or strengths == self.globals.strengths.as_dict():
             return self
-        return replace(self, globals=replace(self.globals, strengths=_pinned(strengths)))
+        return replace(self, globals=replace(self.globals, strengths=pinned_strengths(strengths)))
 
     def prior_strengths(self) -> PriorStrengths:
         """The smoothing strengths this store's features use (``.as_dict()`` to log them; ``.learned``: the
@@ -210,7 +210,7 @@ def _on_cluster(client, dataset: Dataset, config: NbmConfig, shared: Globals, pa
     return parts  # type: ignore[return-value]
 
 
-def _pinned(strengths: dict[str, float] | None) -> PriorStrengths | None:
+def pinned_strengths(strengths: dict[str, float] | None) -> PriorStrengths | None:
     """``{family: pseudo-sends}`` (an artifact's) as :class:`PriorStrengths`; ``None`` stays ``None``."""
     if not strengths:
         return None

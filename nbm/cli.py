@@ -222,10 +222,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, config)
     _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
     users = read_user_list(args.users) if args.users else None
-    with console.status("deciding…") as status:
+    from nbm.cluster import dask_client
+
+    with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
         summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
                                 args.explorer, args.threshold, args.seed,
-                                progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
+                                progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)
     reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.reasons.items())) or "none"
     console.print(f"{summary.decisions:,} decisions as of {now.isoformat()} (model version {loaded.version}): "
                   f"{summary.with_items:,} with items ({summary.items:,} items); nothing — {reasons}. "

@@ -10,8 +10,9 @@ are derived from (user, now, model version), so running the same campaign twice 
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from decision.decide import HOLDOUT, decide_many
 from decision.histories import SendIndex, lookback_ns
-from features.pipeline import FeatureStore
+from features.pipeline import FeatureStore, Globals, partition, partition_of, pinned_strengths
 from nbm.attribution import attribute
 from nbm.config import AttributionConfig, NbmConfig
 from nbm.dataset import Dataset
@@ -29,6 +30,8 @@ from nbm.policy.contact import SendHistories
 from nbm.policy.explore import EXPLORERS, make_explorer
 
 CHUNK = 20_000
+PARTITIONS_PER_WORKER = 2
+"""User partitions per worker of a Dask cluster (``nbm recommend`` with ``dask_scheduler``)."""
 NAMESPACE = uuid.UUID("6f1c1d1e-8a7b-4e0c-9a55-6e626d2d6e62")
 
 
@@ -80,27 +83,59 @@ def history_statistics(events: pd.DataFrame, attribution: AttributionConfig, tar
 
 def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: str, now: pd.Timestamp,
                   out: Path, users: np.ndarray | None = None, k: int = 1, explorer: str = "greedy",
-                  threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
-    """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write JSONL."""
+                  threshold: float = 0.0, seed: int = 0, progress=None, client=None) -> BatchSummary:
+    """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write JSONL.
+
+    ``client``: a :class:`distributed.Client` (``dask_scheduler``, :func:`nbm.cluster.dask_client`): the users'
+    partitions are decided by its workers, each sent only its own users' rows (:func:`_on_cluster`).
+    """
     if explorer not in EXPLORERS:
         raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
-    chooser = make_explorer(explorer, config.explorer)
     ids = dataset.users["user_id"].to_numpy(dtype=object) if users is None else \
         dataset.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
     asked = ids if users is None else np.asarray(users, dtype=object)
     t = pd.Timestamp(now).value
-    store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
-    sends = SendIndex.of(dataset.events)
-    lookback = lookback_ns(config.contact_policy)
-    rng = np.random.default_rng(seed)
     statistics = history_statistics(dataset.events, config.attribution, artifact.target, t) \
         if explorer == "thompson" else None
-    reasons: dict[str, int] = {}
-    with_items = items = 0
+    job = _Job(config, artifact, model_version, t, k, explorer, threshold, statistics)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    experiment = config.experiment
+    tally = _Tally()
     with out.open("w") as fh:
+        if client is not None:
+            pieces = _on_cluster(client, dataset, job, ids, asked, seed)
+        else:
+            store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
+            pieces = job.decide(store, SendIndex.of(dataset.events), ids, asked, np.random.default_rng(seed))
+        for done, text, counts in pieces:
+            fh.write(text)
+            tally.merge(counts)
+            if progress is not None:
+                progress(done, len(ids))
+    return BatchSummary(tally.decisions, tally.with_items, tally.items, tally.reasons)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What deciding a batch of users takes besides their data (sent once to every worker of a cluster)."""
+
+    config: NbmConfig
+    artifact: object
+    model_version: str
+    t: int
+    k: int
+    explorer: str
+    threshold: float
+    statistics: dict | None
+    compile: bool = False       # compile the artifact's booster first (on a cluster's worker)
+
+    def decide(self, store: FeatureStore, sends: SendIndex, ids: np.ndarray, asked: np.ndarray,
+               rng: np.random.Generator):
+        """(users decided so far, their JSON lines, their :class:`_Tally`) per :data:`CHUNK` users of ``ids``, in
+        order."""
+        chooser = make_explorer(self.explorer, self.config.explorer)
+        lookback = lookback_ns(self.config.contact_policy)
+        experiment, t, version = self.config.experiment, self.t, self.model_version
         for a in range(0, len(ids), CHUNK):
             chunk_ids = ids[a:a + CHUNK]
             lines: list[dict | None] = [None] * len(chunk_ids)
@@ -110,20 +145,84 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
                 chunk = chunk_ids[members]
                 nows = np.full(len(chunk), t, dtype=np.int64)
                 histories = SendHistories.empty() if arm == HOLDOUT else sends.histories(chunk, nows, lookback)
-                decided = decide_many(store, artifact, chunk, nows, histories, rng,
-                                      arm=str(arm), explorer=chooser, k=k, threshold=threshold,
-                                      statistics=statistics if arm == "model" else None)
+                decided = decide_many(store, self.artifact, chunk, nows, histories, rng,
+                                      arm=str(arm), explorer=chooser, k=self.k, threshold=self.threshold,
+                                      statistics=self.statistics if arm == "model" else None)
                 for j, (i, user) in enumerate(zip(members, chunk)):
-                    lines[i] = decided.answer(j, str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{model_version}")),
-                                              str(asked[a + i]), model_version, t, str(arm),
+                    lines[i] = decided.answer(j, str(uuid.uuid5(NAMESPACE, f"{user}|{t}|{version}")),
+                                              str(asked[a + i]), version, t, str(arm),
                                               experiment.name or None).batch_line()
-            for line in lines:
-                if not line["items"]:
-                    reasons[line["reason"]] = reasons.get(line["reason"], 0) + 1
-                else:
-                    with_items += 1
-                    items += len(line["items"])
-                fh.write(json.dumps(line) + "\n")
-            if progress is not None:
-                progress(min(a + CHUNK, len(ids)), len(ids))
-    return BatchSummary(len(ids), with_items, items, reasons)
+            counts = _Tally()
+            counts.add(lines)
+            yield min(a + CHUNK, len(ids)), "".join(json.dumps(line) + "\n" for line in lines), counts
+
+
+class _Tally:
+    """The summary's counts of some decisions' lines."""
+
+    def __init__(self) -> None:
+        self.decisions = self.with_items = self.items = 0
+        self.reasons: dict[str, int] = {}
+
+    def merge(self, other: _Tally) -> None:
+        self.decisions += other.decisions
+        self.with_items += other.with_items
+        self.items += other.items
+        for reason, n in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+
+    def add(self, lines: list[dict]) -> None:
+        for line in lines:
+            self.decisions += 1
+            if not line["items"]:
+                self.reasons[line["reason"]] = self.reasons.get(line["reason"], 0) + 1
+            else:
+                self.with_items += 1
+                self.items += len(line["items"])
+
+
+def _decide_partition(part: Dataset, shared: Globals, job: _Job, ids: np.ndarray, asked: np.ndarray, seed: int,
+                      index: int) -> tuple[str, _Tally]:
+    """One partition's JSON lines and their tally (what a cluster's worker runs): its store on the shared
+    globals, its sends."""
+    if job.compile:          # (cached on the worker's machine: compiled once, loaded by the next partitions)
+        job = replace(job, artifact=job.artifact.compile(Path(tempfile.gettempdir()) / "nbm-forests"), compile=False)
+    store = FeatureStore.build(part, job.config, shared)
+    rng = np.random.default_rng([seed, index])      # each partition its own stream: reproducible, whatever ran where
+    texts, tally = [], _Tally()
+    for _, text, counts in job.decide(store, SendIndex.of(part.events), ids, asked, rng):
+        texts.append(text)
+        tally.merge(counts)
+    return "".join(texts), tally
+
+
+def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.ndarray, seed: int):
+    """(users decided so far, JSON lines, their tally) per partition of the users, decided by ``client``'s workers and
+    written in partition order (a user's features depend on the user's events and the shared globals only:
+    each partition decides exactly as one pass would, :func:`features.pipeline.partition`)."""
+    from distributed import as_completed
+
+    n = max(len(client.scheduler_info().get("workers", {})) * PARTITIONS_PER_WORKER, 1)
+    shared = Globals.build(dataset, job.config, pinned_strengths(job.artifact.prior_strengths))   # the model's smoothing
+    # The compiled forest is machine code in this process: the workers get the booster and compile their own.
+    sent = replace(job, artifact=replace(job.artifact, compiled=None), compile=job.artifact.compiled is not None)
+    shared_, job_ = client.scatter([shared, sent], broadcast=True)
+    of = partition_of(pd.Series(ids, dtype=object), n)
+    futures = {}
+    for i in range(n):
+        members = np.flatnonzero(of == i)
+        if not len(members):
+            continue
+        part = client.scatter(partition(dataset, n, i))
+        futures[client.submit(_decide_partition, part, shared_, job_, ids[members], asked[members], seed, i,
+                              pure=False)] = (i, len(members))
+    ready: dict[int, tuple[tuple[str, _Tally], int]] = {}
+    order = sorted(i for i, _ in futures.values())
+    done = 0
+    for future, result in as_completed(futures, with_results=True):
+        i, size = futures[future]
+        ready[i] = (result, size)
+        while order and order[0] in ready:          # in partition order, as soon as the earlier ones are in
+            (text, counts), size = ready.pop(order.pop(0))
+            done += size
+            yield done, text, counts
