@@ -4,4 +4,9 @@ The core package: the data contract and its validation, loading, identity resolu
 the simulated world, and (later) the decision policy and off-policy estimators. See DESIGN.md.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("nbm")      # pyproject.toml's, once installed
+except _metadata.PackageNotFoundError:          # the source alone (a Bento's src/, say)
+    __version__ = "0+unknown"
