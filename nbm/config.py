@@ -383,7 +383,8 @@ class NbmConfig(_Section):
     channels: tuple[str, ...] = Field(DEFAULT_CHANNELS, min_length=1)
     mlflow_tracking_uri: str = Field("", description="empty: a SQLite file under `home`")
     state_url: str = Field("", description="empty: a SQLite file under `home`; redis://… for shared state")
-    dask_scheduler: str = Field("", description="empty: features and training run in-process")
+    dask_scheduler: str = Field("", description="empty: in-process; \"local\": a LocalCluster; else a Dask scheduler's "
+                                "address, where nbm recommend decides and training sets are built (docs/deploy.md)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     attribution: AttributionConfig = AttributionConfig()
     validation: ValidationConfig = ValidationConfig()
