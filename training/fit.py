@@ -110,7 +110,7 @@ def feature_columns(rows: pd.DataFrame) -> list[str]:
 
 
 def _dataset(rows: pd.DataFrame, features: list[str], params: RankerParams, categories: dict[str, tuple[str, ...]],
-             reference: lgb.Dataset | None = None) -> tuple[lgb.Dataset, pd.DataFrame]:
+             reference: lgb.Dataset | None = None, pre_filter: bool = True) -> tuple[lgb.Dataset, pd.DataFrame]:
     if params.objective == "lambdarank":
         rows = rows.assign(group=ranking_groups(rows)).sort_values(["group", "timestamp"], kind="stable")
         rows = rows.reset_index(drop=True)
@@ -119,7 +119,8 @@ def _dataset(rows: pd.DataFrame, features: list[str], params: RankerParams, cate
     label = rows["label"].to_numpy() if params.objective == "lambdarank" else target_of(rows, params.booster_target)
     categorical = [i for i, name in enumerate(features) if name in CATEGORICAL or name in categories]
     data = lgb.Dataset(artifact.matrix(rows), label=label, feature_name=features, categorical_feature=categorical,
-                       reference=reference, free_raw_data=False)
+                       reference=reference, free_raw_data=False,
+                       params=None if pre_filter else {"feature_pre_filter": False})
     if params.objective == "lambdarank":
         data.set_group(rows.groupby("group", sort=False).size().to_numpy())
     return data, rows
@@ -156,11 +157,17 @@ def categories_of(rows: pd.DataFrame, features: list[str]) -> dict[str, tuple[st
     return {c: tuple(map(str, rows[c].cat.categories)) for c in features if isinstance(rows[c].dtype, pd.CategoricalDtype)}
 
 
-def lightgbm_datasets(split: TimeSplit, features: list[str], params: RankerParams) -> tuple[lgb.Dataset, lgb.Dataset]:
-    """LightGBM datasets of the training and validation windows (labels, groups, categoricals)."""
+def lightgbm_datasets(split: TimeSplit, features: list[str], params: RankerParams,
+                      pre_filter: bool = True) -> tuple[lgb.Dataset, lgb.Dataset]:
+    """LightGBM datasets of the training and validation windows (labels, groups, categoricals).
+
+    Without ``pre_filter`` the datasets keep the features that LightGBM would drop as unsplittable under
+    ``params.min_data_in_leaf``, so that boosters of other ``min_data_in_leaf`` (Optuna's trials) train on them
+    as they are: with the pre-filter, a trial asking for a smaller one makes LightGBM print a ``[Fatal]``
+    line and build the dataset again (it then trains correctly: the line was false)."""
     categories = categories_of(split.train, features)
-    train, _ = _dataset(split.train, features, params, categories)
-    valid, _ = _dataset(split.valid, features, params, categories, reference=train)
+    train, _ = _dataset(split.train, features, params, categories, pre_filter=pre_filter)
+    valid, _ = _dataset(split.valid, features, params, categories, reference=train, pre_filter=pre_filter)
     return train, valid
 
 

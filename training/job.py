@@ -39,7 +39,7 @@ from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, p
 from training.metrics import evaluate
 from training.policy_eval import PolicyReport, evaluate_policies, policy_metrics
 from training.risk import fit_risk
-from training.tracking import MODEL_NAME, LoggedModel, load_registered, log_training, use_tracking
+from training.tracking import MODEL_NAME, LoggedModel, finite, load_registered, log_data, log_training, use_tracking
 from training.tune import tune
 
 PARTITION_EVENTS = 3_000_000
@@ -74,9 +74,10 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     split = time_split(rows, valid_days, test_days)
     console.print(describe_split(split, derived=valid_days is None or test_days is None))
     use_tracking(config, experiment)
-    with mlflow.start_run(run_name=f"train-{params.objective}-{params.target}"):
+    with mlflow.start_run(run_name=run_name(params, data, rows)):
         mlflow.set_tags({"nbm.data": str(data), "nbm.valid_start": str(split.valid_start),
                          "nbm.test_start": str(split.test_start), "nbm.trials": str(trials)})
+        mlflow.set_tag("nbm.data_digest", log_data(data, rows))
         comparison = None
         if params.objective == AUTO or compare:
             comparison = _compare(split, params, dataset.messages, config, console)
@@ -87,7 +88,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             study_name = f"{experiment}-{params.objective}-{params.target}-seed{params.seed}"
             with console.status(f"tuning with Optuna: {trials} trials (study {study_name!r}, resumable)…"):
                 params, study = tune(split, params, trials, storage, study_name)
-            mlflow.log_metric("optuna_best_valid_loss", study.best_value)
+            mlflow.log_metrics(finite({"optuna_best_valid_loss": study.best_value}))
         if comparison is not None and trials <= 0:
             candidate = comparison.candidates[params.objective]
             artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test)
@@ -104,7 +105,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         if params.refit:
             with console.status(f"refitting on the whole log ({len(rows):,} rows)…"):
                 served = refit_ranker(artifact, split, params, dataset.messages, rows)
-        mlflow.set_tag("mlflow.runName", f"train-{params.objective}-{params.target}")
+        mlflow.set_tag("mlflow.runName", run_name(params, data, rows))      # the objective "auto" chose
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
         rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
@@ -135,7 +136,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             report = _evaluate_policy(dataset, config, data, split, artifact, champion_version, max_decisions,
                                       partitions, params.seed, console)
             policy = policy_metrics(report)
-            mlflow.log_metrics(policy)
+            mlflow.log_metrics(finite(policy))
             metrics.update(policy)
             mlflow.log_table(_policy_table(report), "policy_values.json")
         degenerate = degeneracy(ModelEvidence.of(metrics, params.target), config.training)
@@ -146,14 +147,23 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                          "nbm.gate_forced": str(gate.forced).lower(),
                          "nbm.champion_before": gate.champion_version or ""})
         if gate.difference is not None:
-            mlflow.log_metrics({"gate_dr_difference": gate.difference.value, "gate_dr_difference_low": gate.difference.ci_low,
-                                "gate_dr_difference_high": gate.difference.ci_high})
+            mlflow.log_metrics(finite({"gate_dr_difference": gate.difference.value,
+                                       "gate_dr_difference_low": gate.difference.ci_low,
+                                       "gate_dr_difference_high": gate.difference.ci_high}))
         client = MlflowClient()
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
                                      "not_promoted" if gate.status == "kept_champion" else gate.status)
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate_reason", gate.reason)
     _summary(console, logged, metrics, gate, report, config, params.target, comparison)
     return TrainResult(logged, metrics, gate.promoted, gate, report, comparison)
+
+
+def run_name(params: RankerParams, data: Path, rows: pd.DataFrame) -> str:
+    """``train-OBJECTIVE-TARGET-DATA-DATE``: what was learned, from which data directory, up to which day (the
+    latest send's, UTC) — e.g. ``train-funnel-convert-world-2026-11-01``."""
+    latest = pd.Timestamp(rows["timestamp"].max())
+    latest = latest.tz_localize("UTC") if latest.tzinfo is None else latest.tz_convert("UTC")
+    return f"train-{params.objective}-{params.target}-{Path(data).resolve().name}-{latest:%Y-%m-%d}"
 
 
 def _compare(split, params: RankerParams, catalog: pd.DataFrame, config: NbmConfig, console: Console) -> Comparison:
@@ -168,7 +178,7 @@ def _compare(split, params: RankerParams, catalog: pd.DataFrame, config: NbmConf
         with mlflow.start_run(run_name=f"objective-{objective}-{params.target}", nested=True):
             mlflow.log_params({"objective": objective, "target": params.target,
                                "given": params.given if objective == "funnel" else ""})
-            mlflow.log_metrics({k: v for k, v in candidate.metrics.items() if math.isfinite(v)})
+            mlflow.log_metrics(finite(candidate.metrics))
             mlflow.set_tags({"nbm.degenerate": "; ".join(candidate.degenerate),
                              "nbm.chosen": str(objective == comparison.chosen).lower()})
     mlflow.log_table(comparison.table(), "objective_comparison.json")

@@ -26,6 +26,7 @@ import mlflow
 import optuna
 
 from training.fit import RankerParams, TimeSplit, feature_columns, lightgbm_datasets
+from training.tracking import finite
 
 
 def pruning_callback(trial: optuna.Trial, metric: str):
@@ -56,7 +57,7 @@ def suggest(trial: optuna.Trial, base: RankerParams) -> RankerParams:
 def tune(split: TimeSplit, base: RankerParams, trials: int, storage: str, study_name: str) -> tuple[RankerParams, optuna.Study]:
     """Run (or resume) the study until it holds ``trials`` finished trials; return the best parameters."""
     features = feature_columns(split.train)
-    train, valid = lightgbm_datasets(split, features, base)
+    train, valid = lightgbm_datasets(split, features, base, pre_filter=False)    # one pair for every trial
     metric = "ndcg@3" if base.objective == "lambdarank" else "binary_logloss"
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="minimize", load_if_exists=True,
@@ -73,7 +74,7 @@ def tune(split: TimeSplit, base: RankerParams, trials: int, storage: str, study_
             loss = 1.0 - score if base.objective == "lambdarank" else score
             if mlflow.active_run():
                 mlflow.log_params(trial.params)
-                mlflow.log_metrics({"valid_loss": loss, "best_iteration": float(booster.best_iteration)})
+                mlflow.log_metrics(finite({"valid_loss": loss, "best_iteration": float(booster.best_iteration)}))
             return loss
 
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)

@@ -97,6 +97,32 @@ def test_tuning_is_seeded_and_resumes(split, tmp_path) -> None:
     assert 15 <= best.num_leaves <= 255 and 0.01 <= best.learning_rate <= 0.2
 
 
+def test_tuning_datasets_take_every_trials_min_data_in_leaf_without_a_fatal_line(split, capfd) -> None:
+    """Issue 43: Optuna's trials share one pair of datasets; a trial asking for a smaller `min_data_in_leaf`
+    than the first made LightGBM print `[LightGBM] [Fatal] Reducing min_data_in_leaf…` on a good run."""
+    import lightgbm as lgb
+
+    from training.fit import TimeSplit, feature_columns, lightgbm_datasets
+
+    base = RankerParams(target="click")
+    small = TimeSplit(split.train.head(3000), split.valid.head(1000), split.test.head(0), split.valid_start,
+                      split.test_start)
+
+    def two_trials(pre_filter: bool) -> tuple[str, lgb.Booster]:
+        train, valid = lightgbm_datasets(small, feature_columns(small.train), base, pre_filter=pre_filter)
+        for leaf in (400, 20):
+            booster = lgb.train({**base.lightgbm(), "min_data_in_leaf": leaf}, train, num_boost_round=5,
+                                valid_sets=[valid])
+        captured = capfd.readouterr()
+        return captured.out + captured.err, booster
+
+    said, shared = two_trials(pre_filter=False)
+    assert "Fatal" not in said
+    said_before, rebuilt = two_trials(pre_filter=True)       # the old datasets: the false alarm, a rebuilt dataset
+    assert "[Fatal] Reducing `min_data_in_leaf`" in said_before
+    assert shared.num_trees() == rebuilt.num_trees() == 5
+
+
 def test_funnel_is_click_times_the_shrunk_conversion_rate_of_the_message(split, tmp_path: Path) -> None:
     """A funnel's score is P(click) × P(convert | click) of the message; it predicts conversions about as
     well calibrated as a direct model, and survives a save and load."""

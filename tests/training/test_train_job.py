@@ -97,6 +97,37 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     trials = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{challenger_run}'")
     assert len(trials) == 2 and all("valid_loss" in t.data.metrics for t in trials)
 
+    # Issue 43: the registered model is a pyfunc model whose predict, on named columns as the pipeline makes
+    # them, is the service's calibrated score (not the booster's); the native booster is loadable beside it.
+    from serving.registry import load_model
+
+    engine = load_model(f"models:/{MODEL_NAME}@champion", config).artifact     # what `nbm serve` scores with
+    _assert_pyfunc_scores_as_the_engine(f"models:/{MODEL_NAME}@champion", engine, rows)
+    import mlflow.lightgbm
+
+    native = mlflow.lightgbm.load_model(client.get_model_version_by_alias(MODEL_NAME, "champion").tags["nbm_booster"])
+    np.testing.assert_allclose(native.predict(engine.matrix(rows)), engine.raw_score(rows), rtol=0, atol=1e-9)
+    # Runs say objective, target and data (the latest send's day), the data a dataset input with its digest.
+    from training.tracking import data_digest
+
+    for logged in (first, second, third):
+        assert re.fullmatch(r"train-binary-click-world-\d{4}-\d{2}-\d{2}", logged.info.run_name)
+        (given,) = logged.inputs.dataset_inputs
+        assert (given.dataset.name, given.dataset.digest) == ("world", data_digest(data))
+        assert logged.data.tags["nbm.data_digest"] == data_digest(data)
+
+
+def _assert_pyfunc_scores_as_the_engine(uri: str, engine, rows) -> None:
+    """``mlflow.pyfunc.load_model(uri).predict`` of ``rows``' named columns equals ``engine.score`` (to 1e-6)."""
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(uri)
+    columns = [*engine.features, *(["message_id"] if engine.followup is not None else [])]
+    assert model.metadata.get_input_schema().required_input_names() == columns
+    frame = rows[columns].astype({name: object for name in engine.categories})
+    np.testing.assert_allclose(model.predict(frame), engine.score(rows), rtol=0, atol=1e-6)
+    assert np.abs(model.predict(frame) - engine.raw_score(rows)).max() > 1e-3     # the issue: the booster's score
+
 
 def test_train_on_too_short_a_log_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
@@ -168,3 +199,18 @@ def test_train_never_promotes_a_degenerate_model(tmp_path: Path, monkeypatch: py
     assert "--force-promote does not promote a degenerate model" in said and "the champion stays version 2" in said
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "2"
     assert client.get_run(client.get_model_version(MODEL_NAME, "3").run_id).data.tags["nbm.gate"] == "degenerate"
+
+    # A funnel's pyfunc model multiplies by its message's P(convert | click), as the service does; the digest
+    # tells the two data directories apart.
+    from features.pipeline import build_training_set
+    from nbm.dataset import load_dataset
+    from serving.registry import load_model
+
+    config = load_config()
+    rows = build_training_set(load_dataset(barren, config)[0], config).tail(300)
+    funnel = load_model(f"models:/{MODEL_NAME}/1", config).artifact
+    assert funnel.followup is not None
+    _assert_pyfunc_scores_as_the_engine(f"models:/{MODEL_NAME}/1", funnel, rows)
+    digests = {client.get_run(client.get_model_version(MODEL_NAME, v).run_id).inputs.dataset_inputs[0].dataset.digest
+               for v in ("1", "2")}
+    assert len(digests) == 2
