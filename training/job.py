@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.pipeline import Globals, build_training_set
+from nbm.cluster import dask_client
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset, unusable
 from nbm.errors import UnusableInputError
@@ -68,9 +69,11 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     if reason:
         raise UnusableInputError(reason)
     partitions = max(1, -(-len(dataset.events) // PARTITION_EVENTS))
-    with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s))…"):
+    where = f", on the Dask cluster {config.dask_scheduler!r}" if config.dask_scheduler else ""
+    with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s)"
+                        f"{where})…"), dask_client(config.dask_scheduler) as client:
         shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths
-        rows = build_training_set(dataset, config, partitions, shared=shared)
+        rows = build_training_set(dataset, config, partitions, shared=shared, client=client)
     split = time_split(rows, valid_days, test_days)
     console.print(describe_split(split, derived=valid_days is None or test_days is None))
     use_tracking(config, experiment)
