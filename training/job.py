@@ -157,7 +157,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
                                      "not_promoted" if gate.status == "kept_champion" else gate.status)
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate_reason", gate.reason)
-    _summary(console, logged, metrics, gate, report, config, params.target, comparison)
+    _summary(console, logged, metrics, gate, report, config, params.target, comparison, params.objective)
     return TrainResult(logged, metrics, gate.promoted, gate, report, comparison)
 
 
@@ -235,7 +235,8 @@ def _policy_table(report: PolicyReport) -> pd.DataFrame:
 
 
 def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
-             report: PolicyReport | None, config: NbmConfig, target: str, comparison: Comparison | None = None) -> None:
+             report: PolicyReport | None, config: NbmConfig, target: str, comparison: Comparison | None = None,
+             trained: str | None = None) -> None:
     table = Table(title="nbm train", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -251,7 +252,7 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
                   else f"{'champion ← this version' if gate.promoted else 'champion kept'} ({escape(gate.reason)})")
     console.print(table)
     if comparison is not None:
-        _comparison_summary(console, comparison)
+        _comparison_summary(console, comparison, trained)
     if report is not None:
         print_policy_values(console, report, min_ess=config.training.min_policy_ess)
     if gate.degenerate:
@@ -265,20 +266,28 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
             console.print(f"[bold red]{escape(NO_SERVING)}[/bold red]")
         else:
             console.print(f"the champion stays version {gate.champion_version}")
-    console.print(f"open the runs: mlflow ui --backend-store-uri {config.mlflow_tracking_uri} --host 127.0.0.1")
+    uri = config.mlflow_tracking_uri
+    console.print(f"open the runs: {uri}" if uri.startswith(("http://", "https://"))
+                  else f"open the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
 
 
-def _comparison_summary(console: Console, comparison: Comparison) -> None:
+def _comparison_summary(console: Console, comparison: Comparison, trained: str | None = None) -> None:
+    """The comparison's table, what it ranks first and why, and — when ``--objective`` named another — that
+    the model registered is the named one (``--objective auto`` trains the comparison's first)."""
     table = Table(title="objectives compared on the test window (training.compare)")
     for column in ("objective", "value concordance", "users with pairs", "test AUC", "rounds", "s", "verdict"):
         table.add_column(column, justify="left" if column in ("objective", "verdict") else "right")
     for row in comparison.table().itertuples():
-        verdict = "chosen" if row.chosen else ("degenerate: " + row.degenerate if row.degenerate else "")
+        verdict = "ranked first" if row.chosen else ("degenerate: " + row.degenerate if row.degenerate else "")
+        if trained is not None and row.objective == trained:
+            verdict = ", ".join(v for v in (verdict, "trained") if v)
         table.add_row(row.objective, _figure("value_concordance", row.value_concordance, ""),
                       f"{row.users_with_pairs:,}", _figure("test_auc", row.test_auc, ""), f"{row.best_iteration:,.0f}",
                       f"{row.seconds:.1f}", escape(verdict))
     console.print(table)
-    console.print(f"objective: {comparison.chosen} — {escape(comparison.reason)}")
+    console.print(f"comparison: {comparison.chosen} — {escape(comparison.reason)}")
+    if trained is not None and trained != comparison.chosen:
+        console.print(f"trained and registered: {trained} (`--objective auto` trains what the comparison ranks first)")
 
 
 def _figure(name: str, value: float, target: str) -> str:
