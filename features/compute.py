@@ -361,6 +361,8 @@ SLOT_FEATURES = ("uh_open_rate", "uh_open_rate_near", "uh_visit_share", "uh_visi
 
 PEAK_RESULTANT = 1e-9
 """Length of the mean visit vector (of 1 for visits always at one hour) below which the visits have no peak hour."""
+NO_PEAK_HOURS = 6.0
+"""Hours from the visit peak of visits with none: every hour is as near, 6 h from a random one on average."""
 
 
 def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: np.ndarray, s: PriorStrengths,
@@ -394,7 +396,7 @@ def _slot_features(history: History, user: np.ndarray, t: np.ndarray, send_at: n
     with np.errstate(invalid="ignore", divide="ignore"):
         peak = np.mod(np.arctan2(clock["visit_sin"], clock["visit_cos"]) * 24 / (2 * np.pi), 24.0)
         gap = np.abs(local_hour - peak)
-        from_peak = np.where(peaked, np.minimum(gap, 24.0 - gap), np.nan)
+        from_peak = np.where(peaked, np.minimum(gap, 24.0 - gap), np.where(visited, NO_PEAK_HOURS, np.nan))
         concentration = np.where(visited, np.where(peaked, resultant / np.maximum(clock["visits"], 1), 0.0), np.nan)
     return {
         "uh_hours_from_visit_peak": from_peak,

@@ -90,8 +90,8 @@ FEATURES: tuple[Feature, ...] = (
        "width 1.5 h, per hour), smoothed toward 1/24."),
     _f("uh_hours_from_visit_peak", "user×hour", "90 days",
        "Hours (0–12, on the 24-hour clock) between the candidate's local hour and the hour the user visits around "
-       "(the circular mean of the local hours of their visits); missing without visits, or when they spread evenly "
-       "round the clock (no peak)."),
+       "(the circular mean of the local hours of their visits); missing without visits; 6 (every hour as near) when "
+       "they spread evenly round the clock (no peak)."),
     _f("user_visit_hour_concentration", "user", "90 days",
        "How concentrated the user's visits are around that hour: the length of the mean of their visits' hours as "
        "vectors on the 24-hour clock, 0 (spread evenly) to 1 (always the same hour); missing without visits."),
