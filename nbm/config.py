@@ -448,8 +448,9 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         A TOML file. ``None`` means ``$NBM_CONFIG`` if set, else ``./nbm.toml`` if it exists, else the
         embedded defaults.
     environ
-        The environment to read ``NBM_HOME`` and ``NBM_CONFIG`` from (default ``os.environ``); ``NBM_HOME``
-        overrides ``home`` from the file.
+        The environment to read ``NBM_HOME``, ``NBM_CONFIG`` and the overrides from (default ``os.environ``):
+        ``NBM_HOME`` overrides ``home``, and ``NBM_KEY`` / ``NBM_SECTION__KEY`` any key of the file
+        (:func:`environment_overrides`).
 
     Raises
     ------
@@ -471,14 +472,68 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"configuration file {str(file)!r} is not valid TOML: {exc}") from exc
+    overrides = environment_overrides(env)
+    data = _merged(data, overrides)
     if env.get("NBM_HOME"):
         data["home"] = env["NBM_HOME"]
     try:
         return NbmConfig.model_validate(data)
     except ValidationError as exc:
         where = f" in {str(path)!r}" if path is not None else ""
+        if overrides:
+            where += f"{' or' if where else ' in'} the environment ({', '.join(sorted(_override_names(env)))})"
         problems = "; ".join(
             f"`{'.'.join(str(p) for p in err['loc'])}`: {err['msg']} (got {err.get('input')!r})"
             for err in exc.errors()
         )
         raise UsageError(f"invalid configuration{where}: {problems}") from exc
+
+
+ENV_PREFIX = "NBM_"
+ENV_NESTING = "__"
+
+
+def environment_overrides(environ: dict[str, str] | os._Environ) -> dict[str, Any]:
+    """The configuration keys that ``NBM_…`` variables of ``environ`` set, as a nested dict: ``NBM_STATE_URL``
+    is ``state_url``, ``NBM_CONTACT_POLICY__DAILY_CAP_PER_CHANNEL`` is ``[contact_policy]
+    daily_cap_per_channel`` (names in any case; lists and tables as JSON: ``NBM_CHANNELS='["email","sms"]'``).
+    Variables that name no key (``NBM_DATA``, ``NBM_WORKERS``, …: the service's own) are not configuration.
+    Read by pydantic-settings' environment source, so values parse as a ``BaseSettings`` would parse them."""
+    from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+    class _Settings(BaseSettings, NbmConfig):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING, extra="ignore",
+                                          frozen=True, case_sensitive=False)
+
+    sections = {name for name, f in NbmConfig.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)} | {"triggers"}
+
+    class _Source(EnvSettingsSource):
+        def _load_env_vars(self):           # the given environment, not necessarily the process's
+            # A section is set key by key (NBM_SECTION__KEY): NBM_EXPLORER, say, is `nbm serve`'s own variable
+            # for its workers (the explorer's name), not the [explorer] table.
+            return {k.lower(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)
+                    and k.upper()[len(ENV_PREFIX):].lower() not in sections}
+
+    values = _Source(_Settings, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING)()
+    values.pop("home", None)                # NBM_HOME: load_config's, as before
+    return values
+
+
+def _override_names(environ) -> list[str]:
+    """The variables of ``environ`` that :func:`environment_overrides` reads."""
+    names = {f.upper() for f in NbmConfig.model_fields if f != "home"}
+    return [k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper()[len(ENV_PREFIX):] in names
+            or k.upper().startswith(ENV_PREFIX) and ENV_NESTING in k
+            and k.upper()[len(ENV_PREFIX):].split(ENV_NESTING)[0] in names]
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys put in, tables merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out

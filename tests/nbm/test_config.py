@@ -83,3 +83,36 @@ def test_configuration_is_frozen_and_round_trips_through_toml() -> None:
 
     again = NbmConfig.model_validate(tomllib.loads(tomli_w.dumps(config.to_toml_dict())))
     assert again == config
+
+
+# -- NBM_… environment overrides ------------------------------------------------------------------
+
+
+def test_environment_variables_override_any_key_over_the_file(tmp_path) -> None:
+    file = tmp_path / "nbm.toml"
+    file.write_text('state_url = "sqlite:///from-file.db"\n[contact_policy]\ndaily_cap_per_channel = 5\n'
+                    'weekly_cap_total = 9\n')
+    env = {"NBM_STATE_URL": "redis://cache:6379/0", "NBM_CONTACT_POLICY__DAILY_CAP_PER_CHANNEL": "2",
+           "nbm_features__slot_hours": "[9, 18]", "NBM_CHANNELS": '["email", "sms"]',
+           "NBM_DATA": "/srv/data", "NBM_WORKERS": "4", "OTHER": "x",          # the service's own: not configuration
+           "NBM_EXPLORER": "epsilon_greedy", "NBM_EXPLORER__EPSILON": "0.25"}  # a section only key by key
+    config = load_config(file, environ=env)
+    assert config.state_url == "redis://cache:6379/0"
+    assert config.contact_policy.daily_cap_per_channel == 2
+    assert config.contact_policy.weekly_cap_total == 9                    # the file's keys beside it stay
+    assert config.features.slot_hours == (9, 18)
+    assert config.channels == ("email", "sms")
+    assert config.explorer.epsilon == 0.25
+    assert config.explorer.epsilon == 0.25
+    assert load_config(file, environ={}).contact_policy.daily_cap_per_channel == 5
+
+
+@pytest.mark.parametrize("name, value, named", [
+    ("NBM_CONTACT_POLICY__DAILY_CAP_PER_CHANNEL", "lots", "contact_policy.daily_cap_per_channel"),
+    ("NBM_CONTACT_POLICY__DAILY_CAPS", "1", "contact_policy.daily_caps"),
+    ("NBM_STATE_URL", "postgres://db", "state_url"),
+])
+def test_a_bad_environment_value_is_a_usage_error_naming_the_variable_and_key(name, value, named) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_config(environ={name: value})
+    assert name in str(caught.value) and f"`{named}`" in str(caught.value)
