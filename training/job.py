@@ -94,11 +94,11 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             mlflow.log_metrics(finite({"optuna_best_valid_loss": study.best_value}))
         if comparison is not None and trials <= 0:
             candidate = comparison.candidates[params.objective]
-            artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test)
+            artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test, figures=True)
         else:
             with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
                 artifact = fit_ranker(split, params, dataset.messages)
-            evaluation = evaluate(artifact, split.test)
+            evaluation = evaluate(artifact, split.test, figures=True)
         with console.status("learning the risk of a send (P(unsubscribe))…"):
             artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
                                prior_strengths=shared.strengths.as_dict())

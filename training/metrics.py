@@ -45,7 +45,7 @@ def mean_ndcg(rows: pd.DataFrame, scores: np.ndarray, k: int) -> float:
 
 
 def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] = (1, 3, 5),
-             figures: bool = True) -> Evaluation:
+             figures: bool = False) -> Evaluation:
     """AUC, log loss, ECE, NDCG@k and the spread of the predictions (standard deviation, distinct values: the
     promotion gate's near-constant check) on ``test``; a reliability plot and a feature-importance plot (with
     ``figures``)."""
@@ -69,16 +69,24 @@ def evaluate(artifact: ScoringArtifact, test: pd.DataFrame, ks: tuple[int, ...] 
 
 
 def _reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5, 5))
+    """Observed rate against predicted probability in ``bins`` bins of equal counts, both axes in % and zoomed to
+    the range the bins span (predictions are small: a 0–100 % axis would show a dot), each bin's count beside it."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
     order = np.argsort(p, kind="stable")
     chunks = [c for c in np.array_split(order, bins) if len(c)]
-    ax.plot([0, max(p.max(initial=0), 1e-3)], [0, max(p.max(initial=0), 1e-3)], color="grey", lw=1, ls="--",
-            label="perfect")
-    ax.plot([p[c].mean() for c in chunks], [y[c].mean() for c in chunks], marker="o", label="model")
-    ax.set_xlabel("predicted probability (bin mean)")
-    ax.set_ylabel("observed rate")
+    x = np.array([p[c].mean() for c in chunks]) * 100
+    rate = np.array([y[c].mean() for c in chunks]) * 100
+    top = max(float(x.max(initial=0)), float(rate.max(initial=0)), 1e-3) * 1.1
+    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="perfect calibration")
+    ax.plot(x, rate, marker="o", label="model (bins of equal counts)")
+    for xi, ri, c in zip(x, rate, chunks):
+        ax.annotate(f"n={len(c):,}", (xi, ri), textcoords="offset points", xytext=(4, -10), fontsize=7, color="#555")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted probability, bin mean (%)")
+    ax.set_ylabel("observed rate (%)")
     ax.set_title("Reliability on the test window")
-    ax.legend()
+    ax.legend(loc="upper left", frameon=False)
     fig.tight_layout()
     return fig
 

@@ -84,6 +84,9 @@ def log_training(artifact: ScoringArtifact, example: pd.DataFrame, params: dict[
     mlflow.log_metrics(finite(metrics))
     for name, figure in figures.items():
         mlflow.log_figure(figure, name)
+        import matplotlib.pyplot as plt     # (imported by training.metrics, which made the figure, on Agg)
+
+        plt.close(figure)                   # pyplot keeps every figure it made until closed
     if held_out is not None:
         with tempfile.TemporaryDirectory() as tmp:
             held_out.save(tmp)
