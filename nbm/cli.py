@@ -326,7 +326,30 @@ def _common_options(parser: argparse.ArgumentParser, config_default: object, deb
     parser.add_argument("--config", type=Path, default=config_default,
                         help="configuration file (default: ./nbm.toml if present)")
     parser.add_argument("--debug", action="store_true", default=debug_default, help="show tracebacks of errors")
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also the libraries' own INFO logs and download bars (MLflow, Optuna, Alembic)")
     return parser
+
+
+QUIET_LOGGERS = ("mlflow", "optuna", "alembic", "urllib3", "distributed", "bentoml")
+"""Libraries whose INFO lines (run tracking, trials, schema migrations, a cluster's start) are silenced unless
+``--verbose``: nbm's own output says what happened."""
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Unless ``verbose``: the libraries' loggers at WARNING and MLflow's download bars off (one output policy:
+    results on stdout, nbm's logs and progress on stderr, nothing else)."""
+    if verbose:
+        return
+    import logging
+    import os
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow sets its loggers' level when it is imported (later, lazily): from these variables, also in the
+    # processes nbm starts (the service's workers).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -523,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    _quiet_libraries(getattr(args, "verbose", False))
     try:
         return handler(args)
     except NbmError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -60,7 +61,8 @@ class TrainResult:
 def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment: str = "nbm",
                  valid_days: float | None = None, test_days: float | None = None, trials: int = 0,
                  console: Console | None = None, force_promote: bool = False,
-                 max_decisions: int | None = 50_000, evaluate_policy: bool = True, compare: bool = False) -> TrainResult:
+                 max_decisions: int | None = 50_000, evaluate_policy: bool = True, compare: bool = False,
+                 results: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     began = time.perf_counter()
     with console.status("loading and validating the data…"):
@@ -157,7 +159,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate",
                                      "not_promoted" if gate.status == "kept_champion" else gate.status)
         client.set_model_version_tag(MODEL_NAME, logged.version, "nbm_gate_reason", gate.reason)
-    _summary(console, logged, metrics, gate, report, config, params.target, comparison, params.objective)
+    _summary(console, results or results_console(), logged, metrics, gate, report, config, params.target, comparison,
+             params.objective)
     return TrainResult(logged, metrics, gate.promoted, gate, report, comparison)
 
 
@@ -234,7 +237,17 @@ def _policy_table(report: PolicyReport) -> pd.DataFrame:
     return pd.DataFrame([v.__dict__ for v in report.values.values()])
 
 
-def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
+RESULTS_WIDTH = 160
+"""Columns of the results printed to a file or a pipe."""
+
+
+def results_console() -> Console:
+    """Where a command's results go (one output policy: results on stdout, logs and progress on stderr): the
+    terminal's width, or 160 columns when stdout is a file or a pipe (rich's 80 would wrap the tables)."""
+    return Console(width=None if sys.stdout.isatty() else RESULTS_WIDTH)
+
+
+def _summary(console: Console, results: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,
              report: PolicyReport | None, config: NbmConfig, target: str, comparison: Comparison | None = None,
              trained: str | None = None) -> None:
     table = Table(title="nbm train", show_header=False)
@@ -250,11 +263,11 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
     table.add_row("model", f"{MODEL_NAME} version {logged.version}")
     table.add_row("promotion gate", "[bold red]degenerate: not promoted (below)[/bold red]" if gate.degenerate
                   else f"{'champion ← this version' if gate.promoted else 'champion kept'} ({escape(gate.reason)})")
-    console.print(table)
+    results.print(table)
     if comparison is not None:
-        _comparison_summary(console, comparison, trained)
+        _comparison_summary(results, comparison, trained)
     if report is not None:
-        print_policy_values(console, report, min_ess=config.training.min_policy_ess)
+        print_policy_values(results, report, min_ess=config.training.min_policy_ess)
     if gate.degenerate:
         console.print(f"[bold red]nbm train: {MODEL_NAME} version {logged.version} is degenerate and was not "
                       "promoted[/bold red] (logged for inspection, tagged nbm.gate=degenerate):")
@@ -267,8 +280,8 @@ def _summary(console: Console, logged: LoggedModel, metrics: dict[str, float], g
         else:
             console.print(f"the champion stays version {gate.champion_version}")
     uri = config.mlflow_tracking_uri
-    console.print(f"open the runs: {uri}" if uri.startswith(("http://", "https://"))
-                  else f"open the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+    results.print(f"open the runs: {uri}" if uri.startswith(("http://", "https://"))
+                  else f"open the runs: mlflow ui --backend-store-uri {uri} --host 127.0.0.1", soft_wrap=True)
 
 
 def _comparison_summary(console: Console, comparison: Comparison, trained: str | None = None) -> None:

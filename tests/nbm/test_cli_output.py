@@ -1,0 +1,42 @@
+"""One output policy for every command (issue 43): results on stdout, nbm's logs and progress on stderr, the
+libraries' INFO lines and download bars silenced unless ``--verbose``, result lines unbroken in a pipe."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from nbm.cli import main
+
+pytestmark = pytest.mark.slow
+
+NOISE = ("INFO mlflow", "INFO alembic", "Downloading artifacts", "[Fatal]", "Validating input example")
+
+
+def test_train_puts_its_results_on_stdout_and_no_library_noise_on_stderr(tmp_path: Path, monkeypatch, capfd) -> None:
+    for name in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    data = tmp_path / "world"
+    assert main(["simulate", "--out", str(data), "--users", "400", "--days", "30", "--seed", "3"]) == 0
+    capfd.readouterr()
+    try:
+        assert main(["train", "--data", str(data), "--no-policy-eval", "--trials", "2"]) == 0
+        out, err = capfd.readouterr()
+        assert "test_auc" in out and "nbm-ranker version 1" in out          # the summary: a result
+        runs = next(line for line in out.splitlines() if line.startswith("open the runs:"))
+        assert runs.endswith("--host 127.0.0.1") and str(tmp_path / "home" / "mlflow.db") in runs   # one line
+        assert "time split" in err and not any(noise in err for noise in NOISE), err
+        assert main(["recommend", "--data", str(data), "--now", "2026-10-31T23:00:00Z",
+                     "--out", str(tmp_path / "r.jsonl")]) == 0
+        out, err = capfd.readouterr()
+        assert not any(noise in err for noise in NOISE), err
+    finally:
+        for name in ("mlflow", "optuna", "alembic", "urllib3", "distributed", "bentoml"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        for name in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+            os.environ.pop(name, None)
