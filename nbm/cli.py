@@ -101,6 +101,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from rich.console import Console
 
+    from nbm.commands.options import results_console
     from nbm.config import load_config
     from serving.registry import load_model
     from training.evaluate import evaluate_model, print_evaluation, write_evaluation
@@ -112,7 +113,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             valid_days=args.valid_days, test_days=args.test_days,
                             max_decisions=args.max_decisions or None, seed=args.seed,
                             console=console, held_out=loaded.held_out)
-    print_evaluation(Console(), result, min_ess=config.training.min_policy_ess)
+    print_evaluation(results_console(), result, min_ess=config.training.min_policy_ess)
     if args.out is not None:
         write_evaluation(result, args.out)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.table import Table
 
 from features.pipeline import Globals, build_training_set
 from nbm.cluster import dask_client
+from nbm.commands.options import results_console
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset, unusable
 from nbm.errors import UnusableInputError
@@ -235,16 +235,6 @@ def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, ch
 
 def _policy_table(report: PolicyReport) -> pd.DataFrame:
     return pd.DataFrame([v.__dict__ for v in report.values.values()])
-
-
-RESULTS_WIDTH = 160
-"""Columns of the results printed to a file or a pipe."""
-
-
-def results_console() -> Console:
-    """Where a command's results go (one output policy: results on stdout, logs and progress on stderr): the
-    terminal's width, or 160 columns when stdout is a file or a pipe (rich's 80 would wrap the tables)."""
-    return Console(width=None if sys.stdout.isatty() else RESULTS_WIDTH)
 
 
 def _summary(console: Console, results: Console, logged: LoggedModel, metrics: dict[str, float], gate: GateDecision,

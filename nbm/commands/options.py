@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
+from rich.console import Console
 
 from nbm.errors import UsageError
 
@@ -16,3 +19,14 @@ def parse_time(value: str | None, option: str) -> pd.Timestamp | None:
     except ValueError as exc:
         raise UsageError(f"`{option}`: not an ISO-8601 time: {value!r}") from exc
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+RESULTS_WIDTH = 160
+"""Columns of the results a command prints to a file or a pipe."""
+
+
+def results_console() -> Console:
+    """Where a command's results go (one output policy: results on stdout, logs and progress on stderr): the
+    terminal's width, or :data:`RESULTS_WIDTH` columns when stdout is a file or a pipe (rich's default of 80
+    there cut the tables' intervals and wrapped paths)."""
+    return Console(width=None if sys.stdout.isatty() else RESULTS_WIDTH)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
-
-from nbm.commands.options import parse_time
+from nbm.commands.options import parse_time, results_console
 from nbm.config import load_config
 
 
@@ -17,7 +15,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     now = parse_time(args.now, "--now")
-    console = Console()
+    console = results_console()
     with console.status(f"validating {args.data}…"):
         dataset, report = load_dataset(Path(args.data), config, now=now)
     shown = config.validation.max_problems_shown if args.show is None else max(args.show, 0)
