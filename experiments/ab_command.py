@@ -16,6 +16,7 @@ from rich.table import Table
 
 from experiments.ab import ALL, METRIC_BY_NAME, AbResult, analyze
 from experiments.ab_report import render_html, verdicts
+from nbm.commands.options import results_console
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset
 from nbm.errors import UsageError
@@ -36,7 +37,7 @@ def run_ab(data: Path, experiment: str, out: Path | None, config: NbmConfig, by:
         written = write_outputs(result, out)
     dropped = report.dropped_rows
     input_problems = [f"{dropped:,} bad input rows were dropped by the loader (see `nbm validate`)"] if dropped else []
-    print_summary(console, result, written, input_problems)
+    print_summary(results_console(), result, written, input_problems)     # results on stdout, progress on stderr
     return 1 if result.problems or input_problems else 0
 
 

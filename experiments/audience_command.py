@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from experiments.audience import AudienceReport, analyze
 from experiments.audience_report import render_html
 from experiments.profiles import Featuriser
+from nbm.commands.options import results_console
 from nbm.config import NbmConfig
 from nbm.dataset import Dataset, load_dataset
 from nbm.errors import UsageError
@@ -49,6 +50,7 @@ def run_report(data: Path, out: Path | None, config: NbmConfig, start: pd.Timest
         written = write_outputs(report, page, out)
         progress.update(task, advance=1)
     dropped = quality.dropped_rows
+    console = results_console()         # the summary and the paths written: results, on stdout
     console.print(f"audience report {report.start:%Y-%m-%d} → {report.end:%Y-%m-%d}: {len(report.weeks)} weeks, "
                   f"{len(dataset.users):,} users, {len(report.figures):,} figures", highlight=False)
     if dropped:

@@ -101,9 +101,10 @@ def test_empty_segments_are_one_note_not_rows(report) -> None:
     assert not pd.read_csv(out / "results.csv")["segment_value"].isin(["in_app", "wechat"]).any()
 
 
-def test_the_summary_on_stderr_starts_with_the_verdicts(small_world, tmp_path, capsys) -> None:
+def test_the_summary_on_stdout_starts_with_the_verdicts(small_world, tmp_path, capsys) -> None:
     write_world(small_world, tmp_path / "data")
     assert run_ab(tmp_path / "data", EXPERIMENT, tmp_path / "out", experiment_config()) == 0
-    lines = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("verdict:")]
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("verdict:")]
     assert [line.split(":")[1].split()[0] for line in lines] == [m.name for m in METRICS]
     assert all("SRM check passed" in line for line in lines)
+    assert not any(line.strip().startswith("verdict:") for line in capsys.readouterr().err.splitlines())

@@ -40,3 +40,27 @@ def test_train_puts_its_results_on_stdout_and_no_library_noise_on_stderr(tmp_pat
             logging.getLogger(name).setLevel(logging.NOTSET)
         for name in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
             os.environ.pop(name, None)
+
+
+def test_results_in_a_pipe_are_160_columns_wide(capsys) -> None:
+    """Under pytest stdout is not a terminal: the results console is 160 columns, not rich's 80 (evaluate's
+    intervals and train's tables were cut there)."""
+    from nbm.commands.options import RESULTS_WIDTH, results_console
+
+    console = results_console()
+    assert console.width == RESULTS_WIDTH == 160
+    console.print("x" * 150)
+    assert "x" * 150 in capsys.readouterr().out
+
+
+def test_report_puts_its_summary_and_paths_on_stdout(tmp_path: Path, capsys) -> None:
+    from experiments.audience_command import run_report
+    from nbm.config import NbmConfig
+    from nbm.simulate import SimConfig, simulate
+    from nbm.simulate.manifest import write_world
+
+    write_world(simulate(SimConfig(n_users=200, n_days=14, seed=4)).tables, tmp_path / "data", "parquet")
+    assert run_report(tmp_path / "data", tmp_path / "report.html", NbmConfig()) == 0
+    out, err = capsys.readouterr()
+    assert "audience report" in out and "written:" in out and str(tmp_path / "report.html") in out
+    assert "written:" not in err
