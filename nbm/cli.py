@@ -230,9 +230,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
                                 args.explorer, args.threshold, args.seed,
                                 progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)
     reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.reasons.items())) or "none"
-    console.print(f"{summary.decisions:,} decisions as of {now.isoformat()} (model version {loaded.version}): "
-                  f"{summary.with_items:,} with items ({summary.items:,} items); nothing — {reasons}. "
-                  f"Written to {args.out}")
+    from nbm.commands.options import results_console
+
+    results_console().print(f"{summary.decisions:,} decisions as of {now.isoformat()} (model version "
+                            f"{loaded.version}): {summary.with_items:,} with items ({summary.items:,} items); nothing — "
+                            f"{reasons}. Written to {args.out}", highlight=False)      # a result: on stdout
     return 0
 
 

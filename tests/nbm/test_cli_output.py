@@ -34,6 +34,7 @@ def test_train_puts_its_results_on_stdout_and_no_library_noise_on_stderr(tmp_pat
         assert main(["recommend", "--data", str(data), "--now", "2026-10-31T23:00:00Z",
                      "--out", str(tmp_path / "r.jsonl")]) == 0
         out, err = capfd.readouterr()
+        assert "decisions as of" in out and str(tmp_path / "r.jsonl") in out      # the summary and the path
         assert not any(noise in err for noise in NOISE), err
     finally:
         for name in ("mlflow", "optuna", "alembic", "urllib3", "distributed", "bentoml"):
