@@ -166,16 +166,12 @@ class FeatureStore:
 
 
 def partition(dataset: Dataset, n_partitions: int, index: int) -> Dataset:
-    """The users (and their events) whose canonical ``user_id`` hashes to partition ``index``."""
-    def bucket(ids: pd.Series) -> np.ndarray:
-        hashed = pd.util.hash_pandas_object(ids.astype(str), index=False, hash_key="nbm-partitions16").to_numpy()
-        return (hashed % np.uint64(n_partitions)).astype(np.int64)
-
-    keep_events = bucket(dataset.events["user_id"]) == index
-    keep_users = bucket(dataset.users["user_id"]) == index
+    """The users (and their events) whose canonical ``user_id`` hashes to partition ``index`` (:func:`partition_of`)."""
+    keep_events = partition_of(dataset.events["user_id"], n_partitions) == index
+    keep_users = partition_of(dataset.users["user_id"], n_partitions) == index
     decisions = dataset.decisions
     if decisions is not None:
-        decisions = decisions[bucket(decisions["user_id"]) == index].reset_index(drop=True)
+        decisions = decisions[partition_of(decisions["user_id"], n_partitions) == index].reset_index(drop=True)
     return replace(dataset, events=dataset.events[keep_events].reset_index(drop=True),
                    users=dataset.users[keep_users].reset_index(drop=True), decisions=decisions)
 

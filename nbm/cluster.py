@@ -6,8 +6,9 @@
 * anything else: the address of a running scheduler (``tcp://scheduler:8786``); its workers need nbm
   installed, the same version.
 
-What runs on the cluster takes the :class:`distributed.Client` this module opens: the training set's user
-partitions (:func:`features.pipeline.build_training_set`). Progress is Dask's own: its dashboard (the
+What runs on the cluster takes the :class:`distributed.Client` this module opens, one user partition a task:
+the training set of ``nbm train`` (:func:`features.pipeline.build_training_set`) and the decisions of
+``nbm recommend`` (:func:`serving.batch_scoring.recommend_all`). Progress is Dask's own: its dashboard (the
 address is logged) and its task stream.
 """
 
