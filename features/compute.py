@@ -89,9 +89,10 @@ def featurise_columns(history: History, rates: PopulationRates, strengths: Prior
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
     ut = pair(user, np.maximum(topic, 0), len(voc.topics))
+    own = {"opens": users["_opens_90d"], "clicks": users["_clicks_90d"], "sends": users["_sends_90d"]}
     out.update(by_user.within(np.maximum(topic, 0), len(voc.topics), ut, time_code).apply(
         lambda i: _user_topic_block(history, rates, strengths, user[i], ut[i], np.maximum(topic[i], 0), t[i],
-                                    global_click[i], global_open[i]), spread))
+                                    global_click[i], global_open[i], {k: v[i] for k, v in own.items()}), spread))
     send_code = _codes(send_at)
     slot_key = pair(user, send_code, int(send_code.max()) + 1 if len(send_code) else 1)
     opens90, sends90, visits90 = users["_opens_90d"], users["_sends_90d"], out["user_visits_90d"]
@@ -117,7 +118,43 @@ def featurise_columns(history: History, rates: PopulationRates, strengths: Prior
         columns = {name: out[name].astype(np.int64) if name in CATEGORICAL else np.asarray(out[name], dtype=np.float32)
                    for name in FEATURE_NAMES}
     columns.update({f"attr_{column}": values for column, values in profile.items()})
+    columns.update(_topic_matches(history, user, topic, spread))
     return columns
+
+
+TOPIC_MATCH_SUFFIX = "_is_topic"
+"""``attr_<name>_is_topic``: whether the user's text attribute ``name`` names the candidate's topic."""
+
+
+def topic_attributes(history: History) -> dict[str, np.ndarray]:
+    """The text attributes of the users table whose values name topics of the catalog (a stated favourite
+    category): at least half of their categories, and two or more, are topic names (compared without case or
+    surrounding blanks). Per such attribute, each category's topic code (-1 when it names none)."""
+    topics = pd.Index(history.vocabulary.topics.astype(str).str.strip().str.casefold())
+    out = {}
+    for name, categories in history.vocabulary.attributes.items():
+        code = topics.get_indexer(pd.Index(categories.astype(str)).str.strip().str.casefold())
+        named = int((code >= 0).sum())
+        if named >= 2 and 2 * named >= len(categories):
+            out[name] = code
+    return out
+
+
+def _topic_matches(history: History, user: np.ndarray, topic: np.ndarray, spread: bool) -> dict[str, np.ndarray]:
+    """``attr_<name>_is_topic`` of each row (:func:`topic_attributes`): 1 where the user's attribute names the
+    row's topic, 0 where it names another, NaN where the user has no value (or is unknown, or the row no
+    known message). A tree learns "the stated favourite" from it in one split, where the attribute and the topic
+    as two categoricals need an interaction of every pair."""
+    out = {}
+    n_known = len(history.user_frame)
+    for name, topic_of in topic_attributes(history).items():
+        codes = history.attributes[name][0]
+        category = np.where(user < n_known, codes[np.minimum(user, max(n_known - 1, 0))], -1) if n_known else \
+            np.full(len(user), -1)
+        stated = np.where(category >= 0, topic_of[np.maximum(category, 0)], -2)
+        match = np.where((category < 0) | (topic < 0), np.nan, (stated == topic).astype(float))
+        out[f"attr_{name}{TOPIC_MATCH_SUFFIX}"] = match if spread else match.astype(np.float32)
+    return out
 
 
 def _as_int(values):
@@ -268,6 +305,7 @@ def _user_block(history: History, user: np.ndarray, t: np.ndarray) -> dict[str, 
     out["time_hours_since_contact"] = (t - history.last["send"].last_time(user, t)) / HOUR_NS
     out["_sends_7d"] = user_sums[7 * DAY_NS]["sends"]
     out["_opens_90d"], out["_sends_90d"] = user_sums[90 * DAY_NS]["opens"], user_sums[90 * DAY_NS]["sends"]
+    out["_clicks_90d"] = user_sums[90 * DAY_NS]["clicks"]
     out["_attributes"] = profile["attributes"]
     return out
 
@@ -296,9 +334,11 @@ def _user_channel_block(history: History, rates: PopulationRates, s: PriorStreng
 
 def _user_topic_block(history: History, rates: PopulationRates, s: PriorStrengths, user: np.ndarray, ut: np.ndarray,
                       topic: np.ndarray, t: np.ndarray, global_click: np.ndarray,
-                      global_open: np.ndarray) -> dict[str, np.ndarray]:
+                      global_open: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The user's smoothed affinity to the message's topic as of ``t``, shrunk toward the user's segment's
-    rate of the topic (the topic's population rate without segments)."""
+    rate of the topic (the topic's population rate without segments); and its *lift*: the user's rate on the
+    topic shrunk toward the user's own rate over every topic (``own``: the user's 90-day totals), divided by
+    that own rate — which topics this person prefers, whatever how much they open in general."""
     wt = history.user_topic.totals(ut, t, ("sends", "opens", "clicks"), 90 * DAY_NS)
     segment = history.segment_of(user)
     out = {}
@@ -308,6 +348,9 @@ def _user_topic_block(history: History, rates: PopulationRates, s: PriorStrength
         prior = rates.rate(rates.topic, topic, t, outcome, base, s.population)
         prior = rates.segment_rate("topic", segment, topic, t, outcome, prior, segment_strength)
         out[f"ut_{outcome[:-1]}_affinity"] = (wt[outcome] + strength * prior) / (wt["sends"] + strength)
+        # The user's own rate, shrunk toward the population's, is the lift's parent: 1 = no preference.
+        rate = (own[outcome] + strength * base) / (own["sends"] + strength)
+        out[f"ut_{outcome[:-1]}_lift"] = (wt[outcome] / rate + strength) / (wt["sends"] + strength)
     return out
 
 

@@ -74,6 +74,12 @@ FEATURES: tuple[Feature, ...] = (
        "(without segments, the topic's population rate), with the `user_topic_clicks` strength."),
     _f("ut_open_affinity", "user×topic", "90 days",
        "Opens / sends on the message's topic, smoothed likewise (`user_topic_opens`)."),
+    _f("ut_click_lift", "user×topic", "90 days",
+       "Clicks / sends on the message's topic, smoothed toward the user's own click rate over every topic (itself "
+       "smoothed toward the population's), divided by that own rate: above 1 where the person prefers the topic "
+       "(`user_topic_clicks` strength)."),
+    _f("ut_open_lift", "user×topic", "90 days",
+       "Opens / sends on the message's topic against the user's own open rate, the same way (`user_topic_opens`)."),
     _f("ug_click_affinity", "user×tag", "90 days",
        "Mean over the message's tags of clicks / sends on that tag, smoothed toward the tag's population rate "
        "(`user_tag_clicks`)."),

@@ -30,7 +30,12 @@ new 0, active 1, at_risk 2, dormant 3; activity state: power 0, core 1, casual 2
 codes of the catalog's topics and of the configured channels). A missing value means "never happened".
 
 Besides the features below, every extra column of the `users` table becomes a feature `attr_<column>`
-(entity user, profile): numeric columns as numbers, text columns as pandas categoricals.
+(entity user, profile): numeric columns as numbers, text columns as pandas categoricals. A text column whose
+values name the catalog's topics (at least two of them, and at least half of its distinct values, compared
+without case: a stated favourite category) also gives the candidate a feature `attr_<column>_is_topic` (entity
+user×topic): 1 where the person's value names the message's topic, 0 where it names another, missing where the
+person has none. As two categoricals the model would need a split for every pair of value and topic to learn
+"the stated favourite"; this way it takes one.
 
 | feature | entity | window | type | definition |
 | --- | --- | --- | --- | --- |
@@ -47,7 +52,7 @@ say), shrunk toward its parent's rate μ with a strength of s pseudo-sends. The 
 | family | cells | parent |
 | --- | --- | --- |
 | `user_channel_opens`, `user_channel_clicks` | user × channel, 90 days | the channel's rate in the user's segment (without segments: the channel's population rate) |
-| `user_topic_opens`, `user_topic_clicks` | user × topic, 90 days | the topic's rate in the user's segment (without segments: the topic's population rate) |
+| `user_topic_opens`, `user_topic_clicks` | user × topic, 90 days | the topic's rate in the user's segment (without segments: the topic's population rate); for the lifts (`ut_*_lift`), the user's own rate over every topic, with the same strength |
 | `user_tag_clicks` | user × tag, 90 days | the tag's population rate |
 | `user_opens` | user, 90 days | the overall open rate |
 | `user_hour_opens` | user × local send hour, 90 days | the user's own open rate (`user_opens`) |

@@ -23,7 +23,7 @@ import pandas as pd
 
 from nbm.attribution import send_outcomes
 from features.compute import (Candidates, channel_loss_features, consented_channels, featurise, featurise_columns,
-                              lost_channels, reslot_columns)
+                              lost_channels, reslot_columns, TOPIC_MATCH_SUFFIX)
 from features.declarations import FEATURES
 from features.history import DAY_NS, History, PopulationRates, Vocabulary
 from features.priors import PriorStrengths, prior_strengths
@@ -161,7 +161,7 @@ class FeatureStore:
         at = np.full(len(users), pd.Timestamp(now).value, dtype=np.int64)
         none = np.full(len(users), None, dtype=object)
         frame = self.featurise(Candidates(users, none, none, at, at))
-        keep = [*USER_FEATURES, *(c for c in frame.columns if c.startswith("attr_"))]
+        keep = [*USER_FEATURES, *(c for c in frame.columns if c.startswith("attr_") and not c.endswith(TOPIC_MATCH_SUFFIX))]
         return frame[keep].set_index(pd.Index(users, name="user_id"))
 
 

@@ -139,15 +139,16 @@ def test_nothing_is_learned_again_after_the_build(dataset, config, learned, monk
     store.featurise_columns(replace(_sends(dataset, 50), as_of=np.full(50, now.value), send_at=np.full(50, now.value)))
 
 
-RATES = ("uc_open_rate", "uc_click_rate", "ut_open_affinity", "ut_click_affinity", "ug_click_affinity", "uh_open_rate",
-         "uh_open_rate_near", "message_open_rate", "message_click_rate", "message_convert_rate")
+RATES = ("uc_open_rate", "uc_click_rate", "ut_open_affinity", "ut_click_affinity", "ut_open_lift", "ut_click_lift",
+         "ug_click_affinity", "uh_open_rate", "uh_open_rate_near", "message_open_rate", "message_click_rate",
+         "message_convert_rate")
 FAMILY_FEATURES = {
     "population": RATES,
     "message_opens": ("message_open_rate",), "message_clicks": ("message_click_rate",),
     "message_converts": ("message_convert_rate",),
     "user_opens": ("uh_open_rate", "uh_open_rate_near"), "user_hour_opens": ("uh_open_rate", "uh_open_rate_near"),
     "user_channel_opens": ("uc_open_rate",), "user_channel_clicks": ("uc_click_rate",),
-    "user_topic_opens": ("ut_open_affinity",), "user_topic_clicks": ("ut_click_affinity",),
+    "user_topic_opens": ("ut_open_affinity", "ut_open_lift"), "user_topic_clicks": ("ut_click_affinity", "ut_click_lift"),
     "user_tag_clicks": ("ug_click_affinity",),
     "user_hour_visits": ("uh_visit_share", "uh_visit_share_near"), "user_weekday_visits": ("uw_visit_share",),
     "segment_channel_opens": ("uc_open_rate",), "segment_channel_clicks": ("uc_click_rate",),

@@ -65,7 +65,9 @@ def test_ending_and_changing_a_message_reach_another_worker_within_a_second(serv
 def test_a_new_message_is_decided_once_its_store_is_built(served_world, tmp_path, monkeypatch) -> None:
     taking, deciding = _engines(served_world, tmp_path, monkeypatch)
     topic = str(deciding.dataset.messages["topic"].iloc[0])
-    new = {"message_id": "m-new-autumn", "topic": topic, "channels": ["email"], "value": 4.0, "tags": ["autumn"]}
+    # Worth its risk to anyone (a value of 4 fell below the cost of a send for every one of 40 people once the
+    # model knew their topic tastes): what is tested is that the new message is decided at all.
+    new = {"message_id": "m-new-autumn", "topic": topic, "channels": ["email"], "value": 400.0, "tags": ["autumn"]}
     assert taking.upsert_messages([new]) == {"accepted": 1, "rejected": []}
     seconds = _wait(lambda: "m-new-autumn" in deciding.messages, 60.0)
     print(f"a new message reached the other worker in {seconds:.2f} s")
