@@ -145,9 +145,10 @@ def with_cost(config: NbmConfig, cost: float | str) -> NbmConfig:
 
 
 def train_nbm(data: SimulatedData, config: NbmConfig, workdir: Path, seed: int,
-              objective: str = "funnel") -> tuple[ScoringArtifact, str]:
+              objective: str = "auto") -> tuple[ScoringArtifact, str]:
     """``nbm train --data DIR --seed SEED`` in-process, without its off-policy evaluation; the trained
-    artifact, and its test AUC with the gate's verdict. ``objective`` as ``nbm train --objective``, or
+    artifact, and the objective trained (``auto``, ``nbm train``'s default: the one its comparison ranks first)
+    with its test AUC and the gate's verdict. ``objective`` as ``nbm train --objective``, or
     ``OBJECTIVE:TARGET`` (e.g. ``binary:click``)."""
     objective, _, target = objective.partition(":")
     write_world(data.tables, workdir / "data", "parquet")
@@ -158,7 +159,8 @@ def train_nbm(data: SimulatedData, config: NbmConfig, workdir: Path, seed: int,
                               console=Console(quiet=True), evaluate_policy=False)
         artifact = load_registered("challenger")
     gate = "degenerate: " + "; ".join(result.gate.degenerate) if result.gate.degenerate else "promoted"
-    return artifact, f"AUC {result.metrics.get('test_auc', float('nan')):.3f}, {gate}"
+    trained = result.comparison.chosen if result.comparison is not None else objective
+    return artifact, f"{trained}, AUC {result.metrics.get('test_auc', float('nan')):.3f}, {gate}"
 
 
 def nbm_decisions(ctx: DecisionContext, artifact: ScoringArtifact, config: NbmConfig,

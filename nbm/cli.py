@@ -189,7 +189,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if version is not None:
             print(f"nbm train: a champion is registered (nbm-ranker version {version}); nothing to do", file=sys.stderr)
             return 0
-    params = RankerParams(objective=args.objective or "funnel", target=args.target, seed=args.seed)
+    # By default the objective is the one the comparison ranks first (``auto``); without the comparison, funnel.
+    objective = args.objective or ("funnel" if args.no_compare else "auto")
+    params = RankerParams(objective=objective, target=args.target, seed=args.seed)
     result = run_training(Path(args.data), config, params, experiment=args.experiment,
                           valid_days=args.valid_days, test_days=args.test_days, trials=args.trials,
                           force_promote=args.force_promote, max_decisions=args.max_decisions or None,
@@ -408,11 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--experiment", default="nbm", help="MLflow experiment name (default nbm)")
     train.add_argument("--seed", type=int, default=0, help="seed of LightGBM's sampling")
     train.add_argument("--objective", choices=("funnel", "binary", "lambdarank", "auto"), default=None,
-                       help="funnel (default for --target convert: P(click) × P(convert | click) of the message), "
-                            "binary (default for other targets), lambdarank, or auto: the one the comparison "
-                            "ranks first (docs/retraining.md, 'Which objective')")
+                       help="funnel (P(click) × P(convert | click) of the message), binary, lambdarank, or auto "
+                            "(the default): the one that ranks the test window's logged exploration best "
+                            "(docs/retraining.md, 'Which objective')")
     train.add_argument("--no-compare", action="store_true",
-                       help="skip fitting the other objectives for the comparison logged to MLflow (faster)")
+                       help="skip fitting the other objectives for the comparison logged to MLflow (faster); the "
+                            "objective is then funnel unless --objective names one")
     train.add_argument("--target", choices=("open", "click", "convert"), default="convert",
                        help="outcome whose probability the model predicts (default convert)")
     train.add_argument("--valid-days", type=_positive_float, default=None,

@@ -35,7 +35,7 @@ from nbm.dataset import load_dataset, unusable
 from nbm.errors import UnusableInputError
 from nbm.simulate.manifest import read_world_manifest
 from training.evaluate import describe_split, print_policy_values
-from training.compare import AUTO, Comparison, compare_objectives, concordance_of
+from training.compare import AUTO, Comparison, capture_metrics, capture_of, compare_objectives, concordance_of
 from training.fit import RankerParams, fit_ranker, refit_ranker, target_of, time_split
 from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, promotion_gate
 from training.metrics import evaluate
@@ -115,11 +115,13 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
         rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
         concordance = concordance_of(artifact, split.test, dataset.messages, config.arbitration)
+        capture = capture_of(artifact, split.test, dataset.messages, config)
         metrics = {**evaluation.metrics, "best_iteration": float(rounds),
                    "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
                    "train_positives": float(target_of(split.train, params.target).sum()),
                    "valid_positives": float(target_of(split.valid, params.target).sum()),
                    "value_concordance": concordance.value, "concordance_users": float(concordance.groups),
+                   **capture_metrics(capture),
                    "validation_problems": float(len(report.problems)), "seconds": time.perf_counter() - began,
                    "refit_rows": float(len(rows)) if served is not artifact else 0.0}
         risk = artifact.risk
@@ -247,6 +249,8 @@ def _summary(console: Console, results: Console, logged: LoggedModel, metrics: d
                  "test_auc", "test_log_loss", "test_ece", "test_ndcg_at_3", "test_positive_rate",
                  "test_mean_prediction", "seconds"):
         table.add_row(name, _figure(name, metrics.get(name, float("nan")), target))
+    table.add_row("value capture (exploration)", _figure("value_capture", metrics.get("value_capture", float("nan")),
+                                                         target))
     table.add_row("value concordance", _figure("value_concordance", metrics.get("value_concordance", float("nan")),
                                                target))
     table.add_row("run id", logged.run_id)
@@ -278,13 +282,17 @@ def _comparison_summary(console: Console, comparison: Comparison, trained: str |
     """The comparison's table, what it ranks first and why, and — when ``--objective`` named another — that
     the model registered is the named one (``--objective auto`` trains the comparison's first)."""
     table = Table(title="objectives compared on the test window (training.compare)")
-    for column in ("objective", "value concordance", "users with pairs", "test AUC", "rounds", "s", "verdict"):
+    for column in ("objective", "value capture", "exploration earning", "value concordance", "users with pairs",
+                   "test AUC", "rounds", "s", "verdict"):
         table.add_column(column, justify="left" if column in ("objective", "verdict") else "right")
     for row in comparison.table().itertuples():
         verdict = "ranked first" if row.chosen else ("degenerate: " + row.degenerate if row.degenerate else "")
         if trained is not None and row.objective == trained:
             verdict = ", ".join(v for v in (verdict, "trained") if v)
-        table.add_row(row.objective, _figure("value_concordance", row.value_concordance, ""),
+        earning = f"{row.exploration_earners:,}" + (f" ({row.capture_outcome}s)" if row.capture_outcome not in
+                                                     ("", "target") else "")
+        table.add_row(row.objective, _figure("value_capture", row.value_capture, ""), earning,
+                      _figure("value_concordance", row.value_concordance, ""),
                       f"{row.users_with_pairs:,}", _figure("test_auc", row.test_auc, ""), f"{row.best_iteration:,.0f}",
                       f"{row.seconds:.1f}", escape(verdict))
     console.print(table)
@@ -299,5 +307,6 @@ def _figure(name: str, value: float, target: str) -> str:
         return f"{value:,.0f}" if name.endswith(("rows", "positives", "iteration")) else f"{value:.4f}"
     why = {"test_auc": f"the test window holds one class of `{target}` only",
            "value_concordance": "too few users with sends that earned differently",
+           "value_capture": "too little exploration that earned in the test window",
            "test_ndcg_at_3": "no ranking group of ≥ 2 sends with a positive"}.get(name)
     return f"n/a ({escape(why)})" if why else "—"
