@@ -2,8 +2,8 @@
 
 For the default world and every preset of ``nbm.simulate.presets.PRESETS``: simulate a seeded world and its
 log; train nbm as ``nbm train`` does (``training.job.run_training``: load and validate the data directory,
-training set, default ``RankerParams``, calibration, MLflow run and registry, promotion gate; its off-policy
-evaluation is skipped) under the preset's recommended ``nbm.toml`` (``Preset.nbm_toml``; the default world:
+training set, default ``RankerParams`` with ``nbm train``'s default objective ``auto`` (the comparison's
+first), calibration, MLflow run and registry, promotion gate; its off-policy evaluation is skipped) under the preset's recommended ``nbm.toml`` (``Preset.nbm_toml``; the default world:
 nbm's defaults); then, on the morning after the log (the world's state at ``env.now``), decide ONCE for every
 live user with
 

@@ -8,8 +8,9 @@
 
 What runs on the cluster takes the :class:`distributed.Client` this module opens, one user partition a task:
 the training set of ``nbm train`` (:func:`features.pipeline.build_training_set`) and the decisions of
-``nbm recommend`` (:func:`serving.batch_scoring.recommend_all`). Progress is Dask's own: its dashboard (the
-address is logged) and its task stream.
+``nbm recommend`` (:func:`serving.batch_scoring.recommend_all`); and, for training windows of ``[training]
+dask_min_rows`` sends or more, ``nbm train``'s boosters, by LightGBM's own distributed training
+(:mod:`training.dask_fit`). Progress is Dask's own: its dashboard (the address is logged) and its task stream.
 """
 
 from __future__ import annotations

@@ -302,6 +302,10 @@ class TrainingConfig(_Section):
     min_policy_ess: float = Field(100.0, ge=0, description="a policy whose off-policy estimate rests on fewer "
                                   "effective samples is unmeasured: its SNIPS/DR are not printed as numbers, and "
                                   "the gate does not compare the challenger with the champion on them")
+    dask_min_rows: int = Field(2_000_000, ge=0, description="with a Dask cluster (`dask_scheduler`), a training "
+                               "window of at least this many sends is fitted with lightgbm.dask on the cluster "
+                               "(binary and funnel boosters; lambdarank and the risk model stay in-process); smaller "
+                               "ones in-process")
     exploration_propensity: float = Field(0.5, gt=0, le=1, description="logged sends whose propensity is below "
                                           "this were chosen by the logging policy's exploration: `nbm train` "
                                           "compares its objectives on how they rank them (docs/retraining.md, "

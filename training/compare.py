@@ -220,10 +220,12 @@ class Comparison:
 
 
 def fit_candidate(split: TimeSplit, params: RankerParams, catalog: pd.DataFrame | None,
-                  config: NbmConfig, figures: bool = True) -> Candidate:
-    """Fit ``params.objective``, evaluate it on the test window (metrics, value concordance, degeneracy)."""
+                  config: NbmConfig, figures: bool = True, client=None) -> Candidate:
+    """Fit ``params.objective`` (on the Dask cluster of ``client`` when the training window is large enough:
+    ``[training] dask_min_rows``), evaluate it on the test window (metrics, value capture and concordance,
+    degeneracy)."""
     began = time.perf_counter()
-    artifact = fit_ranker(split, params, catalog)
+    artifact = fit_ranker(split, params, catalog, client, config.training.dask_min_rows)
     evaluation = evaluate(artifact, split.test, figures=figures)
     rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
     metrics = {**evaluation.metrics, "best_iteration": float(rounds),
@@ -288,7 +290,7 @@ def concordance_of(artifact: ScoringArtifact, test: pd.DataFrame, catalog: pd.Da
 
 def compare_objectives(split: TimeSplit, params: RankerParams, catalog: pd.DataFrame | None,
                        config: NbmConfig, objectives: tuple[str, ...] = CANDIDATES,
-                       progress=None) -> Comparison:
+                       progress=None, client=None) -> Comparison:
     """Fit every objective of ``objectives`` with ``params`` otherwise, and choose (:func:`choose`)."""
     candidates = {}
     for objective in objectives:
@@ -297,7 +299,7 @@ def compare_objectives(split: TimeSplit, params: RankerParams, catalog: pd.DataF
         if progress is not None:
             progress(objective)
         candidates[objective] = fit_candidate(split, replace(params, objective=objective), catalog, config,
-                                              figures=False)
+                                              figures=False, client=client)
     chosen, reason = choose({k: c.capture for k, c in candidates.items()},
                             {k: not c.degenerate for k, c in candidates.items()})
     return Comparison(candidates, chosen, reason)

@@ -21,6 +21,7 @@ from features.declarations import CATEGORICAL, FEATURE_NAMES
 from nbm.artifact import Calibrator, FollowUp, ScoringArtifact, library_versions
 from nbm.shrinkage import shrink, strength_or
 from nbm.errors import UnusableInputError
+from training.dask_fit import fit_on_cluster, on_cluster
 
 DAY = pd.Timedelta(days=1)
 FOLLOWUP_STRENGTH = 30.0
@@ -109,16 +110,25 @@ def feature_columns(rows: pd.DataFrame) -> list[str]:
     return [*FEATURE_NAMES, *(c for c in rows.columns if c.startswith("attr_"))]
 
 
+def _matrix(rows: pd.DataFrame, features: list[str], categories: dict[str, tuple[str, ...]]) -> np.ndarray:
+    """The rows' feature matrix as the booster reads it (float32, categoricals as their codes)."""
+    artifact = ScoringArtifact(booster=None, calibrator=Calibrator.identity(), features=tuple(features),  # type: ignore[arg-type]
+                               categories=categories)
+    return artifact.matrix(rows)
+
+
+def _categorical(features: list[str], categories: dict[str, tuple[str, ...]]) -> list[int]:
+    return [i for i, name in enumerate(features) if name in CATEGORICAL or name in categories]
+
+
 def _dataset(rows: pd.DataFrame, features: list[str], params: RankerParams, categories: dict[str, tuple[str, ...]],
              reference: lgb.Dataset | None = None, pre_filter: bool = True) -> tuple[lgb.Dataset, pd.DataFrame]:
     if params.objective == "lambdarank":
         rows = rows.assign(group=ranking_groups(rows)).sort_values(["group", "timestamp"], kind="stable")
         rows = rows.reset_index(drop=True)
-    artifact = ScoringArtifact(booster=None, calibrator=Calibrator.identity(), features=tuple(features),  # type: ignore[arg-type]
-                               categories=categories)
     label = rows["label"].to_numpy() if params.objective == "lambdarank" else target_of(rows, params.booster_target)
-    categorical = [i for i, name in enumerate(features) if name in CATEGORICAL or name in categories]
-    data = lgb.Dataset(artifact.matrix(rows), label=label, feature_name=features, categorical_feature=categorical,
+    categorical = _categorical(features, categories)
+    data = lgb.Dataset(_matrix(rows, features, categories), label=label, feature_name=features, categorical_feature=categorical,
                        reference=reference, free_raw_data=False,
                        params=None if pre_filter else {"feature_pre_filter": False})
     if params.objective == "lambdarank":
@@ -172,17 +182,25 @@ def lightgbm_datasets(split: TimeSplit, features: list[str], params: RankerParam
 
 
 def fit_ranker(split: TimeSplit, params: RankerParams = RankerParams(),
-               catalog: pd.DataFrame | None = None) -> ScoringArtifact:
+               catalog: pd.DataFrame | None = None, client=None, dask_min_rows: int = 0) -> ScoringArtifact:
     """Fit LightGBM on ``split.train`` with early stopping on ``split.valid``; calibrate on ``split.valid``.
 
     A ``funnel`` fits the booster to ``params.given`` (a click) and adds its second step, P(target | given)
     per message (:func:`fit_followup`, topics from ``catalog``, the messages table), learned from the
-    training and validation windows."""
+    training and validation windows. With a Dask ``client`` and a training window of ``dask_min_rows`` rows or
+    more, the booster is fitted on the cluster (:mod:`training.dask_fit`)."""
     features = feature_columns(split.train)
     categories = categories_of(split.train, features)
-    train, valid = lightgbm_datasets(split, features, params)
-    booster = lgb.train(params.lightgbm(), train, num_boost_round=params.num_boost_round, valid_sets=[valid],
-                        callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
+    if on_cluster(client, len(split.train), dask_min_rows, params.objective):
+        booster = fit_on_cluster(client, params.lightgbm(), _matrix(split.train, features, categories),
+                                 target_of(split.train, params.booster_target), features,
+                                 _categorical(features, categories), params.num_boost_round,
+                                 (_matrix(split.valid, features, categories),
+                                  target_of(split.valid, params.booster_target)), params.early_stopping_rounds)
+    else:
+        train, valid = lightgbm_datasets(split, features, params)
+        booster = lgb.train(params.lightgbm(), train, num_boost_round=params.num_boost_round, valid_sets=[valid],
+                            callbacks=[lgb.early_stopping(params.early_stopping_rounds, verbose=False)])
     uncalibrated = ScoringArtifact(booster, Calibrator.identity(), tuple(features), categories, params.objective,
                                    params.target, library_versions())
     raw = uncalibrated.raw_score(split.valid)
@@ -200,7 +218,8 @@ REFIT_MIN_ROUNDS = 2
 
 
 def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerParams,
-                 catalog: pd.DataFrame | None = None, rows: pd.DataFrame | None = None) -> ScoringArtifact:
+                 catalog: pd.DataFrame | None = None, rows: pd.DataFrame | None = None, client=None,
+                 dask_min_rows: int = 0) -> ScoringArtifact:
     """The model to serve: ``artifact``'s booster fitted again on every window (training, validation and test),
     with the number of trees early stopping chose for it, and a funnel's second step learned from every window.
 
@@ -216,8 +235,13 @@ def refit_ranker(artifact: ScoringArtifact, split: TimeSplit, params: RankerPara
     if rows is None:         # every window's sends (the caller's training set, when it has it: no second copy)
         rows = pd.concat([split.train, split.valid, split.test], ignore_index=True)
     features = list(artifact.features)
-    data, _ = _dataset(rows, features, params, artifact.categories)
-    booster = lgb.train(params.lightgbm(), data, num_boost_round=rounds)
+    if on_cluster(client, len(rows), dask_min_rows, params.objective):
+        booster = fit_on_cluster(client, params.lightgbm(), _matrix(rows, features, artifact.categories),
+                                 target_of(rows, params.booster_target), features,
+                                 _categorical(features, artifact.categories), rounds)
+    else:
+        data, _ = _dataset(rows, features, params, artifact.categories)
+        booster = lgb.train(params.lightgbm(), data, num_boost_round=rounds)
     followup = artifact.followup
     if followup is not None:
         followup = fit_followup(rows, params.given, params.target, catalog)

@@ -12,6 +12,7 @@ is above zero, or when ``force_promote`` says so (logged as such).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -72,12 +73,28 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         raise UnusableInputError(reason)
     partitions = max(1, -(-len(dataset.events) // PARTITION_EVENTS))
     where = f", on the Dask cluster {config.dask_scheduler!r}" if config.dask_scheduler else ""
-    with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s)"
-                        f"{where})…"), dask_client(config.dask_scheduler) as client:
-        shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths
-        rows = build_training_set(dataset, config, partitions, shared=shared, client=client)
-    split = time_split(rows, valid_days, test_days)
-    console.print(describe_split(split, derived=valid_days is None or test_days is None))
+    with contextlib.ExitStack() as stack:     # the Dask cluster (when one is set) lives until the model is fitted
+        client = stack.enter_context(dask_client(config.dask_scheduler))
+        with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s)"
+                            f"{where})…"):
+            shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths
+            rows = build_training_set(dataset, config, partitions, shared=shared, client=client)
+        split = time_split(rows, valid_days, test_days)
+        console.print(describe_split(split, derived=valid_days is None or test_days is None))
+        return _train(data, config, params, experiment=experiment, trials=trials, console=console,
+                      force_promote=force_promote, max_decisions=max_decisions, evaluate_policy=evaluate_policy,
+                      compare=compare, results=results, began=began, dataset=dataset, report=report, shared=shared,
+                      rows=rows, split=split, partitions=partitions, client=client)
+
+
+def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: str, trials: int, console: Console,
+           force_promote: bool, max_decisions: int | None, evaluate_policy: bool, compare: bool,
+           results: Console | None, began: float, dataset, report, shared: Globals, rows: pd.DataFrame, split,
+           partitions: int, client) -> TrainResult:
+    """:func:`run_training` from the time split on (``client``: the Dask cluster's, or ``None``)."""
+    if client is not None and len(split.train) >= config.training.dask_min_rows:
+        console.print(f"boosters fitted with lightgbm.dask on the cluster ({len(split.train):,} training rows ≥ "
+                      f"[training] dask_min_rows {config.training.dask_min_rows:,}; lambdarank in-process)")
     use_tracking(config, experiment)
     with mlflow.start_run(run_name=run_name(params, data, rows)):
         mlflow.set_tags({"nbm.data": str(data), "nbm.valid_start": str(split.valid_start),
@@ -85,7 +102,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         mlflow.set_tag("nbm.data_digest", log_data(data, rows))
         comparison = None
         if params.objective == AUTO or compare:
-            comparison = _compare(split, params, dataset.messages, config, console)
+            comparison = _compare(split, params, dataset.messages, config, console, client)
             if params.objective == AUTO:
                 params = replace(params, objective=comparison.chosen)
         if trials > 0:
@@ -99,7 +116,7 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test, figures=True)
         else:
             with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
-                artifact = fit_ranker(split, params, dataset.messages)
+                artifact = fit_ranker(split, params, dataset.messages, client, config.training.dask_min_rows)
             evaluation = evaluate(artifact, split.test, figures=True)
         with console.status("learning the risk of a send (P(unsubscribe))…"):
             artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
@@ -109,7 +126,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
         served = artifact
         if params.refit:
             with console.status(f"refitting on the whole log ({len(rows):,} rows)…"):
-                served = refit_ranker(artifact, split, params, dataset.messages, rows)
+                served = refit_ranker(artifact, split, params, dataset.messages, rows, client,
+                                      config.training.dask_min_rows)
         mlflow.set_tag("mlflow.runName", run_name(params, data, rows))      # the objective "auto" chose
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
@@ -174,14 +192,15 @@ def run_name(params: RankerParams, data: Path, rows: pd.DataFrame) -> str:
     return f"train-{params.objective}-{params.target}-{Path(data).resolve().name}-{latest:%Y-%m-%d}"
 
 
-def _compare(split, params: RankerParams, catalog: pd.DataFrame, config: NbmConfig, console: Console) -> Comparison:
+def _compare(split, params: RankerParams, catalog: pd.DataFrame, config: NbmConfig, console: Console,
+             client=None) -> Comparison:
     """Every candidate objective fitted and compared (``training.compare``), each a nested MLflow run, the
     comparison a table of the parent run."""
     with console.status("comparing objectives…") as status:
         comparison = compare_objectives(
             split, params, catalog, config,
             progress=lambda objective: status.update(f"comparing objectives: fitting {objective} "
-                                                     f"({len(split.train):,} training rows)…"))
+                                                     f"({len(split.train):,} training rows)…"), client=client)
     for objective, candidate in comparison.candidates.items():
         with mlflow.start_run(run_name=f"objective-{objective}-{params.target}", nested=True):
             mlflow.log_params({"objective": objective, "target": params.target,

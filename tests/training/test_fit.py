@@ -80,8 +80,12 @@ def test_isotonic_calibrator_matches_sklearn_and_is_monotone() -> None:
 
 
 def test_tuning_is_seeded_and_resumes(split, tmp_path) -> None:
+    from training.fit import TimeSplit
     from training.tune import tune
 
+    # A slice of the split: what is tested (seeded suggestions, resumption) does not depend on its size.
+    split = TimeSplit(split.train.head(6000), split.valid.head(2000), split.test.head(0), split.valid_start,
+                      split.test_start)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     base = RankerParams(target="click", num_boost_round=80, early_stopping_rounds=10)
     best, study = tune(split, base, trials=4, storage=storage, study_name="s")
