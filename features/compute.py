@@ -129,15 +129,31 @@ TOPIC_MATCH_SUFFIX = "_is_topic"
 def topic_attributes(history: History) -> dict[str, np.ndarray]:
     """The text attributes of the users table whose values name topics of the catalog (a stated favourite
     category): at least half of their categories, and two or more, are topic names (compared without case or
-    surrounding blanks). Per such attribute, each category's topic code (-1 when it names none)."""
-    topics = pd.Index(history.vocabulary.topics.astype(str).str.strip().str.casefold())
+    surrounding blanks). Per such attribute, each category's topic code (:func:`topic_groups`; -1 when it names
+    none)."""
+    group = topic_groups(history)
+    normalised = _normalised(history.vocabulary.topics)
+    first = pd.Series(group, index=normalised)
+    first = first[~first.index.duplicated()]
     out = {}
     for name, categories in history.vocabulary.attributes.items():
-        code = topics.get_indexer(pd.Index(categories.astype(str)).str.strip().str.casefold())
+        code = first.reindex(_normalised(categories)).fillna(-1).to_numpy(dtype=np.int64)
         named = int((code >= 0).sum())
         if named >= 2 and 2 * named >= len(categories):
             out[name] = code
     return out
+
+
+def topic_groups(history: History) -> np.ndarray:
+    """Per topic code, the code of the first topic of the same name without case or surrounding blanks: topics
+    "News" and "news " are one topic to a person's stated favourite."""
+    normalised = _normalised(history.vocabulary.topics)
+    return np.asarray(pd.Series(np.arange(len(normalised))).groupby(normalised.to_numpy()).transform("min"),
+                      dtype=np.int64) if len(normalised) else np.zeros(0, dtype=np.int64)
+
+
+def _normalised(names: pd.Index) -> pd.Index:
+    return pd.Index(pd.Index(names.astype(str)).str.strip().str.casefold())
 
 
 def _topic_matches(history: History, user: np.ndarray, topic: np.ndarray, spread: bool) -> dict[str, np.ndarray]:
@@ -147,7 +163,11 @@ def _topic_matches(history: History, user: np.ndarray, topic: np.ndarray, spread
     as two categoricals need an interaction of every pair."""
     out = {}
     n_known = len(history.user_frame)
-    for name, topic_of in topic_attributes(history).items():
+    matching = topic_attributes(history)
+    if matching:
+        group = topic_groups(history)
+        topic = np.where(topic >= 0, group[np.maximum(topic, 0)], -1)
+    for name, topic_of in matching.items():
         codes = history.attributes[name][0]
         category = np.where(user < n_known, codes[np.minimum(user, max(n_known - 1, 0))], -1) if n_known else \
             np.full(len(user), -1)

@@ -246,16 +246,22 @@ class ScoringArtifact:
 
     def columns(self, frame: pd.DataFrame | dict[str, np.ndarray]) -> tuple[int, list[np.ndarray | float]]:
         """The matrix's columns before they are stacked: (rows, one array or one scalar per feature, in the
-        artifact's order). Categoricals are mapped to the artifact's codes (NaN when unknown)."""
+        artifact's order). Categoricals are mapped to the artifact's codes (NaN when unknown). A user attribute
+        the model learned from (``attr_…``) that the users table no longer has — or no longer names topics, for
+        an ``attr_…_is_topic`` — is missing for everybody (NaN), as for a person without a value; any other
+        missing feature is an error."""
         names = frame.keys() if isinstance(frame, dict) else frame.columns
         missing = [c for c in self.features if c not in names]
-        if missing:
-            raise ValueError(f"frame lacks feature column(s) {missing}")
+        if any(not c.startswith("attr_") for c in missing):
+            raise ValueError(f"frame lacks feature column(s) {[c for c in missing if not c.startswith('attr_')]}")
         n = len(next(iter(frame.values()))) if isinstance(frame, dict) and frame else len(frame)
         indexes = self._category_indexes()
         out: list[np.ndarray | float | Spread] = []
         plain_dict = isinstance(frame, dict)
         for name in self.features:
+            if name in missing:
+                out.append(float("nan"))
+                continue
             raw = frame[name]
             if name not in indexes and plain_dict:     # a numeric column of a dict (the service's): as it is
                 if not isinstance(raw, Spread):

@@ -92,7 +92,7 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
            results: Console | None, began: float, dataset, report, shared: Globals, rows: pd.DataFrame, split,
            partitions: int, client) -> TrainResult:
     """:func:`run_training` from the time split on (``client``: the Dask cluster's, or ``None``)."""
-    if client is not None and len(split.train) >= config.training.dask_min_rows:
+    if client is not None and len(split.train) >= config.training.dask_min_rows and params.objective != "lambdarank":
         console.print(f"boosters fitted with lightgbm.dask on the cluster ({len(split.train):,} training rows ≥ "
                       f"[training] dask_min_rows {config.training.dask_min_rows:,}; lambdarank in-process)")
     use_tracking(config, experiment)

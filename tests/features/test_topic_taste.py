@@ -115,3 +115,49 @@ def test_a_person_who_opens_one_topic_has_a_lift_above_one_there_and_below_elsew
     best = np.argmax(clear.to_numpy(), axis=1)
     assert (np.argmax(lift, axis=1) == best).mean() > 0.8
     assert (lift[np.arange(len(clear)), best] > 1).all()
+
+
+def test_topics_that_differ_in_case_or_blanks_are_one_topic_to_a_stated_favourite(stated) -> None:
+    """A catalog with "News" and "news " (say) is one topic to a person who said "NEWS": both match, and no
+    index of the names is built on duplicates."""
+    messages = stated.messages.copy()
+    first = str(messages["topic"].iloc[0])
+    twin = messages["topic"].astype(str) == first
+    messages.loc[twin[twin].index[1::2], "topic"] = f" {first.upper()} "       # every other message of that topic
+    data = replace(stated, messages=messages)
+    store = FeatureStore.build(data, NbmConfig())
+    rows = _sends(data, 600, seed=4)
+    frame = store.featurise(rows)
+    said = data.users.set_index("user_id")["favourite"].reindex(rows.user_id).astype(object)
+    names = said.map(lambda v: None if v is None or pd.isna(v) else str(v).strip().casefold())
+    topics = messages.set_index("message_id")["topic"].astype(str).str.strip().str.casefold().reindex(rows.message_id)
+    expected = np.where(names.isna(), np.nan, names.to_numpy() == topics.to_numpy()).astype(float)
+    np.testing.assert_array_equal(frame["attr_favourite_is_topic"].to_numpy(dtype=float), expected)
+    assert (frame["attr_favourite_is_topic"].to_numpy()[topics.to_numpy() == first] == 1).any()
+
+
+def test_a_model_scores_where_the_users_table_no_longer_names_topics(stated) -> None:
+    """A model that learned from ``attr_favourite_is_topic`` scores a store whose users table lost the
+    attribute (or no longer names topics): the match is missing for everybody, as for a person without a value;
+    a missing feature of any other kind is still an error."""
+    import lightgbm as lgb
+
+    from nbm.artifact import Calibrator, ScoringArtifact
+
+    store = FeatureStore.build(stated, NbmConfig())
+    rows = _sends(stated, 400, seed=6)
+    frame = store.featurise(rows)
+    features = ("ut_open_lift", "attr_favourite_is_topic", "attr_half")
+    categories = {"attr_half": tuple(map(str, frame["attr_half"].cat.categories))}
+    probe = ScoringArtifact(None, Calibrator.identity(), features, categories)   # type: ignore[arg-type]
+    label = (np.random.default_rng(0).random(len(frame)) < 0.3).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "min_data_in_leaf": 5}, lgb.Dataset(
+        probe.matrix(frame), label, feature_name=list(features), categorical_feature=[2]), num_boost_round=5)
+    model = replace(probe, booster=booster)
+    lost = FeatureStore.build(replace(stated, users=stated.users.drop(columns=["favourite", "half"])), NbmConfig())
+    without = lost.featurise(rows)
+    assert "attr_favourite_is_topic" not in without
+    nan_match = frame.assign(attr_favourite_is_topic=np.nan, attr_half=pd.Categorical([None] * len(frame)))
+    np.testing.assert_allclose(model.score(without), model.score(nan_match))
+    with pytest.raises(ValueError, match="ut_open_lift"):
+        model.score(without.drop(columns=["ut_open_lift"]))
