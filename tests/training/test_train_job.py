@@ -16,7 +16,7 @@ def test_train_logs_registers_and_aliases(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NBM_HOME", str(tmp_path / "home"))
     data = tmp_path / "world"
-    assert main(["simulate", "--out", str(data), "--users", "3000", "--days", "35", "--seed", "8"]) == 0
+    assert main(["simulate", "--out", str(data), "--users", "2000", "--days", "35", "--seed", "8"]) == 0
     assert main(["train", "--data", str(data), "--target", "click"]) == 0
     assert main(["train", "--data", str(data), "--target", "click", "--seed", "1", "--trials", "2", "--no-compare"]) == 0
     assert (tmp_path / "home" / "optuna.db").exists()

@@ -48,13 +48,13 @@ def test_known_probabilities() -> None:
 
 
 def test_thompson_propensity_estimates_match_frequencies() -> None:
-    """100k seeded decisions, as for the exact explorers; the mean estimated propensity of each candidate
+    """30k seeded decisions, as for the exact explorers; the mean estimated propensity of each candidate
     matches its frequency (≤ 0.01)."""
     explorer = Thompson(samples=400)
     statistics = ThompsonStatistics(np.array([30, 2, 0, 50, 5.0]), np.array([70, 3, 1, 150, 20.0]))
     values = np.array([1.0, 1.0, 1.0, 1.2, 2.0])
     rng = np.random.default_rng(7)
-    n = 100_000
+    n = 30_000
     chosen = np.zeros(n, dtype=int)
     estimates = np.zeros(n)
     for i in range(n):
