@@ -131,25 +131,34 @@ def topic_attributes(history: History) -> dict[str, np.ndarray]:
     category): at least half of their categories, and two or more, are topic names (compared without case or
     surrounding blanks). Per such attribute, each category's topic code (:func:`topic_groups`; -1 when it names
     none)."""
-    group = topic_groups(history)
-    normalised = _normalised(history.vocabulary.topics)
-    first = pd.Series(group, index=normalised)
-    first = first[~first.index.duplicated()]
-    out = {}
-    for name, categories in history.vocabulary.attributes.items():
-        code = first.reindex(_normalised(categories)).fillna(-1).to_numpy(dtype=np.int64)
-        named = int((code >= 0).sum())
-        if named >= 2 and 2 * named >= len(categories):
-            out[name] = code
-    return out
+    return _topic_match(history)[0]
 
 
 def topic_groups(history: History) -> np.ndarray:
     """Per topic code, the code of the first topic of the same name without case or surrounding blanks: topics
     "News" and "news " are one topic to a person's stated favourite."""
+    return _topic_match(history)[1]
+
+
+def _topic_match(history: History) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`topic_attributes` and :func:`topic_groups`, worked out once per history (a few milliseconds of
+    pandas that the service's every request would otherwise pay): its vocabulary never changes."""
+    cached = getattr(history, "_topic_match", None)
+    if cached is not None:
+        return cached
     normalised = _normalised(history.vocabulary.topics)
-    return np.asarray(pd.Series(np.arange(len(normalised))).groupby(normalised.to_numpy()).transform("min"),
-                      dtype=np.int64) if len(normalised) else np.zeros(0, dtype=np.int64)
+    group = (np.asarray(pd.Series(np.arange(len(normalised))).groupby(normalised.to_numpy()).transform("min"),
+                        dtype=np.int64) if len(normalised) else np.zeros(0, dtype=np.int64))
+    first = pd.Series(group, index=normalised)
+    first = first[~first.index.duplicated()]
+    attributes = {}
+    for name, categories in history.vocabulary.attributes.items():
+        code = first.reindex(_normalised(categories)).fillna(-1).to_numpy(dtype=np.int64)
+        named = int((code >= 0).sum())
+        if named >= 2 and 2 * named >= len(categories):
+            attributes[name] = code
+    history._topic_match = (attributes, group)
+    return history._topic_match
 
 
 def _normalised(names: pd.Index) -> pd.Index:
