@@ -116,8 +116,25 @@ def live_store(base: FeatureStore, rows: LiveRows, users: list[str], feedback: p
             feedback = feedback.assign(user_id=feedback["user_id"].map(lambda x: aliases.get(x, x)))
         events = events.sort_values(["timestamp", "event_id"], kind="stable")
     dataset = replace(base.dataset, events=live_events_frame(events, feedback),
-                      users=live_users_frame(rows.users(users), users, facts), decisions=None)
+                      users=live_users_frame(_own_rows(rows, users, aliases), users, facts), decisions=None)
     return FeatureStore.build(dataset, base.config, base.globals, catalog_from=base.history)
+
+
+def _own_rows(rows: LiveRows, users: list[str], aliases: dict[str, str]) -> pd.DataFrame:
+    """The snapshot's users rows of ``users``; a user without one takes that of a linked identifier (the first,
+    by id, that has one), renamed: offline, an identifier with a users row is the canonical one
+    (:func:`nbm.identity.resolve_identities`), so the person's row is that identifier's."""
+    own = rows.users(users)
+    missing = set(users) - set(own["user_id"].astype(str))
+    borrowed = []
+    for user in sorted(missing):
+        for identifier in sorted(a for a, u in aliases.items() if u == user):
+            row = rows.users([identifier])
+            if len(row):
+                borrowed.append(row.iloc[:1].assign(user_id=pd.Series([user], index=row.index[:1]).astype(
+                    own["user_id"].dtype)))
+                break
+    return pd.concat([own, *borrowed], ignore_index=True) if borrowed else own
 
 
 def live_catalog(base: pd.DataFrame, stored: dict[str, dict]) -> pd.DataFrame:

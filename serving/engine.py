@@ -38,7 +38,7 @@ from nbm.policy.explore import EXPLORERS, Greedy, make_explorer
 from nbm.schema import CHANNEL_EVENT_TYPES, EVENT_TYPES, MESSAGE_EVENT_TYPES
 from serving.guard import clip
 from serving.registry import LoadedModel, load_model, resolve_version
-from serving.live import LiveUsers, unseen_sends
+from serving.live import LiveUsers, merge_contacts, unseen_sends
 from serving.schemas import event_errors, user_errors
 from serving.state import open_state
 
@@ -515,7 +515,7 @@ class Engine:
             store = live.store.with_strengths(model.artifact.prior_strengths)
         candidates = expand(store, user, pd.Timestamp(now))
         frame = store.featurise(candidates)
-        contacts = self.state.contacts(user, t, self.lookback_ns)
+        contacts = self._contacts([user], [t], live)[0][0]
         if live is not None:
             contacts = unseen_sends(contacts, live.sends.get(user, frozenset()))
         sends = len(contacts.times) and (contacts.times < t).any()
@@ -578,9 +578,8 @@ class Engine:
             answers = self._answers(decided, requests, t, explore, kind)
             self.state.log_decisions(answers)
             return [a.public() for a in answers]
-        contacts = self.state.contacts_many([str(u) for u in users], [int(ti) for ti in t], self.lookback_ns)
-        histories = self.sends.histories(users, t, self.lookback_ns,
-                                         extra=[(c.times, c.channels, c.messages) for c in contacts])
+        contacts, extra = self._contacts([str(u) for u in users], [int(ti) for ti in t], live)
+        histories = self.sends.histories(users, t, self.lookback_ns, extra=extra)
         statistics = self.state.explorer_statistics() if explorer.name == "thompson" and kind == "model" else None
         with self._rng_lock:
             rng = np.random.default_rng(self._rng.integers(2**63))
@@ -602,6 +601,28 @@ class Engine:
         # One transaction (SQLite) or round trip (Redis) for the whole group.
         reserved = self.state.reserve_many([(str(u), c.version, a) for u, c, a in zip(users, contacts, answers)])
         return [a.public() if ok else None for a, ok in zip(answers, reserved)]
+
+    def _contacts(self, users: list[str], t: list[int], live) -> tuple[list, list[tuple]]:
+        """Each user's contacts in the state store (read with the version its reservation checks), and the sends
+        that count toward its caps beyond the snapshot's own: those contacts', and for a user with linked
+        identifiers (``live``'s aliases, from ``/users`` links) theirs too — the identifiers' contacts (merged
+        into the user's: planned items and reported sends, patched into features like the user's own) and
+        their snapshot sends in the lookback (already in the live store's features, so only counted)."""
+        contacts = self.state.contacts_many(users, t, self.lookback_ns)
+        extra = [(c.times, c.channels, c.messages) for c in contacts]
+        if live is None or not live.aliases:
+            return contacts, extra
+        for i, (user, at) in enumerate(zip(users, t)):
+            others = live.aliases.get(user)
+            if not others:
+                continue
+            contacts[i] = merge_contacts(contacts[i], self.state.contacts_many(list(others), [at] * len(others),
+                                                                               self.lookback_ns))
+            old = self.sends.histories(np.asarray(others, dtype=object), np.full(len(others), at, np.int64),
+                                       self.lookback_ns)
+            extra[i] = tuple(np.concatenate([a, b]) for a, b in zip(
+                (contacts[i].times, contacts[i].channels, contacts[i].messages), (old.times, old.channels, old.messages)))
+        return contacts, extra
 
     def _answers(self, decided: Decisions, requests: list[dict], t: np.ndarray, explore: bool,
                  kind: str) -> list[Answer]:

@@ -7,7 +7,12 @@ builds one store of their histories (:func:`features.live.live_store`: the snaps
 feedback, their rows with their facts), so that their next decisions are featurised as offline
 featurisation of the data plus those events would be, and are eligible by their new consent and stage.
 A decision never waits for that build, except for a request whose own ``context`` changed its user's facts
-(the decision uses them at once, :meth:`LiveUsers.ensure`).
+(the decision uses them at once, :meth:`LiveUsers.ensure`); that build runs beside the refresher's, never
+behind it (a refresh, or the rebuild of every live store after a new catalog, can take a while).
+
+Every build is numbered when it starts reading the state store (its *generation*): a user's store is replaced
+only by one of a later generation, which read the state later and so holds at least as much, whichever
+build ends first.
 
 Every user keeps the newest store built for them; when more than :data:`MAX_STORES` stores are referenced,
 the smaller half of them is built again as one (compaction: what a merge costs is bounded by the small
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -41,11 +46,15 @@ than the decisions (benchmarks/serve.py --live)."""
 
 @dataclass(frozen=True)
 class LiveStore:
-    """A store of some live users, and the feedback sends (time ns, channel, message) it holds per user."""
+    """A store of some live users, the feedback sends (time ns, channel, message) it holds per user (their
+    linked identifiers' included), their facts, the build's generation, and each user's other identifiers (the
+    ``/users`` links and the snapshot's persons of those: whose sends count toward the user's caps)."""
 
     store: FeatureStore
     sends: dict[str, frozenset] = field(default_factory=dict)
     facts: dict[str, dict] = field(default_factory=dict)
+    generation: int = 0
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class LiveUsers:
@@ -61,7 +70,10 @@ class LiveUsers:
         self._rows: LiveRows | None = None
         self._of: dict[str, LiveStore] = {}
         self.watermark = 0
-        self._lock = threading.Lock()          # one build at a time
+        self._lock = threading.Lock()          # one refresher build (or rebase) at a time
+        self._map_lock = threading.Lock()      # held only to read the base or install stores: never for a build
+        self._generation = 0                   # the last build's number (under the map lock)
+        self._rebased = 0                      # the generation of the last rebase: older builds are of another base
         self._thread: threading.Thread | None = None
         self.refreshed_at = 0.0
 
@@ -121,16 +133,22 @@ class LiveUsers:
         from features.live import with_catalog
 
         with self._lock:
-            self.base = base
             if catalog is not None:
-                moved: dict[int, LiveStore] = {}
-                for user, live in list(self._of.items()):
-                    if id(live) not in moved:
-                        moved[id(live)] = LiveStore(with_catalog(live.store, catalog), live.sends, live.facts)
-                    self._of[user] = moved[id(live)]
+                with self._map_lock:
+                    self.base = base
+                    self._generation += 1
+                    self._rebased = self._generation
+                    moved: dict[int, LiveStore] = {}
+                    for user, live in list(self._of.items()):
+                        if id(live) not in moved:
+                            moved[id(live)] = replace(live, store=with_catalog(live.store, catalog))
+                        self._of[user] = moved[id(live)]
                 return
-            self._rows = None
-            users = sorted(self._of)
+            with self._map_lock:
+                self.base, self._rows = base, None
+                self._generation += 1
+                self._rebased = rebased = self._generation
+                users = sorted(self._of)
             fresh: dict[str, LiveStore] = {}
             try:
                 if users:
@@ -139,7 +157,12 @@ class LiveUsers:
                 log.exception("live users: building the live stores on the new snapshot failed")
                 self.watermark = 0
                 return
-            self._of = fresh          # one assignment: requests never see a live user without its store
+            with self._map_lock:
+                # Stores built on the new base meanwhile (a request's context: :meth:`ensure`) are newer: kept.
+                for user, live in self._of.items():
+                    if live.generation > rebased and (user not in fresh or live.generation > fresh[user].generation):
+                        fresh[user] = live
+                self._of = fresh      # one assignment: requests never see a live user without its store
 
     def _compact(self) -> None:
         """Past :data:`MAX_STORES` stores, the smaller half (by users) built again as one: the cost of a merge is
@@ -154,15 +177,26 @@ class LiveUsers:
         self._build(sorted(u for group in smallest for u in group))
 
     def ensure(self, users: list[str]) -> None:
-        """Build the stores of ``users`` now (their facts just changed by a request's context)."""
-        with self._lock:
-            self._build(sorted(set(users)))
+        """Build the stores of ``users`` now (their facts just changed by a request's context), beside any
+        refresher build rather than after it; on a base that changed meanwhile, build again on the new one."""
+        users = sorted(set(users))
+        if not self._build(users, rebuilt_ok=False):
+            with self._lock:
+                self._build(users)
 
-    def _build(self, users: list[str], into: dict[str, LiveStore] | None = None) -> None:
+    def _build(self, users: list[str], into: dict[str, LiveStore] | None = None, rebuilt_ok: bool = True) -> bool:
         """One store of ``users`` (their snapshot events, feedback and facts, and their linked identifiers'),
-        put in ``into`` (default: the live map)."""
-        if self._rows is None:
-            self._rows = LiveRows(self.base)
+        put in ``into`` (default: the live map) for each user whose store there is of an earlier generation.
+        ``rebuilt_ok=False``: installs nothing, and answers ``False``, when a rebase happened while it built."""
+        with self._map_lock:
+            base, rows = self.base, self._rows
+            self._generation += 1
+            generation = self._generation
+        if rows is None or rows.store is not base:
+            rows = LiveRows(base)             # (once per base: finding users' snapshot events)
+            with self._map_lock:
+                if self.base is base:
+                    self._rows = rows
         facts = self.state.user_facts(users)
         aliases: dict[str, str] = {}
         for user in users:
@@ -172,17 +206,28 @@ class LiveUsers:
                 aliases.setdefault(self.resolve(identifier), user)     # the snapshot's person of that identifier
         aliases.pop("", None)
         feedback = self.state.user_events([*users, *aliases])
-        store = live_store(self.base, self._rows, users, feedback, facts, aliases)
+        store = live_store(base, rows, users, feedback, facts, aliases)
         sent = feedback[feedback["event_type"] == "send"]
+        person = sent["user_id"].astype(object).map(lambda x: aliases.get(str(x), str(x)))   # the alias's sends too
         sends = {u: frozenset() for u in users}
-        for u, group in sent.groupby("user_id", sort=False):
+        for u, group in sent.groupby(person.to_numpy(), sort=False):
             sends[str(u)] = frozenset(zip(group["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64).tolist(),
                                           group["channel"].astype(object).tolist(),
                                           group["message_id"].astype(object).tolist()))
-        live = LiveStore(store, sends, {u: facts.get(u, {}) for u in users})
-        target = self._of if into is None else into
-        for u in users:
-            target[u] = live
+        others: dict[str, list[str]] = {}
+        for identifier, user in aliases.items():
+            if identifier != user:
+                others.setdefault(user, []).append(identifier)
+        live = LiveStore(store, sends, {u: facts.get(u, {}) for u in users}, generation,
+                         {u: tuple(sorted(ids)) for u, ids in others.items()})
+        with self._map_lock:
+            if not rebuilt_ok and self._rebased > generation:
+                return False
+            target = self._of if into is None else into
+            for u in users:
+                if u not in target or target[u].generation < generation:
+                    target[u] = live
+        return True
 
 
 def unseen_sends(contacts, held: frozenset) -> object:
@@ -197,6 +242,22 @@ def unseen_sends(contacts, held: frozenset) -> object:
 
     return replace(contacts, times=contacts.times[keep], channels=contacts.channels[keep],
                    messages=contacts.messages[keep])
+
+
+def merge_contacts(own, others: list) -> object:
+    """``own`` (a :class:`~serving.state.contract.Contacts`) with the sends and losses of ``others`` (the same
+    person's other identifiers'), sends in time order; ``own``'s version (the one its reservation checks)."""
+    from dataclasses import replace
+
+    parts = [own, *others]
+    times = np.concatenate([c.times for c in parts]).astype(np.int64)
+    order = np.argsort(times, kind="stable")
+    lost = dict(own.lost)
+    for c in others:
+        for channel, at in c.lost.items():
+            lost[channel] = min(at, lost.get(channel, at))
+    return replace(own, times=times[order], channels=np.concatenate([c.channels for c in parts]).astype(object)[order],
+                   messages=np.concatenate([c.messages for c in parts]).astype(object)[order], lost=lost)
 
 
 def as_ns(value) -> int:
