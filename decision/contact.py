@@ -226,10 +226,10 @@ def ignored_pairs(store: FeatureStore, user_code: np.ndarray, message_code: np.n
     now = np.asarray(now, dtype=np.int64)
     if policy.ignored_by == "topic":
         index, engaged = history.user_topic, ("opens", "clicks")
-        key = pair(np.asarray(user_code, np.int64), voc.message_topic[message_code], len(voc.topics))
+        key = pair(np.asarray(user_code, np.int64), voc.message_topic[message_code], voc.topic_slots)
     else:
         index, engaged = history.user_message, ("engaged",)
-        key = pair(np.asarray(user_code, np.int64), np.asarray(message_code, np.int64), len(voc.messages))
+        key = pair(np.asarray(user_code, np.int64), np.asarray(message_code, np.int64), voc.message_slots)
     dense = index.dense(key)
     last = index.last_time(key, now, dense=dense)
     pause, window = int(policy.ignored_pause_days * DAY_NS), int(policy.ignored_within_days * DAY_NS)

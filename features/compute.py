@@ -88,7 +88,7 @@ def featurise_columns(history: History, rates: PopulationRates, strengths: Prior
     out["user_contacts_7d"] = users["_sends_7d"]
 
     global_click, global_open = global_rate["clicks"], global_rate["opens"]
-    ut = pair(user, np.maximum(topic, 0), len(voc.topics))
+    ut = pair(user, np.maximum(topic, 0), voc.topic_slots)
     own = {"opens": users["_opens_90d"], "clicks": users["_clicks_90d"], "sends": users["_sends_90d"]}
     out.update(by_user.within(np.maximum(topic, 0), len(voc.topics), ut, time_code).apply(
         lambda i: _user_topic_block(history, rates, strengths, user[i], ut[i], np.maximum(topic[i], 0), t[i],
@@ -107,7 +107,7 @@ def featurise_columns(history: History, rates: PopulationRates, strengths: Prior
         lambda i: _message_block(history, rates, message[i], topic[i], t[i], strengths, _rows(global_rate, i)), spread))
     out["message_topic"] = topic
     out["channel"] = channel
-    um = pair(user, np.maximum(message, 0), len(voc.messages))
+    um = pair(user, np.maximum(message, 0), voc.message_slots)
     out.update(by_user.within(message + 1, len(voc.messages) + 1, um, time_code).apply(
         lambda i: _user_message_block(history, rates, user[i], message[i], um[i], t[i], global_click[i], strengths),
         spread))
@@ -582,7 +582,8 @@ def _tag_affinity(history: History, rates: PopulationRates, user: np.ndarray, me
         of_q = (np.cumsum(present) - 1)[cell]
     else:
         d_tag, d_user, d_t, d_click, of_q = tag, user[q], t[q], global_click[q], slice(None)
-    totals = history.user_tag.totals(pair(d_user, d_tag, n_tags), d_t, ("sends", "clicks"), 90 * DAY_NS)
+    totals = history.user_tag.totals(pair(d_user, d_tag, history.vocabulary.tag_slots), d_t, ("sends", "clicks"),
+                                     90 * DAY_NS)
     prior = rates.rate(rates.tag, d_tag, d_t, "clicks", d_click, strengths.population)
     strength = strengths.user_tag_clicks
     affinity = ((totals["clicks"] + strength * prior) / (totals["sends"] + strength))[of_q]

@@ -8,7 +8,7 @@ tables, so partitions can be featurised apart (on Dask workers, later) and conca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -41,6 +41,10 @@ class Vocabulary:
     message_tags: pd.Series         # exploded: index = message code, values = tag code
     attributes: dict[str, pd.Index]  # categories of each text attribute of the users table
     segments: Segments = field(default_factory=Segments)   # `[features] segment_by` (none: everybody in one)
+    slots: tuple[int, int, int] = (0, 0, 0)
+    """(topics, tags, messages): the sizes pair keys are packed with (:func:`features.keys.pair`) — the catalog's
+    own sizes plus spare codes (:func:`spare`), so that a message added to the catalog later (and its new topic or
+    tags) takes the next code and every index built before stays valid (:meth:`extended`)."""
 
     @classmethod
     def build(cls, messages: pd.DataFrame, config: NbmConfig, users: pd.DataFrame | None = None) -> Vocabulary:
@@ -56,7 +60,59 @@ class Vocabulary:
                     attributes[name] = pd.Index(sorted(users[name].dropna().astype(str).unique()))
         segments = Segments.build(users, config.features.segment_by) if users is not None else Segments()
         return cls(pd.Index(config.channels), topics, tags, ids,
-                   topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes, segments)
+                   topics.get_indexer(messages["topic"].astype(str)), message_tags, attributes, segments,
+                   (spare(len(topics)), spare(len(tags)), spare(len(ids))))
+
+    @property
+    def topic_slots(self) -> int:
+        return max(self.slots[0], len(self.topics))
+
+    @property
+    def tag_slots(self) -> int:
+        return max(self.slots[1], len(self.tags))
+
+    @property
+    def message_slots(self) -> int:
+        return max(self.slots[2], len(self.messages))
+
+    def extended(self, messages: pd.DataFrame) -> Vocabulary | None:
+        """This vocabulary with the messages of the catalog ``messages`` that it lacks appended (after its own, in
+        the catalog's order), and their new topics and tags after its: every code keeps its meaning, so indexes
+        built on it stay valid, and the new codes have no history. ``None`` when that cannot be: the catalog does
+        not begin with this vocabulary's messages in order, a known message's topic or tags differ (its past
+        events would count elsewhere), or the new codes pass the spare ones (:attr:`slots`)."""
+        ids = pd.Index(messages["message_id"].astype(str))
+        n = len(self.messages)
+        if len(ids) < n or not ids[:n].equals(self.messages) or len(ids) > self.message_slots:
+            return None
+        topic = messages["topic"].astype(str).to_numpy()
+        if (topic[:n] != np.asarray(self.topics, dtype=object)[self.message_topic]).any():
+            return None
+        tag_lists = [sorted(map(str, t)) if isinstance(t, (list, tuple, np.ndarray)) else [] for t in messages["tags"]]
+        known = [[] for _ in range(n)]
+        for m, tag in zip(self.message_tags.index.to_numpy(), self.message_tags.to_numpy()):
+            known[m].append(str(self.tags[tag]))
+        if [sorted(t) for t in known] != tag_lists[:n]:
+            return None
+        topics = self.topics.append(pd.Index(sorted(set(topic[n:]) - set(self.topics)), dtype=object))
+        tags = self.tags.append(pd.Index(sorted({t for ts in tag_lists[n:] for t in ts} - set(self.tags)), dtype=object))
+        if len(topics) > self.topic_slots or len(tags) > self.tag_slots:
+            return None
+        new = [(n + i, t) for i, ts in enumerate(tag_lists[n:]) for t in ts]
+        message_tags = pd.concat([self.message_tags, pd.Series(
+            tags.get_indexer([t for _, t in new]) if new else np.zeros(0, np.int64),
+            index=np.asarray([m for m, _ in new], dtype=np.int64))]) if new else self.message_tags
+        return replace(self, topics=topics, tags=tags, messages=ids, message_topic=topics.get_indexer(topic),
+                       message_tags=message_tags, slots=(self.topic_slots, self.tag_slots, self.message_slots))
+
+
+SPARE_CODES = 64
+"""At least this many codes are kept free past a catalog's messages (and topics, tags) for additions."""
+
+
+def spare(n: int) -> int:
+    """The pair-key size for ``n`` codes: room for ``max(SPARE_CODES, n / 2)`` more (:attr:`Vocabulary.slots`)."""
+    return n + max(SPARE_CODES, n // 2)
 
 
 FEW_INSTANTS = 64
@@ -149,7 +205,7 @@ class PopulationRates:
         self.base = base
         self.segment_channel: AsOfIndex | None = None
         self.segment_topic: AsOfIndex | None = None
-        self.n_channels, self.n_topics = len(vocabulary.channels), len(vocabulary.topics)
+        self.n_channels, self.n_topics = len(vocabulary.channels), vocabulary.topic_slots   # pair sizes
         if vocabulary.segments.active and users is not None:
             self._segment_indexes(daily, events["user_id"][counted], vocabulary, users)
         daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
@@ -269,17 +325,17 @@ class History:
             "sends": is_["send"][c_rows], "opens": is_["open"][c_rows], "clicks": is_["click"][c_rows],
             "lost": lost[c_rows]}, base, keep_times=True)
         t_rows = topic >= 0
-        self.user_topic = KeyedIndex(pair(user[t_rows], topic[t_rows], len(vocabulary.topics)), times[t_rows], {
+        self.user_topic = KeyedIndex(pair(user[t_rows], topic[t_rows], vocabulary.topic_slots), times[t_rows], {
             "sends": is_["send"][t_rows], "opens": is_["open"][t_rows], "clicks": is_["click"][t_rows]}, base,
             keep_times=True)           # last_time: outcome-based suppression by topic (decision/contact.py)
         tags = pd.DataFrame({"row": np.flatnonzero(message >= 0), "message": message[message >= 0]}).merge(
             pd.DataFrame({"message": vocabulary.message_tags.index, "tag": vocabulary.message_tags.to_numpy()}),
             on="message")
         r = tags["row"].to_numpy()
-        self.user_tag = KeyedIndex(pair(user[r], tags["tag"].to_numpy(), len(vocabulary.tags)), times[r],
+        self.user_tag = KeyedIndex(pair(user[r], tags["tag"].to_numpy(), vocabulary.tag_slots), times[r],
                                    {"sends": is_["send"][r], "clicks": is_["click"][r]}, base)
         m_rows = message >= 0
-        self.user_message = KeyedIndex(pair(user[m_rows], message[m_rows], len(vocabulary.messages)), times[m_rows], {
+        self.user_message = KeyedIndex(pair(user[m_rows], message[m_rows], vocabulary.message_slots), times[m_rows], {
             "sends": is_["send"][m_rows], "engaged": (is_["open"] | is_["click"])[m_rows]}, base, keep_times=True)
         self._hour_indexes(events, user, times, is_)
 
@@ -302,13 +358,18 @@ class History:
         """Every as-of index of this history."""
         return [index for index, _ in self.windows()]
 
-    def with_catalog(self, messages: pd.DataFrame) -> History:
+    def with_catalog(self, messages: pd.DataFrame, vocabulary: Vocabulary | None = None) -> History:
         """This history with the catalog's arrays (live windows, channels, stages, values, weights) of
-        ``messages`` — the same messages (the vocabulary's) with other fields: the indexes are shared, not built
-        again (what ``POST /messages`` changes in place; a new message or topic needs a new store)."""
+        ``messages`` — the same messages (the vocabulary's) with other fields, or, with ``vocabulary``
+        (:meth:`Vocabulary.extended`), new messages after them: the indexes are shared, not built again (what
+        ``POST /messages`` changes in place)."""
         import copy
 
         out = copy.copy(self)
+        if vocabulary is not None:
+            out.vocabulary = vocabulary
+            out.__dict__.pop("_topic_match", None)        # (which attributes name topics: worked out again)
+            out._tag_arrays()
         out._catalog(messages)
         return out
 
@@ -364,7 +425,10 @@ class History:
                 # Categories are global (one coding for every partition); unseen values are missing.
                 categories = self.vocabulary.attributes.get(name, pd.Index([], dtype=object))
                 self.attributes[name] = (categories.get_indexer(frame[name].astype(object).to_numpy()), categories)
-        # Tags of each message as flat arrays (CSR): tags of message m are tag_codes[tag_start[m]:tag_start[m + 1]].
+        self._tag_arrays()
+
+    def _tag_arrays(self) -> None:
+        """Tags of each message as flat arrays (CSR): tags of message m are tag_codes[tag_start[m]:tag_start[m + 1]]."""
         order = np.argsort(self.vocabulary.message_tags.index.to_numpy(), kind="stable")
         owners = self.vocabulary.message_tags.index.to_numpy()[order]
         self.tag_codes = self.vocabulary.message_tags.to_numpy()[order]

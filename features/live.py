@@ -180,5 +180,33 @@ def same_vocabulary(old: pd.DataFrame, new: pd.DataFrame) -> bool:
 
 
 def with_catalog(store: FeatureStore, catalog: pd.DataFrame) -> FeatureStore:
-    """``store`` deciding by ``catalog`` (the same vocabulary: :func:`same_vocabulary`), its indexes shared."""
-    return replace(store, dataset=replace(store.dataset, messages=catalog), history=store.history.with_catalog(catalog))
+    """``store`` deciding by ``catalog`` (the same vocabulary: :func:`same_vocabulary`, or the one
+    :func:`extended_vocabulary` gives), its indexes shared."""
+    vocabulary = store.globals.vocabulary
+    if len(catalog) == len(vocabulary.messages):
+        return replace(store, dataset=replace(store.dataset, messages=catalog), history=store.history.with_catalog(catalog))
+    vocabulary = vocabulary.extended(catalog)
+    if vocabulary is None:
+        raise ValueError("the catalog does not extend the store's vocabulary (a new store must be built)")
+    config = store.config
+    if config.contact_policy.needs_topics():         # topic caps, suppression, mandatory topics: the new topics
+        topic_of = dict(zip(catalog["message_id"].astype(str), catalog["topic"].astype(str)))
+        config = config.model_copy(update={"contact_policy": config.contact_policy.with_topics(topic_of)})
+    return replace(store, dataset=replace(store.dataset, messages=catalog), config=config,
+                   globals=replace(store.globals, vocabulary=vocabulary),
+                   history=store.history.with_catalog(catalog, vocabulary))
+
+
+def extended_vocabulary(store: FeatureStore, catalog: pd.DataFrame) -> bool:
+    """Whether ``catalog`` only adds messages to ``store``'s (with topics and tags new or not), so that every index
+    stays valid and the store can take it in place (:func:`with_catalog`): its known messages keep their topics and
+    tags, the spare codes suffice (:attr:`features.history.Vocabulary.slots`), and no event of the store names a
+    new message (events of messages outside the catalog, kept by ``[validation] keep_unknown_messages``, would
+    count for it in a store built anew)."""
+    vocabulary = store.globals.vocabulary
+    if len(catalog) <= len(vocabulary.messages) or vocabulary.extended(catalog) is None:
+        return False
+    new = catalog["message_id"].astype(str).to_numpy()[len(vocabulary.messages):]
+    if not store.config.validation.keep_unknown_messages:
+        return True
+    return not store.dataset.events["message_id"].astype(object).isin(set(new)).any()

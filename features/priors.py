@@ -179,7 +179,8 @@ class _Learner:
                                             ("topic", self.rates.segment_topic, len(self.vocabulary.topics),
                                              self.rates.topic)):
             segment, key = np.repeat(np.arange(segments.n), size), np.tile(np.arange(size), segments.n)
-            totals = index.totals(pair(segment, key, size), self.rates.day_start(np.repeat(self.t, len(key))),
+            packed = pair(segment, key, self.rates.n_channels if by == "channel" else self.rates.n_topics)
+            totals = index.totals(packed, self.rates.day_start(np.repeat(self.t, len(key))),
                                   ("sends", "opens", "clicks"))
             for outcome in ("opens", "clicks"):
                 self._fit(f"segment_{by}_{outcome}", totals[outcome], totals["sends"],

@@ -270,8 +270,8 @@ class Engine:
     def upsert_messages(self, rows: list) -> dict:
         """Validate and store catalog entries (durable before returning); the ``/messages`` answer. Every worker
         decides by them within ``[service] live_refresh_seconds`` when they change known messages' channels,
-        stages, value or live window; a new message, or a new topic or tags, within the time a new snapshot
-        store takes to build (docs/serving.md, "POST /messages")."""
+        stages, value or live window or add messages; a known message's new topic or tags within the time a new
+        snapshot store takes to build (:meth:`check_catalog`; docs/serving.md, "POST /messages")."""
         from serving.schemas import message_errors
 
         from features.live import live_catalog
@@ -321,18 +321,20 @@ class Engine:
         return ""
 
     def check_catalog(self, wait: bool = False) -> None:
-        """Apply the catalog's upserts stored since the last check: in place when they change only known messages'
-        fields (every store keeps its indexes), else by a new snapshot store built on a thread of its own (``wait``:
-        on this one) and swapped in when ready, its live users built again."""
+        """Apply the catalog's upserts stored since the last check: in place when they change known messages'
+        fields or add messages (every store keeps its indexes; new messages, topics and tags take spare codes:
+        :meth:`features.history.Vocabulary.extended`), else — a known message's topic or tags changed, or the spare
+        codes ran out — by a new snapshot store built on a thread of its own (``wait``: on this one) and swapped in
+        when ready, its live users built again."""
         if self._rebuilding is not None and self._rebuilding.is_alive():
             return
         if self.state.catalog_version() == self._catalog_version:
             return
-        from features.live import live_catalog, same_vocabulary, with_catalog
+        from features.live import extended_vocabulary, live_catalog, same_vocabulary, with_catalog
 
         version, stored = self.state.messages_table()
         catalog = live_catalog(self._base_messages, stored)
-        if same_vocabulary(self.store.dataset.messages, catalog):
+        if same_vocabulary(self.store.dataset.messages, catalog) or extended_vocabulary(self.store, catalog):
             self._swap(with_catalog(self.store, catalog), catalog, version, in_place=True)
             return
 

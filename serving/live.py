@@ -128,8 +128,9 @@ class LiveUsers:
             return len(users)
 
     def rebase(self, base: FeatureStore, catalog: pd.DataFrame | None = None) -> None:
-        """A new snapshot store: ``catalog`` given (the same vocabulary), every live store keeps its indexes and
-        takes the catalog's arrays; else every live user's store is built again on ``base``."""
+        """A new snapshot store: ``catalog`` given (the same vocabulary, or one with messages added), every live
+        store keeps its indexes and takes the catalog (:func:`features.live.with_catalog`); else every live user's
+        store is built again on ``base``."""
         from features.live import with_catalog
 
         with self._lock:
@@ -192,8 +193,9 @@ class LiveUsers:
             base, rows = self.base, self._rows
             self._generation += 1
             generation = self._generation
-        if rows is None or rows.store is not base:
-            rows = LiveRows(base)             # (once per base: finding users' snapshot events)
+        if rows is None or rows.store.dataset.events is not base.dataset.events \
+                or rows.store.dataset.users is not base.dataset.users:
+            rows = LiveRows(base)             # (once per snapshot: finding users' snapshot events)
             with self._map_lock:
                 if self.base is base:
                     self._rows = rows
