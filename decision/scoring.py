@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from decision.contact import PairContact, as_pairs
 from decision.pairs import CandidateRows, Pairs
@@ -61,9 +62,42 @@ def score(store: FeatureStore, artifact: ScoringArtifact, rows: Candidates, chun
     return (out, costs if has_cost else None) if cost else out
 
 
+def model_columns(store: FeatureStore, artifact: ScoringArtifact, columns: dict) -> dict:
+    """``columns`` with ``message_topic`` in the model's codes: a store's topic codes are its catalog's (sorted, or
+    appended by the live catalog), the model's those of the catalog it was trained on (``artifact.topics``);
+    mapped by name, a topic the model never saw is missing (NaN, as an unknown category of an attribute).
+    ``columns`` itself when the codes agree (or the model predates ``topics``)."""
+    mapping = _topic_mapping(store.globals.vocabulary, artifact)
+    if mapping is None or "message_topic" not in columns:
+        return columns
+    raw = columns["message_topic"]
+    remap = lambda codes: np.where(codes >= 0, mapping[np.maximum(codes, 0)], codes)    # noqa: E731 (−1: no message)
+    if isinstance(raw, Spread):
+        return {**columns, "message_topic": Spread(remap(np.asarray(raw.values, dtype=np.int64)), raw.index)}
+    return {**columns, "message_topic": remap(np.asarray(raw, dtype=np.int64))}
+
+
+def _topic_mapping(vocabulary, artifact: ScoringArtifact) -> np.ndarray | None:
+    """The model's code of each of the vocabulary's topic codes (``None``: the same codes), per (vocabulary, model)."""
+    topics = getattr(artifact, "topics", None)       # (stand-in models of tests have none)
+    if topics is None:
+        return None
+    cache = artifact.__dict__.setdefault("_topic_mappings", {})
+    hit = cache.get(id(vocabulary))
+    if hit is not None and hit[0] is vocabulary:
+        return hit[1]
+    codes = pd.Index(topics).get_indexer(np.asarray(vocabulary.topics, dtype=object))
+    mapping = None if np.array_equal(codes, np.arange(len(codes))) else np.where(codes >= 0, codes, np.nan)
+    if len(cache) > 64:
+        cache.clear()
+    cache[id(vocabulary)] = (vocabulary, mapping)
+    return mapping
+
+
 def score_columns(store: FeatureStore, artifact: ScoringArtifact, columns: dict, rows: Candidates) -> np.ndarray:
     """``artifact.score`` of the featurised ``columns`` of ``rows``; a funnel model also reads each row's message
     (and its topic, for messages its table does not know)."""
+    columns = model_columns(store, artifact, columns)
     if artifact.followup is None:
         return artifact.score(columns)
     message = rows.message_id
@@ -82,7 +116,7 @@ def send_cost(store: FeatureStore, artifact: ScoringArtifact, columns: dict, row
     setting = store.config.arbitration.unsubscribe_cost
     if artifact.risk is None or setting == 0:
         return None
-    risk = artifact.risk.probability(artifact, columns, rows.channel)
+    risk = artifact.risk.probability(artifact, model_columns(store, artifact, columns), rows.channel)
     unit = artifact.risk.costs(rows.channel) if setting == "auto" else float(setting)
     return unit * risk
 

@@ -198,6 +198,10 @@ class ScoringArtifact:
     trained_until
         ISO time (UTC) of the latest send the model learned from (booster, calibrator or funnel rates):
         ``nbm evaluate`` says when its test window is not after it (in-sample figures); ``None``: unknown.
+    topics
+        The topics of the catalog it was trained on, in the code order of its ``message_topic`` feature: a store
+        of another catalog (topics added, removed or renamed since) has its codes mapped to these by name
+        (:func:`decision.scoring.model_columns`); ``None`` for models trained before it (codes taken as they are).
     risk
         P(unsubscribe) of a send and the auto cost of an unsubscribe (:class:`Risk`): the decision's cost
         side (``[arbitration] unsubscribe_cost``); ``None`` for models trained before it (no cost).
@@ -219,6 +223,7 @@ class ScoringArtifact:
     risk: Risk | None = None
     prior_strengths: dict[str, float] | None = None
     trained_until: str | None = None
+    topics: tuple[str, ...] | None = None
     compiled: CompiledForest | None = field(default=None, compare=False, repr=False)
 
     def learned_from(self, start) -> bool:
@@ -367,6 +372,7 @@ class ScoringArtifact:
             "risk": None if self.risk is None else self.risk.save(directory),
             "prior_strengths": self.prior_strengths,
             "trained_until": self.trained_until,
+            "topics": None if self.topics is None else list(self.topics),
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return directory
@@ -388,6 +394,7 @@ class ScoringArtifact:
             risk=None if meta.get("risk") is None else Risk.load(directory, meta["risk"]),
             prior_strengths=meta.get("prior_strengths"),
             trained_until=meta.get("trained_until"),
+            topics=None if meta.get("topics") is None else tuple(meta["topics"]),
         )
 
 

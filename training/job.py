@@ -120,7 +120,8 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
             evaluation = evaluate(artifact, split.test, figures=True)
         with console.status("learning the risk of a send (P(unsubscribe))…"):
             artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
-                               prior_strengths=shared.strengths.as_dict())
+                               prior_strengths=shared.strengths.as_dict(),
+                               topics=tuple(map(str, shared.vocabulary.topics)))    # its message_topic codes
         # The held-out model is judged (metrics, comparison, policy value, gate); the one served is the same
         # procedure applied to the whole log (training.fit.refit_ranker).
         served = artifact
