@@ -194,6 +194,27 @@ class PopulationRates:
 
     def __init__(self, events: pd.DataFrame, vocabulary: Vocabulary, base: int,
                  users: pd.DataFrame | None = None) -> None:
+        self._build(*self.daily_counts(events, vocabulary, users), vocabulary, base)
+
+    @classmethod
+    def from_daily(cls, daily: pd.DataFrame, segments: dict[str, pd.DataFrame], vocabulary: Vocabulary,
+                   base: int) -> PopulationRates:
+        """The rates of several parts of a log from their :meth:`daily_counts` concatenated (summed again here):
+        the same as those of the whole log (features/parts.py, out of core)."""
+        out = cls.__new__(cls)
+        daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
+        segments = {name: frame.groupby(["day", "key"], as_index=False, sort=False).sum()
+                    for name, frame in segments.items()}
+        out._build(daily, segments, vocabulary, base)
+        return out
+
+    @staticmethod
+    def daily_counts(events: pd.DataFrame, vocabulary: Vocabulary, users: pd.DataFrame | None = None
+                     ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+        """Daily sends, opens, clicks and conversions per (message, channel) of ``events``, and — with segments
+        and the ``users`` table — daily sends, opens and clicks per segment × channel and segment × topic (events
+        of users without a ``users`` row belong to no segment): what the rates are built from, and what parts of
+        a log add up."""
         masks = event_masks(events)
         counted = masks["send"] | masks["open"] | masks["click"] | masks["convert"]
         day = events["timestamp"].to_numpy(dtype="int64")[counted] // DAY_NS * DAY_NS
@@ -202,13 +223,20 @@ class PopulationRates:
         # Daily counts per (channel, message): the table every other grouping is summed from (small).
         daily = pd.DataFrame({"day": day, "message": message, "channel": channel,
                               **{w: masks[w[:-1]][counted].astype(np.float64) for w in RATE_WEIGHTS}})
+        segments = {}
+        if vocabulary.segments.active and users is not None:
+            segments = PopulationRates._segment_counts(daily, events["user_id"][counted], vocabulary, users)
+        return daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum(), segments
+
+    def _build(self, daily: pd.DataFrame, segments: dict[str, pd.DataFrame], vocabulary: Vocabulary,
+               base: int) -> None:
         self.base = base
+        self.n_channels, self.n_topics = len(vocabulary.channels), vocabulary.topic_slots   # pair sizes
         self.segment_channel: AsOfIndex | None = None
         self.segment_topic: AsOfIndex | None = None
-        self.n_channels, self.n_topics = len(vocabulary.channels), vocabulary.topic_slots   # pair sizes
-        if vocabulary.segments.active and users is not None:
-            self._segment_indexes(daily, events["user_id"][counted], vocabulary, users)
-        daily = daily.groupby(["day", "message", "channel"], as_index=False, sort=False).sum()
+        for name, frame in segments.items():
+            setattr(self, name, AsOfIndex(frame["key"].to_numpy(), frame["day"].to_numpy(),
+                                          {w: frame[w].to_numpy() for w in ("sends", "opens", "clicks")}, base))
         self.daily = daily
         n = len(daily)
         self.overall = self._index(np.zeros(n, dtype=np.int64), np.ones(n, bool))
@@ -222,10 +250,10 @@ class PopulationRates:
         self.tag = AsOfIndex(per_tag["tag"].to_numpy(), per_tag["day"].to_numpy(),
                              {w: per_tag[w].to_numpy() for w in RATE_WEIGHTS}, base)
 
-    def _segment_indexes(self, counted: pd.DataFrame, user_id: pd.Series, vocabulary: Vocabulary,
-                         users: pd.DataFrame) -> None:
-        """Daily sends, opens and clicks per segment × channel and segment × topic (events of users without
-        a ``users`` row belong to no segment)."""
+    @staticmethod
+    def _segment_counts(counted: pd.DataFrame, user_id: pd.Series, vocabulary: Vocabulary,
+                        users: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Daily sends, opens and clicks per segment × channel and segment × topic (see :meth:`daily_counts`)."""
         codes, names = pd.factorize(user_id)
         row = pd.Index(users["user_id"].astype(str)).get_indexer(np.asarray(names, dtype=object))
         of_user = vocabulary.segments.codes(users)
@@ -233,14 +261,14 @@ class PopulationRates:
         message = counted["message"].to_numpy()
         topic = np.where(message >= 0, vocabulary.message_topic[np.maximum(message, 0)], -1)
         weights = ("sends", "opens", "clicks")
-        for name, code, size in (("segment_channel", counted["channel"].to_numpy(), self.n_channels),
-                                 ("segment_topic", topic, self.n_topics)):
+        out = {}
+        for name, code, size in (("segment_channel", counted["channel"].to_numpy(), len(vocabulary.channels)),
+                                 ("segment_topic", topic, vocabulary.topic_slots)):
             keep = (segment >= 0) & (code >= 0)
             frame = pd.DataFrame({"day": counted["day"].to_numpy()[keep], "key": pair(segment[keep], code[keep], size),
                                   **{w: counted[w].to_numpy()[keep] for w in weights}})
-            frame = frame.groupby(["day", "key"], as_index=False, sort=False).sum()
-            setattr(self, name, AsOfIndex(frame["key"].to_numpy(), frame["day"].to_numpy(),
-                                          {w: frame[w].to_numpy() for w in weights}, self.base))
+            out[name] = frame.groupby(["day", "key"], as_index=False, sort=False).sum()
+        return out
 
     def indexes(self) -> list[AsOfIndex]:
         return [self.overall, self.channel, self.message, self.topic, self.tag,

@@ -82,9 +82,11 @@ class PriorStrengths:
 
 
 def prior_strengths(dataset: Dataset, vocabulary: Vocabulary, rates: PopulationRates,
-                    config: NbmConfig) -> PriorStrengths:
+                    config: NbmConfig, end: int | None = None) -> PriorStrengths:
     """The strengths ``[features] prior_strength`` asks for: a number for every family, or each family
-    configured or learned from ``dataset`` (with the shared ``vocabulary`` and population ``rates``)."""
+    configured or learned from ``dataset`` (with the shared ``vocabulary`` and population ``rates``). ``end``: the
+    instant (ns) the cells are counted as of when ``dataset`` is a sample of a log's users (features/parts.py),
+    by default just after its last event."""
     setting = config.features.prior_strength
     if not isinstance(setting, (str, dict)):
         return PriorStrengths.uniform(float(setting))
@@ -92,7 +94,7 @@ def prior_strengths(dataset: Dataset, vocabulary: Vocabulary, rates: PopulationR
     strengths = replace(PriorStrengths(), **pinned)
     if set(pinned) >= set(PriorStrengths.families()) - {"population"} or not len(dataset.events):
         return strengths
-    return _Learner(dataset, vocabulary, rates, strengths, pinned, config.attribution).learn()
+    return _Learner(dataset, vocabulary, rates, strengths, pinned, config.attribution, end).learn()
 
 
 def global_rates(rates: PopulationRates, t: np.ndarray, strength: float) -> dict[str, np.ndarray]:
@@ -106,13 +108,13 @@ class _Learner:
     """The cells of each family as of the end of the log, fitted in the order the parents need."""
 
     def __init__(self, dataset: Dataset, vocabulary: Vocabulary, rates: PopulationRates, strengths: PriorStrengths,
-                 pinned: dict[str, float], attribution: AttributionConfig) -> None:
+                 pinned: dict[str, float], attribution: AttributionConfig, end: int | None = None) -> None:
         self.vocabulary, self.rates, self.strengths, self.pinned = vocabulary, rates, strengths, pinned
         self.attribution = attribution
         self.learned: list[str] = []
         events = dataset.events
         times = events["timestamp"].to_numpy(dtype="int64")
-        self.t = np.array([times.max() + 1 if len(times) else 0], dtype=np.int64)
+        self.t = np.array([end if end is not None else times.max() + 1 if len(times) else 0], dtype=np.int64)
         code, names = pd.factorize(events["user_id"])
         sample = _sample(np.asarray(names, dtype=object))
         self.names = np.asarray(names, dtype=object)[sample]
@@ -251,8 +253,13 @@ class _Learner:
 
 def _sample(names: np.ndarray) -> np.ndarray:
     """Positions (sorted) of the users whose cells the strengths are learned on: all of them up to
-    :data:`MAX_FIT_USERS`, else those with the smallest hashes of their id (the same for the same log)."""
+    :data:`MAX_FIT_USERS`, else those with the smallest hashes of their id (:func:`user_hashes`; the same for the
+    same log)."""
     if len(names) <= MAX_FIT_USERS:
         return np.arange(len(names))
-    hashed = pd.util.hash_pandas_object(pd.Series(names).astype(str), index=False, hash_key="nbm-prior-sample").to_numpy()
-    return np.sort(np.argpartition(hashed, MAX_FIT_USERS)[:MAX_FIT_USERS])
+    return np.sort(np.argpartition(user_hashes(names), MAX_FIT_USERS)[:MAX_FIT_USERS])
+
+
+def user_hashes(names: np.ndarray) -> np.ndarray:
+    """The hash (uint64) of each user id that picks the strengths' sample (:func:`_sample`)."""
+    return pd.util.hash_pandas_object(pd.Series(names).astype(str), index=False, hash_key="nbm-prior-sample").to_numpy()

@@ -220,17 +220,32 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if not 1 <= args.k <= 10:
         raise UsageError(f"`--k` must lie in 1..10, got {args.k}")
     console = Console(stderr=True)
-    with console.status("loading the data and the model…"):
-        dataset, _ = load_dataset(args.data, config, now=now)
-        loaded = load_model(args.model, config)
-    _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
-    users = read_user_list(args.users) if args.users else None
+    from features.parts import Tables, event_parts
     from nbm.cluster import dask_client
 
-    with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
-        summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
-                                args.explorer, args.threshold, args.seed,
-                                progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)
+    users = read_user_list(args.users) if args.users else None
+    if event_parts(args.data):              # out of core: every worker reads its own part of the events
+        if not config.dask_scheduler:
+            raise UsageError(f"the events of {str(args.data)!r} are parts (events/*.parquet): deciding on them needs a "
+                             "Dask cluster (`dask_scheduler = \"local\"` or a scheduler's address; docs/deploy.md)")
+        from serving.batch_scoring import recommend_parts
+
+        with console.status("loading the tables and the model…"):
+            tables = Tables.read(args.data, config, now=now)
+            loaded = load_model(args.model, config)
+        with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
+            summary = recommend_parts(client, args.data, tables, config, loaded.artifact, loaded.version, now, args.out,
+                                      users, args.k, args.explorer, args.threshold, args.seed,
+                                      progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
+    else:
+        with console.status("loading the data and the model…"):
+            dataset, _ = load_dataset(args.data, config, now=now)
+            loaded = load_model(args.model, config)
+        _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
+        with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
+            summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
+                                    args.explorer, args.threshold, args.seed,
+                                    progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)
     reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.reasons.items())) or "none"
     from nbm.commands.options import results_console
 

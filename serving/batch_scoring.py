@@ -226,3 +226,81 @@ def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.
             (text, counts), size = ready.pop(order.pop(0))
             done += size
             yield done, text, counts
+
+
+def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, ids: np.ndarray, asked: np.ndarray,
+                 seed: int, index: int) -> tuple[str, _Tally]:
+    """One event part's users decided (what a cluster's worker runs): its events read and validated, its store on
+    the shared globals (:func:`_decide_partition`)."""
+    from features.parts import read_part
+
+    events, _ = read_part(path, tables, job.config)
+    return _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index)
+
+
+def _part_statistics(path, tables, config: NbmConfig, target: str, now: int) -> dict:
+    from features.parts import read_part
+
+    events, _ = read_part(path, tables, config)
+    return history_statistics(events, config.attribution, target, now)
+
+
+def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact, model_version: str,
+                    now: pd.Timestamp, out: Path, users: np.ndarray | None = None, k: int = 1,
+                    explorer: str = "greedy", threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
+    """:func:`recommend_all` of a data directory whose events are parts (features/parts.py: out of core): each part's
+    users decided by ``client``'s workers, each reading its own part; the users without events spread over the
+    parts by a hash of their id. Lines are written in part order."""
+    from distributed import as_completed
+
+    from features.parts import scattered, shared_of_parts
+
+    if explorer not in EXPLORERS:
+        raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
+    on_workers = scattered(client, tables, config)
+    plan = shared_of_parts(client, directory, tables, config, strengths=artifact.prior_strengths, on_workers=on_workers)
+    ids = tables.users["user_id"].to_numpy(dtype=object) if users is None else \
+        tables.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
+    asked = ids if users is None else np.asarray(users, dtype=object)
+    t = pd.Timestamp(now).value
+    tables_, config_ = on_workers
+    statistics = None
+    if explorer == "thompson":            # counts per (message, channel): summed over the parts
+        statistics = {}
+        for part in client.gather([client.submit(_part_statistics, p, tables_, config_, artifact.target, t, pure=False)
+                                   for p in plan.parts]):
+            for key, (won, lost) in part.items():
+                a, b = statistics.get(key, (0, 0))
+                statistics[key] = (a + won, b + lost)
+    job = _Job(config, replace(artifact, compiled=None), model_version, t, k, explorer, threshold, statistics,
+               compile=artifact.compiled is not None)
+    shared_, job_ = client.scatter([plan.shared, job], broadcast=True, hash=False)
+    owner = pd.Index(np.concatenate(plan.users), dtype=object).get_indexer(pd.Index(ids, dtype=object))
+    sizes = np.cumsum([len(u) for u in plan.users])
+    part_of = np.searchsorted(sizes, owner, side="right")                 # the part holding each user's events
+    unowned = owner < 0                                                   # no events: spread by a hash of the id
+    part_of[unowned] = partition_of(pd.Series(ids[unowned], dtype=object), len(plan.parts))
+    user_ids = tables.users["user_id"].astype(object)
+    futures = {}
+    for i, path in enumerate(plan.parts):
+        members = np.flatnonzero(part_of == i)
+        if not len(members):
+            continue
+        rows = tables.users[user_ids.isin(set(ids[members].tolist())).to_numpy()]
+        futures[client.submit(_decide_part, path, tables_, shared_, job_, rows, ids[members], asked[members], seed, i,
+                              pure=False)] = (i, len(members))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tally, ready, order, done = _Tally(), {}, sorted(i for i, _ in futures.values()), 0
+    with out.open("w") as fh:
+        for future, result in as_completed(futures, with_results=True):
+            i, size = futures[future]
+            ready[i] = (result, size)
+            while order and order[0] in ready:          # in part order, as soon as the earlier ones are in
+                (text, counts), size = ready.pop(order.pop(0))
+                fh.write(text)
+                tally.merge(counts)
+                done += size
+                if progress is not None:
+                    progress(done, len(ids))
+    return BatchSummary(tally.decisions, tally.with_items, tally.items, tally.reasons)

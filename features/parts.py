@@ -1,0 +1,245 @@
+"""Out of core: the shared tables and the training set of a log larger than one process's memory, built part by
+part on a Dask cluster, every worker reading its own part of the events from Parquet.
+
+The layout (docs/deploy.md, "Out of core"): a data directory whose ``events`` is a *directory* of Parquet files
+(``events/*.parquet``), each holding every event of its users — the log partitioned by user, as a warehouse
+export by a hash of the user id writes it; ``messages``, ``users`` and ``links`` are single files, as usual (they
+are small: they are read and validated here, in the driver). No process holds more than one part's events and
+features at a time, and the driver only small tables:
+
+1. **Summaries** (a task per part): the part's events read and validated (the data contract's checks, row by
+   row; the canonical ids of the links table), then what the shared tables need of them — daily counts per
+   (message, channel) (:meth:`~features.history.PopulationRates.daily_counts`), the first and last instants, the
+   part's users, and the users with the smallest hashes (the sample the smoothing strengths are learned on,
+   :func:`features.priors._sample`).
+2. **Globals**, in the driver: the vocabulary, the population rates from the summed counts, the time origin and
+   the smoothing strengths — learned on the sample's events, gathered from the parts — equal to what
+   :meth:`features.pipeline.Globals.build` computes from the whole log in memory (a test).
+3. **Training set** (a task per part): the part's store on the shared globals, its training set written to
+   ``out/part-NNNNN.parquet``. Concatenated and sorted by (timestamp, event_id), the parts are the in-memory
+   build's training set, row for row (the partition property, :func:`features.pipeline.partition`).
+
+A user's events must all be in one part (a user found in two parts is an error naming both): a user's features
+are a function of that user's events alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.history import PopulationRates, Vocabulary
+from features.pipeline import FeatureStore, Globals, pinned_strengths
+from features.priors import MAX_FIT_USERS, prior_strengths, user_hashes
+from nbm.config import NbmConfig
+from nbm.dataset import Dataset, build_dataset
+from nbm.errors import UnusableInputError
+from nbm.identity import IdentityResolution
+from nbm.io import find_table, read_raw_table
+from nbm.validate import ValidationReport, validate_events
+
+log = logging.getLogger(__name__)
+
+
+def event_parts(directory: Path | str) -> list[Path]:
+    """The event part files of a data directory (``events/*.parquet``, sorted); empty when its events are one file."""
+    folder = Path(directory) / "events"
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The small tables of a data directory with event parts, validated: catalog, users, links, identity."""
+
+    messages: pd.DataFrame
+    users: pd.DataFrame
+    links: pd.DataFrame
+    identity: IdentityResolution
+    now: pd.Timestamp
+    report: ValidationReport
+
+    @classmethod
+    def read(cls, directory: Path | str, config: NbmConfig, now: pd.Timestamp | None = None) -> Tables:
+        """Read and validate ``messages``, ``users`` and ``links`` of ``directory`` (events are the parts')."""
+        import pyarrow.parquet as pq
+
+        directory = Path(directory)
+        parts = event_parts(directory)
+        if not parts:
+            raise UnusableInputError(f"{str(directory / 'events')!r} holds no Parquet part (events/*.parquet)")
+        raw = {name: (read_raw_table(path) if (path := find_table(directory, name)) is not None else None)
+               for name in ("messages", "users", "links", "decisions")}
+        raw["events"] = pq.ParquetFile(parts[0]).schema_arrow.empty_table().to_pandas()
+        now = pd.Timestamp.now(tz="UTC") if now is None else now
+        dataset, report = build_dataset(raw, config, now)
+        return cls(dataset.messages, dataset.users, dataset.links, dataset.identity, now, report)
+
+    def dataset(self, events: pd.DataFrame, users: pd.DataFrame | None = None) -> Dataset:
+        """A :class:`Dataset` of some events (a part's) with these tables (``users``: the part's rows)."""
+        return Dataset(events, self.messages, self.users if users is None else users, self.links, self.identity, None)
+
+
+def read_part(path: Path, tables: Tables, config: NbmConfig) -> tuple[pd.DataFrame, ValidationReport]:
+    """One part's events, validated as ``nbm.dataset.build_dataset`` validates a whole events table (rows refused
+    are in the report, with their row in the part), with canonical user ids (the links table's)."""
+    report = ValidationReport()
+    raw = read_raw_table(path)
+    report.rows_read["events"] = len(raw)
+    events, problems = validate_events(raw, config, tables.messages["message_id"], tables.now, report)
+    report.add(problems)
+    events.insert(events.columns.get_loc("user_id") + 1, "source_user_id", events["user_id"])
+    events["user_id"] = tables.identity.apply(events["user_id"])
+    report.rows_kept["events"] = len(events)
+    return events, report
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the shared tables need of one part (:func:`_summarise`)."""
+
+    daily: pd.DataFrame
+    segments: dict[str, pd.DataFrame]
+    first: int | None
+    last: int | None
+    users: np.ndarray               # the part's canonical user ids (those with events)
+    smallest: pd.Series             # hash → user id of its users with the smallest hashes (at most MAX_FIT_USERS)
+    rows_read: int
+    rows_kept: int
+    problems: pd.DataFrame
+
+
+def _summarise(path: Path, tables: Tables, config: NbmConfig, vocabulary: Vocabulary) -> Summary:
+    """One part's :class:`Summary` (what a worker runs)."""
+    events, report = read_part(path, tables, config)
+    times = events["timestamp"].to_numpy(dtype="int64")
+    users = pd.unique(events["user_id"].to_numpy(dtype=object))
+    hashed = pd.Series(users, index=user_hashes(users))
+    smallest = hashed.sort_index(kind="stable").iloc[:MAX_FIT_USERS]
+    daily, segments = PopulationRates.daily_counts(events, vocabulary, tables.users)
+    return Summary(daily, segments, int(times.min()) if len(times) else None,
+                   int(times.max()) if len(times) else None, users, smallest, report.rows_read.get("events", 0),
+                   report.rows_kept.get("events", 0), report.problems.assign(part=path.name))
+
+
+def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozenset) -> pd.DataFrame:
+    """The events of one part's users that are in the strengths' sample (what a worker runs)."""
+    events, _ = read_part(path, tables, config)
+    return events[events["user_id"].astype(object).isin(sample)]
+
+
+def _part_training_set(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
+                       out: Path) -> int:
+    """One part's training set, written to ``out`` (what a worker runs); its rows."""
+    events, _ = read_part(path, tables, config)
+    frame = FeatureStore.build(tables.dataset(events, users), config, shared).training_set()
+    frame.to_parquet(out, index=False)
+    return len(frame)
+
+
+@dataclass(frozen=True)
+class PartsPlan:
+    """The globals of a parted log and where each part's users are (:func:`shared_of_parts`)."""
+
+    shared: Globals
+    parts: list[Path]
+    users: list[np.ndarray]         # per part, its users (canonical ids with events)
+    rows_read: int
+    rows_kept: int
+    problems: pd.DataFrame
+
+
+def scattered(client, tables: Tables, config: NbmConfig) -> tuple:
+    """``tables`` and ``config`` on every worker of ``client`` (futures), once for the stages that read parts."""
+    return tuple(client.scatter([tables, config], broadcast=True, hash=False))
+
+
+def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmConfig,
+                    strengths: dict[str, float] | None = None, on_workers: tuple | None = None) -> PartsPlan:
+    """The :class:`Globals` of the log of ``directory``'s event parts, computed by ``client``'s workers from the
+    parts (steps 1–2 of the module docstring): equal to ``Globals.build`` of the whole log. ``strengths``: a
+    model's smoothing strengths, used as they are (no sample is gathered). ``on_workers``: :func:`scattered`'s
+    futures of ``tables`` and ``config`` (scattered here when not given)."""
+    from distributed import as_completed
+
+    parts = event_parts(directory)
+    vocabulary = Vocabulary.build(tables.messages, config, tables.users)
+    tables_, config_ = on_workers or scattered(client, tables, config)
+    [vocabulary_] = client.scatter([vocabulary], broadcast=True, hash=False)
+    futures = {client.submit(_summarise, path, tables_, config_, vocabulary_, pure=False): i
+               for i, path in enumerate(parts)}
+    summaries: list[Summary | None] = [None] * len(parts)
+    for future, summary in as_completed(futures, with_results=True):
+        summaries[futures[future]] = summary
+        log.info("out of core: part %d of %d summarised (%s events)", futures[future] + 1, len(parts),
+                 f"{summary.rows_kept:,}")
+    done: list[Summary] = summaries  # type: ignore[assignment]
+    _check_disjoint(parts, done)
+    firsts = [s.first for s in done if s.first is not None]
+    if not firsts:
+        raise UnusableInputError(f"no valid events in the parts of {str(directory)!r}: nothing to learn from")
+    base = min(firsts) - 400 * 86_400 * 10**9          # as Globals.build
+    daily = pd.concat([s.daily for s in done], ignore_index=True)
+    segments = {name: pd.concat([s.segments[name] for s in done], ignore_index=True) for name in done[0].segments}
+    rates = PopulationRates.from_daily(daily, segments, vocabulary, base)
+    pinned = pinned_strengths(strengths)
+    if pinned is None:
+        smallest = pd.concat([s.smallest for s in done]).sort_index(kind="stable").iloc[:MAX_FIT_USERS]
+        sample = frozenset(smallest.to_numpy(dtype=object).tolist())
+        [sample_] = client.scatter([sample], broadcast=True, hash=False)     # (a set alone would be scattered element by element)
+        holding = [path for path, s in zip(parts, done)          # the parts whose users are in the sample
+                   if not sample.isdisjoint(s.smallest.to_numpy(dtype=object).tolist())]
+        gathered = client.gather([client.submit(_sample_events, path, tables_, config_, sample_, pure=False)
+                                  for path in holding])
+        events = pd.concat(gathered, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
+        users = tables.users[tables.users["user_id"].astype(object).isin(sample)]
+        end = max(s.last for s in done if s.last is not None) + 1
+        pinned = prior_strengths(tables.dataset(events.reset_index(drop=True), users), vocabulary, rates, config,
+                                 end=end)
+    problems = pd.concat([s.problems for s in done], ignore_index=True)
+    return PartsPlan(Globals(vocabulary, rates, base, pinned), parts, [s.users for s in done],
+                     sum(s.rows_read for s in done), sum(s.rows_kept for s in done), problems)
+
+
+def _check_disjoint(parts: list[Path], summaries: list[Summary]) -> None:
+    """Every user's events in one part (else an error naming a user and two of its parts)."""
+    owner = np.concatenate([np.full(len(s.users), i) for i, s in enumerate(summaries)]) if summaries else np.zeros(0)
+    ids = pd.Series(np.concatenate([s.users for s in summaries]) if summaries else np.zeros(0, dtype=object))
+    twice = ids.duplicated(keep=False)
+    if twice.any():
+        user = ids[twice].iloc[0]
+        where = sorted({parts[int(i)].name for i in owner[(ids == user).to_numpy()]})
+        raise UnusableInputError(f"user {user!r} has events in more than one part ({', '.join(where)}): each part "
+                                 "must hold every event of its users (partition the log by user)")
+
+
+def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig, out: Path | str,
+                          on_workers: tuple | None = None) -> list[Path]:
+    """The training set of every part, built by ``client``'s workers on the plan's globals and written to
+    ``out/part-NNNNN.parquet`` (step 3 of the module docstring); the files, in part order. ``on_workers``: as for
+    :func:`shared_of_parts`."""
+    from distributed import as_completed
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables_, config_ = on_workers or scattered(client, tables, config)
+    [shared_] = client.scatter([plan.shared], broadcast=True, hash=False)
+    user_ids = tables.users["user_id"].astype(object)
+    futures = {}
+    for i, (path, users) in enumerate(zip(plan.parts, plan.users)):
+        rows = tables.users[user_ids.isin(set(users.tolist())).to_numpy()]      # the part's users rows only
+        target = out / f"part-{i:05d}.parquet"
+        futures[client.submit(_part_training_set, path, tables_, config_, shared_, rows, target, pure=False)] = i
+    for future, n in as_completed(futures, with_results=True):
+        log.info("out of core: training set of part %d of %d written (%s rows)", futures[future] + 1,
+                 len(plan.parts), f"{n:,}")
+    return [out / f"part-{i:05d}.parquet" for i in range(len(plan.parts))]
+
+
+def read_training_set(files: list[Path]) -> pd.DataFrame:
+    """The parts' training sets as one frame, in the in-memory build's order (by send time, then event id)."""
+    joined = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return joined.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
