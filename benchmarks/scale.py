@@ -3,8 +3,8 @@
 scoring) on the same cluster; the in-process figures of one part beside them.
 
 The log is simulated: one world of ``--users`` users over ``--days`` days (``nbm simulate``; its model trained
-on it, ``nbm train``), then written ``--copies`` times as event parts, each copy's users (and event and decision
-ids) renamed — ``u000123`` of copy 7 is ``u000123-c07`` — so that the log has ``--copies`` × the users and events
+on it, ``nbm train``), then written ``--copies`` times as event parts (``--splits`` parts a copy, by a hash of the
+user), each copy's users (and event and decision ids) renamed — ``u000123`` of copy 7 is ``u000123-c07`` — so that the log has ``--copies`` × the users and events
 of the world, every part holding every event of its users (the out-of-core layout, features/parts.py). The
 copies are the same people's histories: it measures what a log of that size costs, not what nbm learns from it.
 
@@ -12,7 +12,7 @@ Memory is the resident set of this process and of every process it started (the 
 and workers), summed, sampled every 0.2 s; the peak is printed per stage, against the target of 8 GiB.
 
     .venv/bin/python benchmarks/scale.py [--users 50000] [--days 60] [--copies 32] [--score-users 1000000]
-                                         [--root DIR] [--workers 2]
+                                         [--splits 2] [--root DIR] [--workers 2]
 """
 
 from __future__ import annotations
@@ -91,30 +91,37 @@ def build_world(root: Path, users: int, days: int) -> tuple[Path, Path]:
     return world, home
 
 
-def write_copies(world: Path, big: Path, copies: int) -> int:
-    """``copies`` renamed copies of the world's events as parts of ``big`` (and its users, messages, links); the
-    events written."""
-    if (big / "done").exists():
-        return int((big / "done").read_text())
+def write_copies(world: Path, big: Path, copies: int, splits: int) -> int:
+    """``copies`` renamed copies of the world's events as parts of ``big`` (each copy ``splits`` parts, by a hash of
+    the user), and its users, messages, links; the events written."""
+    from features.pipeline import partition_of
+    from nbm.identity import resolve_identities
+
+    if (big / "done").exists() and (big / "done").read_text().split()[1:] == [str(copies), str(splits)]:
+        return int((big / "done").read_text().split()[0])
     (big / "events").mkdir(parents=True, exist_ok=True)
     events = pd.read_parquet(world / "events.parquet")
     users = pd.read_parquet(world / "users.parquet")
+    links = pd.read_parquet(world / "links.parquet") if (world / "links.parquet").exists() else None
+    identity = resolve_identities(links if links is not None else pd.DataFrame(
+        {"identifier_a": pd.Series(dtype=str), "identifier_b": pd.Series(dtype=str)}), users["user_id"].astype(str))
+    split = partition_of(identity.apply(events["user_id"].astype(str)), splits)   # by person: linked ids together
     rename = lambda column, c: column.astype(str) + f"-c{c:02d}"    # noqa: E731
     for c in range(copies):
         part = events.assign(user_id=rename(events["user_id"], c), event_id=rename(events["event_id"], c),
                              decision_id=events["decision_id"].where(events["decision_id"].isna(),
                                                                      rename(events["decision_id"], c)))
-        part.to_parquet(big / "events" / f"part-{c:05d}.parquet", index=False)
+        for s in range(splits):
+            part[split == s].to_parquet(big / "events" / f"part-{c * splits + s:05d}.parquet", index=False)
     pd.concat([users.assign(user_id=rename(users["user_id"], c)) for c in range(copies)],
               ignore_index=True).to_parquet(big / "users.parquet", index=False)
     pd.read_parquet(world / "messages.parquet").to_parquet(big / "messages.parquet", index=False)
-    if (world / "links.parquet").exists():
-        links = pd.read_parquet(world / "links.parquet")
+    if links is not None:
         pd.concat([links.assign(identifier_a=rename(links["identifier_a"], c),
                                 identifier_b=rename(links["identifier_b"], c)) for c in range(copies)],
                   ignore_index=True).to_parquet(big / "links.parquet", index=False)
     written = len(events) * copies
-    (big / "done").write_text(str(written))
+    (big / "done").write_text(f"{written} {copies} {splits}")
     return written
 
 
@@ -127,7 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--root", type=Path, default=None, help="keep the generated data here (default: a temporary "
                         "directory); a second run reuses it")
+    parser.add_argument("--splits", type=int, default=2, help="parts per copy (by a hash of the user)")
+    parser.add_argument("--in-process", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.in_process is not None:           # the in-process stage, in a process of its own: its rows printed
+        from features.pipeline import build_training_set
+        from nbm.config import load_config
+        from nbm.dataset import load_dataset
+
+        config = load_config()
+        print(len(build_training_set(load_dataset(args.in_process, config)[0], config)))
+        return 0
     root = args.root or Path(tempfile.mkdtemp(prefix="nbm-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     figures: dict[str, tuple[float, float]] = {}
@@ -135,26 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     with stage("simulate and train the world", figures):
         world, home = build_world(root, args.users, args.days)
     big = root / "big"
-    with stage(f"write {args.copies} renamed copies as event parts", figures):
-        events = write_copies(world, big, args.copies)
+    with stage(f"write {args.copies} renamed copies as {args.copies * args.splits} event parts", figures):
+        events = write_copies(world, big, args.copies, args.splits)
     os.environ.update(NBM_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
     from features.parts import Tables, read_part, shared_of_parts, training_set_of_parts
-    from features.pipeline import build_training_set
     from nbm.cluster import dask_client
     from nbm.config import load_config
-    from nbm.dataset import load_dataset
     from serving.batch_scoring import recommend_parts
     from serving.registry import load_model
 
     config = load_config()
-    print(f"log: {events:,} events in {args.copies} parts, {args.copies * args.users:,} users", flush=True)
+    print(f"log: {events:,} events in {args.copies * args.splits} parts, {args.copies * args.users:,} users", flush=True)
 
-    # In process, one part (what fits): the whole log would be `copies` times it.
-    with stage("in process: the training set of one part (the world itself)", figures):
-        dataset, _ = load_dataset(world, config)
-        one = build_training_set(dataset, config)
-        one_rows = len(one)
-        del dataset, one
+    # In process, one copy (what fits; the whole log is `copies` times it), in a process of its own: what it leaves
+    # allocated must not count against the out-of-core stages.
+    with stage("in process: the training set of one copy (the world itself), its own process", figures):
+        one_rows = int(subprocess.run([sys.executable, __file__, "--in-process", str(world)], check=True,
+                                      capture_output=True, text=True).stdout.split()[-1])
 
     model = load_model("models:/nbm-ranker@champion", config)
     with dask_client("local", workers=args.workers) as client:

@@ -168,6 +168,15 @@ def live_catalog(base: pd.DataFrame, stored: dict[str, dict]) -> pd.DataFrame:
     return frame
 
 
+def in_store_order(catalog: pd.DataFrame, store: FeatureStore) -> pd.DataFrame:
+    """``catalog`` with the messages ``store`` knows first, in the order of its codes, then the others in their
+    order: what the store's vocabulary can be extended by (:func:`extended_vocabulary`), whatever order the
+    messages were added in."""
+    known = store.globals.vocabulary.messages.get_indexer(catalog["message_id"].astype(str))
+    order = np.lexsort((np.arange(len(known)), np.where(known >= 0, known, len(store.globals.vocabulary.messages))))
+    return catalog.iloc[order].reset_index(drop=True)
+
+
 def same_vocabulary(old: pd.DataFrame, new: pd.DataFrame) -> bool:
     """Whether two catalogs hold the same messages with the same topics and tags (codes of the store stay
     valid: only the catalog's arrays change, :meth:`features.history.History.with_catalog`)."""

@@ -45,6 +45,23 @@ from nbm.validate import ValidationReport, validate_events
 log = logging.getLogger(__name__)
 
 
+def release_memory() -> None:
+    """Hand the memory freed by a stage back to the system (the collector, glibc's free lists, Arrow's pool): a
+    process that read and validated millions of rows otherwise keeps their pages, and the next stage's peak
+    stacks on them."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):        # not glibc: nothing to trim
+        pass
+    pa.default_memory_pool().release_unused()
+
+
 def event_parts(directory: Path | str) -> list[Path]:
     """The event part files of a data directory (``events/*.parquet``, sorted); empty when its events are one file."""
     folder = Path(directory) / "events"
@@ -76,7 +93,11 @@ class Tables:
         raw["events"] = pq.ParquetFile(parts[0]).schema_arrow.empty_table().to_pandas()
         now = pd.Timestamp.now(tz="UTC") if now is None else now
         dataset, report = build_dataset(raw, config, now)
-        return cls(dataset.messages, dataset.users, dataset.links, dataset.identity, now, report)
+        del raw
+        out = cls(dataset.messages, dataset.users, dataset.links, dataset.identity, now, report)
+        del dataset
+        release_memory()
+        return out
 
     def dataset(self, events: pd.DataFrame, users: pd.DataFrame | None = None) -> Dataset:
         """A :class:`Dataset` of some events (a part's) with these tables (``users``: the part's rows)."""
@@ -120,6 +141,8 @@ def _summarise(path: Path, tables: Tables, config: NbmConfig, vocabulary: Vocabu
     hashed = pd.Series(users, index=user_hashes(users))
     smallest = hashed.sort_index(kind="stable").iloc[:MAX_FIT_USERS]
     daily, segments = PopulationRates.daily_counts(events, vocabulary, tables.users)
+    del events
+    release_memory()
     return Summary(daily, segments, int(times.min()) if len(times) else None,
                    int(times.max()) if len(times) else None, users, smallest, report.rows_read.get("events", 0),
                    report.rows_kept.get("events", 0), report.problems.assign(part=path.name))
@@ -137,7 +160,10 @@ def _part_training_set(path: Path, tables: Tables, config: NbmConfig, shared: Gl
     events, _ = read_part(path, tables, config)
     frame = FeatureStore.build(tables.dataset(events, users), config, shared).training_set()
     frame.to_parquet(out, index=False)
-    return len(frame)
+    rows = len(frame)
+    del events, frame
+    release_memory()
+    return rows
 
 
 @dataclass(frozen=True)
@@ -153,8 +179,13 @@ class PartsPlan:
 
 
 def scattered(client, tables: Tables, config: NbmConfig) -> tuple:
-    """``tables`` and ``config`` on every worker of ``client`` (futures), once for the stages that read parts."""
-    return tuple(client.scatter([tables, config], broadcast=True, hash=False))
+    """``tables`` and ``config`` on every worker of ``client`` (futures), once for the stages that read parts. The
+    users table goes only where the summaries need it (segments: each event's segment); the other stages send each
+    part's own users rows with its task."""
+    from dataclasses import replace
+
+    sent = tables if config.features.segment_by else replace(tables, users=tables.users.iloc[:0])
+    return tuple(client.scatter([sent, config], broadcast=True, hash=False))
 
 
 def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmConfig,
@@ -200,6 +231,7 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
         pinned = prior_strengths(tables.dataset(events.reset_index(drop=True), users), vocabulary, rates, config,
                                  end=end)
     problems = pd.concat([s.problems for s in done], ignore_index=True)
+    release_memory()
     return PartsPlan(Globals(vocabulary, rates, base, pinned), parts, [s.users for s in done],
                      sum(s.rows_read for s in done), sum(s.rows_kept for s in done), problems)
 

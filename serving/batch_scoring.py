@@ -234,8 +234,13 @@ def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, i
     the shared globals (:func:`_decide_partition`)."""
     from features.parts import read_part
 
+    from features.parts import release_memory
+
     events, _ = read_part(path, tables, job.config)
-    return _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index)
+    out = _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index)
+    del events
+    release_memory()
+    return out
 
 
 def _part_statistics(path, tables, config: NbmConfig, target: str, now: int) -> dict:
@@ -294,7 +299,7 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
     tally, ready, order, done = _Tally(), {}, sorted(i for i, _ in futures.values()), 0
     with out.open("w") as fh:
         for future, result in as_completed(futures, with_results=True):
-            i, size = futures[future]
+            i, size = futures.pop(future)               # (its result no longer held on the worker)
             ready[i] = (result, size)
             while order and order[0] in ready:          # in part order, as soon as the earlier ones are in
                 (text, counts), size = ready.pop(order.pop(0))

@@ -330,10 +330,10 @@ class Engine:
             return
         if self.state.catalog_version() == self._catalog_version:
             return
-        from features.live import extended_vocabulary, live_catalog, same_vocabulary, with_catalog
+        from features.live import extended_vocabulary, in_store_order, live_catalog, same_vocabulary, with_catalog
 
         version, stored = self.state.messages_table()
-        catalog = live_catalog(self._base_messages, stored)
+        catalog = in_store_order(live_catalog(self._base_messages, stored), self.store)
         if same_vocabulary(self.store.dataset.messages, catalog) or extended_vocabulary(self.store, catalog):
             self._swap(with_catalog(self.store, catalog), catalog, version, in_place=True)
             return

@@ -135,15 +135,23 @@ class LiveUsers:
 
         with self._lock:
             if catalog is not None:
+                new = set(base.globals.vocabulary.messages) - set(self.base.globals.vocabulary.messages)
                 with self._map_lock:
                     self.base = base
                     self._generation += 1
                     self._rebased = self._generation
                     moved: dict[int, LiveStore] = {}
+                    stale: list[str] = []
                     for user, live in list(self._of.items()):
                         if id(live) not in moved:
                             moved[id(live)] = replace(live, store=with_catalog(live.store, catalog))
                         self._of[user] = moved[id(live)]
+                        if new and live.store.dataset.events["message_id"].isin(new).any():
+                            stale.append(user)
+                # Feedback on a message this worker did not know yet (another worker had it) was coded as no
+                # message in those stores: they are built again, now that it has a code.
+                if stale:
+                    self._build(sorted(stale))
                 return
             with self._map_lock:
                 self.base, self._rows = base, None
@@ -170,7 +178,9 @@ class LiveUsers:
         that of the small stores' users, never of every live user (a store whose users all moved to newer ones
         is gone already)."""
         members: dict[int, list[str]] = {}
-        for user, live in self._of.items():
+        with self._map_lock:                   # (a request's build may add a user meanwhile)
+            items = list(self._of.items())
+        for user, live in items:
             members.setdefault(id(live), []).append(user)
         if len(members) <= MAX_STORES:
             return
@@ -207,6 +217,12 @@ class LiveUsers:
                 aliases[identifier] = user
                 aliases.setdefault(self.resolve(identifier), user)     # the snapshot's person of that identifier
         aliases.pop("", None)
+        # Each identifier is one person's: a user of this build linked to another is no person of its own (its
+        # events are the other's), and a person is nobody's alias (a link both ways is left as two people).
+        aliases = {a: u for a, u in aliases.items() if a != u and u not in aliases}
+        users = [u for u in users if u not in aliases]
+        if not users:
+            return True
         feedback = self.state.user_events([*users, *aliases])
         store = live_store(base, rows, users, feedback, facts, aliases)
         sent = feedback[feedback["event_type"] == "send"]
@@ -218,8 +234,7 @@ class LiveUsers:
                                           group["message_id"].astype(object).tolist()))
         others: dict[str, list[str]] = {}
         for identifier, user in aliases.items():
-            if identifier != user:
-                others.setdefault(user, []).append(identifier)
+            others.setdefault(user, []).append(identifier)
         live = LiveStore(store, sends, {u: facts.get(u, {}) for u in users}, generation,
                          {u: tuple(sorted(ids)) for u, ids in others.items()})
         with self._map_lock:
@@ -229,6 +244,9 @@ class LiveUsers:
             for u in users:
                 if u not in target or target[u].generation < generation:
                     target[u] = live
+            for u in aliases:                 # an identifier of a person built here: no store of its own
+                if u in target and target[u].generation < generation:
+                    del target[u]
         return True
 
 

@@ -290,3 +290,31 @@ def test_a_catalog_whose_topics_sort_differently_is_scored_by_the_models_topic_c
         assert np.allclose(score(other, artifact, known)[keep], expected, rtol=0, atol=1e-12)
         unmapped = score(other, replace(artifact, topics=None), known)[keep]
         assert not np.allclose(unmapped, expected, rtol=0, atol=1e-6)     # the test can fail
+
+
+def test_messages_added_in_any_order_and_feedback_another_worker_took_first(served_world, tmp_path,
+                                                                           monkeypatch) -> None:
+    """A message whose id sorts before one added earlier is still added in place (its code after the earlier
+    one's); and feedback on a new message taken by a worker that had it, before this worker had it (coded as no
+    message in this worker's live store), counts once this worker has the message: that store is built again."""
+    taking, deciding = _engines(served_world, tmp_path, monkeypatch, refresh=0.0)
+    topic = str(deciding.dataset.messages["topic"].iloc[0])
+    before = deciding.store
+    assert taking.upsert_messages([{"message_id": "m-zz-late", "topic": topic, "channels": ["email"]}])["accepted"] == 1
+    deciding.check_catalog()
+    assert taking.upsert_messages([{"message_id": "m-aa-early", "topic": topic, "channels": ["email"],
+                                    "value": 300.0}])["accepted"] == 1
+    taking.check_catalog()
+    user = _users(deciding, 3, 4)[0]
+    at = lambda hours: (NOW - pd.Timedelta(hours=hours)).isoformat()      # noqa: E731
+    events = [{"event_id": f"early-{i}", "timestamp": at(10 - i), "user_id": user, "event_type": kind,
+               "message_id": "m-aa-early", "channel": "email"} for i, kind in enumerate(("send", "open", "click"))]
+    assert taking.feedback(events)["accepted"] == 3
+    deciding.live_users.refresh()          # this worker does not have m-aa-early yet
+    assert "m-aa-early" not in deciding.messages
+    deciding.check_catalog()
+    assert deciding._rebuilding is None and deciding.store.history.user_message is before.history.user_message
+    assert list(deciding.store.globals.vocabulary.messages[-2:]) == ["m-zz-late", "m-aa-early"]
+    served = deciding.feature_rows(user, NOW)
+    rows = served[served["candidate_message_id"] == "m-aa-early"]
+    assert len(rows) and (rows["um_received"] == 1).all() and (rows["um_engaged"] == 1).all()

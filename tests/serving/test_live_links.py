@@ -154,3 +154,27 @@ def test_an_older_build_that_ends_later_does_not_undo_a_newer_one(served_world, 
     assert engine.live_users.facts(user)["consent"] == ["sms"]
     assert np.array_equal(engine.live_users.of(user).store.history.consent_matrix.any(axis=0),
                           np.isin(np.asarray(engine.store.globals.vocabulary.channels), ["sms"]))
+
+
+def test_a_linked_identifier_built_beside_its_person_is_the_persons(served_world, tmp_path, monkeypatch) -> None:
+    """An identifier that had a live store of its own (feedback), then linked to a person: built together (a
+    rebase or a compaction builds every live user at once), the person's store holds the identifier's events, and
+    the identifier keeps no store of its own — as when the person is built alone."""
+    engine = _engine(served_world, _config(tmp_path, 0.0, served_world, monkeypatch), monkeypatch)
+    a, b = _full_consent(engine)[20], _full_consent(engine)[21]
+    sent = {"event_id": "lb-1", "timestamp": (NOW - pd.Timedelta(hours=3)).isoformat(), "user_id": b,
+            "event_type": "send", "message_id": str(engine.dataset.messages["message_id"].iloc[0]), "channel": "email"}
+    assert engine.feedback([sent])["accepted"] == 1
+    engine.live_users.refresh()
+    assert engine.live_users.of(b) is not None
+    assert engine.upsert_users([{"user_id": a, "links": [b]}])["accepted"] == 1
+    engine.live_users.refresh()
+    alone = engine.feature_rows(a, NOW)
+    assert engine.live_users.of(b) is None
+    engine.live_users._build([a, b])
+    together = engine.live_users.of(a)
+    assert engine.live_users.of(b) is None and together.aliases[a] == (b,)
+    assert "lb-1" in set(together.store.dataset.events["event_id"])
+    served = engine.feature_rows(a, NOW)
+    for feature in FEATURE_NAMES:
+        assert _same(served[feature].reset_index(drop=True), alone[feature].reset_index(drop=True)), feature
