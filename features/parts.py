@@ -271,6 +271,60 @@ def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmCo
     return [out / f"part-{i:05d}.parquet" for i in range(len(plan.parts))]
 
 
+def users_by_part(plan: PartsPlan, ids: np.ndarray) -> np.ndarray:
+    """The part that decides (or featurises) each user of ``ids``: the one holding its events; a user without
+    events, by a hash of its id."""
+    from features.pipeline import partition_of
+
+    owner = pd.Index(np.concatenate(plan.users), dtype=object).get_indexer(pd.Index(ids, dtype=object))
+    part = np.searchsorted(np.cumsum([len(u) for u in plan.users]), owner, side="right")
+    unowned = owner < 0
+    part[unowned] = partition_of(pd.Series(ids[unowned], dtype=object), len(plan.parts))
+    return part
+
+
+def _part_snapshot(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
+                   ids: np.ndarray, now: pd.Timestamp, out: Path) -> int:
+    """One part's users' snapshot, written to ``out`` (what a worker runs); its rows."""
+    events, _ = read_part(path, tables, config)
+    frame = FeatureStore.build(tables.dataset(events, users), config, shared).snapshot(now, ids)
+    frame.reset_index().to_parquet(out, index=False)
+    rows = len(frame)
+    del events, frame
+    release_memory()
+    return rows
+
+
+def snapshot_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig, now: pd.Timestamp,
+                      out: Path | str, user_ids: np.ndarray | None = None, on_workers: tuple | None = None
+                      ) -> list[Path]:
+    """The online feature snapshot (:meth:`FeatureStore.snapshot`) of every user of the users table (or ``user_ids``)
+    as of ``now``, each part's users by a worker on the plan's globals, written to ``out/part-NNNNN.parquet`` (a
+    ``user_id`` column, then the features); the files, in part order (parts without users write none)."""
+    from distributed import as_completed
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables_, config_ = on_workers or scattered(client, tables, config)
+    [shared_] = client.scatter([plan.shared], broadcast=True, hash=False)
+    ids = tables.users["user_id"].to_numpy(dtype=object) if user_ids is None else \
+        tables.identity.apply(pd.Series(user_ids, dtype=object)).to_numpy(dtype=object)
+    part = users_by_part(plan, ids)
+    user_ids_ = tables.users["user_id"].astype(object)
+    futures = {}
+    for i, path in enumerate(plan.parts):
+        members = ids[part == i]
+        if not len(members):
+            continue
+        rows = tables.users[user_ids_.isin(set(members.tolist())).to_numpy()]
+        target = out / f"part-{i:05d}.parquet"
+        futures[client.submit(_part_snapshot, path, tables_, config_, shared_, rows, members, now, target,
+                              pure=False)] = target
+    for future, n in as_completed(futures, with_results=True):
+        log.info("out of core: snapshot of %s written (%s users)", futures.pop(future).name, f"{n:,}")
+    return sorted(out.glob("part-*.parquet"))
+
+
 def read_training_set(files: list[Path]) -> pd.DataFrame:
     """The parts' training sets as one frame, in the in-memory build's order (by send time, then event id)."""
     joined = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)

@@ -206,6 +206,41 @@ def _on_cluster(client, dataset: Dataset, config: NbmConfig, shared: Globals, pa
     return parts  # type: ignore[return-value]
 
 
+def _partition_snapshot(part: Dataset, config: NbmConfig, shared: Globals, now: pd.Timestamp,
+                        user_ids: np.ndarray) -> pd.DataFrame:
+    """One partition's users' snapshot (what a cluster's worker runs)."""
+    return FeatureStore.build(part, config, shared).snapshot(now, user_ids)
+
+
+def build_snapshot(dataset: Dataset, config: NbmConfig, now: pd.Timestamp, user_ids: np.ndarray | None = None,
+                   shared: Globals | None = None, client=None) -> pd.DataFrame:
+    """The online feature snapshot (:meth:`FeatureStore.snapshot`) of every user of ``dataset`` (or ``user_ids``)
+    as of ``now``. ``client``: a :class:`distributed.Client`: each user partition's snapshot is built by a worker,
+    sent only its own users' rows and the shared globals (two partitions a worker); the rows are those of the
+    in-process snapshot, in its order (the partition property)."""
+    shared = shared or Globals.build(dataset, config)
+    ids = dataset.users["user_id"].to_numpy(dtype=object) if user_ids is None else np.asarray(user_ids, dtype=object)
+    if client is None:
+        return FeatureStore.build(dataset, config, shared).snapshot(now, ids)
+    from distributed import as_completed
+
+    n = max(2 * len(client.scheduler_info().get("workers", {})), 1)
+    of = partition_of(pd.Series(ids, dtype=object), n)
+    shared_, config_ = client.scatter([shared, config], broadcast=True, hash=False)
+    futures = {}
+    for i in range(n):
+        members = ids[of == i]
+        if len(members):
+            part = client.scatter(partition(dataset, n, i))
+            futures[client.submit(_partition_snapshot, part, config_, shared_, now, members, pure=False)] = i
+    parts = []
+    for done, frame in as_completed(futures, with_results=True):
+        parts.append(frame)
+        log.info("snapshot: partition %d of %d built on the cluster (%d users)", futures.pop(done) + 1, n, len(frame))
+    joined = pd.concat(parts)
+    return joined.loc[pd.Index(ids, name="user_id")] if len(joined) else joined
+
+
 def pinned_strengths(strengths: dict[str, float] | None) -> PriorStrengths | None:
     """``{family: pseudo-sends}`` (an artifact's) as :class:`PriorStrengths`; ``None`` stays ``None``."""
     if not strengths:

@@ -258,7 +258,7 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
     parts by a hash of their id. Lines are written in part order."""
     from distributed import as_completed
 
-    from features.parts import scattered, shared_of_parts
+    from features.parts import scattered, shared_of_parts, users_by_part
 
     if explorer not in EXPLORERS:
         raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
@@ -280,11 +280,7 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
     job = _Job(config, replace(artifact, compiled=None), model_version, t, k, explorer, threshold, statistics,
                compile=artifact.compiled is not None)
     shared_, job_ = client.scatter([plan.shared, job], broadcast=True, hash=False)
-    owner = pd.Index(np.concatenate(plan.users), dtype=object).get_indexer(pd.Index(ids, dtype=object))
-    sizes = np.cumsum([len(u) for u in plan.users])
-    part_of = np.searchsorted(sizes, owner, side="right")                 # the part holding each user's events
-    unowned = owner < 0                                                   # no events: spread by a hash of the id
-    part_of[unowned] = partition_of(pd.Series(ids[unowned], dtype=object), len(plan.parts))
+    part_of = users_by_part(plan, ids)
     user_ids = tables.users["user_id"].astype(object)
     futures = {}
     for i, path in enumerate(plan.parts):

@@ -117,3 +117,21 @@ def test_a_user_in_two_parts_is_refused_naming_both(world, client, tmp_path) -> 
         copy / "events" / "part-00001.parquet", index=False)
     with pytest.raises(UnusableInputError, match=f"{user}.*part-00000.parquet, part-00001.parquet"):
         shared_of_parts(client, copy, Tables.read(copy, config, now=NOW), config)
+
+
+def test_the_parts_snapshot_is_the_whole_logs(world, client, tmp_path) -> None:
+    """The online snapshot (every user's features as of one instant), each part's users by a worker: the
+    in-memory snapshot's rows; and the in-memory dataset's snapshot built partition by partition on the cluster
+    too (features.pipeline.build_snapshot)."""
+    from features.parts import snapshot_of_parts
+    from features.pipeline import FeatureStore, build_snapshot
+
+    root, dataset, config = world
+    tables = Tables.read(root, config, now=NOW)
+    plan = shared_of_parts(client, root, tables, config)
+    at = NOW - pd.Timedelta(days=2)
+    whole = FeatureStore.build(dataset, config).snapshot(at)
+    files = snapshot_of_parts(client, plan, tables, config, at, tmp_path / "snapshot")
+    parted = pd.concat([pd.read_parquet(f) for f in files]).set_index("user_id").loc[whole.index]
+    pd.testing.assert_frame_equal(parted, whole, check_dtype=False, check_categorical=False, check_names=False)
+    pd.testing.assert_frame_equal(build_snapshot(dataset, config, at, client=client), whole)
