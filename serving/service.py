@@ -82,10 +82,40 @@ def _bad(exc: BadRequest, prefix: str = "") -> bentoml.exceptions.InvalidArgumen
     return bentoml.exceptions.InvalidArgument(f"`{prefix}{exc.field}`: {exc.detail}")
 
 
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that the server that started it is still there (:func:`exit_with_parent`)."""
+
+
+def exit_with_parent() -> None:
+    """Stop this worker when the server process that started it is gone. BentoML starts each worker in a session
+    of its own, so a ``kill -9`` of ``nbm serve`` (or of its process group) reaches the server alone, and its
+    workers would go on serving the listening socket they inherited — on the port a restarted service takes,
+    with the old configuration. A thread watches the parent: once this worker has been handed to another (its
+    parent died), it stops as on SIGTERM, and for good 10 s later. Not in a process whose parent is already
+    ``init`` (a container's entry point)."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+    if parent == 1:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nbm-parent-watch", daemon=True).start()
+
+
 @bentoml.service(name="nbm", workers=int(os.environ.get("NBM_WORKERS", "1")),
                  traffic={"timeout": 60}, tracing=_tracing())
 class NbmService:
     def __init__(self) -> None:
+        exit_with_parent()
         telemetry.switch_off()
         config = load_config(os.environ.get("NBM_CONFIG") or None)
         self.engine = Engine(config, settings_from_env())

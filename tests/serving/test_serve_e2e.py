@@ -302,19 +302,29 @@ def test_rows_accepted_before_a_kill_9_are_stored_once_after_a_resend(served_wor
             except Exception:  # noqa: BLE001 — the kill cuts requests short: those are resent below
                 return
 
+    import psutil
+
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True)
+               if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    assert len(workers) == 2, workers
     writer = threading.Thread(target=write)
     writer.start()
     try:
         deadline = time.monotonic() + 60
         while len(answered) < 40 and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.killpg(process.pid, signal.SIGKILL)       # the server and both workers, mid-stream
+        os.killpg(process.pid, signal.SIGKILL)       # the server, mid-stream (each worker has a session of its own)
         killed.set()
         process.wait(timeout=30)
     finally:
         writer.join(timeout=60)
         if process.poll() is None:
             stop_service(process)
+    # The workers stop once their server is gone, rather than serving on as orphans (serving.service.exit_with_parent).
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, f"{len(alive)} worker(s) outlived a kill -9 of their server"
     assert 40 <= len(answered) < len(batches), len(answered)
     stored = open_state(url)
     before = set(stored.feedback_events()["event_id"])
