@@ -99,6 +99,10 @@ class Tables:
         release_memory()
         return out
 
+    def rows_of(self, user_ids: np.ndarray) -> pd.DataFrame:
+        """The users rows of ``user_ids`` (a part's users: what its task is sent of the users table)."""
+        return self.users[self.users["user_id"].astype(object).isin(set(np.asarray(user_ids).tolist())).to_numpy()]
+
     def dataset(self, events: pd.DataFrame, users: pd.DataFrame | None = None) -> Dataset:
         """A :class:`Dataset` of some events (a part's) with these tables (``users``: the part's rows)."""
         return Dataset(events, self.messages, self.users if users is None else users, self.links, self.identity, None)
@@ -259,10 +263,9 @@ def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmCo
     out.mkdir(parents=True, exist_ok=True)
     tables_, config_ = on_workers or scattered(client, tables, config)
     [shared_] = client.scatter([plan.shared], broadcast=True, hash=False)
-    user_ids = tables.users["user_id"].astype(object)
     futures = {}
     for i, (path, users) in enumerate(zip(plan.parts, plan.users)):
-        rows = tables.users[user_ids.isin(set(users.tolist())).to_numpy()]      # the part's users rows only
+        rows = tables.rows_of(users)
         target = out / f"part-{i:05d}.parquet"
         futures[client.submit(_part_training_set, path, tables_, config_, shared_, rows, target, pure=False)] = i
     for future, n in as_completed(futures, with_results=True):
@@ -310,13 +313,12 @@ def snapshot_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig
     ids = tables.users["user_id"].to_numpy(dtype=object) if user_ids is None else \
         tables.identity.apply(pd.Series(user_ids, dtype=object)).to_numpy(dtype=object)
     part = users_by_part(plan, ids)
-    user_ids_ = tables.users["user_id"].astype(object)
     futures = {}
     for i, path in enumerate(plan.parts):
         members = ids[part == i]
         if not len(members):
             continue
-        rows = tables.users[user_ids_.isin(set(members.tolist())).to_numpy()]
+        rows = tables.rows_of(members)
         target = out / f"part-{i:05d}.parquet"
         futures[client.submit(_part_snapshot, path, tables_, config_, shared_, rows, members, now, target,
                               pure=False)] = target

@@ -281,13 +281,12 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
                compile=artifact.compiled is not None)
     shared_, job_ = client.scatter([plan.shared, job], broadcast=True, hash=False)
     part_of = users_by_part(plan, ids)
-    user_ids = tables.users["user_id"].astype(object)
     futures = {}
     for i, path in enumerate(plan.parts):
         members = np.flatnonzero(part_of == i)
         if not len(members):
             continue
-        rows = tables.users[user_ids.isin(set(ids[members].tolist())).to_numpy()]
+        rows = tables.rows_of(ids[members])
         futures[client.submit(_decide_part, path, tables_, shared_, job_, rows, ids[members], asked[members], seed, i,
                               pure=False)] = (i, len(members))
     out = Path(out)
