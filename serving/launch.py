@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -144,8 +145,34 @@ def _announce_when_ready(process: subprocess.Popen, host: str, port: int, line: 
         time.sleep(0.5)
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel draws outgoing connections' local ports from (Linux: ``ip_local_port_range``)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
+    """A TCP port free on 127.0.0.1 now, drawn outside the ephemeral range. A port the kernel hands out for
+    ``bind(0)`` comes from the range outgoing connections use too, so that between this call and the server's
+    bind any client's connection (a Redis pool, a Dask comm) could take it, and the server would stop with
+    "address already in use"."""
+    import random
+
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(10000, 65536) if p not in ephemeral]
+    draw = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = draw.choice(candidates)
+        if port_free("127.0.0.1", port):
+            with socket.socket() as s:       # nothing listening, and nothing connected from it either
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -158,18 +185,31 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
     env = {**os.environ, "NBM_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     command = [sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
                "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile()   # the service's output, whose end goes into the error when it fails to start
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    process.log = log  # type: ignore[attr-defined]
     began = time.monotonic()
     wait_ready(process, port, timeout, "nbm serve")
     if workers > 1:   # /readyz answers from the first worker ready: wait for every worker's heartbeat
         path = balance.workers_file(Path(home).expanduser().resolve(), "127.0.0.1", port)
         while balance.live_workers(path) < workers:
             if process.poll() is not None or time.monotonic() - began > timeout:
+                ready = balance.live_workers(path)
                 stop_service(process)
-                raise RuntimeError(f"nbm serve: {balance.live_workers(path)} of {workers} workers ready in {timeout:.0f} s")
+                raise RuntimeError(f"nbm serve: {ready} of {workers} workers ready in {timeout:.0f} s"
+                                   + _log_tail(process))
             time.sleep(0.1)
     return process
+
+
+def _log_tail(process: subprocess.Popen, chars: int = 4000) -> str:
+    """The end of the output of a service started by :func:`start_service` (empty when it kept none)."""
+    log = getattr(process, "log", None)
+    if log is None or log.closed:
+        return ""
+    log.seek(0, os.SEEK_END)
+    log.seek(max(0, log.tell() - chars))
+    return "; its output ended with:\n" + log.read().decode(errors="replace")
 
 
 def is_ready(port: int, host: str = "127.0.0.1") -> bool:
@@ -193,15 +233,30 @@ def wait_ready(process: subprocess.Popen, port: int, timeout: float = 180.0, wha
         if is_ready(port):
             return process
         time.sleep(0.5)
+    code = process.poll()
+    tail = _log_tail(process)
     stop_service(process)
-    raise RuntimeError(f"{what} did not become ready in {timeout:.0f} s")
+    outcome = f"exited with code {code} before it was ready" if code is not None else f"did not become ready in {timeout:.0f} s"
+    raise RuntimeError(f"{what} {outcome}{tail}")
 
 
 def stop_service(process: subprocess.Popen) -> None:
-    """Stop the service and its workers (SIGTERM, then SIGKILL after 30 s)."""
-    os.killpg(process.pid, signal.SIGTERM)
+    """Stop the service and its workers (SIGTERM, then SIGKILL after 30 s); a service already gone is fine."""
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:       # it exited, and its group with it
+            process.wait(timeout=10)
+            return
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=10)
+    finally:
+        log = getattr(process, "log", None)
+        if log is not None:
+            log.close()
