@@ -223,7 +223,10 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from features.parts import Tables, event_parts
     from nbm.cluster import dask_client
 
+    from serving.batch_output import BatchOutput
+
     users = read_user_list(args.users) if args.users else None
+    output = BatchOutput(args.out, args.format)
     if event_parts(args.data):              # out of core: every worker reads its own part of the events
         if not config.dask_scheduler:
             raise UsageError(f"the events of {str(args.data)!r} are parts (events/*.parquet): deciding on them needs a "
@@ -234,7 +237,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             tables = Tables.read(args.data, config, now=now)
             loaded = load_model(args.model, config)
         with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
-            summary = recommend_parts(client, args.data, tables, config, loaded.artifact, loaded.version, now, args.out,
+            summary = recommend_parts(client, args.data, tables, config, loaded.artifact, loaded.version, now, output,
                                       users, args.k, args.explorer, args.threshold, args.seed,
                                       progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
     else:
@@ -243,7 +246,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             loaded = load_model(args.model, config)
         _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
         with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
-            summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, args.out, users, args.k,
+            summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, output, users, args.k,
                                     args.explorer, args.threshold, args.seed,
                                     progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)
     reasons = ", ".join(f"{r}: {n:,}" for r, n in sorted(summary.reasons.items())) or "none"
@@ -251,7 +254,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
     results_console().print(f"{summary.decisions:,} decisions as of {now.isoformat()} (model version "
                             f"{loaded.version}): {summary.with_items:,} with items ({summary.items:,} items); nothing — "
-                            f"{reasons}. Written to {args.out}", highlight=False)      # a result: on stdout
+                            f"{reasons}. Written to {output.describe()}", highlight=False)      # a result: on stdout
     return 0
 
 
@@ -465,7 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--explorer", default="greedy", choices=EXPLORER_NAMES, help="how to choose (default greedy)")
     rec.add_argument("--threshold", type=float, default=0.0, help="send nothing below this expected value")
     rec.add_argument("--seed", type=int, default=0, help="seed of the explorer's draws")
-    rec.add_argument("--out", type=Path, required=True, help="output file (JSON lines)")
+    rec.add_argument("--out", required=True,
+                     help="FILE (JSON lines; Parquet when it ends .parquet), or DIR/ (a trailing slash or an existing "
+                          "directory): one partition per file, part-00000.jsonl…, written by the Dask workers on a "
+                          "cluster, then _SUCCESS")
+    rec.add_argument("--format", choices=("jsonl", "parquet"),
+                     help="jsonl or parquet (default: by --out's suffix; jsonl for a directory)")
     rec.set_defaults(handler=_cmd_recommend)
 
     ev = sub.add_parser("evaluate", parents=[common], help="a model's offline metrics and off-policy value",

@@ -3,13 +3,14 @@
 The same :func:`decision.decide.decide_many` as the service — candidates, contact policy, arms, explorer —
 with the contact history taken from the events of the data directory (and, for Thompson sampling, the
 explorer's statistics from its sends and their attributed outcomes). One JSON line per decision, in the
-shape of the ``/recommend`` answer plus ``now`` (:meth:`decision.answer.Answer.batch_line`). Decision ids
+shape of the ``/recommend`` answer plus ``now`` (:meth:`decision.answer.Answer.batch_line`), or the same as
+Parquet, in one file or a directory of partitions (:mod:`serving.batch_output`). Decision ids
 are derived from (user, now, model version), so running the same campaign twice writes the same ids.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import tempfile
 import uuid
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from nbm.errors import UnusableInputError
 from nbm.policy.assign import assign
 from nbm.policy.contact import SendHistories
 from nbm.policy.explore import EXPLORERS, make_explorer
+from serving.batch_output import BatchOutput
 
 CHUNK = 20_000
 PARTITIONS_PER_WORKER = 2
@@ -82,12 +84,14 @@ def history_statistics(events: pd.DataFrame, attribution: AttributionConfig, tar
 
 
 def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: str, now: pd.Timestamp,
-                  out: Path, users: np.ndarray | None = None, k: int = 1, explorer: str = "greedy",
+                  out: Path | BatchOutput, users: np.ndarray | None = None, k: int = 1, explorer: str = "greedy",
                   threshold: float = 0.0, seed: int = 0, progress=None, client=None) -> BatchSummary:
-    """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write JSONL.
+    """Decide for every user of ``dataset`` (or ``users``, resolved through links) as of ``now``; write them to
+    ``out`` (a path: JSON lines, or Parquet by its suffix; or a :class:`serving.batch_output.BatchOutput`).
 
     ``client``: a :class:`distributed.Client` (``dask_scheduler``, :func:`nbm.cluster.dask_client`): the users'
-    partitions are decided by its workers, each sent only its own users' rows (:func:`_on_cluster`).
+    partitions are decided by its workers, each sent only its own users' rows (:func:`_on_cluster`); a
+    partitioned output's partitions are written by the workers.
     """
     if explorer not in EXPLORERS:
         raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
@@ -98,20 +102,35 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     statistics = history_statistics(dataset.events, config.attribution, artifact.target, t) \
         if explorer == "thompson" else None
     job = _Job(config, artifact, model_version, t, k, explorer, threshold, statistics)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tally = _Tally()
-    with out.open("w") as fh:
-        if client is not None:
-            pieces = _on_cluster(client, dataset, job, ids, asked, seed)
-        else:
-            store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
-            pieces = job.decide(store, SendIndex.of(dataset.events), ids, asked, np.random.default_rng(seed))
-        for done, text, counts in pieces:
-            fh.write(text)
+    output = out if isinstance(out, BatchOutput) else BatchOutput(out)
+    output.prepare()          # (before any worker writes a partition)
+    if client is not None:
+        pieces = _on_cluster(client, dataset, job, ids, asked, seed, output)
+    else:
+        store = FeatureStore.build(dataset, config, strengths=artifact.prior_strengths)   # the model's smoothing
+        chunks = job.decide(store, SendIndex.of(dataset.events), ids, asked, np.random.default_rng(seed))
+        pieces = ((i, done, lines, counts) for i, (done, lines, counts) in enumerate(chunks))
+        if not output.partitioned:
+            pieces = ((i, done, output.encode(lines), counts) for i, done, lines, counts in pieces)
+    return _write(output, pieces, len(ids), progress)
+
+
+def _write(output: BatchOutput, pieces, total: int, progress) -> BatchSummary:
+    """``pieces`` — (partition, users decided so far, the partition's decisions (its lines, or encoded; ``None`` when
+    written already), their :class:`_Tally`), in order — written to ``output``; the summary."""
+    tally, parts = _Tally(), 0
+    with contextlib.ExitStack() as stack:
+        writer = None if output.partitioned else stack.enter_context(output.writer())
+        for index, done, piece, counts in pieces:
+            if writer is not None:
+                writer.write(piece)
+            elif piece is not None:
+                output.write_part(index, piece)
+            parts += 1
             tally.merge(counts)
             if progress is not None:
-                progress(done, len(ids))
+                progress(done, total)
+    output.finish(tally.decisions, parts)
     return BatchSummary(tally.decisions, tally.with_items, tally.items, tally.reasons)
 
 
@@ -131,7 +150,7 @@ class _Job:
 
     def decide(self, store: FeatureStore, sends: SendIndex, ids: np.ndarray, asked: np.ndarray,
                rng: np.random.Generator):
-        """(users decided so far, their JSON lines, their :class:`_Tally`) per :data:`CHUNK` users of ``ids``, in
+        """(users decided so far, their lines, their :class:`_Tally`) per :data:`CHUNK` users of ``ids``, in
         order."""
         chooser = make_explorer(self.explorer, self.config.explorer)
         lookback = lookback_ns(self.config.contact_policy)
@@ -154,7 +173,7 @@ class _Job:
                                               experiment.name or None).batch_line()
             counts = _Tally()
             counts.add(lines)
-            yield min(a + CHUNK, len(ids)), "".join(json.dumps(line) + "\n" for line in lines), counts
+            yield min(a + CHUNK, len(ids)), lines, counts
 
 
 class _Tally:
@@ -182,26 +201,48 @@ class _Tally:
 
 
 def _decide_partition(part: Dataset, shared: Globals, job: _Job, ids: np.ndarray, asked: np.ndarray, seed: int,
-                      index: int) -> tuple[str, _Tally]:
-    """One partition's JSON lines and their tally (what a cluster's worker runs): its store on the shared
-    globals, its sends."""
+                      index: int, output: BatchOutput) -> tuple[object, _Tally]:
+    """One partition's decisions, encoded for ``output`` (``None`` for a partitioned output: written here, as
+    partition ``index``), and their tally (what a cluster's worker runs): its store on the shared globals, its
+    sends."""
     if job.compile:          # (cached on the worker's machine: compiled once, loaded by the next partitions)
         job = replace(job, artifact=job.artifact.compile(Path(tempfile.gettempdir()) / "nbm-forests"), compile=False)
     store = FeatureStore.build(part, job.config, shared)
     rng = np.random.default_rng([seed, index])      # each partition its own stream: reproducible, whatever ran where
-    texts, tally = [], _Tally()
-    for _, text, counts in job.decide(store, SendIndex.of(part.events), ids, asked, rng):
-        texts.append(text)
+    pieces, tally = [], _Tally()
+    for _, lines, counts in job.decide(store, SendIndex.of(part.events), ids, asked, rng):
+        pieces.append(output.encode(lines))
         tally.merge(counts)
-    return "".join(texts), tally
+    piece = BatchOutput.join(pieces)
+    if output.partitioned:
+        output.write_part(index, piece)
+        return None, tally
+    return piece, tally
 
 
-def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.ndarray, seed: int):
-    """(users decided so far, JSON lines, their tally) per partition of the users, decided by ``client``'s workers and
-    written in partition order (a user's features depend on the user's events and the shared globals only:
-    each partition decides exactly as one pass would, :func:`features.pipeline.partition`)."""
+def _in_order(futures: dict, total: int):
+    """(partition, users decided so far, its piece, its tally) of the ``futures`` — ``{future: (partition, users)}``,
+    each giving (piece, tally) — in partition order, each as soon as the earlier ones are in."""
     from distributed import as_completed
 
+    ready: dict[int, tuple[tuple[object, _Tally], int]] = {}
+    order = sorted(i for i, _ in futures.values())
+    done = 0
+    for future, result in as_completed(futures, with_results=True):
+        i, size = futures.pop(future)               # (its result no longer held on the worker)
+        ready[i] = (result, size)
+        while order and order[0] in ready:
+            index = order.pop(0)
+            (piece, counts), size = ready.pop(index)
+            done += size
+            yield index, done, piece, counts
+
+
+def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.ndarray, seed: int,
+                output: BatchOutput):
+    """(partition, users decided so far, its decisions, their tally) per partition of the users, decided by
+    ``client``'s workers, in partition order (a user's features depend on the user's events and the shared globals
+    only: each partition decides exactly as one pass would, :func:`features.pipeline.partition`)."""
     n = max(len(client.scheduler_info().get("workers", {})) * PARTITIONS_PER_WORKER, 1)
     shared = Globals.build(dataset, job.config, pinned_strengths(job.artifact.prior_strengths))   # the model's smoothing
     # The compiled forest is machine code in this process: the workers get the booster and compile their own.
@@ -215,21 +256,12 @@ def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.
             continue
         part = client.scatter(partition(dataset, n, i))
         futures[client.submit(_decide_partition, part, shared_, job_, ids[members], asked[members], seed, i,
-                              pure=False)] = (i, len(members))
-    ready: dict[int, tuple[tuple[str, _Tally], int]] = {}
-    order = sorted(i for i, _ in futures.values())
-    done = 0
-    for future, result in as_completed(futures, with_results=True):
-        i, size = futures[future]
-        ready[i] = (result, size)
-        while order and order[0] in ready:          # in partition order, as soon as the earlier ones are in
-            (text, counts), size = ready.pop(order.pop(0))
-            done += size
-            yield done, text, counts
+                              output, pure=False)] = (i, len(members))
+    return _in_order(futures, len(ids))
 
 
 def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, ids: np.ndarray, asked: np.ndarray,
-                 seed: int, index: int) -> tuple[str, _Tally]:
+                 seed: int, index: int, output: BatchOutput) -> tuple[object, _Tally]:
     """One event part's users decided (what a cluster's worker runs): its events read and validated, its store on
     the shared globals (:func:`_decide_partition`)."""
     from features.parts import read_part
@@ -237,7 +269,7 @@ def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, i
     from features.parts import release_memory
 
     events, _ = read_part(path, tables, job.config)
-    out = _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index)
+    out = _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index, output)
     del events
     release_memory()
     return out
@@ -251,13 +283,12 @@ def _part_statistics(path, tables, config: NbmConfig, target: str, now: int) -> 
 
 
 def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact, model_version: str,
-                    now: pd.Timestamp, out: Path, users: np.ndarray | None = None, k: int = 1,
+                    now: pd.Timestamp, out: Path | BatchOutput, users: np.ndarray | None = None, k: int = 1,
                     explorer: str = "greedy", threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
     """:func:`recommend_all` of a data directory whose events are parts (features/parts.py: out of core): each part's
     users decided by ``client``'s workers, each reading its own part; the users without events spread over the
-    parts by a hash of their id. Lines are written in part order."""
-    from distributed import as_completed
-
+    parts by a hash of their id. Decisions are written in part order (a partitioned output: one partition per part,
+    written by the worker that decided it)."""
     from features.parts import scattered, shared_of_parts, users_by_part
 
     if explorer not in EXPLORERS:
@@ -281,6 +312,8 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
                compile=artifact.compiled is not None)
     shared_, job_ = client.scatter([plan.shared, job], broadcast=True, hash=False)
     part_of = users_by_part(plan, ids)
+    output = out if isinstance(out, BatchOutput) else BatchOutput(out)
+    output.prepare()
     futures = {}
     for i, path in enumerate(plan.parts):
         members = np.flatnonzero(part_of == i)
@@ -288,19 +321,5 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
             continue
         rows = tables.rows_of(ids[members])
         futures[client.submit(_decide_part, path, tables_, shared_, job_, rows, ids[members], asked[members], seed, i,
-                              pure=False)] = (i, len(members))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tally, ready, order, done = _Tally(), {}, sorted(i for i, _ in futures.values()), 0
-    with out.open("w") as fh:
-        for future, result in as_completed(futures, with_results=True):
-            i, size = futures.pop(future)               # (its result no longer held on the worker)
-            ready[i] = (result, size)
-            while order and order[0] in ready:          # in part order, as soon as the earlier ones are in
-                (text, counts), size = ready.pop(order.pop(0))
-                fh.write(text)
-                tally.merge(counts)
-                done += size
-                if progress is not None:
-                    progress(done, len(ids))
-    return BatchSummary(tally.decisions, tally.with_items, tally.items, tally.reasons)
+                              output, pure=False)] = (i, len(members))
+    return _write(output, _in_order(futures, len(ids)), len(ids), progress)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from nbm.cluster import dask_client
+from serving.batch_output import BatchOutput, read_decisions
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,12 @@ def test_recommend_on_a_local_cluster_decides_as_one_pass(served_world, cluster,
     assert same >= 0.95 * len(left) and ties <= 0.05 * len(left)
     assert (a.decisions, a.with_items) == (b.decisions, b.with_items)
     assert sum(a.reasons.values()) == sum(b.reasons.values())
+    # The same run with a directory of Parquet partitions: each written by its worker, the same lines in order.
+    c = recommend_all(dataset, config, model.artifact, model.version, NOW, BatchOutput(tmp_path / "parts", "parquet", partitioned=True),
+                      client=cluster)
+    assert c == b
+    assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 4      # 2 per worker
+    assert read_decisions(tmp_path / "parts") == read_decisions(split)
 
 
 def test_recommend_on_event_parts_decides_as_one_pass(served_world, cluster, tmp_path) -> None:
@@ -87,6 +94,13 @@ def test_recommend_on_event_parts_decides_as_one_pass(served_world, cluster, tmp
         same += 1
     assert same >= 0.95 * len(left) and ties <= 0.05 * len(left)
     assert (a.decisions, a.with_items, a.items) == (b.decisions, b.with_items, b.items)
+    # One JSON-lines partition per part, written by the worker that read it: the one file's lines, in order.
+    c = recommend_parts(cluster, parted, tables, config, model.artifact, model.version, NOW,
+                        BatchOutput(str(tmp_path / "by-part") + "/"))
+    assert c == b
+    assert sorted(p.name for p in (tmp_path / "by-part").iterdir()) == \
+        ["_SUCCESS", "part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    assert "".join(p.read_text() for p in sorted((tmp_path / "by-part").glob("part-*"))) == split.read_text()
 
 
 def _parted(data, dataset, parted):
@@ -123,3 +137,7 @@ def test_nbm_recommend_on_event_parts_needs_a_cluster_and_runs_on_one(served_wor
     monkeypatch.setenv("NBM_CONFIG", str(config))
     assert main(args) == 0
     assert len(_lines(out)) == len(dataset.users)
+    parquet = tmp_path / "decisions"
+    assert main(args[:-1] + [f"{parquet}/", "--format", "parquet"]) == 0
+    assert f"Written to {parquet}/ (parquet partitions)" in capsys.readouterr().out.replace("\n", "")
+    assert read_decisions(parquet) == read_decisions(out)
