@@ -78,10 +78,13 @@ class Tables:
     identity: IdentityResolution
     now: pd.Timestamp
     report: ValidationReport
+    decisions: pd.DataFrame | None = None       # the decision log, when read with ``decisions=True`` and present
 
     @classmethod
-    def read(cls, directory: Path | str, config: NbmConfig, now: pd.Timestamp | None = None) -> Tables:
-        """Read and validate ``messages``, ``users`` and ``links`` of ``directory`` (events are the parts')."""
+    def read(cls, directory: Path | str, config: NbmConfig, now: pd.Timestamp | None = None,
+             decisions: bool = False) -> Tables:
+        """Read and validate ``messages``, ``users`` and ``links`` of ``directory`` (events are the parts'); with
+        ``decisions``, the decision log too (the off-policy evaluation's; one file, read in this process)."""
         import pyarrow.parquet as pq
 
         directory = Path(directory)
@@ -94,7 +97,8 @@ class Tables:
         now = pd.Timestamp.now(tz="UTC") if now is None else now
         dataset, report = build_dataset(raw, config, now)
         del raw
-        out = cls(dataset.messages, dataset.users, dataset.links, dataset.identity, now, report)
+        out = cls(dataset.messages, dataset.users, dataset.links, dataset.identity, now, report,
+                  dataset.decisions if decisions else None)
         del dataset
         release_memory()
         return out
@@ -103,9 +107,11 @@ class Tables:
         """The users rows of ``user_ids`` (a part's users: what its task is sent of the users table)."""
         return self.users[self.users["user_id"].astype(object).isin(set(np.asarray(user_ids).tolist())).to_numpy()]
 
-    def dataset(self, events: pd.DataFrame, users: pd.DataFrame | None = None) -> Dataset:
+    def dataset(self, events: pd.DataFrame, users: pd.DataFrame | None = None,
+                decisions: pd.DataFrame | None = None) -> Dataset:
         """A :class:`Dataset` of some events (a part's) with these tables (``users``: the part's rows)."""
-        return Dataset(events, self.messages, self.users if users is None else users, self.links, self.identity, None)
+        return Dataset(events, self.messages, self.users if users is None else users, self.links, self.identity,
+                       decisions)
 
 
 def read_part(path: Path, tables: Tables, config: NbmConfig) -> tuple[pd.DataFrame, ValidationReport]:
@@ -152,20 +158,44 @@ def _summarise(path: Path, tables: Tables, config: NbmConfig, vocabulary: Vocabu
                    report.rows_kept.get("events", 0), report.problems.assign(part=path.name))
 
 
-def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozenset) -> pd.DataFrame:
-    """The events of one part's users that are in the strengths' sample (what a worker runs)."""
+def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozenset | None) -> pd.DataFrame:
+    """The events of one part's users that are in ``sample`` (every one of its events: ``None``; what a worker
+    runs)."""
     events, _ = read_part(path, tables, config)
-    return events[events["user_id"].astype(object).isin(sample)]
+    return events if sample is None else events[events["user_id"].astype(object).isin(sample)]
+
+
+def _gather_events(client, paths: list[Path], tables_, config_, users: frozenset | None) -> pd.DataFrame:
+    """The events of ``users`` (every one: ``None``) in the parts ``paths``, read by ``client``'s workers, in a
+    :class:`Dataset`'s order (timestamp, event id)."""
+    [users_] = client.scatter([users], broadcast=True, hash=False)   # (a set alone would be scattered element by element)
+    gathered = client.gather([client.submit(_sample_events, path, tables_, config_, users_, pure=False)
+                              for path in paths])
+    if not gathered:
+        return pd.DataFrame()
+    events = pd.concat(gathered, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
+    return events.reset_index(drop=True)
+
+
+def events_of_users(client, plan: PartsPlan, tables: Tables, config: NbmConfig, users: frozenset | None = None,
+                    on_workers: tuple | None = None) -> pd.DataFrame:
+    """The events of ``users`` (canonical ids; ``None``: every user — the whole log, in this process), each part
+    holding any of them read by a worker, in a :class:`Dataset`'s order. For what needs a sample of people with all
+    their events: the off-policy evaluation of ``nbm train``."""
+    tables_, config_ = on_workers or scattered(client, tables, config)
+    paths = [path for path, members in zip(plan.parts, plan.users)
+             if users is None or not users.isdisjoint(members.tolist())]
+    return _gather_events(client, paths, tables_, config_, users)
 
 
 def _part_training_set(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
-                       out: Path) -> int:
-    """One part's training set, written to ``out`` (what a worker runs); its rows."""
-    events, _ = read_part(path, tables, config)
-    frame = FeatureStore.build(tables.dataset(events, users), config, shared).training_set()
+                       out: Path, columns=None) -> int:
+    """One part's training set, written to ``out`` (what a worker runs); its rows. ``columns``: as for
+    :func:`training_set_of_parts`."""
+    frame = _part_training_rows(path, tables, config, shared, users, columns)
     frame.to_parquet(out, index=False)
     rows = len(frame)
-    del events, frame
+    del frame
     release_memory()
     return rows
 
@@ -180,6 +210,7 @@ class PartsPlan:
     rows_read: int
     rows_kept: int
     problems: pd.DataFrame
+    last: int                       # the log's last instant (int64 ns)
 
 
 def scattered(client, tables: Tables, config: NbmConfig) -> tuple:
@@ -217,6 +248,7 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
     if not firsts:
         raise UnusableInputError(f"no valid events in the parts of {str(directory)!r}: nothing to learn from")
     base = min(firsts) - 400 * 86_400 * 10**9          # as Globals.build
+    last = max(s.last for s in done if s.last is not None)
     daily = pd.concat([s.daily for s in done], ignore_index=True)
     segments = {name: pd.concat([s.segments[name] for s in done], ignore_index=True) for name in done[0].segments}
     rates = PopulationRates.from_daily(daily, segments, vocabulary, base)
@@ -224,20 +256,15 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
     if pinned is None:
         smallest = pd.concat([s.smallest for s in done]).sort_index(kind="stable").iloc[:MAX_FIT_USERS]
         sample = frozenset(smallest.to_numpy(dtype=object).tolist())
-        [sample_] = client.scatter([sample], broadcast=True, hash=False)     # (a set alone would be scattered element by element)
         holding = [path for path, s in zip(parts, done)          # the parts whose users are in the sample
                    if not sample.isdisjoint(s.smallest.to_numpy(dtype=object).tolist())]
-        gathered = client.gather([client.submit(_sample_events, path, tables_, config_, sample_, pure=False)
-                                  for path in holding])
-        events = pd.concat(gathered, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
+        events = _gather_events(client, holding, tables_, config_, sample)
         users = tables.users[tables.users["user_id"].astype(object).isin(sample)]
-        end = max(s.last for s in done if s.last is not None) + 1
-        pinned = prior_strengths(tables.dataset(events.reset_index(drop=True), users), vocabulary, rates, config,
-                                 end=end)
+        pinned = prior_strengths(tables.dataset(events, users), vocabulary, rates, config, end=last + 1)
     problems = pd.concat([s.problems for s in done], ignore_index=True)
     release_memory()
     return PartsPlan(Globals(vocabulary, rates, base, pinned), parts, [s.users for s in done],
-                     sum(s.rows_read for s in done), sum(s.rows_kept for s in done), problems)
+                     sum(s.rows_read for s in done), sum(s.rows_kept for s in done), problems, last)
 
 
 def _check_disjoint(parts: list[Path], summaries: list[Summary]) -> None:
@@ -253,10 +280,12 @@ def _check_disjoint(parts: list[Path], summaries: list[Summary]) -> None:
 
 
 def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig, out: Path | str,
-                          on_workers: tuple | None = None) -> list[Path]:
+                          on_workers: tuple | None = None, columns=None) -> list[Path]:
     """The training set of every part, built by ``client``'s workers on the plan's globals and written to
     ``out/part-NNNNN.parquet`` (step 3 of the module docstring); the files, in part order. ``on_workers``: as for
-    :func:`shared_of_parts`."""
+    :func:`shared_of_parts`. ``columns``: a function (picklable) of a part's :class:`Dataset` and its training set
+    giving more columns (name → values, a value a row) that need the part's events — labels training computes from
+    them (``training.risk.risk_columns``) — added to the part's rows."""
     from distributed import as_completed
 
     out = Path(out)
@@ -267,11 +296,50 @@ def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmCo
     for i, (path, users) in enumerate(zip(plan.parts, plan.users)):
         rows = tables.rows_of(users)
         target = out / f"part-{i:05d}.parquet"
-        futures[client.submit(_part_training_set, path, tables_, config_, shared_, rows, target, pure=False)] = i
+        futures[client.submit(_part_training_set, path, tables_, config_, shared_, rows, target, columns,
+                              pure=False)] = i
     for future, n in as_completed(futures, with_results=True):
         log.info("out of core: training set of part %d of %d written (%s rows)", futures[future] + 1,
                  len(plan.parts), f"{n:,}")
     return [out / f"part-{i:05d}.parquet" for i in range(len(plan.parts))]
+
+
+def _part_training_rows(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
+                        columns=None) -> pd.DataFrame:
+    """One part's training set (what a worker runs), returned."""
+    events, _ = read_part(path, tables, config)
+    dataset = tables.dataset(events, users)
+    frame = FeatureStore.build(dataset, config, shared).training_set()
+    if columns is not None:
+        for name, values in columns(dataset, frame).items():
+            frame[name] = values
+    del events, dataset
+    release_memory()
+    return frame
+
+
+def training_rows_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig, on_workers: tuple | None = None,
+                           columns=None) -> pd.DataFrame:
+    """The training set of every part, built by ``client``'s workers (as :func:`training_set_of_parts`) and gathered
+    here, in the in-memory build's order — for ``nbm train``, which fits on it in this process or from it with
+    ``lightgbm.dask``: the events need not fit in memory, the training set must."""
+    from distributed import as_completed
+
+    tables_, config_ = on_workers or scattered(client, tables, config)
+    [shared_] = client.scatter([plan.shared], broadcast=True, hash=False)
+    futures = {client.submit(_part_training_rows, path, tables_, config_, shared_, tables.rows_of(users), columns,
+                             pure=False): i for i, (path, users) in enumerate(zip(plan.parts, plan.users))}
+    frames: list[pd.DataFrame | None] = [None] * len(futures)
+    for future, frame in as_completed(futures, with_results=True):
+        i = futures.pop(future)
+        frames[i] = frame
+        log.info("out of core: training set of part %d of %d gathered (%s rows)", i + 1, len(plan.parts),
+                 f"{len(frame):,}")
+    return _in_build_order(pd.concat(frames, ignore_index=True))
+
+
+def _in_build_order(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
 
 
 def users_by_part(plan: PartsPlan, ids: np.ndarray) -> np.ndarray:
@@ -329,5 +397,4 @@ def snapshot_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig
 
 def read_training_set(files: list[Path]) -> pd.DataFrame:
     """The parts' training sets as one frame, in the in-memory build's order (by send time, then event id)."""
-    joined = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return joined.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+    return _in_build_order(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))

@@ -13,6 +13,7 @@ is above zero, or when ``force_promote`` says so (logged as such).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import time
@@ -33,7 +34,7 @@ from nbm.cluster import dask_client
 from nbm.commands.options import results_console
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset, unusable
-from nbm.errors import UnusableInputError
+from nbm.errors import UnusableInputError, UsageError
 from nbm.simulate.manifest import read_world_manifest
 from training.evaluate import describe_split, print_policy_values
 from training.compare import AUTO, Comparison, capture_metrics, capture_of, compare_objectives, concordance_of
@@ -41,12 +42,11 @@ from training.fit import RankerParams, fit_ranker, refit_ranker, target_of, time
 from training.gate import NO_SERVING, GateDecision, ModelEvidence, degeneracy, promotion_gate
 from training.metrics import evaluate
 from training.policy_eval import PolicyReport, evaluate_policies, policy_metrics
-from training.risk import fit_risk
+from training.risk import fit_risk, risk_columns
+from training.sources import PARTITION_EVENTS, InMemory, OnParts, PolicyData
 from training.tracking import MODEL_NAME, LoggedModel, finite, load_registered, log_data, log_training, use_tracking
 from training.tune import tune
 
-PARTITION_EVENTS = 3_000_000
-"""Above this many events, the training set is built one user partition at a time (bounded memory)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,13 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                  results: Console | None = None) -> TrainResult:
     console = console or Console(stderr=True)
     began = time.perf_counter()
+    options = dict(experiment=experiment, trials=trials, console=console, force_promote=force_promote,
+                   max_decisions=max_decisions, evaluate_policy=evaluate_policy, compare=compare, results=results,
+                   began=began)
+    from features.parts import event_parts
+
+    if event_parts(data):
+        return _run_on_parts(data, config, params, valid_days, test_days, **options)
     with console.status("loading and validating the data…"):
         dataset, report = load_dataset(data, config)
     reason = unusable(dataset, report, data)
@@ -81,17 +88,50 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
             rows = build_training_set(dataset, config, partitions, shared=shared, client=client)
         split = time_split(rows, valid_days, test_days)
         console.print(describe_split(split, derived=valid_days is None or test_days is None))
-        return _train(data, config, params, experiment=experiment, trials=trials, console=console,
-                      force_promote=force_promote, max_decisions=max_decisions, evaluate_policy=evaluate_policy,
-                      compare=compare, results=results, began=began, dataset=dataset, report=report, shared=shared,
-                      rows=rows, split=split, partitions=partitions, client=client)
+        return _train(data, config, params, **options, source=InMemory(dataset, partitions), report=report,
+                      shared=shared, rows=rows, split=split, client=client)
+
+
+def _run_on_parts(data: Path, config: NbmConfig, params: RankerParams, valid_days: float | None,
+                  test_days: float | None, **options) -> TrainResult:
+    """:func:`run_training` of a data directory whose events are parts (``events/*.parquet``, features/parts.py):
+    the shared tables and the training set built by the Dask cluster's workers, a part each, the training set
+    (with its unsubscribe labels) gathered here; the rest as in memory (:mod:`training.sources`)."""
+    from features.parts import Tables, event_parts, scattered, shared_of_parts, training_rows_of_parts
+
+    console: Console = options["console"]
+    parts = event_parts(data)
+    if not config.dask_scheduler:
+        raise UsageError(f"the events of {str(data)!r} are parts (events/*.parquet): training on them needs a Dask "
+                         "cluster (`dask_scheduler = \"local\"` or a scheduler's address; docs/deploy.md)")
+    with console.status("loading and validating the catalog, users and links…"):
+        tables = Tables.read(data, config, decisions=options["evaluate_policy"])
+    if not len(tables.messages):
+        raise UnusableInputError(f"the messages table of {str(data)!r} has no valid message: nothing to recommend")
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(dask_client(config.dask_scheduler))
+        on_workers = scattered(client, tables, config)
+        with console.status(f"summarising {len(parts)} event parts on the Dask cluster {config.dask_scheduler!r}…"):
+            plan = shared_of_parts(client, data, tables, config, on_workers=on_workers)
+        report = tables.report
+        report.rows_read["events"], report.rows_kept["events"] = plan.rows_read, plan.rows_kept
+        report.add([plan.problems.drop(columns=["part"], errors="ignore")])
+        with console.status(f"building the training set ({plan.rows_kept:,} events, {len(parts)} parts, on the "
+                            f"Dask cluster)…"):
+            rows = training_rows_of_parts(client, plan, tables, config, on_workers,
+                                          columns=functools.partial(risk_columns, config=config))
+        split = time_split(rows, valid_days, test_days)
+        console.print(describe_split(split, derived=valid_days is None or test_days is None))
+        return _train(data, config, params, **options, source=OnParts(client, plan, tables, config, on_workers),
+                      report=report, shared=plan.shared, rows=rows, split=split, client=client)
 
 
 def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: str, trials: int, console: Console,
            force_promote: bool, max_decisions: int | None, evaluate_policy: bool, compare: bool,
-           results: Console | None, began: float, dataset, report, shared: Globals, rows: pd.DataFrame, split,
-           partitions: int, client) -> TrainResult:
-    """:func:`run_training` from the time split on (``client``: the Dask cluster's, or ``None``)."""
+           results: Console | None, began: float, source: InMemory | OnParts, report, shared: Globals,
+           rows: pd.DataFrame, split, client) -> TrainResult:
+    """:func:`run_training` from the time split on (``client``: the Dask cluster's, or ``None``; ``source``: where
+    the log is, :mod:`training.sources`)."""
     if client is not None and len(split.train) >= config.training.dask_min_rows and params.objective != "lambdarank":
         console.print(f"boosters fitted with lightgbm.dask on the cluster ({len(split.train):,} training rows ≥ "
                       f"[training] dask_min_rows {config.training.dask_min_rows:,}; lambdarank in-process)")
@@ -102,7 +142,7 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
         mlflow.set_tag("nbm.data_digest", log_data(data, rows))
         comparison = None
         if params.objective == AUTO or compare:
-            comparison = _compare(split, params, dataset.messages, config, console, client)
+            comparison = _compare(split, params, source.messages, config, console, client)
             if params.objective == AUTO:
                 params = replace(params, objective=comparison.chosen)
         if trials > 0:
@@ -116,10 +156,10 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
             artifact, evaluation = candidate.artifact, evaluate(candidate.artifact, split.test, figures=True)
         else:
             with console.status(f"fitting LightGBM ({params.objective}, {len(split.train):,} training rows)…"):
-                artifact = fit_ranker(split, params, dataset.messages, client, config.training.dask_min_rows)
+                artifact = fit_ranker(split, params, source.messages, client, config.training.dask_min_rows)
             evaluation = evaluate(artifact, split.test, figures=True)
         with console.status("learning the risk of a send (P(unsubscribe))…"):
-            artifact = replace(artifact, risk=fit_risk(dataset, split, artifact, config),
+            artifact = replace(artifact, risk=fit_risk(source.risk_dataset, split, artifact, config),
                                prior_strengths=shared.strengths.as_dict(),
                                topics=tuple(map(str, shared.vocabulary.topics)))    # its message_topic codes
         # The held-out model is judged (metrics, comparison, policy value, gate); the one served is the same
@@ -127,14 +167,14 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
         served = artifact
         if params.refit:
             with console.status(f"refitting on the whole log ({len(rows):,} rows)…"):
-                served = refit_ranker(artifact, split, params, dataset.messages, rows, client,
+                served = refit_ranker(artifact, split, params, source.messages, rows, client,
                                       config.training.dask_min_rows)
         mlflow.set_tag("mlflow.runName", run_name(params, data, rows))      # the objective "auto" chose
         mlflow.set_tag("nbm.objective", params.objective)
         # Without early stopping (never, here) LightGBM leaves best_iteration 0 and every round is used.
         rounds = artifact.booster.best_iteration or artifact.booster.current_iteration()
-        concordance = concordance_of(artifact, split.test, dataset.messages, config.arbitration)
-        capture = capture_of(artifact, split.test, dataset.messages, config)
+        concordance = concordance_of(artifact, split.test, source.messages, config.arbitration)
+        capture = capture_of(artifact, split.test, source.messages, config)
         metrics = {**evaluation.metrics, "best_iteration": float(rounds),
                    "train_rows": float(len(split.train)), "valid_rows": float(len(split.valid)),
                    "train_positives": float(target_of(split.train, params.target).sum()),
@@ -159,8 +199,8 @@ def _train(data: Path, config: NbmConfig, params: RankerParams, *, experiment: s
         champion_version = _champion_version()
         report = None
         if evaluate_policy:
-            report = _evaluate_policy(dataset, config, data, split, artifact, champion_version, max_decisions,
-                                      partitions, params.seed, console)
+            report = _evaluate_policy(source, config, data, split, artifact, champion_version, max_decisions,
+                                      params.seed, console)
             policy = policy_metrics(report)
             mlflow.log_metrics(finite(policy))
             metrics.update(policy)
@@ -230,8 +270,9 @@ def _champion_version() -> str | None:
         return None
 
 
-def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, champion_version: str | None,
-                     max_decisions: int | None, partitions: int, seed: int, console: Console) -> PolicyReport:
+def _evaluate_policy(source: InMemory | OnParts, config: NbmConfig, data: Path, split, artifact,
+                     champion_version: str | None, max_decisions: int | None, seed: int, console: Console
+                     ) -> PolicyReport:
     artifacts = {"model": artifact}
     if champion_version is not None:
         try:
@@ -245,13 +286,19 @@ def _evaluate_policy(dataset, config: NbmConfig, data: Path, split, artifact, ch
             console.print(f"[yellow]the champion (version {champion_version}) cannot be loaded: {exc}[/yellow]")
     history_rows = pd.concat([split.train, split.valid], ignore_index=True)
     sim_config = read_world_manifest(data)
+    with console.status("reading the test window's people…"):
+        chosen: PolicyData = source.policy_data(split, max_decisions, seed)
+    if chosen.people is not None:
+        console.print(f"off-policy evaluation on {chosen.people:,} of the test window's {chosen.of_people:,} people, "
+                      f"drawn at random, with all their events ({len(chosen.dataset.events):,})")
+        mlflow.set_tags({"nbm.policy_people": str(chosen.people), "nbm.policy_people_of": str(chosen.of_people)})
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("replaying the test window's decisions", total=None)
         report = evaluate_policies(
-            dataset, config, history_rows, split.test, split.test_start, artifacts, artifact,
-            max_decisions=max_decisions, partitions=partitions, seed=seed, sim_config=sim_config,
-            progress=lambda k, n: bar.update(task, completed=k, total=n))
+            chosen.dataset, config, history_rows, chosen.test, split.test_start, artifacts, artifact,
+            max_decisions=max_decisions, partitions=chosen.partitions, seed=seed, sim_config=sim_config,
+            progress=lambda k, n: bar.update(task, completed=k, total=n), shared=chosen.shared, end=chosen.end)
     return report
 
 

@@ -134,14 +134,15 @@ class PolicyValue:
 
 
 def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_conversions: int = 30,
-                    outcome: str = "convert") -> float:
+                    outcome: str = "convert", end: int | None = None) -> float:
     """Hours after a send by which ``quantile`` of its attributed ``outcome`` events (conversions, or clicks)
     have arrived, from the log.
 
     Measured on sends whose whole attribution window (``attribution.convert_days``; for clicks
     ``open_click_hours``) lies inside the log, so that the delays themselves are not cut short; with fewer
     than ``min_conversions`` of those, on every attributed outcome; with fewer than that, the window itself.
-    Never more than the window.
+    Never more than the window. ``end``: the log's last instant (int64 ns) when ``dataset`` holds a sample of its
+    people (default: its own last event's).
     """
     window = float(attribution.convert_days) * 24.0 if outcome == "convert" else float(attribution.open_click_hours)
     events = dataset.events
@@ -155,7 +156,7 @@ def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_c
     found = sends >= 0
     stamps = events["timestamp"].to_numpy(dtype="int64")
     sent_at, delay = stamps[sends[found]], stamps[converts[found]] - stamps[sends[found]]
-    complete = sent_at <= stamps.max() - int(window * 3600e9)
+    complete = sent_at <= (stamps.max() if end is None else end) - int(window * 3600e9)
     if int(complete.sum()) >= min_conversions:
         delay = delay[complete]
     if len(delay) < min_conversions:
@@ -165,13 +166,14 @@ def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_c
 
 def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArtifact, start: pd.Timestamp,
                      max_decisions: int | None, seed: int, horizon_hours: float | None = None,
-                     reward: Reward = REWARDS["revenue"]) -> LoggedDecisions:
+                     reward: Reward = REWARDS["revenue"], end: int | None = None) -> LoggedDecisions:
     """The decisions of the test window (at most ``max_decisions``, a seeded uniform sample) with their
     ``reward`` and the reward model's ``q_logged`` (``artifact``'s probability, × value for revenue).
 
     Decisions later than the log's end minus ``horizon_hours`` minus the longest logged decision-to-send
     delay are left out (their rewards are not all in the log yet; see the module's docstring), unless that
-    would leave none. ``horizon_hours`` None: no cut.
+    would leave none. ``horizon_hours`` None: no cut. ``end``: the log's end (int64 ns) when ``dataset`` holds a
+    sample of its people (default: its own last event).
     """
     q = artifact.score(test) * (_values(dataset, test["message_id"]) if reward.value_weighted else 1.0)
     sends = pd.DataFrame({
@@ -205,7 +207,8 @@ def logged_decisions(dataset: Dataset, test: pd.DataFrame, artifact: ScoringArti
     if horizon_hours is not None and len(frame) and len(dataset.events):
         sent = frame["sent"].to_numpy(dtype=bool)
         lag = int((frame["send_at"].to_numpy()[sent] - frame["now"].to_numpy()[sent]).max()) if sent.any() else 0
-        cut = int(dataset.events["timestamp"].max().value) - int(horizon_hours * 3600e9) - max(lag, 0)
+        last = int(dataset.events["timestamp"].max().value) if end is None else int(end)
+        cut = last - int(horizon_hours * 3600e9) - max(lag, 0)
         mature = frame["now"].to_numpy(dtype="int64") <= cut
         if mature.any() and not mature.all():
             censored, until = int((~mature).sum()), cut
@@ -483,14 +486,18 @@ class PolicyReport:
 def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test: pd.DataFrame,
                       test_start: pd.Timestamp, artifacts: dict[str, ScoringArtifact], reward_model: ScoringArtifact,
                       max_decisions: int | None = 100_000, partitions: int = 1, seed: int = 0, sim_config=None,
-                      threshold: float = 0.0, progress=None, horizon_hours: float | None | str = "auto"
-                      ) -> PolicyReport:
+                      threshold: float = 0.0, progress=None, horizon_hours: float | None | str = "auto",
+                      shared=None, end: int | None = None) -> PolicyReport:
     """Replay the models and baselines over the test window's logged decisions and estimate their values.
 
     With ``partitions > 1`` the feature indexes are built for one user partition at a time. With
     ``sim_config`` (the data is a simulated world), the true values come from the world's ground truth.
     ``horizon_hours``: the outcome horizon of the censoring cut ("auto": :func:`outcome_horizon` of the
     log; None: no cut — the last decisions' rewards are then incomplete).
+
+    ``dataset`` may hold a sample of the log's people with all their events (a log in parts, ``nbm train``): then
+    ``shared`` is the whole log's :class:`features.pipeline.Globals` and ``end`` its last instant (int64 ns), and
+    ``test`` holds the sample's sends only.
     """
     import time
 
@@ -499,10 +506,11 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
     began = time.perf_counter()
     reward = reward_of(dataset.events)
     if horizon_hours == "auto":
-        horizon_hours = outcome_horizon(dataset, config.attribution, outcome=reward.outcome)
-    logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed, horizon_hours, reward)
+        horizon_hours = outcome_horizon(dataset, config.attribution, outcome=reward.outcome, end=end)
+    logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed, horizon_hours, reward,
+                              end=end)
     frame = logged.frame
-    shared = Globals.build(dataset, config)
+    shared = shared if shared is not None else Globals.build(dataset, config)
     parts = partition_of(frame["user_id"], partitions) if partitions > 1 else np.zeros(len(frame), np.int64)
     pieces = []
     done = [0]

@@ -38,6 +38,9 @@ RISK_PARAMS = dict(objective="binary", learning_rate=0.05, num_leaves=7, min_dat
                    verbose=-1, num_threads=2)
 ROUNDS, PATIENCE = 150, 20
 DAY_NS = 86_400 * 10**9
+LABEL = "label_unsubscribed"
+"""A training-set column of :func:`unsubscribed`, when the rows were built where the events were (a log in parts:
+:func:`risk_columns`); otherwise the labels are computed from the dataset's events."""
 
 
 def unsubscribed(dataset: Dataset, rows: pd.DataFrame, config: NbmConfig) -> np.ndarray:
@@ -75,10 +78,23 @@ def unsubscribed(dataset: Dataset, rows: pd.DataFrame, config: NbmConfig) -> np.
     return out
 
 
-def fit_risk(dataset: Dataset, split, artifact: ScoringArtifact, config: NbmConfig) -> Risk:
-    """P(unsubscribe | send) and the auto cost per channel, from the training and validation windows."""
-    train_y = unsubscribed(dataset, split.train, config)
-    valid_y = unsubscribed(dataset, split.valid, config)
+def risk_columns(dataset: Dataset, rows: pd.DataFrame, config: NbmConfig) -> dict[str, np.ndarray]:
+    """The columns :func:`fit_risk` needs of the events, for the training set of a part of the log (each part holds
+    every event of its users, and an unsubscribe is attributed to a send of its own person)."""
+    return {LABEL: unsubscribed(dataset, rows, config)}
+
+
+def _labels(dataset: Dataset | None, rows: pd.DataFrame, config: NbmConfig) -> np.ndarray:
+    if LABEL in rows.columns:
+        return rows[LABEL].to_numpy(dtype=np.int8)
+    return unsubscribed(dataset, rows, config)
+
+
+def fit_risk(dataset: Dataset | None, split, artifact: ScoringArtifact, config: NbmConfig) -> Risk:
+    """P(unsubscribe | send) and the auto cost per channel, from the training and validation windows (their
+    :data:`LABEL` column, or the labels from ``dataset``'s events)."""
+    train_y = _labels(dataset, split.train, config)
+    valid_y = _labels(dataset, split.valid, config)
     seen = pd.concat([split.train, split.valid], ignore_index=True)
     y = np.concatenate([train_y, valid_y])
     channel = seen["channel_name"].to_numpy(dtype=object)

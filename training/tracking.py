@@ -185,12 +185,15 @@ def log_data(data: Path, rows: pd.DataFrame) -> str:
 
 
 def data_digest(data: Path, length: int = 16) -> str:
-    """SHA-256 (first ``length`` hex digits) of the data directory's tables: their names and bytes, in name order.
+    """SHA-256 (first ``length`` hex digits) of the data directory's tables (and its event parts,
+    ``events/*.parquet``): their names and bytes, in name order.
     The same files give the same digest wherever they lie; a changed row changes it."""
     digest = hashlib.sha256()
-    for path in sorted(Path(data).iterdir()):
+    data = Path(data)
+    parts = sorted((data / "events").glob("*.parquet")) if (data / "events").is_dir() else []   # a log in parts
+    for path in sorted(data.iterdir()) + parts:
         if path.is_file() and path.suffix in (".parquet", ".csv"):
-            digest.update(path.name.encode() + b"\0")
+            digest.update(path.relative_to(data).as_posix().encode() + b"\0")
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 22), b""):
                     digest.update(block)
