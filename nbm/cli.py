@@ -221,7 +221,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         raise UsageError(f"`--k` must lie in 1..10, got {args.k}")
     console = Console(stderr=True)
     from features.parts import Tables, event_parts
-    from nbm.cluster import dask_client
+    from nbm.cluster import dask_client, describe
 
     from serving.batch_output import BatchOutput
 
@@ -237,6 +237,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             tables = Tables.read(args.data, config, now=now)
             loaded = load_model(args.model, config)
         with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
+            console.print(describe(client), highlight=False, soft_wrap=True)
             summary = recommend_parts(client, args.data, tables, config, loaded.artifact, loaded.version, now, output,
                                       users, args.k, args.explorer, args.threshold, args.seed,
                                       progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
@@ -246,6 +247,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             loaded = load_model(args.model, config)
         _warn_past_the_data("recommend", now, dataset.events, given=args.now is not None)
         with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
+            if client is not None:
+                console.print(describe(client), highlight=False, soft_wrap=True)
             summary = recommend_all(dataset, config, loaded.artifact, loaded.version, now, output, users, args.k,
                                     args.explorer, args.threshold, args.seed,
                                     progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"), client=client)

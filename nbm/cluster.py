@@ -10,7 +10,8 @@ What runs on the cluster takes the :class:`distributed.Client` this module opens
 the training set of ``nbm train`` (:func:`features.pipeline.build_training_set`) and the decisions of
 ``nbm recommend`` (:func:`serving.batch_scoring.recommend_all`); and, for training windows of ``[training]
 dask_min_rows`` sends or more, ``nbm train``'s boosters, by LightGBM's own distributed training
-(:mod:`training.dask_fit`). Progress is Dask's own: its dashboard (the address is logged) and its task stream.
+(:mod:`training.dask_fit`). Progress is Dask's own: its dashboard (the commands print its address,
+:func:`describe`) and its task stream.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 LOCAL_WORKERS = 2
 """Worker processes of a ``"local"`` cluster when the caller names no number (at most the machine's cores)."""
+
+
+def describe(client) -> str:
+    """One line for the command's progress output: the cluster's workers and where Dask's dashboard shows the
+    tasks (its task stream and progress bars)."""
+    workers = len(client.scheduler_info().get("workers", {}))
+    link = getattr(client, "dashboard_link", None)
+    where = f"; its dashboard (tasks, progress): {link}" if link else ""
+    return f"Dask: {workers} worker(s) at {client.scheduler.address}{where}"
 
 
 @contextmanager

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from features.pipeline import Globals, build_training_set
-from nbm.cluster import dask_client
+from nbm.cluster import dask_client, describe
 from nbm.commands.options import results_console
 from nbm.config import NbmConfig
 from nbm.dataset import load_dataset, unusable
@@ -82,6 +82,8 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
     where = f", on the Dask cluster {config.dask_scheduler!r}" if config.dask_scheduler else ""
     with contextlib.ExitStack() as stack:     # the Dask cluster (when one is set) lives until the model is fitted
         client = stack.enter_context(dask_client(config.dask_scheduler))
+        if client is not None:
+            console.print(describe(client), highlight=False, soft_wrap=True)
         with console.status(f"building the training set ({len(dataset.events):,} events, {partitions} partition(s)"
                             f"{where})…"):
             shared = Globals.build(dataset, config)       # codes, population rates, learned smoothing strengths
@@ -110,6 +112,8 @@ def _run_on_parts(data: Path, config: NbmConfig, params: RankerParams, valid_day
         raise UnusableInputError(f"the messages table of {str(data)!r} has no valid message: nothing to recommend")
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(dask_client(config.dask_scheduler))
+        if client is not None:
+            console.print(describe(client), highlight=False, soft_wrap=True)
         on_workers = scattered(client, tables, config)
         with console.status(f"summarising {len(parts)} event parts on the Dask cluster {config.dask_scheduler!r}…"):
             plan = shared_of_parts(client, data, tables, config, on_workers=on_workers)

@@ -40,3 +40,19 @@ def test_more_partitions_than_workers_give_the_same_training_set(dataset, config
 def test_no_scheduler_is_no_cluster() -> None:
     with dask_client("") as c:
         assert c is None
+
+
+@pytest.mark.slow
+def test_a_local_cluster_serves_its_dashboard_on_loopback_and_the_commands_say_where() -> None:
+    """The progress of a cluster's work is Dask's own dashboard: it answers (bokeh installed), on 127.0.0.1 only,
+    and :func:`nbm.cluster.describe` gives its address."""
+    import urllib.request
+
+    from nbm.cluster import describe
+
+    with dask_client("local", workers=1) as c:
+        line = describe(c)
+        assert line.startswith("Dask: 1 worker(s) at tcp://127.0.0.1:") and c.dashboard_link in line
+        assert c.dashboard_link.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(c.dashboard_link, timeout=30) as page:
+            assert page.status == 200 and b"Dask" in page.read()

@@ -139,5 +139,7 @@ def test_nbm_recommend_on_event_parts_needs_a_cluster_and_runs_on_one(served_wor
     assert len(_lines(out)) == len(dataset.users)
     parquet = tmp_path / "decisions"
     assert main(args[:-1] + [f"{parquet}/", "--format", "parquet"]) == 0
-    assert f"Written to {parquet}/ (parquet partitions)" in capsys.readouterr().out.replace("\n", "")
+    printed = capsys.readouterr()
+    assert f"Written to {parquet}/ (parquet partitions)" in printed.out.replace("\n", "")
+    assert "Dask: 2 worker(s) at tcp://127.0.0.1:" in printed.err and "dashboard" in printed.err    # progress: Dask's
     assert read_decisions(parquet) == read_decisions(out)
