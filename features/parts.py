@@ -158,34 +158,16 @@ def _summarise(path: Path, tables: Tables, config: NbmConfig, vocabulary: Vocabu
                    report.rows_kept.get("events", 0), report.problems.assign(part=path.name))
 
 
-def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozenset | None) -> pd.DataFrame:
-    """The events of one part's users that are in ``sample`` (every one of its events: ``None``; what a worker
-    runs)."""
+def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozenset) -> pd.DataFrame:
+    """The events of one part's users that are in ``sample`` (what a worker runs)."""
     events, _ = read_part(path, tables, config)
-    return events if sample is None else events[events["user_id"].astype(object).isin(sample)]
+    return events[events["user_id"].astype(object).isin(sample)]
 
 
-def _gather_events(client, paths: list[Path], tables_, config_, users: frozenset | None) -> pd.DataFrame:
-    """The events of ``users`` (every one: ``None``) in the parts ``paths``, read by ``client``'s workers, in a
-    :class:`Dataset`'s order (timestamp, event id)."""
-    [users_] = client.scatter([users], broadcast=True, hash=False)   # (a set alone would be scattered element by element)
-    gathered = client.gather([client.submit(_sample_events, path, tables_, config_, users_, pure=False)
-                              for path in paths])
-    if not gathered:
-        return pd.DataFrame()
-    events = pd.concat(gathered, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
+def in_dataset_order(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """Events gathered from parts as one frame, in a :class:`Dataset`'s order (timestamp, event id)."""
+    events = pd.concat(pieces, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
     return events.reset_index(drop=True)
-
-
-def events_of_users(client, plan: PartsPlan, tables: Tables, config: NbmConfig, users: frozenset | None = None,
-                    on_workers: tuple | None = None) -> pd.DataFrame:
-    """The events of ``users`` (canonical ids; ``None``: every user — the whole log, in this process), each part
-    holding any of them read by a worker, in a :class:`Dataset`'s order. For what needs a sample of people with all
-    their events: the off-policy evaluation of ``nbm train``."""
-    tables_, config_ = on_workers or scattered(client, tables, config)
-    paths = [path for path, members in zip(plan.parts, plan.users)
-             if users is None or not users.isdisjoint(members.tolist())]
-    return _gather_events(client, paths, tables_, config_, users)
 
 
 def _part_training_set(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
@@ -219,7 +201,9 @@ def scattered(client, tables: Tables, config: NbmConfig) -> tuple:
     part's own users rows with its task."""
     from dataclasses import replace
 
-    sent = tables if config.features.segment_by else replace(tables, users=tables.users.iloc[:0])
+    sent = replace(tables, decisions=None)      # (the decision log: the command's process only)
+    if not config.features.segment_by:
+        sent = replace(sent, users=tables.users.iloc[:0])
     return tuple(client.scatter([sent, config], broadcast=True, hash=False))
 
 
@@ -258,7 +242,9 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
         sample = frozenset(smallest.to_numpy(dtype=object).tolist())
         holding = [path for path, s in zip(parts, done)          # the parts whose users are in the sample
                    if not sample.isdisjoint(s.smallest.to_numpy(dtype=object).tolist())]
-        events = _gather_events(client, holding, tables_, config_, sample)
+        [sample_] = client.scatter([sample], broadcast=True, hash=False)     # (a set alone would be scattered element by element)
+        events = in_dataset_order(client.gather([client.submit(_sample_events, path, tables_, config_, sample_,
+                                                               pure=False) for path in holding]))
         users = tables.users[tables.users["user_id"].astype(object).isin(sample)]
         pinned = prior_strengths(tables.dataset(events, users), vocabulary, rates, config, end=last + 1)
     problems = pd.concat([s.problems for s in done], ignore_index=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nbm.errors import UsageError
+from nbm.errors import UnusableInputError, UsageError
 
 FORMATS = ("jsonl", "parquet")
 PART = "part-{index:05d}.{format}"
@@ -61,10 +61,14 @@ class BatchOutput:
         self.path = Path(out)
         self.partitioned = partitioned if partitioned is not None else \
             text.endswith(("/", os.sep)) or self.path.is_dir()
+        suffix = "" if self.partitioned else self.path.suffix.lower()
+        named = "parquet" if suffix == ".parquet" else "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else None
         if format is None:
-            format = "parquet" if not self.partitioned and self.path.suffix.lower() == ".parquet" else "jsonl"
+            format = named or "jsonl"
         if format not in FORMATS:
             raise UsageError(f"`--format`: {format!r} is not one of {', '.join(FORMATS)}")
+        if named is not None and named != format:
+            raise UsageError(f"`--out` {str(self.path)!r} names a {named} file but `--format` is {format}")
         self.format = format
 
     def __repr__(self) -> str:
@@ -74,15 +78,22 @@ class BatchOutput:
         return f"{self.path}/ ({self.format} partitions)" if self.partitioned else str(self.path)
 
     def prepare(self) -> None:
-        """Make the output's directory; for partitions, remove an earlier run's (and its ``_SUCCESS``)."""
+        """Make the output's directory; for partitions, remove an earlier run's (and its ``_SUCCESS``). Partition
+        files without ``_SUCCESS`` beside them are not an earlier complete run's (an interrupted run, or someone
+        else's files — a data directory's event parts): refused, never removed."""
         if not self.partitioned:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"`--out`: {str(self.path)!r} is a file, not a directory for partitions")
         self.path.mkdir(parents=True, exist_ok=True)
-        for old in [self.path / SUCCESS, *self.path.glob("part-*.jsonl"), *self.path.glob("part-*.parquet")]:
-            old.unlink(missing_ok=True)
+        old = [*self.path.glob("part-*.jsonl"), *self.path.glob("part-*.parquet")]
+        if old and not (self.path / SUCCESS).exists():
+            raise UsageError(f"`--out`: {str(self.path)!r} holds {len(old)} part-* file(s) but no {SUCCESS}: not the "
+                             "output of a complete `nbm recommend` run, so they are left alone; remove them or choose "
+                             "another directory")
+        for path in [self.path / SUCCESS, *old]:
+            path.unlink(missing_ok=True)
 
     def encode(self, lines: list[dict]):
         """Decisions as this output holds them: JSON-lines text, or an Arrow table."""
@@ -100,6 +111,11 @@ class BatchOutput:
     def write_part(self, index: int, lines_or_piece) -> int:
         """Partition ``index`` written (under a temporary name, then renamed); its number of decisions."""
         piece = lines_or_piece if isinstance(lines_or_piece, (str, pa.Table)) else self.encode(lines_or_piece)
+        if not self.path.is_dir():          # a worker on a machine that does not see the client's directory
+            import socket
+
+            raise UnusableInputError(f"`--out` {str(self.path)!r} is not a directory on {socket.gethostname()}: a "
+                                     "cluster's workers write the partitions, so it must be on storage they all share")
         path = self.path / PART.format(index=index, format=self.format)
         temporary = self.path / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
@@ -155,9 +171,13 @@ _AS_NS = _schema(pa.int64())        # the Parquet table's instants as int64 ns, 
 
 
 class _FileWriter:
+    """Writes under a temporary name beside ``path``, renamed to ``path`` when closed after success: a run that
+    fails leaves no file that looks complete (and an earlier run's file stays as it was)."""
+
     def __init__(self, path: Path, format: str) -> None:
         self.path, self.format = path, format
-        self._text = path.open("w") if format == "jsonl" else None
+        self._temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        self._text = self._temporary.open("w") if format == "jsonl" else None
         self._parquet: pq.ParquetWriter | None = None
 
     def write(self, piece) -> None:
@@ -165,19 +185,24 @@ class _FileWriter:
             self._text.write(piece)
             return
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self.path, SCHEMA)
+            self._parquet = pq.ParquetWriter(self._temporary, SCHEMA)
         self._parquet.write_table(piece)
 
-    def close(self) -> None:
-        if self._text is not None:
-            self._text.close()
-        elif self._parquet is None:                  # no decisions: still a readable, empty table
-            pq.write_table(SCHEMA.empty_table(), self.path)
-        else:
-            self._parquet.close()
+    def close(self, complete: bool = True) -> None:
+        try:
+            if self._text is not None:
+                self._text.close()
+            elif self._parquet is not None:
+                self._parquet.close()
+            elif complete:                               # no decisions: still a readable, empty table
+                pq.write_table(SCHEMA.empty_table(), self._temporary)
+            if complete:
+                os.replace(self._temporary, self.path)
+        finally:
+            self._temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> _FileWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(complete=kind is None)

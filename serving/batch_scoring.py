@@ -220,7 +220,7 @@ def _decide_partition(part: Dataset, shared: Globals, job: _Job, ids: np.ndarray
     return piece, tally
 
 
-def _in_order(futures: dict, total: int):
+def _in_order(futures: dict):
     """(partition, users decided so far, its piece, its tally) of the ``futures`` — ``{future: (partition, users)}``,
     each giving (piece, tally) — in partition order, each as soon as the earlier ones are in."""
     from distributed import as_completed
@@ -257,7 +257,7 @@ def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.
         part = client.scatter(partition(dataset, n, i))
         futures[client.submit(_decide_partition, part, shared_, job_, ids[members], asked[members], seed, i,
                               output, pure=False)] = (i, len(members))
-    return _in_order(futures, len(ids))
+    return _in_order(futures)
 
 
 def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, ids: np.ndarray, asked: np.ndarray,
@@ -322,4 +322,4 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
         rows = tables.rows_of(ids[members])
         futures[client.submit(_decide_part, path, tables_, shared_, job_, rows, ids[members], asked[members], seed, i,
                               output, pure=False)] = (i, len(members))
-    return _write(output, _in_order(futures, len(ids)), len(ids), progress)
+    return _write(output, _in_order(futures), len(ids), progress)

@@ -154,6 +154,19 @@ def _ephemeral_ports() -> range:
     return range(low, high + 1)
 
 
+def _reserved_ports() -> set[int]:
+    """Ports the administrator reserved (Linux: ``ip_local_reserved_ports``, e.g. ``8000-8080,9000``)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_reserved_ports").read_text().strip()
+    except OSError:
+        return set()
+    out: set[int] = set()
+    for item in filter(None, text.split(",")):
+        low, _, high = item.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now, drawn outside the ephemeral range. A port the kernel hands out for
     ``bind(0)`` comes from the range outgoing connections use too, so that between this call and the server's
@@ -161,10 +174,10 @@ def free_port() -> int:
     "address already in use"."""
     import random
 
-    ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(10000, 65536) if p not in ephemeral]
+    ephemeral, reserved = _ephemeral_ports(), _reserved_ports()
+    candidates = [p for p in range(1024, 65536) if p not in ephemeral and p not in reserved]
     draw = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(200):
+    for _ in range(min(200, len(candidates))):
         port = draw.choice(candidates)
         if port_free("127.0.0.1", port):
             with socket.socket() as s:       # nothing listening, and nothing connected from it either
@@ -173,9 +186,8 @@ def free_port() -> int:
                 except OSError:
                     continue
             return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    raise RuntimeError(f"no free port on 127.0.0.1 outside the ephemeral range {ephemeral.start}-{ephemeral.stop - 1} "
+                       f"({len(candidates)} candidates)")
 
 
 def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer: str | None = None,
@@ -186,7 +198,11 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
     command = [sys.executable, "-m", "nbm.cli", "serve", "--data", str(data), "--port", str(port),
                "--workers", str(workers)] + (["--explorer", explorer] if explorer else [])
     log = tempfile.TemporaryFile()   # the service's output, whose end goes into the error when it fails to start
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    except BaseException:
+        log.close()
+        raise
     process.log = log  # type: ignore[attr-defined]
     began = time.monotonic()
     wait_ready(process, port, timeout, "nbm serve")
@@ -194,10 +210,9 @@ def start_service(data: Path, home: Path, port: int, workers: int = 1, explorer:
         path = balance.workers_file(Path(home).expanduser().resolve(), "127.0.0.1", port)
         while balance.live_workers(path) < workers:
             if process.poll() is not None or time.monotonic() - began > timeout:
-                ready = balance.live_workers(path)
+                ready, tail = balance.live_workers(path), _log_tail(process)
                 stop_service(process)
-                raise RuntimeError(f"nbm serve: {ready} of {workers} workers ready in {timeout:.0f} s"
-                                   + _log_tail(process))
+                raise RuntimeError(f"nbm serve: {ready} of {workers} workers ready in {timeout:.0f} s{tail}")
             time.sleep(0.1)
     return process
 

@@ -302,7 +302,8 @@ def _evaluate_policy(source: InMemory | OnParts, config: NbmConfig, data: Path, 
         report = evaluate_policies(
             chosen.dataset, config, history_rows, chosen.test, split.test_start, artifacts, artifact,
             max_decisions=max_decisions, partitions=chosen.partitions, seed=seed, sim_config=sim_config,
-            progress=lambda k, n: bar.update(task, completed=k, total=n), shared=chosen.shared, end=chosen.end)
+            progress=lambda k, n: bar.update(task, completed=k, total=n), shared=chosen.shared, end=chosen.end,
+            reward=chosen.reward, horizon_hours=chosen.horizon_hours)
     return report
 
 

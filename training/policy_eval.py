@@ -134,29 +134,53 @@ class PolicyValue:
 
 
 def outcome_horizon(dataset: Dataset, attribution, quantile: float = 0.99, min_conversions: int = 30,
-                    outcome: str = "convert", end: int | None = None) -> float:
+                    outcome: str = "convert") -> float:
     """Hours after a send by which ``quantile`` of its attributed ``outcome`` events (conversions, or clicks)
     have arrived, from the log.
 
     Measured on sends whose whole attribution window (``attribution.convert_days``; for clicks
     ``open_click_hours``) lies inside the log, so that the delays themselves are not cut short; with fewer
     than ``min_conversions`` of those, on every attributed outcome; with fewer than that, the window itself.
-    Never more than the window. ``end``: the log's last instant (int64 ns) when ``dataset`` holds a sample of its
-    people (default: its own last event's).
+    Never more than the window. (:func:`outcome_delays` and :func:`horizon_of_delays`: a log in parts gives
+    each part's delays, and the horizon is computed from all of them.)
     """
-    window = float(attribution.convert_days) * 24.0 if outcome == "convert" else float(attribution.open_click_hours)
     events = dataset.events
     if not len(events):
-        return window
+        return outcome_window(attribution, outcome)
+    delays = outcome_delays(events, attribution, outcome)
+    return horizon_of_delays(*delays, int(events["timestamp"].max().value), attribution, outcome, quantile,
+                             min_conversions)
+
+
+def outcome_window(attribution, outcome: str) -> float:
+    """Hours of the attribution window of ``outcome``."""
+    return float(attribution.convert_days) * 24.0 if outcome == "convert" else float(attribution.open_click_hours)
+
+
+def outcome_delays(events: pd.DataFrame, attribution, outcome: str, attributed: np.ndarray | None = None
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+    """The log's ``outcome`` events: how many, and for those attributed to a send, the send's instant and the
+    delay (int64 ns). ``attributed``: :func:`nbm.attribution.attribute` of ``events``, when already computed."""
     kinds = events["event_type"].to_numpy(dtype=object)
-    converts = np.flatnonzero(kinds == outcome)
-    if len(converts) < min_conversions:
-        return window
-    sends = attribute(events, attribution).to_numpy()[converts]
+    outcomes = np.flatnonzero(kinds == outcome)
+    if not len(outcomes):
+        return 0, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if attributed is None:
+        attributed = attribute(events, attribution).to_numpy()
+    sends = attributed[outcomes]
     found = sends >= 0
     stamps = events["timestamp"].to_numpy(dtype="int64")
-    sent_at, delay = stamps[sends[found]], stamps[converts[found]] - stamps[sends[found]]
-    complete = sent_at <= (stamps.max() if end is None else end) - int(window * 3600e9)
+    return len(outcomes), stamps[sends[found]], stamps[outcomes[found]] - stamps[sends[found]]
+
+
+def horizon_of_delays(count: int, sent_at: np.ndarray, delay: np.ndarray, end: int, attribution, outcome: str,
+                      quantile: float = 0.99, min_conversions: int = 30) -> float:
+    """:func:`outcome_horizon` from :func:`outcome_delays` (summed over the parts of a log) and the log's last
+    instant ``end`` (int64 ns)."""
+    window = outcome_window(attribution, outcome)
+    if count < min_conversions:
+        return window
+    complete = sent_at <= end - int(window * 3600e9)
     if int(complete.sum()) >= min_conversions:
         delay = delay[complete]
     if len(delay) < min_conversions:
@@ -487,7 +511,7 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
                       test_start: pd.Timestamp, artifacts: dict[str, ScoringArtifact], reward_model: ScoringArtifact,
                       max_decisions: int | None = 100_000, partitions: int = 1, seed: int = 0, sim_config=None,
                       threshold: float = 0.0, progress=None, horizon_hours: float | None | str = "auto",
-                      shared=None, end: int | None = None) -> PolicyReport:
+                      shared=None, end: int | None = None, reward: Reward | None = None) -> PolicyReport:
     """Replay the models and baselines over the test window's logged decisions and estimate their values.
 
     With ``partitions > 1`` the feature indexes are built for one user partition at a time. With
@@ -496,17 +520,18 @@ def evaluate_policies(dataset: Dataset, config, history_rows: pd.DataFrame, test
     log; None: no cut — the last decisions' rewards are then incomplete).
 
     ``dataset`` may hold a sample of the log's people with all their events (a log in parts, ``nbm train``): then
-    ``shared`` is the whole log's :class:`features.pipeline.Globals` and ``end`` its last instant (int64 ns), and
-    ``test`` holds the sample's sends only.
+    ``shared`` is the whole log's :class:`features.pipeline.Globals`, ``end`` its last instant (int64 ns),
+    ``reward`` and ``horizon_hours`` the whole log's (:func:`training.reward.reward_of`, :func:`outcome_horizon`),
+    and ``test`` holds the sample's sends only.
     """
     import time
 
     from features.pipeline import Globals, partition, partition_of
 
     began = time.perf_counter()
-    reward = reward_of(dataset.events)
+    reward = reward if reward is not None else reward_of(dataset.events)
     if horizon_hours == "auto":
-        horizon_hours = outcome_horizon(dataset, config.attribution, outcome=reward.outcome, end=end)
+        horizon_hours = outcome_horizon(dataset, config.attribution, outcome=reward.outcome)
     logged = logged_decisions(dataset, test, reward_model, test_start, max_decisions, seed, horizon_hours, reward,
                               end=end)
     frame = logged.frame

@@ -49,9 +49,20 @@ REWARDS = {
 def reward_of(events: pd.DataFrame) -> Reward:
     """The reward a log supports: revenue when a conversion carries a positive ``value``, else conversions when
     it has any, else clicks when it has any; a log with none of them gets revenue (every reward is then 0)."""
+    return reward_of_kinds(*outcome_kinds(events))
+
+
+def outcome_kinds(events: pd.DataFrame) -> tuple[bool, bool, bool]:
+    """Whether some events are conversions with a positive ``value``, conversions, clicks — what
+    :func:`reward_of_kinds` decides from (a log in parts: each part's, combined by ``or``)."""
     kinds = events["event_type"].to_numpy(dtype=object)
     converts = kinds == "convert"
-    if converts.any():
-        value = events["value"].to_numpy(dtype=float)[converts] if "value" in events else np.zeros(1)
-        return REWARDS["revenue"] if (np.nan_to_num(value) > 0).any() else REWARDS["conversions"]
-    return REWARDS["clicks"] if (kinds == "click").any() else REWARDS["revenue"]
+    value = events["value"].to_numpy(dtype=float)[converts] if "value" in events else np.zeros(0)
+    return bool((np.nan_to_num(value) > 0).any()), bool(converts.any()), bool((kinds == "click").any())
+
+
+def reward_of_kinds(valued: bool, converted: bool, clicked: bool) -> Reward:
+    """:func:`reward_of` from :func:`outcome_kinds`."""
+    if converted:
+        return REWARDS["revenue"] if valued else REWARDS["conversions"]
+    return REWARDS["clicks"] if clicked else REWARDS["revenue"]

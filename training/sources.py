@@ -7,11 +7,13 @@ all three come from the loaded :class:`~nbm.dataset.Dataset`. From parts:
 
 * the **labels** are columns of the training set, computed by each worker from its part's events
   (:func:`training.risk.risk_columns`: an unsubscribe is attributed to a send of its own person);
-* the **evaluation** replays the decisions of the test window's people (:meth:`OnParts.policy_data`): their
-  events are gathered from the parts holding them. With more than ``max_decisions`` decisions in the window,
-  people are drawn at random (seeded) until their decisions reach ``max_decisions`` — the in-memory evaluation
-  draws decisions instead; either is a uniform sample of the window's decisions, this one by person. Features
-  use the whole log's globals, and the censoring cut the whole log's end.
+* the **evaluation** replays the decisions of the test window's people (:meth:`OnParts.policy_data`): one pass
+  over the parts gathers their events, and from every part what the whole log's reward and outcome horizon need
+  (:func:`training.reward.outcome_kinds`, :func:`training.policy_eval.outcome_delays`). With more than
+  ``max_decisions`` decisions in the window, people are drawn at random (seeded) until their decisions reach
+  ``max_decisions`` — the in-memory evaluation draws decisions instead; either is a uniform sample of the
+  window's decisions, this one by person. Features use the whole log's globals, and the censoring cut the whole
+  log's end, reward and horizon.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class PolicyData:
     partitions: int
     shared: object | None = None           # the whole log's Globals, when ``dataset`` holds some of its people
     end: int | None = None                 # the whole log's last instant (int64 ns), idem
+    reward: object | None = None           # the whole log's Reward, idem
+    horizon_hours: float | str = "auto"    # the whole log's outcome horizon, idem
     people: int | None = None              # people of the window evaluated, when fewer than all of them
     of_people: int | None = None           # people with a decision in the window
 
@@ -84,7 +88,9 @@ class OnParts:
         return pd.Series(ids.to_numpy(dtype=object)).value_counts(sort=False)
 
     def policy_data(self, split, max_decisions: int | None, seed: int) -> PolicyData:
-        from features.parts import events_of_users
+        from features.parts import in_dataset_order
+        from training.policy_eval import horizon_of_delays
+        from training.reward import reward_of_kinds
 
         counts = self.window_people(split)
         if max_decisions is None or int(counts.sum()) <= max_decisions:
@@ -94,12 +100,39 @@ class OnParts:
             k = int(np.searchsorted(np.cumsum(shuffled.to_numpy()), max_decisions)) + 1
             chosen = shuffled.index[:k]
         people = frozenset(chosen.tolist())
-        events = events_of_users(self.client, self.plan, self.tables, self.config, people, self.on_workers)
+        tables_, config_ = self.on_workers
+        [people_] = self.client.scatter([people], broadcast=True, hash=False)
+        pieces = self.client.gather([self.client.submit(_evaluation_part, path, tables_, config_, people_, pure=False)
+                                     for path in self.plan.parts])
+        events = in_dataset_order([p[0] for p in pieces])
+        reward = reward_of_kinds(*(any(p[1][i] for p in pieces) for i in range(3)))
+        delays = [p[2][reward.outcome] for p in pieces]
+        horizon = horizon_of_delays(sum(d[0] for d in delays), np.concatenate([d[1] for d in delays]),
+                                    np.concatenate([d[2] for d in delays]), self.plan.last, self.config.attribution,
+                                    reward.outcome)
         decisions = self.tables.decisions
         if decisions is not None:
             decisions = decisions[decisions["user_id"].astype(object).isin(people).to_numpy()].reset_index(drop=True)
         dataset = self.tables.dataset(events, self.tables.rows_of(np.asarray(list(people), dtype=object)), decisions)
         test = split.test[split.test["user_id"].astype(object).isin(people).to_numpy()].reset_index(drop=True)
         partitions = max(1, -(-len(events) // PARTITION_EVENTS))
-        return PolicyData(dataset, test, partitions, self.plan.shared, self.plan.last,
+        return PolicyData(dataset, test, partitions, self.plan.shared, self.plan.last, reward, horizon,
                           len(people) if len(people) < len(counts) else None, len(counts))
+
+
+def _evaluation_part(path, tables, config, people: frozenset) -> tuple[pd.DataFrame, tuple, dict]:
+    """What the evaluation needs of one part (what a worker runs): the events of its ``people``, whether it has
+    valued conversions, conversions, clicks, and its attributed outcomes' delays (conversions and clicks)."""
+    from features.parts import read_part, release_memory
+    from nbm.attribution import attribute
+    from training.policy_eval import outcome_delays
+    from training.reward import outcome_kinds
+
+    events, _ = read_part(path, tables, config)
+    attributed = attribute(events, config.attribution).to_numpy() if len(events) else np.zeros(0, np.int64)
+    delays = {outcome: outcome_delays(events, config.attribution, outcome, attributed) for outcome in ("convert", "click")}
+    mine = events[events["user_id"].astype(object).isin(people).to_numpy()]
+    out = (mine, outcome_kinds(events), delays)
+    del events, attributed
+    release_memory()
+    return out

@@ -87,6 +87,45 @@ def test_a_new_run_removes_the_last_runs_partitions_and_nothing_else(tmp_path) -
         (directory / name).write_text("old")
     BatchOutput(directory).prepare()
     assert sorted(p.name for p in directory.iterdir()) == ["notes.txt", "part-00001.csv"]
+
+
+def test_part_files_that_no_complete_run_wrote_are_refused_not_removed(tmp_path) -> None:
+    """`--out DATA/events/` must not delete a data directory's event parts (they have no _SUCCESS)."""
+    events = tmp_path / "data" / "events"
+    events.mkdir(parents=True)
+    (events / "part-00000.parquet").write_text("someone's events")
+    with pytest.raises(UsageError, match="no _SUCCESS"):
+        BatchOutput(str(events) + "/").prepare()
+    assert (events / "part-00000.parquet").read_text() == "someone's events"
+
+
+def test_a_file_name_and_a_format_that_disagree_are_refused(tmp_path) -> None:
+    with pytest.raises(UsageError, match="names a jsonl file but `--format` is parquet"):
+        BatchOutput(tmp_path / "x.jsonl", "parquet")
+    with pytest.raises(UsageError, match="names a parquet file"):
+        BatchOutput(tmp_path / "x.parquet", "jsonl")
+    assert BatchOutput(tmp_path / "decisions.out", "parquet").format == "parquet"     # a name that says nothing
+
+
+@pytest.mark.parametrize("format", ["jsonl", "parquet"])
+def test_a_run_that_fails_leaves_the_earlier_file_and_no_partial_one(tmp_path, format) -> None:
+    output = BatchOutput(tmp_path / f"one.{format}")
+    with output.writer() as writer:
+        writer.write(output.encode(LINES))
+    with pytest.raises(ZeroDivisionError):
+        with output.writer() as writer:
+            writer.write(output.encode(LINES[:1]))
+            1 / 0
+    assert read_decisions(output.path) == LINES                  # the earlier run's, whole
+    assert [p.name for p in tmp_path.iterdir()] == [f"one.{format}"]     # no temporary left
+
+
+def test_a_worker_that_does_not_see_the_directory_says_so(tmp_path) -> None:
+    from nbm.errors import UnusableInputError
+
+    output = BatchOutput(str(tmp_path / "elsewhere") + "/")          # prepared on another machine: absent here
+    with pytest.raises(UnusableInputError, match="storage they all share"):
+        output.write_part(0, LINES)
     (tmp_path / "file").write_text("x")
     with pytest.raises(UsageError, match="not a directory"):
         BatchOutput(str(tmp_path / "file") + "/").prepare()

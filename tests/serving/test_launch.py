@@ -31,3 +31,14 @@ def test_a_service_that_exits_before_it_is_ready_is_reported_with_its_code_and_o
         wait_ready(process, free_port(), timeout=10, what="the service")
     assert log.closed
     stop_service(process)        # again: nothing left to stop, no error
+
+
+def test_no_port_outside_the_ephemeral_range_is_an_error_not_an_ephemeral_port(monkeypatch) -> None:
+    import serving.launch as launch
+
+    monkeypatch.setattr(launch, "_ephemeral_ports", lambda: range(1024, 65536))
+    with pytest.raises(RuntimeError, match="no free port"):
+        launch.free_port()
+    monkeypatch.setattr(launch, "_ephemeral_ports", lambda: range(1024, 40000))
+    monkeypatch.setattr(launch, "_reserved_ports", lambda: set(range(40000, 65000)))
+    assert 65000 <= launch.free_port() < 65536

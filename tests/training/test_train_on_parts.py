@@ -131,3 +131,38 @@ def test_evaluating_some_people_gives_their_decisions_the_whole_logs_values(worl
                                        atol=1e-12, err_msg=name)
         np.testing.assert_allclose(some.replayed.target[name], whole.replayed.target[name][rows], rtol=0, atol=1e-12,
                                    err_msg=name)
+
+
+def test_a_sample_of_people_is_valued_with_the_whole_logs_reward_and_horizon(world) -> None:
+    """However few people are drawn (down to people whose decisions sent nothing, or none at all), their evaluation
+    data carry the whole log's reward and outcome horizon, and events with the log's columns."""
+    from features.parts import Tables, scattered, shared_of_parts
+    from nbm.cluster import dask_client
+    from nbm.config import NbmConfig
+    from nbm.dataset import load_dataset
+    from training.fit import time_split
+    from training.policy_eval import outcome_horizon
+    from training.reward import reward_of
+    from training.sources import OnParts
+
+    data, parted = world
+    config = NbmConfig()
+    dataset, _ = load_dataset(data, config)
+    reward = reward_of(dataset.events)
+    horizon = outcome_horizon(dataset, config.attribution, outcome=reward.outcome)
+    tables = Tables.read(parted, config, now=pd.Timestamp.now(tz="UTC"), decisions=True)
+    rows = pd.DataFrame({"user_id": dataset.decisions["user_id"], "timestamp": dataset.decisions["timestamp"]})
+    with dask_client("local", workers=2, dashboard=False) as client:
+        on_workers = scattered(client, tables, config)
+        source = OnParts(client, shared_of_parts(client, parted, tables, config, on_workers=on_workers), tables,
+                         config, on_workers)
+        split = time_split(rows.assign(event_id=np.arange(len(rows)).astype(str)), 5, 5)
+        for max_decisions, seed in [(None, 0), (5, 0), (5, 16), (5, 29), (1, 75), (1, 3)]:  # 16: nobody with events
+            chosen = source.policy_data(split, max_decisions, seed)
+            assert chosen.reward == reward and chosen.horizon_hours == pytest.approx(horizon), (max_decisions, seed)
+            assert list(chosen.dataset.events.columns) == list(dataset.events.columns)
+            assert (chosen.people is None) == (max_decisions is None)
+        after = split.__class__(**{**split.__dict__, "test_start": pd.Timestamp("2030-01-01", tz="UTC")})
+        empty = source.policy_data(after, 100, 0)            # no decision in the window: nobody
+        assert len(empty.dataset.events) == 0 and list(empty.dataset.events.columns) == list(dataset.events.columns)
+        assert empty.reward == reward
