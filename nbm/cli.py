@@ -238,8 +238,10 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             loaded = load_model(args.model, config)
         with dask_client(config.dask_scheduler) as client, console.status("deciding…") as status:
             console.print(describe(client), highlight=False, soft_wrap=True)
+            warn = lambda last: _warn_past_the_data("recommend", now, None, given=args.now is not None,  # noqa: E731
+                                                    last=pd.Timestamp(last, tz="UTC"))
             summary = recommend_parts(client, args.data, tables, config, loaded.artifact, loaded.version, now, output,
-                                      users, args.k, args.explorer, args.threshold, args.seed,
+                                      users, args.k, args.explorer, args.threshold, args.seed, on_plan=warn,
                                       progress=lambda k, n: status.update(f"deciding… {k:,}/{n:,} users"))
     else:
         with console.status("loading the data and the model…"):
@@ -265,13 +267,15 @@ PAST_THE_DATA_DAYS = 1.0
 """``--now`` later than the last event by more than this (days) gets a warning: decisions from a stale history."""
 
 
-def _warn_past_the_data(command: str, now, events, given: bool) -> None:
-    """Warn on stderr when ``now`` lies more than :data:`PAST_THE_DATA_DAYS` after the last event of ``events``:
-    every user then looks less active than they were when the data ends (stages drift to at_risk and dormant,
-    recent contacts and fatigue vanish), which is rarely what a batch run over an old export means."""
-    if not len(events):
-        return
-    last = events["timestamp"].max()
+def _warn_past_the_data(command: str, now, events, given: bool, last=None) -> None:
+    """Warn on stderr when ``now`` lies more than :data:`PAST_THE_DATA_DAYS` after the last event of ``events``
+    (or ``last``, a log in parts): every user then looks less active than they were when the data ends (stages
+    drift to at_risk and dormant, recent contacts and fatigue vanish), which is rarely what a batch run over an old
+    export means."""
+    if last is None:
+        if not len(events):
+            return
+        last = events["timestamp"].max()
     days = (now - last).total_seconds() / 86_400
     if days > PAST_THE_DATA_DAYS:
         source = "`--now`" if given else "`--now` (not given: the wall clock)"
@@ -353,7 +357,8 @@ def _common_options(parser: argparse.ArgumentParser, config_default: object, deb
                         help="configuration file (default: ./nbm.toml if present)")
     parser.add_argument("--debug", action="store_true", default=debug_default, help="show tracebacks of errors")
     parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="also the libraries' own INFO logs and download bars (MLflow, Optuna, Alembic)")
+                        help="also the libraries' own INFO logs and download bars (MLflow, Optuna, Alembic, Dask, "
+                             "BentoML)")
     return parser
 
 
@@ -531,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     prof.set_defaults(handler=_cmd_profiles)
 
     srv = sub.add_parser("serve", parents=[common], help="start the scoring service (BentoML) on 127.0.0.1:3000",
-                         description="/recommend, /recommend_batch, /feedback, /healthz, /readyz, /metrics.")
+                         description="/recommend, /recommend_batch, /feedback, /users, /messages, /healthz, /readyz, "
+                                     "/metrics.")
     srv.add_argument("--data", type=Path, help="data directory: the users, catalog and history served (default: "
                                                 "the embedded demo world, NBM_HOME/demo, that `make run` builds)")
     srv.add_argument("--model", default="models:/nbm-ranker@champion",

@@ -284,17 +284,21 @@ def _part_statistics(path, tables, config: NbmConfig, target: str, now: int) -> 
 
 def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact, model_version: str,
                     now: pd.Timestamp, out: Path | BatchOutput, users: np.ndarray | None = None, k: int = 1,
-                    explorer: str = "greedy", threshold: float = 0.0, seed: int = 0, progress=None) -> BatchSummary:
+                    explorer: str = "greedy", threshold: float = 0.0, seed: int = 0, progress=None,
+                    on_plan=None) -> BatchSummary:
     """:func:`recommend_all` of a data directory whose events are parts (features/parts.py: out of core): each part's
     users decided by ``client``'s workers, each reading its own part; the users without events spread over the
     parts by a hash of their id. Decisions are written in part order (a partitioned output: one partition per part,
-    written by the worker that decided it)."""
+    written by the worker that decided it). ``on_plan``: called with the log's last instant (int64 ns) once the
+    parts are summarised, before any decision."""
     from features.parts import scattered, shared_of_parts, users_by_part
 
     if explorer not in EXPLORERS:
         raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
     on_workers = scattered(client, tables, config)
     plan = shared_of_parts(client, directory, tables, config, strengths=artifact.prior_strengths, on_workers=on_workers)
+    if on_plan is not None:
+        on_plan(plan.last)
     ids = tables.users["user_id"].to_numpy(dtype=object) if users is None else \
         tables.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
     asked = ids if users is None else np.asarray(users, dtype=object)

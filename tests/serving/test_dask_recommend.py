@@ -143,3 +143,6 @@ def test_nbm_recommend_on_event_parts_needs_a_cluster_and_runs_on_one(served_wor
     assert f"Written to {parquet}/ (parquet partitions)" in printed.out.replace("\n", "")
     assert "Dask: 2 worker(s) at tcp://127.0.0.1:" in printed.err and "dashboard" in printed.err    # progress: Dask's
     assert read_decisions(parquet) == read_decisions(out)
+    late = ["recommend", "--data", str(parted), "--now", "2026-12-20T00:00:00Z", "--out", str(tmp_path / "late.jsonl")]
+    assert main(late) == 0
+    assert "days after the data's last event" in capsys.readouterr().err       # as for one events file
