@@ -1,6 +1,7 @@
 """Benchmark of out-of-core scale-out (issue 42): the training set of a ~50M-event log built on a LocalCluster of
 2 workers with every process's memory together at most 8 GiB, then 1M users decided (``nbm recommend``'s batch
-scoring) on the same cluster; the in-process figures of one part beside them.
+scoring) on the same cluster, each part's decisions written by its worker as a partition of ``ROOT/decisions/``;
+the in-process figures of one part beside them.
 
 The log is simulated: one world of ``--users`` users over ``--days`` days (``nbm simulate``; its model trained
 on it, ``nbm train``), then written ``--copies`` times as event parts (``--splits`` parts a copy, by a hash of the
@@ -12,7 +13,7 @@ Memory is the resident set of this process and of every process it started (the 
 and workers), summed, sampled every 0.2 s; the peak is printed per stage, against the target of 8 GiB.
 
     .venv/bin/python benchmarks/scale.py [--users 50000] [--days 60] [--copies 32] [--score-users 1000000]
-                                         [--splits 2] [--root DIR] [--workers 2]
+                                         [--splits 2] [--root DIR] [--workers 2] [--format jsonl|parquet]
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None, help="keep the generated data here (default: a temporary "
                         "directory); a second run reuses it")
     parser.add_argument("--splits", type=int, default=2, help="parts per copy (by a hash of the user)")
+    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                        help="the decisions' partitions, written by the workers under ROOT/decisions/")
     parser.add_argument("--in-process", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.in_process is not None:           # the in-process stage, in a process of its own: its rows printed
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     from features.parts import Tables, read_part, shared_of_parts, training_set_of_parts
     from nbm.cluster import dask_client
     from nbm.config import load_config
+    from serving.batch_output import BatchOutput
     from serving.batch_scoring import recommend_parts
     from serving.registry import load_model
 
@@ -179,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
             files = training_set_of_parts(client, plan, tables, config, root / "training-set")
         rows = sum(pd.read_parquet(f, columns=["event_id"]).shape[0] for f in files)
         scored = min(args.score_users, len(tables.users))
-        with stage(f"out of core: nbm recommend for {scored:,} users", figures):
+        output = BatchOutput(root / "decisions", args.format, partitioned=True)
+        with stage(f"out of core: nbm recommend for {scored:,} users, {args.format} partitions written by the workers",
+                   figures):
             users = tables.users["user_id"].to_numpy(dtype=object)[:scored]
             summary = recommend_parts(client, big, tables, config, model.artifact, model.version,
-                                      pd.Timestamp(NOW), root / "decisions.jsonl", users=users)
+                                      pd.Timestamp(NOW), output, users=users)
     print()
     print(f"training set: {rows:,} rows from {events:,} events ({one_rows:,} rows from one part in process)")
-    print(f"decisions: {summary.decisions:,}, with items {summary.with_items:,}")
+    print(f"decisions: {summary.decisions:,}, with items {summary.with_items:,}, in "
+          f"{len(list(output.path.glob('part-*')))} partitions under {output.path}")
     peak = max(figures[name][1] for name in figures if name.startswith("out of core"))
     print(f"peak memory out of core, every process: {peak:.2f} GiB (target <= {TARGET_GIB:g} GiB: "
           f"{'met' if peak <= TARGET_GIB else 'MISSED'})")
