@@ -26,7 +26,7 @@ are a function of that user's events alone.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +199,6 @@ def scattered(client, tables: Tables, config: NbmConfig) -> tuple:
     """``tables`` and ``config`` on every worker of ``client`` (futures), once for the stages that read parts. The
     users table goes only where the summaries need it (segments: each event's segment); the other stages send each
     part's own users rows with its task."""
-    from dataclasses import replace
 
     sent = replace(tables, decisions=None)      # (the decision log: the command's process only)
     if not config.features.segment_by:
@@ -227,7 +226,7 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
         log.info("out of core: part %d of %d summarised (%s events)", futures[future] + 1, len(parts),
                  f"{summary.rows_kept:,}")
     done: list[Summary] = summaries  # type: ignore[assignment]
-    _check_disjoint(parts, done)
+    _check_disjoint(parts, [s.users for s in done])
     firsts = [s.first for s in done if s.first is not None]
     if not firsts:
         raise UnusableInputError(f"no valid events in the parts of {str(directory)!r}: nothing to learn from")
@@ -253,16 +252,62 @@ def shared_of_parts(client, directory: Path | str, tables: Tables, config: NbmCo
                      sum(s.rows_read for s in done), sum(s.rows_kept for s in done), problems, last)
 
 
-def _check_disjoint(parts: list[Path], summaries: list[Summary]) -> None:
-    """Every user's events in one part (else an error naming a user and two of its parts)."""
-    owner = np.concatenate([np.full(len(s.users), i) for i, s in enumerate(summaries)]) if summaries else np.zeros(0)
-    ids = pd.Series(np.concatenate([s.users for s in summaries]) if summaries else np.zeros(0, dtype=object))
+def _check_disjoint(parts: list[Path], users: list[np.ndarray]) -> None:
+    """Every user's events in one part (``users``: each part's; else an error naming a user and two of its parts)."""
+    owner = np.concatenate([np.full(len(u), i) for i, u in enumerate(users)]) if users else np.zeros(0)
+    ids = pd.Series(np.concatenate(users) if users else np.zeros(0, dtype=object))
     twice = ids.duplicated(keep=False)
     if twice.any():
         user = ids[twice].iloc[0]
         where = sorted({parts[int(i)].name for i in owner[(ids == user).to_numpy()]})
         raise UnusableInputError(f"user {user!r} has events in more than one part ({', '.join(where)}): each part "
                                  "must hold every event of its users (partition the log by user)")
+
+
+UNKNOWN_AND_LINKED = ("events_of_unknown_users", "events_under_linked_identifiers")
+"""The validation report's counts of events that :func:`nbm.dataset.build_dataset` notes, summed over the parts."""
+
+
+def _validate_part(path: Path, tables: Tables, config: NbmConfig) -> tuple[ValidationReport, np.ndarray]:
+    """One part's validation report and its users (what ``nbm validate`` runs per part)."""
+    events, report = read_part(path, tables, config)
+    users = pd.unique(events["user_id"].to_numpy(dtype=object))
+    unknown, linked = UNKNOWN_AND_LINKED
+    report.info[unknown] = int((~events["user_id"].isin(tables.users["user_id"])).sum())
+    report.info[linked] = int((events["user_id"] != events["source_user_id"]).sum())
+    del events
+    release_memory()
+    return report, users
+
+
+def validate_parts(directory: Path | str, config: NbmConfig, now: pd.Timestamp | None = None,
+                   client=None) -> tuple[Tables, ValidationReport]:
+    """``nbm validate`` of a data directory whose events are parts: the small tables, then every part read and
+    validated — by ``client``'s workers, or here one part at a time (memory: one part) — in one report. A part's
+    rows are counted and its problems listed under ``events/PART`` (``row``: the row in that part); late rows are
+    summed. A user found in two parts is an error naming both (:class:`~nbm.errors.UnusableInputError`)."""
+    tables = Tables.read(directory, config, now=now)
+    parts = event_parts(directory)
+    if client is not None:          # (the whole users table: a part's events of unknown users are counted)
+        tables_, config_ = client.scatter([replace(tables, decisions=None), config], broadcast=True, hash=False)
+        results = client.gather([client.submit(_validate_part, path, tables_, config_, pure=False) for path in parts])
+    else:
+        results = [_validate_part(path, tables, config) for path in parts]
+    report = tables.report
+    for counts in (report.rows_read, report.rows_kept, report.duplicates):
+        counts.pop("events", None)          # (the small tables' read had no events: the parts' are below)
+    report.info.update(dict.fromkeys(UNKNOWN_AND_LINKED, 0))
+    for path, (part, _) in zip(parts, results):
+        name = f"events/{path.name}"
+        report.rows_read[name] = part.rows_read.get("events", 0)
+        report.rows_kept[name] = part.rows_kept.get("events", 0)
+        report.duplicates[name] = part.duplicates.get("events", 0)
+        report.late_rows += part.late_rows
+        for key in UNKNOWN_AND_LINKED:
+            report.info[key] += part.info[key]
+        report.add([part.problems.assign(table=name)])
+    _check_disjoint(parts, [users for _, users in results])
+    return tables, report
 
 
 def training_set_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig, out: Path | str,

@@ -167,7 +167,17 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from nbm.commands.validate import run_validate
 
-    return run_validate(args)
+    from features.parts import event_parts
+
+    if not event_parts(args.data):
+        return run_validate(args)
+    # A log in parts: each part validated by a worker of the cluster (dask_scheduler), else here one at a time.
+    from features.parts import validate_parts
+    from nbm.cluster import dask_client
+    from nbm.config import load_config
+
+    with dask_client(load_config(args.config).dask_scheduler) as client:
+        return run_validate(args, lambda data, config, now: validate_parts(data, config, now, client))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -56,6 +56,16 @@ def unusable(dataset: Dataset, report: ValidationReport, directory: Path | str) 
     return None
 
 
+def unusable_parts(messages: int, events: int, report: ValidationReport, directory: Path | str) -> str | None:
+    """:func:`unusable` of a data directory whose events are parts (``events/*.parquet``): ``messages`` and
+    ``events`` are the valid rows counted; the parts' problems are in ``report`` under ``events/PART``."""
+    from types import SimpleNamespace
+
+    merged = ValidationReport(problems=report.problems.assign(
+        table=report.problems["table"].astype(str).str.replace(r"^events/.*", "events", regex=True)))
+    return unusable(SimpleNamespace(messages=range(messages), events=range(events)), merged, directory)
+
+
 def read_tables(directory: Path) -> dict[str, pd.DataFrame | None]:
     """The raw tables of ``directory`` (``None`` for an absent one)."""
     directory = Path(directory)
