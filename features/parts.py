@@ -165,9 +165,10 @@ def _sample_events(path: Path, tables: Tables, config: NbmConfig, sample: frozen
 
 
 def in_dataset_order(pieces: list[pd.DataFrame]) -> pd.DataFrame:
-    """Events gathered from parts as one frame, in a :class:`Dataset`'s order (timestamp, event id)."""
-    events = pd.concat(pieces, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
-    return events.reset_index(drop=True)
+    """Rows gathered from parts (events, or training sets: a row each send) as one frame, in the order of a
+    :class:`Dataset`'s events and of the in-memory training set (timestamp, then event id)."""
+    rows = pd.concat(pieces, ignore_index=True).sort_values(["timestamp", "event_id"], kind="stable")
+    return rows.reset_index(drop=True)
 
 
 def _part_training_set(path: Path, tables: Tables, config: NbmConfig, shared: Globals, users: pd.DataFrame,
@@ -366,11 +367,7 @@ def training_rows_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmC
         frames[i] = frame
         log.info("out of core: training set of part %d of %d gathered (%s rows)", i + 1, len(plan.parts),
                  f"{len(frame):,}")
-    return _in_build_order(pd.concat(frames, ignore_index=True))
-
-
-def _in_build_order(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+    return in_dataset_order(frames)
 
 
 def users_by_part(plan: PartsPlan, ids: np.ndarray) -> np.ndarray:
@@ -428,4 +425,4 @@ def snapshot_of_parts(client, plan: PartsPlan, tables: Tables, config: NbmConfig
 
 def read_training_set(files: list[Path]) -> pd.DataFrame:
     """The parts' training sets as one frame, in the in-memory build's order (by send time, then event id)."""
-    return _in_build_order(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
+    return in_dataset_order([pd.read_parquet(f) for f in files])

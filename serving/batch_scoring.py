@@ -93,17 +93,13 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
     partitions are decided by its workers, each sent only its own users' rows (:func:`_on_cluster`); a
     partitioned output's partitions are written by the workers.
     """
-    if explorer not in EXPLORERS:
-        raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
-    ids = dataset.users["user_id"].to_numpy(dtype=object) if users is None else \
-        dataset.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
-    asked = ids if users is None else np.asarray(users, dtype=object)
+    _check_explorer(explorer)
+    ids, asked = _people(dataset.users, dataset.identity, users)
     t = pd.Timestamp(now).value
     statistics = history_statistics(dataset.events, config.attribution, artifact.target, t) \
         if explorer == "thompson" else None
     job = _Job(config, artifact, model_version, t, k, explorer, threshold, statistics)
-    output = out if isinstance(out, BatchOutput) else BatchOutput(out)
-    output.prepare()          # (before any worker writes a partition)
+    output = _prepared(out)
     if client is not None:
         pieces = _on_cluster(client, dataset, job, ids, asked, seed, output)
     else:
@@ -113,6 +109,27 @@ def recommend_all(dataset: Dataset, config: NbmConfig, artifact, model_version: 
         if not output.partitioned:
             pieces = ((i, done, output.encode(lines), counts) for i, done, lines, counts in pieces)
     return _write(output, pieces, len(ids), progress)
+
+
+def _check_explorer(explorer: str) -> None:
+    if explorer not in EXPLORERS:
+        raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
+
+
+def _people(users_table: pd.DataFrame, identity, users: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The people decided for (every user of the table, or ``users`` resolved through the links) and the ids they
+    were asked for, in order."""
+    if users is None:
+        ids = users_table["user_id"].to_numpy(dtype=object)
+        return ids, ids
+    return identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object), np.asarray(users, dtype=object)
+
+
+def _prepared(out: Path | BatchOutput) -> BatchOutput:
+    """``out`` as a :class:`BatchOutput`, prepared (before any worker writes a partition)."""
+    output = out if isinstance(out, BatchOutput) else BatchOutput(out)
+    output.prepare()
+    return output
 
 
 def _write(output: BatchOutput, pieces, total: int, progress) -> BatchSummary:
@@ -147,6 +164,11 @@ class _Job:
     threshold: float
     statistics: dict | None
     compile: bool = False       # compile the artifact's booster first (on a cluster's worker)
+
+    def for_workers(self) -> _Job:
+        """This job as a cluster's workers get it: the compiled forest is machine code in this process, so they get
+        the booster and compile their own."""
+        return replace(self, artifact=replace(self.artifact, compiled=None), compile=self.artifact.compiled is not None)
 
     def decide(self, store: FeatureStore, sends: SendIndex, ids: np.ndarray, asked: np.ndarray,
                rng: np.random.Generator):
@@ -245,9 +267,7 @@ def _on_cluster(client, dataset: Dataset, job: _Job, ids: np.ndarray, asked: np.
     only: each partition decides exactly as one pass would, :func:`features.pipeline.partition`)."""
     n = max(len(client.scheduler_info().get("workers", {})) * PARTITIONS_PER_WORKER, 1)
     shared = Globals.build(dataset, job.config, pinned_strengths(job.artifact.prior_strengths))   # the model's smoothing
-    # The compiled forest is machine code in this process: the workers get the booster and compile their own.
-    sent = replace(job, artifact=replace(job.artifact, compiled=None), compile=job.artifact.compiled is not None)
-    shared_, job_ = client.scatter([shared, sent], broadcast=True)
+    shared_, job_ = client.scatter([shared, job.for_workers()], broadcast=True)
     of = partition_of(pd.Series(ids, dtype=object), n)
     futures = {}
     for i in range(n):
@@ -264,9 +284,7 @@ def _decide_part(path, tables, shared: Globals, job: _Job, rows: pd.DataFrame, i
                  seed: int, index: int, output: BatchOutput) -> tuple[object, _Tally]:
     """One event part's users decided (what a cluster's worker runs): its events read and validated, its store on
     the shared globals (:func:`_decide_partition`)."""
-    from features.parts import read_part
-
-    from features.parts import release_memory
+    from features.parts import read_part, release_memory
 
     events, _ = read_part(path, tables, job.config)
     out = _decide_partition(tables.dataset(events, rows), shared, job, ids, asked, seed, index, output)
@@ -293,15 +311,12 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
     parts are summarised, before any decision."""
     from features.parts import scattered, shared_of_parts, users_by_part
 
-    if explorer not in EXPLORERS:
-        raise UnusableInputError(f"unknown explorer {explorer!r}; expected one of {sorted(EXPLORERS)}")
+    _check_explorer(explorer)
     on_workers = scattered(client, tables, config)
     plan = shared_of_parts(client, directory, tables, config, strengths=artifact.prior_strengths, on_workers=on_workers)
     if on_plan is not None:
         on_plan(plan.last)
-    ids = tables.users["user_id"].to_numpy(dtype=object) if users is None else \
-        tables.identity.apply(pd.Series(users, dtype=object)).to_numpy(dtype=object)
-    asked = ids if users is None else np.asarray(users, dtype=object)
+    ids, asked = _people(tables.users, tables.identity, users)
     t = pd.Timestamp(now).value
     tables_, config_ = on_workers
     statistics = None
@@ -312,12 +327,10 @@ def recommend_parts(client, directory: Path, tables, config: NbmConfig, artifact
             for key, (won, lost) in part.items():
                 a, b = statistics.get(key, (0, 0))
                 statistics[key] = (a + won, b + lost)
-    job = _Job(config, replace(artifact, compiled=None), model_version, t, k, explorer, threshold, statistics,
-               compile=artifact.compiled is not None)
-    shared_, job_ = client.scatter([plan.shared, job], broadcast=True, hash=False)
+    job = _Job(config, artifact, model_version, t, k, explorer, threshold, statistics)
+    shared_, job_ = client.scatter([plan.shared, job.for_workers()], broadcast=True, hash=False)
     part_of = users_by_part(plan, ids)
-    output = out if isinstance(out, BatchOutput) else BatchOutput(out)
-    output.prepare()
+    output = _prepared(out)
     futures = {}
     for i, path in enumerate(plan.parts):
         members = np.flatnonzero(part_of == i)
