@@ -28,7 +28,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage(f"write {args.copies} renamed copies as {args.copies * args.splits} event parts", figures):
         events = write_copies(world, big, args.copies, args.splits)
     os.environ.update(NBM_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true")
-    from features.parts import Tables, read_part, shared_of_parts, training_set_of_parts
+    from features.parts import Tables, shared_of_parts, training_set_of_parts
     from nbm.cluster import dask_client
     from nbm.config import load_config
     from serving.batch_output import BatchOutput

@@ -11,6 +11,7 @@ the service runs in its own process group, so that stopping it stops BentoML's w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -257,19 +258,16 @@ def wait_ready(process: subprocess.Popen, port: int, timeout: float = 180.0, wha
 
 def stop_service(process: subprocess.Popen) -> None:
     """Stop the service and its workers (SIGTERM, then SIGKILL after 30 s); a service already gone is fine."""
+    def signal_group(kind: int) -> None:
+        with contextlib.suppress(ProcessLookupError):      # it exited, and its group with it
+            os.killpg(process.pid, kind)
+
     try:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:       # it exited, and its group with it
-            process.wait(timeout=10)
-            return
+        signal_group(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_group(signal.SIGKILL)
             process.wait(timeout=10)
     finally:
         log = getattr(process, "log", None)

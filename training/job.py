@@ -71,8 +71,9 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                    began=began)
     from features.parts import event_parts
 
-    if event_parts(data):
-        return _run_on_parts(data, config, params, valid_days, test_days, **options)
+    parts = event_parts(data)
+    if parts:
+        return _run_on_parts(data, parts, config, params, valid_days, test_days, **options)
     with console.status("loading and validating the data…"):
         dataset, report = load_dataset(data, config)
     reason = unusable(dataset, report, data)
@@ -94,15 +95,14 @@ def run_training(data: Path, config: NbmConfig, params: RankerParams, experiment
                       shared=shared, rows=rows, split=split, client=client)
 
 
-def _run_on_parts(data: Path, config: NbmConfig, params: RankerParams, valid_days: float | None,
+def _run_on_parts(data: Path, parts: list[Path], config: NbmConfig, params: RankerParams, valid_days: float | None,
                   test_days: float | None, **options) -> TrainResult:
     """:func:`run_training` of a data directory whose events are parts (``events/*.parquet``, features/parts.py):
     the shared tables and the training set built by the Dask cluster's workers, a part each, the training set
     (with its unsubscribe labels) gathered here; the rest as in memory (:mod:`training.sources`)."""
-    from features.parts import Tables, event_parts, scattered, shared_of_parts, training_rows_of_parts
+    from features.parts import Tables, scattered, shared_of_parts, training_rows_of_parts
 
     console: Console = options["console"]
-    parts = event_parts(data)
     if not config.dask_scheduler:
         raise UsageError(f"the events of {str(data)!r} are parts (events/*.parquet): training on them needs a Dask "
                          "cluster (`dask_scheduler = \"local\"` or a scheduler's address; docs/deploy.md)")
@@ -110,10 +110,8 @@ def _run_on_parts(data: Path, config: NbmConfig, params: RankerParams, valid_day
         tables = Tables.read(data, config, decisions=options["evaluate_policy"])
     if not len(tables.messages):
         raise UnusableInputError(f"the messages table of {str(data)!r} has no valid message: nothing to recommend")
-    with contextlib.ExitStack() as stack:
-        client = stack.enter_context(dask_client(config.dask_scheduler))
-        if client is not None:
-            console.print(describe(client), highlight=False, soft_wrap=True)
+    with dask_client(config.dask_scheduler) as client:
+        console.print(describe(client), highlight=False, soft_wrap=True)
         on_workers = scattered(client, tables, config)
         with console.status(f"summarising {len(parts)} event parts on the Dask cluster {config.dask_scheduler!r}…"):
             plan = shared_of_parts(client, data, tables, config, on_workers=on_workers)

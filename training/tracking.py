@@ -190,8 +190,9 @@ def data_digest(data: Path, length: int = 16) -> str:
     The same files give the same digest wherever they lie; a changed row changes it."""
     digest = hashlib.sha256()
     data = Path(data)
-    parts = sorted((data / "events").glob("*.parquet")) if (data / "events").is_dir() else []   # a log in parts
-    for path in sorted(data.iterdir()) + parts:
+    from features.parts import event_parts
+
+    for path in sorted(data.iterdir()) + event_parts(data):       # (a log in parts: its events/*.parquet too)
         if path.is_file() and path.suffix in (".parquet", ".csv"):
             digest.update(path.relative_to(data).as_posix().encode() + b"\0")
             with path.open("rb") as handle:

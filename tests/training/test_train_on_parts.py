@@ -162,6 +162,11 @@ def test_a_sample_of_people_is_valued_with_the_whole_logs_reward_and_horizon(wor
             assert chosen.reward == reward and chosen.horizon_hours == pytest.approx(horizon), (max_decisions, seed)
             assert list(chosen.dataset.events.columns) == list(dataset.events.columns)
             assert (chosen.people is None) == (max_decisions is None)
+            kinds = set(chosen.dataset.events["event_type"])
+            if seed == 16:                                   # the cases the draws stand for, checked
+                assert len(chosen.dataset.events) == 0
+            if seed == 29:
+                assert "click" in kinds and "convert" not in kinds
         after = split.__class__(**{**split.__dict__, "test_start": pd.Timestamp("2030-01-01", tz="UTC")})
         empty = source.policy_data(after, 100, 0)            # no decision in the window: nobody
         assert len(empty.dataset.events) == 0 and list(empty.dataset.events.columns) == list(dataset.events.columns)
